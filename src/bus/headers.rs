@@ -1,0 +1,65 @@
+//! Header names and values of the reply protocol (design §3).
+
+use async_nats::HeaderMap;
+
+/// Kind of a reply: `chunk`, `heartbeat`, `done` or `error`.
+pub const KIND: &str = "Ailurus-Kind";
+/// HTTP-like status of a reply (on `error`, and on the first reply of native formats).
+pub const STATUS: &str = "Ailurus-Status";
+/// Native wire format of a forwarded HTTP body (`anthropic.messages`, `openai.chat`, ...).
+pub const FORMAT: &str = "Ailurus-Format";
+/// Model taken from a URL (Gemini puts it in the path).
+pub const MODEL: &str = "Ailurus-Model";
+/// Sent by a requester that wants heartbeats, including one at once on receipt, so it can
+/// tell "no worker" from "slow worker" even when a JetStream stream hides no-responders.
+pub const HEARTBEAT: &str = "Ailurus-Heartbeat";
+/// Seconds a requester should wait before retrying an overloaded gateway.
+pub const RETRY_AFTER: &str = "Retry-After";
+/// Payload encoding, see [`super::codec::Encoding`].
+pub const CONTENT_TYPE: &str = "Content-Type";
+
+/// What a reply message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// A piece of the answer.
+    Chunk,
+    /// The worker is still working; carries no payload.
+    Heartbeat,
+    /// Final: the answer is complete.
+    Done,
+    /// Final: the request failed.
+    Error,
+}
+
+impl ReplyKind {
+    /// The header value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Chunk => "chunk",
+            Self::Heartbeat => "heartbeat",
+            Self::Done => "done",
+            Self::Error => "error",
+        }
+    }
+
+    /// Parse a header value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "chunk" => Some(Self::Chunk),
+            "heartbeat" => Some(Self::Heartbeat),
+            "done" => Some(Self::Done),
+            "error" => Some(Self::Error),
+            _ => None,
+        }
+    }
+
+    /// Whether this kind ends the reply sequence.
+    pub const fn is_final(self) -> bool {
+        matches!(self, Self::Done | Self::Error)
+    }
+
+    /// The kind a message's headers declare.
+    pub fn of(headers: Option<&HeaderMap>) -> Option<Self> {
+        headers.and_then(|h| h.get(KIND)).and_then(|v| Self::parse(v.as_str()))
+    }
+}

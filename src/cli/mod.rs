@@ -1,0 +1,87 @@
+//! Command line: one file per subcommand. Every command returns an exit code; errors are
+//! printed once, on stderr, without secrets.
+
+mod req;
+mod streams;
+mod up;
+mod worker;
+
+use crate::config::Config;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Ailurus: a NATS-native LLM gateway.
+#[derive(Debug, Parser)]
+#[command(name = "ailurus", version, about)]
+pub struct Cli {
+    /// Config file (TOML). `AILURUS__SECTION__FIELD` variables override it.
+    #[arg(long, global = true, env = "AILURUS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// NATS server URL(s), comma separated.
+    #[arg(long, global = true, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Everything on one box: local nats-server if none answers, streams, worker.
+    Up(up::UpArgs),
+    /// Serve `llm.request.*` until SIGTERM / Ctrl-C, then drain.
+    Worker,
+    /// Send one request over NATS and print the answer.
+    Req(req::ReqArgs),
+    /// Manage the JetStream streams declared in `streams/`.
+    #[command(subcommand)]
+    Streams(streams::StreamsCmd),
+}
+
+/// Parse arguments, run, map errors to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, String> {
+    let mut config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(url) = cli.nats_url {
+        config.nats.url = url;
+    }
+    match cli.command {
+        Command::Up(args) => up::run(config, args).await,
+        Command::Worker => worker::run(config).await,
+        Command::Req(args) => req::run(config, args).await,
+        Command::Streams(cmd) => streams::run(config, cmd).await,
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AILURUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Connect to NATS, naming the process for the server's monitoring pages.
+pub(crate) async fn connect(config: &Config, name: &str) -> Result<async_nats::Client, String> {
+    crate::bus::connect(&config.nats.url, name)
+        .await
+        .map_err(|e| format!("cannot connect to NATS at {}: {e}", config.nats.url))
+}

@@ -1,0 +1,111 @@
+//! `ailurus up`: the embedded default. Connect to NATS, or start a local nats-server with
+//! `deploy/nats/nats-server.conf` when nothing answers; apply the streams; run the worker;
+//! print what to type next. Ctrl-C drains the worker, then stops the server it started.
+
+use crate::config::Config;
+use crate::nats_server::{NatsServer, SpawnOptions, DEFAULT_CONF};
+use crate::shutdown::Shutdown;
+use crate::streams;
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of `ailurus up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Where a started nats-server keeps its JetStream data.
+    #[arg(long, env = "AILURUS_DATA", default_value = ".ailurus-data")]
+    pub data_dir: PathBuf,
+}
+
+/// Host and port of a `nats://host:port` URL on loopback, if it is one we may start.
+fn local_target(url: &str) -> Option<(String, u16)> {
+    let first = url.split(',').next()?.trim();
+    let rest = first.strip_prefix("nats://").unwrap_or(first);
+    let rest = rest.rsplit('@').next()?;
+    let (host, port) = rest.rsplit_once(':').map_or((rest, "4222"), |(h, p)| (h, p));
+    let port: u16 = port.trim_end_matches('/').parse().ok()?;
+    matches!(host, "127.0.0.1" | "localhost").then(|| ("127.0.0.1".to_string(), port))
+}
+
+/// Run everything in one process.
+pub async fn run(config: Config, args: UpArgs) -> Result<ExitCode, String> {
+    let url = config.nats.url.clone();
+    let mut started: Option<NatsServer> = None;
+    let client = match tokio::time::timeout(Duration::from_secs(2), crate::bus::connect(&url, "ailurus-up")).await {
+        Ok(Ok(c)) => {
+            eprintln!("using the NATS server at {url}");
+            c
+        }
+        _ => {
+            let (host, port) = local_target(&url).ok_or_else(|| {
+                format!("nothing answers at {url}, and it is not a loopback address to start a server on")
+            })?;
+            let store = args.data_dir.join("nats");
+            std::fs::create_dir_all(&store).map_err(|e| format!("{}: {e}", store.display()))?;
+            let log = args.data_dir.join("nats-server.log");
+            let server = NatsServer::spawn(SpawnOptions {
+                config: DEFAULT_CONF.to_string(),
+                port,
+                host,
+                store_dir: Some(store.clone()),
+                log_file: Some(log.clone()),
+            })
+            .map_err(|e| format!("cannot start nats-server: {e}"))?;
+            eprintln!(
+                "started nats-server (pid {}) at {} · data {} · log {}",
+                server.pid(),
+                server.url,
+                store.display(),
+                log.display()
+            );
+            let c = crate::bus::connect(&server.url, "ailurus-up").await.map_err(|e| e.to_string())?;
+            started = Some(server);
+            c
+        }
+    };
+    let js = async_nats::jetstream::new(client.clone());
+    let decls = streams::load(None).map_err(|e| e.to_string())?;
+    let applied = streams::apply(&js, &decls).await.map_err(|e| e.to_string())?;
+    eprintln!(
+        "streams: {}",
+        applied.iter().map(|(n, o)| format!("{n} {o:?}").to_lowercase()).collect::<Vec<_>>().join(", ")
+    );
+
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    let worker = {
+        let (client, config, shutdown) = (client.clone(), config.clone(), shutdown.clone());
+        tokio::spawn(async move { crate::worker::run(client, &config, shutdown).await })
+    };
+    eprintln!(
+        "\nAilurus is up (worker on llm.request.*, built-in mock provider). Try, in another terminal:\n\
+         \n  ailurus req claude \"hello\" --stream\n  ailurus req gemini \"hello\" --model mock-slow --stream\n  ailurus streams list\n\
+         \nCtrl-C stops everything this command started."
+    );
+    let result = worker.await;
+    drop(client);
+    if let Some(mut server) = started {
+        server.kill();
+        eprintln!("nats-server stopped");
+    }
+    match result {
+        Ok(Ok(())) => Ok(ExitCode::SUCCESS),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("worker task failed: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_target;
+
+    #[test]
+    fn local_targets() {
+        assert_eq!(local_target("nats://127.0.0.1:4222"), Some(("127.0.0.1".into(), 4222)));
+        assert_eq!(local_target("nats://localhost:5000"), Some(("127.0.0.1".into(), 5000)));
+        assert_eq!(local_target("nats://user:pw@127.0.0.1:4300"), Some(("127.0.0.1".into(), 4300)));
+        assert_eq!(local_target("nats://10.0.0.5:4222"), None);
+    }
+}

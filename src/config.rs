@@ -1,0 +1,202 @@
+//! Typed configuration. Sources, later ones winning: built-in defaults, a TOML file
+//! (`--config`, or `AILURUS_CONFIG`), then `AILURUS__SECTION__FIELD` environment variables.
+//! Unknown keys are errors; semantic checks live in [`Config::validate`].
+
+use crate::pricing::PriceEntry;
+use serde::Deserialize;
+use std::path::Path;
+use std::time::Duration;
+
+/// The whole configuration of an Ailurus process.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// How to reach NATS.
+    #[serde(default)]
+    pub nats: NatsConfig,
+    /// Worker behaviour.
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    /// Prices per model; the built-in table covers the mock models.
+    #[serde(default)]
+    pub pricing: PricingConfig,
+}
+
+/// How to reach NATS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URL(s), comma separated (`nats://127.0.0.1:4222`). `NATS_URL` overrides it.
+    #[serde(default = "NatsConfig::default_url")]
+    pub url: String,
+}
+
+impl NatsConfig {
+    fn default_url() -> String {
+        "nats://127.0.0.1:4222".to_string()
+    }
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self { url: Self::default_url() }
+    }
+}
+
+/// Worker behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Queue group shared by all workers, so each request goes to exactly one of them.
+    #[serde(default = "WorkerConfig::default_queue_group")]
+    pub queue_group: String,
+    /// Requests handled at once by this worker.
+    #[serde(default = "WorkerConfig::default_concurrency")]
+    pub concurrency: usize,
+    /// Requests allowed to wait for a free slot; beyond it a request gets a fast 503.
+    #[serde(default = "WorkerConfig::default_max_queued")]
+    pub max_queued: usize,
+    /// Longest wait for a free slot before answering 503.
+    #[serde(default = "WorkerConfig::default_queue_timeout_ms")]
+    pub queue_timeout_ms: u64,
+    /// Interval between heartbeats while a request is silent.
+    #[serde(default = "WorkerConfig::default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// Longest time one request may take, end to end.
+    #[serde(default = "WorkerConfig::default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+impl WorkerConfig {
+    fn default_queue_group() -> String {
+        "ailurus-workers".to_string()
+    }
+    const fn default_concurrency() -> usize {
+        1024
+    }
+    const fn default_max_queued() -> usize {
+        1024
+    }
+    const fn default_queue_timeout_ms() -> u64 {
+        5_000
+    }
+    const fn default_heartbeat_ms() -> u64 {
+        1_000
+    }
+    const fn default_request_timeout_ms() -> u64 {
+        600_000
+    }
+
+    /// [`Self::heartbeat_ms`] as a duration.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            queue_group: Self::default_queue_group(),
+            concurrency: Self::default_concurrency(),
+            max_queued: Self::default_max_queued(),
+            queue_timeout_ms: Self::default_queue_timeout_ms(),
+            heartbeat_ms: Self::default_heartbeat_ms(),
+            request_timeout_ms: Self::default_request_timeout_ms(),
+        }
+    }
+}
+
+/// Prices per model.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PricingConfig {
+    /// Entries tried in order; the first whose pattern matches the model wins, then the
+    /// built-in defaults. A model with no price costs 0.
+    #[serde(default)]
+    pub models: Vec<PriceEntry>,
+}
+
+/// A configuration problem, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Load from an optional file plus `AILURUS__…` environment overrides, then validate.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!("config file {} does not exist", path.display())));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("AILURUS").prefix_separator("__").separator("__").try_parsing(true),
+        );
+        let raw = builder.build().map_err(|e| ConfigError(format!("config: {e}")))?;
+        let cfg: Config = raw.try_deserialize().map_err(|e| ConfigError(format!("config: {e}")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parse a TOML text (tests, examples), then validate.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError(format!("config: {e}")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Semantic checks; each message names the bad field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let w = &self.worker;
+        if w.concurrency == 0 {
+            return Err(ConfigError("worker.concurrency must be at least 1".into()));
+        }
+        if w.heartbeat_ms == 0 || w.heartbeat_ms > 60_000 {
+            return Err(ConfigError("worker.heartbeat_ms must be between 1 and 60000".into()));
+        }
+        if w.queue_group.is_empty() || w.queue_group.contains(|c: char| c.is_whitespace() || c == '.') {
+            return Err(ConfigError("worker.queue_group must be one token without spaces or dots".into()));
+        }
+        if w.request_timeout_ms == 0 {
+            return Err(ConfigError("worker.request_timeout_ms must be positive".into()));
+        }
+        if self.nats.url.trim().is_empty() {
+            return Err(ConfigError("nats.url must not be empty".into()));
+        }
+        for (i, p) in self.pricing.models.iter().enumerate() {
+            p.validate().map_err(|e| ConfigError(format!("pricing.models[{i}].{e}")))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+        let cfg = Config::from_toml("").unwrap();
+        assert_eq!(cfg.worker.heartbeat_ms, 1000);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_field() {
+        let err = Config::from_toml("[worker]\nconcurency = 3\n").unwrap_err();
+        assert!(err.0.contains("concurency"), "{err}");
+        let err = Config::from_toml("[worker]\nconcurrency = 0\n").unwrap_err();
+        assert!(err.0.contains("worker.concurrency"), "{err}");
+        let err = Config::from_toml("[[pricing.models]]\npattern = \"x\"\ninput = -1.0\n").unwrap_err();
+        assert!(err.0.contains("pricing.models[0].input"), "{err}");
+    }
+}

@@ -1,0 +1,34 @@
+//! # Ailurus — a NATS-native LLM gateway runtime
+//!
+//! Workers queue-subscribe to `llm.request.<platform>`, call an upstream provider and
+//! stream the answer back over NATS; all state lives in NATS (JetStream streams and KV).
+//! `ARCHITECTURE.md` is the long version of this map.
+//!
+//! - [`protocol`]: the seed's wire messages (`LLMNATSRequest`, `LLMNATSResponse`, chunks,
+//!   `QuotaChangeEvent`) and the canonical chat model every provider speaks.
+//! - [`bus`]: everything about NATS itself — subjects (typed builders over `subjects.toml`),
+//!   the JSON / MessagePack codec, and the reply-protocol headers.
+//! - [`providers`]: one module per upstream kind behind the closed [`providers::ProviderKind`]
+//!   enum, plus the built-in `mock`.
+//! - [`router`]: picks a provider for a model.
+//! - [`worker`]: the request loop, bounded concurrency, in-flight registry, cancellation, drain.
+//! - [`client`]: the requester side of the reply protocol (used by `ailurus req` and tests).
+//! - [`streams`]: applies `streams/*.json` to JetStream, idempotently.
+//! - [`nats_server`]: finds and spawns a pinned local `nats-server` (for `ailurus up` and tests).
+//! - [`config`]: typed configuration with defaults and `validate()`.
+//! - [`shutdown`]: the one shutdown signal every loop selects on.
+//! - [`cli`]: one file per subcommand; `main.rs` only dispatches.
+
+pub mod bus;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod nats_server;
+pub mod pricing;
+pub mod protocol;
+pub mod providers;
+pub mod router;
+pub mod shutdown;
+pub mod streams;
+pub mod wildcard;
+pub mod worker;

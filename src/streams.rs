@@ -1,0 +1,175 @@
+//! JetStream streams and KV buckets declared in `streams/*.json` (the JetStream API's own
+//! stream-config JSON, as `nats stream add --config FILE` takes it). `apply` creates or
+//! updates them idempotently: a stream whose declared fields already match is left alone.
+
+use async_nats::jetstream::{self, stream::Config as StreamConfig};
+use serde_json::Value;
+use std::path::Path;
+
+/// The declarations compiled into the binary, so `ailurus` works from any directory.
+pub const EMBEDDED: [(&str, &str); 5] = [
+    ("CHAT_MESSAGES.json", include_str!("../streams/CHAT_MESSAGES.json")),
+    ("SESSION_STATUS.json", include_str!("../streams/SESSION_STATUS.json")),
+    ("USER_EVENTS.json", include_str!("../streams/USER_EVENTS.json")),
+    ("LLM_REQUESTS.json", include_str!("../streams/LLM_REQUESTS.json")),
+    ("LLM_USAGE.json", include_str!("../streams/LLM_USAGE.json")),
+];
+
+/// What `apply` did to one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It did not exist.
+    Created,
+    /// A declared field differed.
+    Updated,
+    /// Everything declared already matched.
+    Unchanged,
+}
+
+/// A stream declaration: the parsed config plus the raw JSON, whose keys say which fields
+/// were declared (the server fills in the rest, which must not count as drift).
+#[derive(Debug, Clone)]
+pub struct Declared {
+    /// File name, for messages.
+    pub file: String,
+    /// The raw JSON.
+    pub raw: Value,
+    /// The typed config.
+    pub config: StreamConfig,
+}
+
+/// A problem with a declaration or the server, naming the stream or file.
+#[derive(Debug, Clone)]
+pub struct StreamsError(pub String);
+
+impl std::fmt::Display for StreamsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StreamsError {}
+
+/// Parse one declaration.
+pub fn parse(file: &str, text: &str) -> Result<Declared, StreamsError> {
+    let raw: Value = serde_json::from_str(text).map_err(|e| StreamsError(format!("{file}: {e}")))?;
+    let config: StreamConfig = serde_json::from_value(raw.clone()).map_err(|e| StreamsError(format!("{file}: {e}")))?;
+    if config.name.is_empty() {
+        return Err(StreamsError(format!("{file}: \"name\" is required")));
+    }
+    Ok(Declared { file: file.to_string(), raw, config })
+}
+
+/// The declarations from `dir` (every `*.json`, sorted), or the embedded ones.
+pub fn load(dir: Option<&Path>) -> Result<Vec<Declared>, StreamsError> {
+    let Some(dir) = dir else {
+        return EMBEDDED.iter().map(|(f, t)| parse(f, t)).collect();
+    };
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| StreamsError(format!("{}: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).map_err(|e| StreamsError(format!("{}: {e}", p.display())))?;
+            parse(&p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), &text)
+        })
+        .collect()
+}
+
+/// Whether every field declared in `raw` has the same value on the server.
+fn matches(raw: &Value, current: &StreamConfig) -> bool {
+    let Ok(Value::Object(current)) = serde_json::to_value(current) else { return false };
+    let Value::Object(declared) = raw else { return false };
+    // Round-trip the declaration through the typed config so units and spellings agree.
+    let Ok(typed) = serde_json::from_value::<StreamConfig>(raw.clone()) else { return false };
+    let Ok(Value::Object(typed)) = serde_json::to_value(typed) else { return false };
+    declared.keys().all(|k| typed.get(k) == current.get(k))
+}
+
+/// Create or update every declaration.
+pub async fn apply(js: &jetstream::Context, decls: &[Declared]) -> Result<Vec<(String, Outcome)>, StreamsError> {
+    let mut out = Vec::with_capacity(decls.len());
+    for d in decls {
+        let name = d.config.name.clone();
+        let outcome = match js.get_stream(&name).await {
+            Ok(mut stream) => {
+                let info = stream.info().await.map_err(|e| StreamsError(format!("{name}: info: {e}")))?;
+                if matches(&d.raw, &info.config) {
+                    Outcome::Unchanged
+                } else {
+                    js.update_stream(d.config.clone())
+                        .await
+                        .map_err(|e| StreamsError(format!("{name}: update: {e}")))?;
+                    Outcome::Updated
+                }
+            }
+            Err(e)
+                if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                js.create_stream(d.config.clone()).await.map_err(|e| StreamsError(format!("{name}: create: {e}")))?;
+                Outcome::Created
+            }
+            Err(e) => return Err(StreamsError(format!("{name}: {e}"))),
+        };
+        out.push((name, outcome));
+    }
+    Ok(out)
+}
+
+/// One row of `streams list`.
+#[derive(Debug, Clone)]
+pub struct StreamRow {
+    /// Stream name.
+    pub name: String,
+    /// Subjects captured.
+    pub subjects: Vec<String>,
+    /// Messages held.
+    pub messages: u64,
+    /// Bytes held.
+    pub bytes: u64,
+    /// `file` or `memory`.
+    pub storage: String,
+}
+
+/// Every stream on the server with its counts.
+pub async fn list(js: &jetstream::Context) -> Result<Vec<StreamRow>, StreamsError> {
+    use futures::TryStreamExt;
+    let infos: Vec<jetstream::stream::Info> =
+        js.streams().try_collect().await.map_err(|e| StreamsError(format!("list streams: {e}")))?;
+    let mut rows: Vec<StreamRow> = infos
+        .into_iter()
+        .map(|i| StreamRow {
+            name: i.config.name.clone(),
+            subjects: i.config.subjects.clone(),
+            messages: i.state.messages,
+            bytes: i.state.bytes,
+            storage: format!("{:?}", i.config.storage).to_lowercase(),
+        })
+        .collect();
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_declarations_parse_and_avoid_the_request_traps() {
+        let decls = load(None).unwrap();
+        let names: Vec<_> = decls.iter().map(|d| d.config.name.as_str()).collect();
+        assert_eq!(names, ["CHAT_MESSAGES", "SESSION_STATUS", "USER_EVENTS", "LLM_REQUESTS", "LLM_USAGE"]);
+        let req = decls.iter().find(|d| d.config.name == "LLM_REQUESTS").unwrap();
+        // Without no_ack the stream would answer every request's reply inbox with a PubAck.
+        assert!(req.config.no_ack);
+        assert_eq!(req.config.storage, jetstream::stream::StorageType::Memory);
+        assert_eq!(req.config.max_age, std::time::Duration::from_secs(3600));
+        let usage = decls.iter().find(|d| d.config.name == "LLM_USAGE").unwrap();
+        assert_eq!(usage.config.storage, jetstream::stream::StorageType::File);
+    }
+}

@@ -1,0 +1,128 @@
+//! The worker: queue-subscribes to `llm.request.*`, handles each request in its own task
+//! with bounded concurrency, stops work on `llm.cancel.<trace_id>`, and drains on shutdown
+//! (stop taking, finish what is in flight, then return).
+//!
+//! - [`admission`]: the concurrency slots and the bounded wait queue in front of them.
+//! - [`inflight`]: trace id → cancellation handle, for cancels and duplicate detection.
+//! - [`reply`]: the reply protocol (`Ailurus-Kind` chunk / heartbeat / done / error).
+//! - [`handler`]: one request from message to final reply.
+
+pub mod admission;
+mod handler;
+pub mod inflight;
+pub mod reply;
+
+use crate::bus::subjects;
+use crate::config::Config;
+use crate::pricing::PriceTable;
+use crate::router::Router;
+use crate::shutdown::Shutdown;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::task::TaskTracker;
+
+/// What every request task shares.
+pub(crate) struct WorkerCtx {
+    /// The NATS connection replies go out on.
+    pub client: async_nats::Client,
+    /// Worker settings.
+    pub config: crate::config::WorkerConfig,
+    /// Model → provider.
+    pub router: Router,
+    /// Model → price.
+    pub prices: PriceTable,
+    /// Requests being worked on, by trace id.
+    pub inflight: inflight::InFlight,
+    /// Concurrency slots.
+    pub admission: admission::Admission,
+}
+
+/// Errors that stop the worker loop itself (not a single request).
+#[derive(Debug)]
+pub struct WorkerError(pub String);
+
+impl std::fmt::Display for WorkerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for WorkerError {}
+
+/// Run a worker on `client` until `shutdown` fires, then drain.
+pub async fn run(client: async_nats::Client, config: &Config, shutdown: Shutdown) -> Result<(), WorkerError> {
+    let wc = config.worker.clone();
+    let ctx = Arc::new(WorkerCtx {
+        client: client.clone(),
+        admission: admission::Admission::new(wc.concurrency, wc.max_queued, Duration::from_millis(wc.queue_timeout_ms)),
+        config: wc.clone(),
+        router: Router::new(),
+        prices: PriceTable::new(&config.pricing.models),
+        inflight: inflight::InFlight::default(),
+    });
+    let mut requests = client
+        .queue_subscribe(subjects::request_all(), wc.queue_group.clone())
+        .await
+        .map_err(|e| WorkerError(format!("subscribe {}: {e}", subjects::request_all())))?;
+    let mut cancels = client
+        .subscribe(subjects::cancel_all())
+        .await
+        .map_err(|e| WorkerError(format!("subscribe {}: {e}", subjects::cancel_all())))?;
+    // Make sure the server has both subscriptions before anyone is told we are up.
+    client.flush().await.map_err(|e| WorkerError(format!("flush: {e}")))?;
+    tracing::info!(queue_group = %wc.queue_group, concurrency = wc.concurrency, "worker serving llm.request.*");
+
+    let tasks = TaskTracker::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            msg = requests.next() => match msg {
+                Some(msg) => { tasks.spawn(handler::handle(ctx.clone(), msg)); }
+                None => {
+                    tracing::warn!("request subscription closed");
+                    break;
+                }
+            },
+            msg = cancels.next() => if let Some(msg) = msg {
+                ctx.inflight.cancel(subjects::last_token(&msg.subject));
+            },
+        }
+    }
+
+    // Drain: stop taking new requests, but handle the ones already delivered to us.
+    tracing::info!(in_flight = ctx.inflight.len(), "draining");
+    if let Err(e) = requests.drain().await {
+        tracing::warn!(error = %e, "unsubscribe during drain failed");
+    }
+    let pending = async {
+        while let Some(msg) = requests.next().await {
+            tasks.spawn(handler::handle(ctx.clone(), msg));
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(2), pending).await.is_err() {
+        tracing::warn!("pending requests did not arrive within 2 s of drain");
+    }
+    tasks.close();
+    let finish = tasks.wait();
+    tokio::pin!(finish);
+    let limit = tokio::time::sleep(Duration::from_millis(wc.request_timeout_ms));
+    tokio::pin!(limit);
+    loop {
+        tokio::select! {
+            _ = &mut finish => break,
+            _ = &mut limit => {
+                tracing::warn!(in_flight = ctx.inflight.len(), "drain timed out; abandoning in-flight requests");
+                break;
+            }
+            msg = cancels.next() => if let Some(msg) = msg {
+                ctx.inflight.cancel(subjects::last_token(&msg.subject));
+            },
+        }
+    }
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
+        tracing::warn!(error = %e, "final flush timed out");
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}

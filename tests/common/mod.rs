@@ -1,0 +1,176 @@
+//! Shared test harness: a real nats-server per test on a random loopback port with a temp
+//! store, in-process workers, and worker processes (for kill and drain tests).
+#![allow(dead_code)]
+
+use ailurus::bus::codec::Encoding;
+use ailurus::client::{Replies, Requester};
+use ailurus::config::Config;
+use ailurus::nats_server::{NatsServer, SpawnOptions};
+use ailurus::protocol::{LLMMessage, LLMNATSRequest, Platform};
+use ailurus::shutdown::Shutdown;
+use async_nats::HeaderMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A nats-server plus the workers started on it. Everything stops on drop.
+pub struct Stack {
+    /// The server (killed on drop).
+    pub server: NatsServer,
+    /// A client for the test itself.
+    pub client: async_nats::Client,
+    /// Stops the in-process workers.
+    pub shutdown: Shutdown,
+    /// In-process worker tasks.
+    pub workers: Vec<tokio::task::JoinHandle<()>>,
+    /// Each in-process worker's own client, for per-worker statistics.
+    pub worker_clients: Vec<async_nats::Client>,
+}
+
+impl Stack {
+    /// A server with the default test config and no workers.
+    pub async fn server_only() -> Self {
+        Self::with_server(SpawnOptions::default()).await
+    }
+
+    /// A server started with `opts`.
+    pub async fn with_server(opts: SpawnOptions) -> Self {
+        let server = NatsServer::spawn(opts).expect("spawn nats-server (run ./deploy/setup.sh)");
+        let client = ailurus::bus::connect(&server.url, "test").await.expect("connect");
+        Self { server, client, shutdown: Shutdown::new(), workers: Vec::new(), worker_clients: Vec::new() }
+    }
+
+    /// A server with one in-process worker on the default config.
+    pub async fn start() -> Self {
+        let mut s = Self::server_only().await;
+        s.add_worker(Config::default()).await;
+        s
+    }
+
+    /// Start an in-process worker with `config`, on its own connection.
+    pub async fn add_worker(&mut self, config: Config) {
+        let client = ailurus::bus::connect(&self.server.url, "test-worker").await.expect("connect worker");
+        self.worker_clients.push(client.clone());
+        let shutdown = self.shutdown.clone();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let probe = client.clone();
+        self.workers.push(tokio::spawn(async move {
+            let run = ailurus::worker::run(client, &config, shutdown);
+            tokio::pin!(run);
+            // The worker flushes its subscriptions before serving; poll until it does.
+            let mut ready = Some(ready_tx);
+            loop {
+                tokio::select! {
+                    res = &mut run => { res.expect("worker run"); break; }
+                    _ = tokio::time::sleep(Duration::from_millis(20)), if ready.is_some() => {
+                        if probe.flush().await.is_ok() {
+                            if let Some(tx) = ready.take() { let _ = tx.send(()); }
+                        }
+                    }
+                }
+            }
+        }));
+        let _ = ready_rx.await;
+        // Let the subscription reach the server.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    /// Apply the embedded streams.
+    pub async fn apply_streams(&self) {
+        let js = async_nats::jetstream::new(self.client.clone());
+        let decls = ailurus::streams::load(None).unwrap();
+        ailurus::streams::apply(&js, &decls).await.expect("apply streams");
+    }
+
+    /// A requester on the test's client.
+    pub fn requester(&self) -> Requester {
+        Requester::new(self.client.clone())
+    }
+
+    /// Send a seed request.
+    pub async fn send(&self, req: &LLMNATSRequest, enc: Encoding) -> Replies {
+        self.requester().send(req, enc, HeaderMap::new()).await.expect("send")
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+/// A valid seed request.
+pub fn request(platform: Platform, model: &str, prompt: &str, stream: bool) -> LLMNATSRequest {
+    LLMNATSRequest {
+        trace_id: ailurus::bus::subjects::Token::random().to_string(),
+        user_id: "user_1".into(),
+        session_id: None,
+        platform,
+        model: model.into(),
+        messages: vec![LLMMessage { role: "user".into(), content: prompt.into() }],
+        stream,
+        metadata: None,
+        max_tokens: None,
+        temperature: None,
+        system: None,
+        token: None,
+    }
+}
+
+/// An `ailurus worker` process on `url`, ready when it has logged that it serves.
+pub struct WorkerProcess {
+    /// The process.
+    pub child: Child,
+}
+
+impl WorkerProcess {
+    /// Start it and wait (at most 15 s) until it serves.
+    pub fn start(url: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ailurus"))
+            .arg("worker")
+            .env("NATS_URL", url)
+            .env("AILURUS_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ailurus worker");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("worker serving") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(15)).expect("worker process did not start");
+        Self { child }
+    }
+
+    /// Send a signal by name (`TERM`, `KILL`).
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{sig}");
+    }
+
+    /// Wait for exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
