@@ -8,6 +8,8 @@
 //!   `QuotaChangeEvent`) and the canonical chat model every provider speaks.
 //! - [`bus`]: everything about NATS itself — subjects (typed builders over `subjects.toml`),
 //!   the JSON / MessagePack codec, and the reply-protocol headers.
+//! - [`formats`]: one module per client wire API (Anthropic Messages, OpenAI Chat, OpenAI
+//!   Responses, Gemini), converting to and from the canonical model, bodies and streams.
 //! - [`providers`]: one module per upstream kind behind the closed [`providers::ProviderKind`]
 //!   enum, plus the built-in `mock`.
 //! - [`router`]: picks a provider for a model.
@@ -23,6 +25,7 @@ pub mod bus;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod formats;
 pub mod nats_server;
 pub mod pricing;
 pub mod protocol;

@@ -4,7 +4,8 @@
 
 pub mod mock;
 
-use crate::protocol::canonical::{ChatRequest, FinishReason, Usage};
+use crate::protocol::canonical::ChatRequest;
+pub use crate::protocol::canonical::StreamEvent;
 use futures::stream::BoxStream;
 use std::fmt;
 use std::time::Duration;
@@ -23,17 +24,6 @@ impl ProviderKind {
             Self::Mock => "mock",
         }
     }
-}
-
-/// One normalised piece of an upstream answer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StreamEvent {
-    /// Answer text to append.
-    Text(String),
-    /// Token usage (may come more than once; the last one wins).
-    Usage(Usage),
-    /// Why the answer ended; the stream ends after it.
-    Finish(FinishReason),
 }
 
 /// What went wrong upstream, classified for failover decisions.

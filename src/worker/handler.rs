@@ -233,6 +233,15 @@ async fn serve(ctx: &WorkerCtx, parsed: &Parsed, replier: &Replier) -> Result<Ou
                     have_usage = true;
                 }
                 Ok(StreamEvent::Finish(f)) => out.finish_reason = Some(f.as_str()),
+                // The seed format carries answer text only; seed requests offer no tools.
+                Ok(
+                    StreamEvent::Start { .. }
+                    | StreamEvent::Thinking(_)
+                    | StreamEvent::ThinkingSignature(_)
+                    | StreamEvent::RedactedThinking(_)
+                    | StreamEvent::ToolCallStart { .. }
+                    | StreamEvent::ToolCallArgs { .. },
+                ) => {}
                 Err(e) => {
                     // After the first byte there is no failover: report, bill what was delivered.
                     let mut err = RequestError::from(e);
