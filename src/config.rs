@@ -2,7 +2,9 @@
 //! (`--config`, or `AILURUS_CONFIG`), then `AILURUS__SECTION__FIELD` environment variables.
 //! Unknown keys are errors; semantic checks live in [`Config::validate`].
 
+use crate::channel::ChannelConfig;
 use crate::pricing::PriceEntry;
+use crate::router::RoutingConfig;
 use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
@@ -20,6 +22,12 @@ pub struct Config {
     /// Prices per model; the built-in table covers the mock models.
     #[serde(default)]
     pub pricing: PricingConfig,
+    /// How channels are chosen.
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    /// Upstream channels (`[[channels]]`). The built-in mock serves `mock*` besides.
+    #[serde(default)]
+    pub channels: Vec<ChannelConfig>,
 }
 
 /// How to reach NATS.
@@ -171,6 +179,16 @@ impl Config {
         }
         if self.nats.url.trim().is_empty() {
             return Err(ConfigError("nats.url must not be empty".into()));
+        }
+        if self.routing.max_attempts == 0 {
+            return Err(ConfigError("routing.max_attempts must be at least 1".into()));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, c) in self.channels.iter().enumerate() {
+            c.validate().map_err(|e| ConfigError(format!("channels[{i}] ({}): {e}", c.name)))?;
+            if !names.insert(c.name.as_str()) {
+                return Err(ConfigError(format!("channels[{i}]: duplicate name {:?}", c.name)));
+            }
         }
         for (i, p) in self.pricing.models.iter().enumerate() {
             p.validate().map_err(|e| ConfigError(format!("pricing.models[{i}].{e}")))?;

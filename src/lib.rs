@@ -12,7 +12,10 @@
 //!   Responses, Gemini), converting to and from the canonical model, bodies and streams.
 //! - [`providers`]: one module per upstream kind behind the closed [`providers::ProviderKind`]
 //!   enum, plus the built-in `mock`.
-//! - [`router`]: picks a provider for a model.
+//! - [`channel`]: one configured upstream (kind, URL, keys from env, models, priority,
+//!   timeouts); [`redact`] keeps secrets out of every message.
+//! - [`router`]: candidates for a model: priority tiers, weighted random inside a tier,
+//!   cooldown with half-open probes.
 //! - [`worker`]: the request loop, bounded concurrency, in-flight registry, cancellation, drain.
 //! - [`client`]: the requester side of the reply protocol (used by `ailurus req` and tests).
 //! - [`streams`]: applies `streams/*.json` to JetStream, idempotently.
@@ -22,6 +25,7 @@
 //! - [`cli`]: one file per subcommand; `main.rs` only dispatches.
 
 pub mod bus;
+pub mod channel;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -30,8 +34,10 @@ pub mod nats_server;
 pub mod pricing;
 pub mod protocol;
 pub mod providers;
+pub mod redact;
 pub mod router;
 pub mod shutdown;
 pub mod streams;
+pub mod tokenize;
 pub mod wildcard;
 pub mod worker;

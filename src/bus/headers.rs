@@ -10,6 +10,11 @@ pub const STATUS: &str = "Ailurus-Status";
 pub const FORMAT: &str = "Ailurus-Format";
 /// Model taken from a URL (Gemini puts it in the path).
 pub const MODEL: &str = "Ailurus-Model";
+/// Operation of a native request: `generate` (default), `stream` (Gemini
+/// `streamGenerateContent`), `count_tokens`, `models`.
+pub const OP: &str = "Ailurus-Op";
+/// Trace id of a native request (the bridge makes one per HTTP request).
+pub const TRACE: &str = "Ailurus-Trace";
 /// Sent by a requester that wants heartbeats, including one at once on receipt, so it can
 /// tell "no worker" from "slow worker" even when a JetStream stream hides no-responders.
 pub const HEARTBEAT: &str = "Ailurus-Heartbeat";

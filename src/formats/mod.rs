@@ -21,6 +21,7 @@ pub mod anthropic;
 pub mod gemini;
 pub mod openai_chat;
 pub mod openai_responses;
+pub mod passthrough;
 pub mod sse;
 
 use crate::protocol::canonical::{ChatRequest, ChatResponse, StreamEvent};

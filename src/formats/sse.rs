@@ -35,7 +35,12 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<SseEvent>, String> {
     let mut event: Option<String> = None;
     let mut data: Option<String> = None;
     let mut pending = false;
-    for line in text.split('\n') {
+    // The piece after the last newline is not a line yet; it must be empty.
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    if lines.pop().is_some_and(|rest| !rest.is_empty()) {
+        return Err("stream ends inside a line".into());
+    }
+    for line in lines {
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line.is_empty() {
             if let Some(d) = data.take() {

@@ -1,6 +1,7 @@
 //! Message types: the seed's NATS messages ([`seed`]) and the canonical chat model that
 //! providers and format converters speak ([`canonical`]).
 
+pub mod accumulate;
 pub mod canonical;
 pub mod seed;
 

@@ -1,19 +1,23 @@
-//! One request, from NATS message to final reply: decode, validate, admit, route with
-//! failover before the first byte, stream, and finish with `done` or `error`.
+//! One request, from NATS message to final reply: read the head (headers), parse and
+//! validate the body (seed `LLMNATSRequest` or a native API body), then serve it under the
+//! heartbeat, cancel and timeout watch, and send the final `done` or `error`.
 
-use super::admission::Rejected;
+use super::pipeline::{self, Client, Delivered, Job};
 use super::reply::Replier;
 use super::WorkerCtx;
 use crate::bus::codec::{decode, Encoding};
-use crate::bus::headers;
+use crate::bus::headers::{self, OP, TRACE};
 use crate::bus::subjects::{self, Token};
-use crate::protocol::canonical::{estimate_tokens, ChatRequest, Usage};
+use crate::formats::{Format, Op, ParseContext};
+use crate::protocol::canonical::ChatRequest;
 use crate::protocol::{LLMNATSRequest, LLMNATSResponse, Platform};
-use crate::providers::{ProviderError, StreamEvent};
-use async_nats::{Message, Subject};
-use futures::StreamExt;
+use crate::providers::ProviderError;
+use async_nats::{HeaderMap, Message, Subject};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Client headers forwarded upstream on pass-through.
+const FORWARDED: [&str; 2] = ["anthropic-version", "anthropic-beta"];
 
 /// A request-level failure with its HTTP-like status; the message is safe to show.
 #[derive(Debug, Clone)]
@@ -27,7 +31,7 @@ pub(crate) struct RequestError {
 }
 
 impl RequestError {
-    fn new(status: u16, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: u16, message: impl Into<String>) -> Self {
         Self { status, message: message.into(), retry_after: None }
     }
 }
@@ -38,61 +42,89 @@ impl From<ProviderError> for RequestError {
     }
 }
 
-/// What the caller gets at the end.
-struct Outcome {
-    /// Accumulated answer text (what was delivered, on failure).
-    content: String,
-    /// Usage as reported, or estimated.
-    usage: Usage,
-    /// Why the answer ended.
-    finish_reason: Option<&'static str>,
-    /// The channel that served it.
-    channel: String,
-    /// Set when the answer failed after its first byte.
-    failure: Option<RequestError>,
+/// What the headers say about a request.
+struct Head {
+    /// Seed payload encoding.
+    encoding: Encoding,
+    /// Native format, if any.
+    format: Option<Format>,
+    /// Whether the requester asked for heartbeats.
+    heartbeat: bool,
 }
 
-/// A validated request.
-struct Parsed {
-    /// The request as sent.
-    seed: LLMNATSRequest,
-    /// Validated trace id.
-    trace_id: Token,
-    /// The canonical form.
-    chat: ChatRequest,
+impl Head {
+    fn read(headers: Option<&HeaderMap>) -> Result<Self, RequestError> {
+        let get = |k: &str| headers.and_then(|h| h.get(k)).map(|v| v.as_str().to_string());
+        let format = match get(headers::FORMAT) {
+            None => None,
+            Some(f) => Some(Format::parse(&f).ok_or_else(|| {
+                RequestError::new(400, format!("unknown {} {f:?} (expected anthropic.messages, openai.chat, openai.responses or gemini.generate)", headers::FORMAT))
+            })?),
+        };
+        Ok(Self { encoding: Encoding::from_headers(headers), format, heartbeat: get(headers::HEARTBEAT).is_some() })
+    }
+}
+
+/// What a message asks for.
+enum Parsed {
+    /// Serve a chat request.
+    Job(Box<Job>),
+    /// List the models (native formats only).
+    Models(Format),
+}
+
+/// A parse failure, with whatever is known for addressing and shaping the error.
+struct Rejection {
+    /// The error.
+    err: RequestError,
+    /// Trace id, if readable (to reply on `llm.response.<trace_id>`).
+    trace: Option<Token>,
 }
 
 /// Handle one message from `llm.request.<platform>`.
 pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     let started = Instant::now();
-    let encoding = Encoding::from_headers(msg.headers.as_ref());
-    let wants_heartbeat = msg.headers.as_ref().is_some_and(|h| h.get(headers::HEARTBEAT).is_some());
-
-    let parsed = match parse(&msg, encoding) {
-        Ok(p) => p,
-        Err((err, trace)) => {
-            reply_invalid(&ctx, &msg, encoding, trace, err).await;
+    let head = match Head::read(msg.headers.as_ref()) {
+        Ok(h) => h,
+        Err(err) => {
+            let head = Head { encoding: Encoding::Json, format: None, heartbeat: false };
+            reply_rejection(&ctx, &msg, &head, Rejection { err, trace: None }).await;
             return;
         }
     };
-    let reply_subject = msg.reply.clone().unwrap_or_else(|| Subject::from(subjects::response(&parsed.trace_id)));
-    let replier = Replier::new(ctx.client.clone(), reply_subject, encoding, parsed.seed.trace_id.clone());
+    let job = match parse(&msg, &head) {
+        Ok(Parsed::Job(job)) => job,
+        Ok(Parsed::Models(format)) => {
+            let trace = native_trace(&msg);
+            let replier = replier_for(&ctx, &msg, &head, trace.as_ref());
+            if let Some(replier) = replier {
+                let body = super::models::render(format, &ctx.router.models());
+                replier.native_chunk(Some((200, "application/json")), body).await;
+                replier.done(&LLMNATSResponse { success: true, ..Default::default() }).await;
+            }
+            return;
+        }
+        Err(rej) => {
+            reply_rejection(&ctx, &msg, &head, rej).await;
+            return;
+        }
+    };
+    let Some(replier) = replier_for(&ctx, &msg, &head, Some(&job.trace_id)) else { return };
     // Heartbeats let a requester tell "no worker" and "dead worker" from "slow". A plain
     // `stream:false` seed request (e.g. `nats req`) gets exactly one reply instead.
-    let heartbeats = wants_heartbeat || parsed.seed.stream;
+    let heartbeats = head.heartbeat || (matches!(job.client, Client::Seed) && job.chat.stream);
     if heartbeats {
         replier.heartbeat().await;
     }
-    let Some(guard) = ctx.inflight.register(parsed.trace_id.as_str()) else {
-        let err = RequestError::new(409, format!("trace_id {} is already in flight", parsed.trace_id));
-        finish(&ctx, &replier, &parsed, started, Err(err)).await;
+    let Some(guard) = ctx.inflight.register(job.trace_id.as_str()) else {
+        let err = RequestError::new(409, format!("trace_id {} is already in flight", job.trace_id));
+        finish(&ctx, &replier, &job, started, Err(err)).await;
         return;
     };
-
-    let work = serve(&ctx, &parsed, &replier);
+    let work = pipeline::serve(&ctx, &job, &replier);
     tokio::pin!(work);
-    let heartbeat_every = ctx.config.heartbeat();
-    let mut ticker = tokio::time::interval(heartbeat_every);
+    let every = ctx.config.heartbeat();
+    let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = tokio::time::sleep(Duration::from_millis(ctx.config.request_timeout_ms));
     tokio::pin!(deadline);
@@ -100,7 +132,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         tokio::select! {
             res = &mut work => break res,
             _ = ticker.tick(), if heartbeats => {
-                if replier.idle_for() >= heartbeat_every {
+                if replier.idle_for() >= every {
                     replier.heartbeat().await;
                 }
             }
@@ -110,34 +142,46 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         }
     };
     drop(guard);
-    finish(&ctx, &replier, &parsed, started, result).await;
+    finish(&ctx, &replier, &job, started, result).await;
 }
 
-/// Decode and validate. On error, also return the trace id if one could be read, so the
-/// error can still be addressed to `llm.response.<trace_id>`.
-fn parse(msg: &Message, encoding: Encoding) -> Result<Parsed, (RequestError, Option<Token>)> {
-    if let Some(format) = msg.headers.as_ref().and_then(|h| h.get(headers::FORMAT)) {
-        return Err((
-            RequestError::new(
-                415,
-                format!(
-                    "native format {:?} is not served by this worker; send the seed LLMNATSRequest",
-                    format.as_str()
-                ),
-            ),
-            None,
-        ));
+fn native_trace(msg: &Message) -> Option<Token> {
+    msg.headers.as_ref().and_then(|h| h.get(TRACE)).and_then(|v| Token::new("trace_id", v.as_str()).ok())
+}
+
+/// Where to reply: the message's inbox, else `llm.response.<trace_id>`.
+fn replier_for(ctx: &WorkerCtx, msg: &Message, head: &Head, trace: Option<&Token>) -> Option<Replier> {
+    let subject = match (&msg.reply, trace) {
+        (Some(reply), _) => reply.clone(),
+        (None, Some(t)) => Subject::from(subjects::response(t)),
+        (None, None) => return None,
+    };
+    let trace_id = trace.map(|t| t.to_string()).unwrap_or_default();
+    Some(Replier::new(ctx.client.clone(), subject, head.encoding, trace_id))
+}
+
+/// Decode and validate.
+fn parse(msg: &Message, head: &Head) -> Result<Parsed, Rejection> {
+    let token = subjects::last_token(&msg.subject);
+    match head.format {
+        Some(format) => parse_native(msg, format, token),
+        None => parse_seed(msg, head.encoding, token),
     }
-    let seed: LLMNATSRequest =
-        decode(encoding, &msg.payload).map_err(|e| (RequestError::new(400, format!("bad request: {e}")), None))?;
-    let trace_id = Token::new("trace_id", &seed.trace_id).map_err(|e| (RequestError::new(400, e.to_string()), None))?;
-    let bad = |m: String| (RequestError::new(400, m), Some(trace_id.clone()));
+}
+
+fn parse_seed(msg: &Message, encoding: Encoding, subject_platform: &str) -> Result<Parsed, Rejection> {
+    let reject = |err: RequestError, trace: Option<Token>| Rejection { err, trace };
+    let seed: LLMNATSRequest = decode(encoding, &msg.payload)
+        .map_err(|e| reject(RequestError::new(400, format!("bad request: {e}")), None))?;
+    let trace_id =
+        Token::new("trace_id", &seed.trace_id).map_err(|e| reject(RequestError::new(400, e.to_string()), None))?;
+    let bad = |m: String| Rejection { err: RequestError::new(400, m), trace: Some(trace_id.clone()) };
     Token::new("user_id", &seed.user_id).map_err(|e| bad(e.to_string()))?;
     if let Some(session) = &seed.session_id {
         Token::new("session_id", session).map_err(|e| bad(e.to_string()))?;
     }
-    let token = subjects::last_token(&msg.subject);
-    let platform: Platform = token.parse().map_err(|e: String| bad(format!("subject {}: {e}", msg.subject)))?;
+    let platform: Platform =
+        subject_platform.parse().map_err(|e: String| bad(format!("subject {}: {e}", msg.subject)))?;
     if platform != seed.platform {
         return Err(bad(format!(
             "platform {:?} in the body does not match the subject {}",
@@ -149,164 +193,130 @@ fn parse(msg: &Message, encoding: Encoding) -> Result<Parsed, (RequestError, Opt
         return Err(bad("model must not be empty".into()));
     }
     let chat = ChatRequest::try_from(&seed).map_err(|e| bad(e.0))?;
-    Ok(Parsed { seed, trace_id, chat })
+    Ok(Parsed::Job(Box::new(Job {
+        trace_id: trace_id.clone(),
+        user_id: seed.user_id.clone(),
+        session_id: seed.session_id.clone(),
+        platform,
+        model: seed.model.clone(),
+        chat,
+        client: Client::Seed,
+    })))
+}
+
+fn parse_native(msg: &Message, format: Format, subject_platform: &str) -> Result<Parsed, Rejection> {
+    let h = msg.headers.as_ref();
+    let get = |k: &str| h.and_then(|h| h.get(k)).map(|v| v.as_str().to_string());
+    let trace_id = match get(TRACE) {
+        Some(t) => Token::new("trace_id", &t)
+            .map_err(|e| Rejection { err: RequestError::new(400, e.to_string()), trace: None })?,
+        None => Token::random(),
+    };
+    let bad = |status: u16, m: String| Rejection { err: RequestError::new(status, m), trace: Some(trace_id.clone()) };
+    let platform: Platform =
+        subject_platform.parse().map_err(|e: String| bad(400, format!("subject {}: {e}", msg.subject)))?;
+    let op = match get(OP).as_deref() {
+        None => Op::Generate,
+        Some("models") => return Ok(Parsed::Models(format)),
+        Some(o) => Op::parse(o).ok_or_else(|| bad(400, format!("unknown {OP} {o:?}")))?,
+    };
+    let ctx = ParseContext { model: get(headers::MODEL), op };
+    let chat = format.parse_request(&msg.payload, &ctx).map_err(|e| bad(e.status, e.message))?;
+    if chat.model.trim().is_empty() {
+        return Err(bad(400, "model must not be empty".into()));
+    }
+    let forward = FORWARDED.iter().filter_map(|k| get(k).map(|v| (k.to_string(), v))).collect();
+    Ok(Parsed::Job(Box::new(Job {
+        trace_id,
+        user_id: "anonymous".into(),
+        session_id: None,
+        platform,
+        model: chat.model.clone(),
+        chat,
+        client: Client::Native { format, op, body: msg.payload.clone(), forward },
+    })))
 }
 
 /// Answer a request that could not be parsed, where an address exists.
-async fn reply_invalid(ctx: &WorkerCtx, msg: &Message, encoding: Encoding, trace: Option<Token>, err: RequestError) {
-    let subject = match (&msg.reply, &trace) {
-        (Some(reply), _) => reply.clone(),
-        (None, Some(t)) => Subject::from(subjects::response(t)),
-        (None, None) => {
-            tracing::warn!(subject = %msg.subject, error = %err.message, "invalid request with no reply subject and no usable trace_id; nobody to tell");
-            return;
-        }
+async fn reply_rejection(ctx: &WorkerCtx, msg: &Message, head: &Head, rej: Rejection) {
+    let trace = rej.trace.or_else(|| native_trace(msg));
+    let Some(replier) = replier_for(ctx, msg, head, trace.as_ref()) else {
+        tracing::warn!(subject = %msg.subject, error = %rej.err.message, "invalid request with no reply subject and no usable trace_id; nobody to tell");
+        return;
     };
-    tracing::debug!(subject = %msg.subject, error = %err.message, "invalid request");
-    let trace_id = trace.map(|t| t.to_string()).unwrap_or_default();
-    let replier = Replier::new(ctx.client.clone(), subject, encoding, trace_id.clone());
-    let resp = LLMNATSResponse { trace_id, success: false, error: Some(err.message), ..Default::default() };
-    replier.error(err.status, &resp, err.retry_after).await;
-}
-
-/// Admit, route with failover before the first byte, then stream the answer.
-async fn serve(ctx: &WorkerCtx, parsed: &Parsed, replier: &Replier) -> Result<Outcome, RequestError> {
-    let chat = &parsed.chat;
-    let candidates = ctx.router.candidates(&chat.model);
-    if candidates.is_empty() {
-        return Err(RequestError::new(404, format!("no channel serves model {:?}", chat.model)));
-    }
-    let _slot = ctx.admission.acquire().await.map_err(|r| {
-        let why = match r {
-            Rejected::QueueFull => "worker saturated: wait queue full",
-            Rejected::TimedOut => "worker saturated: no free slot in time",
-        };
-        RequestError { status: 503, message: why.into(), retry_after: Some(1) }
-    })?;
-
-    let mut last_error: Option<ProviderError> = None;
-    for cand in candidates {
-        let mut stream = match cand.provider.stream(chat, &cand.upstream_model).await {
-            Ok(s) => s,
-            Err(e) if e.is_retryable() => {
-                tracing::info!(channel = %cand.channel, error = %e, "upstream failed before first byte; trying next");
-                last_error = Some(e);
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        // Peek the first event: a failure here can still fail over.
-        let first = match stream.next().await {
-            Some(Ok(ev)) => ev,
-            Some(Err(e)) if e.is_retryable() => {
-                last_error = Some(e);
-                continue;
-            }
-            Some(Err(e)) => return Err(e.into()),
-            None => {
-                last_error = Some(ProviderError::new(
-                    crate::providers::ProviderErrorKind::Protocol,
-                    "upstream closed the stream without an answer",
-                ));
-                continue;
-            }
-        };
-        let mut out = Outcome {
-            content: String::new(),
-            usage: Usage::default(),
-            finish_reason: None,
-            channel: cand.channel.clone(),
-            failure: None,
-        };
-        let mut have_usage = false;
-        let mut next = Some(Ok(first));
-        while let Some(item) = next {
-            match item {
-                Ok(StreamEvent::Text(delta)) => {
-                    out.content.push_str(&delta);
-                    if parsed.seed.stream {
-                        replier.chunk(delta).await;
-                    }
-                }
-                Ok(StreamEvent::Usage(u)) => {
-                    out.usage = u;
-                    have_usage = true;
-                }
-                Ok(StreamEvent::Finish(f)) => out.finish_reason = Some(f.as_str()),
-                // The seed format carries answer text only; seed requests offer no tools.
-                Ok(
-                    StreamEvent::Start { .. }
-                    | StreamEvent::Thinking(_)
-                    | StreamEvent::ThinkingSignature(_)
-                    | StreamEvent::RedactedThinking(_)
-                    | StreamEvent::ToolCallStart { .. }
-                    | StreamEvent::ToolCallArgs { .. },
-                ) => {}
-                Err(e) => {
-                    // After the first byte there is no failover: report, bill what was delivered.
-                    let mut err = RequestError::from(e);
-                    err.message = format!("upstream failed mid-stream: {}", err.message);
-                    out.failure = Some(err);
-                    have_usage = false;
-                    break;
-                }
-            }
-            next = stream.next().await;
+    tracing::debug!(subject = %msg.subject, error = %rej.err.message, "invalid request");
+    match head.format {
+        Some(format) => {
+            replier
+                .native_error(
+                    rej.err.status,
+                    format.render_error(rej.err.status, &rej.err.message),
+                    rej.err.retry_after,
+                )
+                .await
         }
-        if !have_usage {
-            out.usage = Usage {
-                input_tokens: chat.estimate_prompt_tokens(),
-                output_tokens: estimate_tokens(&out.content),
-                estimated: true,
+        None => {
+            let resp = LLMNATSResponse {
+                trace_id: trace.map(|t| t.to_string()).unwrap_or_default(),
+                success: false,
+                error: Some(rej.err.message),
                 ..Default::default()
             };
+            replier.seed_error(rej.err.status, &resp, rej.err.retry_after).await;
         }
-        return Ok(out);
     }
-    let last = last_error.map(|e| e.to_string()).unwrap_or_else(|| "no channel answered".into());
-    Err(RequestError { status: 502, message: format!("all channels failed; last error: {last}"), retry_after: None })
 }
 
 /// Send the final reply.
 async fn finish(
     ctx: &WorkerCtx,
     replier: &Replier,
-    parsed: &Parsed,
+    job: &Job,
     started: Instant,
-    result: Result<Outcome, RequestError>,
+    result: Result<Delivered, RequestError>,
 ) {
     let duration_ms = started.elapsed().as_millis() as u64;
     let mut resp = LLMNATSResponse {
-        trace_id: parsed.seed.trace_id.clone(),
-        model: parsed.seed.model.clone(),
+        trace_id: job.trace_id.to_string(),
+        model: job.model.clone(),
         duration_ms,
         ..Default::default()
     };
-    match result {
-        Ok(out) => {
-            let u = out.usage;
-            resp.tokens_input = u.input_tokens + u.cache_read_tokens + u.cache_write_tokens;
+    let failure = match result {
+        Ok(d) => {
+            let u = d.usage;
+            resp.tokens_input = u.prompt_total();
             resp.tokens_output = u.output_tokens;
-            resp.cost = ctx.prices.cost(&parsed.seed.model, &u);
+            resp.cost = ctx.prices.cost(&job.model, &u);
             resp.usage_estimated = u.estimated;
-            resp.finish_reason = out.finish_reason.map(str::to_string);
-            resp.content = out.content;
-            tracing::debug!(trace_id = %resp.trace_id, channel = %out.channel, duration_ms, "finished");
-            match out.failure {
-                None => {
-                    resp.success = true;
-                    replier.done(&resp).await;
-                }
-                Some(err) => {
-                    resp.error = Some(err.message);
-                    replier.error(err.status, &resp, err.retry_after).await;
+            resp.finish_reason = d.acc.finish().map(|f| f.as_str().to_string());
+            resp.content = d.acc.text().to_string();
+            tracing::debug!(trace_id = %resp.trace_id, user = %job.user_id, session = ?job.session_id, channel = %d.channel, duration_ms, "finished");
+            d.failure.map(|f| (f, true))
+        }
+        Err(err) => Some((err, false)),
+    };
+    match failure {
+        None => {
+            resp.success = true;
+            replier.done(&resp).await;
+        }
+        Some((err, delivered)) => {
+            tracing::debug!(trace_id = %resp.trace_id, status = err.status, error = %err.message, "failed");
+            resp.error = Some(err.message.clone());
+            match &job.client {
+                Client::Seed => replier.seed_error(err.status, &resp, err.retry_after).await,
+                // After bytes went out, the error event is already in the stream; the final
+                // message is only the summary.
+                Client::Native { format, .. } => {
+                    let body = if delivered {
+                        serde_json::to_vec(&resp).unwrap_or_default()
+                    } else {
+                        format.render_error(err.status, &err.message)
+                    };
+                    replier.native_error(err.status, body, err.retry_after).await
                 }
             }
-        }
-        Err(err) => {
-            tracing::debug!(trace_id = %resp.trace_id, status = err.status, error = %err.message, "failed");
-            resp.error = Some(err.message);
-            replier.error(err.status, &resp, err.retry_after).await;
         }
     }
 }

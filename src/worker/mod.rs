@@ -5,11 +5,14 @@
 //! - [`admission`]: the concurrency slots and the bounded wait queue in front of them.
 //! - [`inflight`]: trace id → cancellation handle, for cancels and duplicate detection.
 //! - [`reply`]: the reply protocol (`Ailurus-Kind` chunk / heartbeat / done / error).
-//! - [`handler`]: one request from message to final reply.
+//! - [`handler`]: one request from message to final reply (parse, heartbeats, cancel, final).
+//! - `pipeline`: routing with failover before the first byte, pass-through or conversion.
 
 pub mod admission;
 mod handler;
 pub mod inflight;
+mod models;
+mod pipeline;
 pub mod reply;
 
 use crate::bus::subjects;
@@ -57,7 +60,7 @@ pub async fn run(client: async_nats::Client, config: &Config, shutdown: Shutdown
         client: client.clone(),
         admission: admission::Admission::new(wc.concurrency, wc.max_queued, Duration::from_millis(wc.queue_timeout_ms)),
         config: wc.clone(),
-        router: Router::new(),
+        router: Router::new(&config.routing, &config.channels).map_err(WorkerError)?,
         prices: PriceTable::new(&config.pricing.models),
         inflight: inflight::InFlight::default(),
     });

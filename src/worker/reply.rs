@@ -1,5 +1,6 @@
-//! The reply protocol (design §3): every reply carries `Ailurus-Kind`; errors carry
-//! `Ailurus-Status`; payloads use the request's encoding.
+//! The reply protocol (design §3): every reply carries `Ailurus-Kind`; errors and the first
+//! reply of a native answer carry `Ailurus-Status`; `Content-Type` is the payload's type
+//! (the seed encoding, or the HTTP content type a bridge copies).
 
 use crate::bus::codec::{encode, Encoding};
 use crate::bus::headers::{self, ReplyKind};
@@ -15,15 +16,15 @@ pub struct Replier {
     subject: Subject,
     /// Connection to publish on.
     client: async_nats::Client,
-    /// The request's encoding.
+    /// The seed encoding (native replies name their own content type).
     encoding: Encoding,
-    /// Echoed in chunk payloads.
+    /// Echoed in seed chunks.
     trace_id: String,
     /// When the replier was made; base for `last_sent_us`.
     start: Instant,
     /// Microseconds after `start` of the last reply sent, for heartbeat pacing.
     last_sent_us: AtomicU64,
-    /// Next chunk sequence number.
+    /// Next seed chunk sequence number.
     seq: AtomicU64,
 }
 
@@ -47,15 +48,20 @@ impl Replier {
         Duration::from_micros(now.saturating_sub(self.last_sent_us.load(Ordering::Relaxed)))
     }
 
-    /// Chunks sent so far.
-    pub fn chunks_sent(&self) -> u64 {
-        self.seq.load(Ordering::Relaxed)
-    }
-
-    async fn send(&self, kind: ReplyKind, status: Option<u16>, extra: &[(&str, String)], payload: Bytes) {
+    /// Publish one reply.
+    pub async fn send(
+        &self,
+        kind: ReplyKind,
+        status: Option<u16>,
+        content_type: Option<&str>,
+        extra: &[(&str, String)],
+        payload: Bytes,
+    ) {
         let mut h = HeaderMap::new();
         h.insert(headers::KIND, kind.as_str());
-        h.insert(headers::CONTENT_TYPE, self.encoding.content_type());
+        if let Some(ct) = content_type {
+            h.insert(headers::CONTENT_TYPE, ct);
+        }
         if let Some(status) = status {
             h.insert(headers::STATUS, status.to_string().as_str());
         }
@@ -70,34 +76,52 @@ impl Replier {
 
     /// "Still working."
     pub async fn heartbeat(&self) {
-        self.send(ReplyKind::Heartbeat, None, &[], Bytes::new()).await
+        self.send(ReplyKind::Heartbeat, None, None, &[], Bytes::new()).await
     }
 
-    /// One piece of the answer, as `{trace_id, seq, delta}`.
-    pub async fn chunk(&self, delta: String) {
+    /// One seed chunk, `{trace_id, seq, delta}`.
+    pub async fn seed_chunk(&self, delta: String) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let msg = ChunkMessage { trace_id: self.trace_id.clone(), seq, delta };
         match encode(self.encoding, &msg) {
-            Ok(bytes) => self.send(ReplyKind::Chunk, None, &[], bytes).await,
+            Ok(bytes) => self.send(ReplyKind::Chunk, None, Some(self.encoding.content_type()), &[], bytes).await,
             Err(e) => tracing::error!(error = %e, "encode chunk"),
         }
     }
 
-    /// The final answer.
+    /// Native bytes to write; the first one names the HTTP status and content type.
+    pub async fn native_chunk(&self, first: Option<(u16, &str)>, bytes: Vec<u8>) {
+        match first {
+            Some((status, ct)) => self.send(ReplyKind::Chunk, Some(status), Some(ct), &[], bytes.into()).await,
+            None => self.send(ReplyKind::Chunk, None, None, &[], bytes.into()).await,
+        }
+    }
+
+    /// The final seed answer, or a native answer's summary (which a bridge does not write).
     pub async fn done(&self, resp: &LLMNATSResponse) {
         match encode(self.encoding, resp) {
-            Ok(bytes) => self.send(ReplyKind::Done, Some(200), &[], bytes).await,
+            Ok(bytes) => self.send(ReplyKind::Done, Some(200), Some(self.encoding.content_type()), &[], bytes).await,
             Err(e) => tracing::error!(error = %e, "encode response"),
         }
     }
 
-    /// The final error.
-    pub async fn error(&self, status: u16, resp: &LLMNATSResponse, retry_after: Option<u64>) {
+    /// The final seed error.
+    pub async fn seed_error(&self, status: u16, resp: &LLMNATSResponse, retry_after: Option<u64>) {
         let extra: Vec<(&str, String)> =
             retry_after.map(|s| (headers::RETRY_AFTER, s.to_string())).into_iter().collect();
         match encode(self.encoding, resp) {
-            Ok(bytes) => self.send(ReplyKind::Error, Some(status), &extra, bytes).await,
+            Ok(bytes) => {
+                self.send(ReplyKind::Error, Some(status), Some(self.encoding.content_type()), &extra, bytes).await
+            }
             Err(e) => tracing::error!(error = %e, "encode error response"),
         }
+    }
+
+    /// The final native error: `body` is the client's error shape (JSON), written as the HTTP
+    /// body when nothing was written before it.
+    pub async fn native_error(&self, status: u16, body: Vec<u8>, retry_after: Option<u64>) {
+        let extra: Vec<(&str, String)> =
+            retry_after.map(|s| (headers::RETRY_AFTER, s.to_string())).into_iter().collect();
+        self.send(ReplyKind::Error, Some(status), Some("application/json"), &extra, body.into()).await
     }
 }

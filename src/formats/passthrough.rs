@@ -1,0 +1,197 @@
+//! Pass-through bodies: when the client speaks the upstream's format, the body goes upstream
+//! byte for byte except the top-level `model` (and, for OpenAI Chat streams,
+//! `stream_options.include_usage`, which billing needs). Unknown fields, betas,
+//! `cache_control`, thinking signatures and encrypted reasoning are untouched because
+//! nothing is re-encoded: values are spliced by byte offsets.
+
+use super::{Format, FormatError};
+
+/// Byte span of the value of top-level `key` in a JSON object, if present.
+pub fn top_level_value(body: &[u8], key: &str) -> Result<Option<(usize, usize)>, FormatError> {
+    let bad = || FormatError::bad_request("request body is not a JSON object");
+    let mut i = skip_ws(body, 0);
+    if body.get(i) != Some(&b'{') {
+        return Err(bad());
+    }
+    i += 1;
+    loop {
+        i = skip_ws(body, i);
+        match body.get(i) {
+            Some(b'}') => return Ok(None),
+            Some(b'"') => {}
+            _ => return Err(bad()),
+        }
+        let key_end = skip_string(body, i).ok_or_else(bad)?;
+        let this_key = &body[i + 1..key_end - 1];
+        i = skip_ws(body, key_end);
+        if body.get(i) != Some(&b':') {
+            return Err(bad());
+        }
+        i = skip_ws(body, i + 1);
+        let value_end = skip_value(body, i).ok_or_else(bad)?;
+        if this_key == key.as_bytes() {
+            return Ok(Some((i, value_end)));
+        }
+        i = skip_ws(body, value_end);
+        match body.get(i) {
+            Some(b',') => i += 1,
+            Some(b'}') => return Ok(None),
+            _ => return Err(bad()),
+        }
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// End (exclusive) of the string starting at `i` (which is `"`).
+fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
+    i += 1;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// End (exclusive) of the value starting at `i`.
+fn skip_value(b: &[u8], i: usize) -> Option<usize> {
+    match b.get(i)? {
+        b'"' => skip_string(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            while let Some(&c) = b.get(j) {
+                match c {
+                    b'"' => {
+                        j = skip_string(b, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth = depth.checked_sub(1)?;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            None
+        }
+        _ => {
+            let mut j = i;
+            while let Some(&c) = b.get(j) {
+                if matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+                    break;
+                }
+                j += 1;
+            }
+            (j > i).then_some(j)
+        }
+    }
+}
+
+/// Set top-level `key` to the JSON text `value`: replace its value in place, or insert it
+/// first when absent.
+fn set_top_level(body: &[u8], key: &str, value: &str) -> Result<Vec<u8>, FormatError> {
+    match top_level_value(body, key)? {
+        Some((s, e)) => {
+            let mut out = Vec::with_capacity(body.len() + value.len());
+            out.extend_from_slice(&body[..s]);
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(&body[e..]);
+            Ok(out)
+        }
+        None => {
+            let open = body.iter().position(|c| *c == b'{').ok_or_else(|| FormatError::bad_request("not an object"))?;
+            let empty = body[open + 1..].iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'}');
+            let mut out = Vec::with_capacity(body.len() + key.len() + value.len() + 4);
+            out.extend_from_slice(&body[..=open]);
+            out.extend_from_slice(serde_json::Value::from(key).to_string().as_bytes());
+            out.push(b':');
+            out.extend_from_slice(value.as_bytes());
+            if !empty {
+                out.push(b',');
+            }
+            out.extend_from_slice(&body[open + 1..]);
+            Ok(out)
+        }
+    }
+}
+
+/// The upstream body for a pass-through request.
+pub fn body(format: Format, raw: &[u8], model: &str, stream: bool) -> Result<Vec<u8>, FormatError> {
+    // Validate once: pass-through must still refuse what is not JSON.
+    serde_json::from_slice::<serde::de::IgnoredAny>(raw)
+        .map_err(|e| FormatError::bad_request(format!("request body is not valid JSON: {e}")))?;
+    let model_json = serde_json::Value::from(model).to_string();
+    match format {
+        // Gemini names the model in the URL.
+        Format::GeminiGenerate => Ok(raw.to_vec()),
+        Format::AnthropicMessages | Format::OpenAiResponses => set_top_level(raw, "model", &model_json),
+        Format::OpenAiChat => {
+            let with_model = set_top_level(raw, "model", &model_json)?;
+            if !stream {
+                return Ok(with_model);
+            }
+            let has_usage = match top_level_value(&with_model, "stream_options")? {
+                Some((s, e)) => serde_json::from_slice::<serde_json::Value>(&with_model[s..e])
+                    .ok()
+                    .and_then(|v| v.get("include_usage").and_then(|b| b.as_bool()))
+                    .unwrap_or(false),
+                None => false,
+            };
+            if has_usage {
+                Ok(with_model)
+            } else {
+                set_top_level(&with_model, "stream_options", "{\"include_usage\":true}")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_model_changes() {
+        let raw = br#"{ "model" : "claude-x", "messages":[{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}],
+  "thinking":{"type":"enabled","budget_tokens":1024}, "x-unknown": [1, {"model":"inner"}], "signature":"abc\"def" }"#;
+        let out = body(Format::AnthropicMessages, raw, "claude-sonnet-4-5", true).unwrap();
+        let expected = String::from_utf8(raw.to_vec()).unwrap().replace("\"claude-x\"", "\"claude-sonnet-4-5\"");
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
+
+    #[test]
+    fn model_inserted_and_usage_requested() {
+        let out = body(Format::OpenAiChat, br#"{"messages":[],"stream":true}"#, "gpt-4o", true).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["model"], "gpt-4o");
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        let out =
+            body(Format::OpenAiChat, br#"{"model":"a","stream_options":{"include_usage":true}}"#, "b", true).unwrap();
+        assert_eq!(out, br#"{"model":"b","stream_options":{"include_usage":true}}"#);
+        let out =
+            body(Format::OpenAiChat, br#"{"model":"a","stream_options":{"include_usage":false}}"#, "b", true).unwrap();
+        assert_eq!(out, br#"{"model":"b","stream_options":{"include_usage":true}}"#);
+        assert_eq!(body(Format::GeminiGenerate, br#"{"contents":[]}"#, "g", true).unwrap(), br#"{"contents":[]}"#);
+        assert_eq!(body(Format::OpenAiResponses, b"{}", "m", false).unwrap(), br#"{"model":"m"}"#);
+    }
+
+    #[test]
+    fn not_json_is_a_400() {
+        for bad in [&b"[1]"[..], b"", b"{\"model\":", b"nope", b"{\"a\":1}}"] {
+            assert_eq!(body(Format::OpenAiChat, bad, "m", false).unwrap_err().status, 400, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! OpenAI Responses upstreams: `POST {base_url}/responses`, `Authorization: Bearer`.
+
+use super::http::Endpoint;
+
+/// Where and how to call.
+pub fn endpoint(base_url: &str, key: &str) -> Endpoint {
+    Endpoint {
+        url: format!("{}/responses", base_url.trim_end_matches('/')),
+        headers: vec![("authorization".into(), format!("Bearer {key}"))],
+    }
+}

@@ -1,0 +1,428 @@
+//! Serving one parsed request: try the router's candidates in order, fail over while
+//! nothing has reached the client, then stream (or return) the answer in the client's
+//! format — untouched on pass-through, converted through the canonical model otherwise.
+//!
+//! "Reached the client" means a reply chunk was published. Frames that carry no answer
+//! yet (Anthropic `message_start`, pings) are held back, so an error event right after them
+//! still fails over.
+
+use super::handler::RequestError;
+use super::reply::Replier;
+use super::WorkerCtx;
+use crate::bus::subjects::Token;
+use crate::formats::{self, Format, Op, StreamEncoder};
+use crate::protocol::accumulate::{to_events, Accumulator};
+use crate::protocol::canonical::{estimate_tokens, ChatRequest, StreamEvent, Usage};
+use crate::protocol::Platform;
+use crate::providers::{ProviderError, UpstreamBody, UpstreamCall};
+use crate::router::Candidate;
+use bytes::Bytes;
+use futures::StreamExt;
+use std::time::{Duration, Instant};
+use tokio::time::timeout_at;
+
+/// How the client talks.
+pub(crate) enum Client {
+    /// The seed's `LLMNATSRequest` (its encoding lives in the replier).
+    Seed,
+    /// A native API body forwarded by the bridge (or any client).
+    Native {
+        /// Its format.
+        format: Format,
+        /// What it asked for.
+        op: Op,
+        /// The untouched body, for pass-through.
+        body: Bytes,
+        /// Headers forwarded upstream on pass-through (`anthropic-beta`, …).
+        forward: Vec<(String, String)>,
+    },
+}
+
+/// A parsed, validated request.
+pub(crate) struct Job {
+    /// Validated trace id.
+    pub trace_id: Token,
+    /// Who is billed.
+    pub user_id: String,
+    /// Chat session, for sync.
+    pub session_id: Option<String>,
+    /// From the subject.
+    pub platform: Platform,
+    /// The model as the client named it.
+    pub model: String,
+    /// The canonical request.
+    pub chat: ChatRequest,
+    /// How the client talks.
+    pub client: Client,
+}
+
+/// What was delivered.
+pub(crate) struct Delivered {
+    /// The answer as accumulated.
+    pub acc: Accumulator,
+    /// Usage as reported, else estimated from what was delivered.
+    pub usage: Usage,
+    /// The channel that served it.
+    pub channel: String,
+    /// Set when the upstream failed after the first byte.
+    pub failure: Option<RequestError>,
+}
+
+/// Why an attempt produced nothing for the client.
+enum AttemptFail {
+    /// The upstream failed before the first byte.
+    Upstream(ProviderError),
+    /// The request cannot be expressed in this channel's format.
+    Unmappable(formats::FormatError),
+}
+
+/// Route, fail over, deliver.
+pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Result<Delivered, RequestError> {
+    if let Client::Native { format, op: Op::CountTokens, .. } = &job.client {
+        let n = crate::tokenize::count_request(&job.chat);
+        replier.native_chunk(Some((200, "application/json")), format.render_count_tokens(n)).await;
+        return Ok(Delivered {
+            acc: Accumulator::new(),
+            usage: Usage::default(),
+            channel: "local".into(),
+            failure: None,
+        });
+    }
+    let candidates = ctx.router.candidates(&job.model, job.platform.as_str());
+    if candidates.is_empty() {
+        return Err(RequestError::new(404, format!("no channel serves model {:?}", job.model)));
+    }
+    let _slot = ctx.admission.acquire().await.map_err(|r| {
+        let why = match r {
+            super::admission::Rejected::QueueFull => "worker saturated: wait queue full",
+            super::admission::Rejected::TimedOut => "worker saturated: no free slot in time",
+        };
+        RequestError { status: 503, message: why.into(), retry_after: Some(1) }
+    })?;
+
+    let mut last: Option<RequestError> = None;
+    for cand in candidates {
+        if !ctx.router.claim(&cand) {
+            continue;
+        }
+        let started = Instant::now();
+        match attempt(job, &cand, replier).await {
+            Ok((delivered, ttfb)) => {
+                match &delivered.failure {
+                    None => ctx.router.success(&cand, ttfb.unwrap_or_default(), started.elapsed()),
+                    Some(f) => ctx.router.failure(
+                        &cand,
+                        &ProviderError::new(crate::providers::ProviderErrorKind::Protocol, f.message.clone()),
+                    ),
+                }
+                return Ok(delivered);
+            }
+            Err(AttemptFail::Unmappable(e)) => {
+                ctx.router.release(&cand);
+                tracing::debug!(channel = %cand.channel.config.name, error = %e, "request cannot use this channel's format");
+                last = Some(RequestError::new(e.status, e.message));
+            }
+            Err(AttemptFail::Upstream(e)) => {
+                if ctx.router.is_channel_failure(&cand, &e) {
+                    ctx.router.failure(&cand, &e);
+                    tracing::info!(channel = %cand.channel.config.name, error = %e, "upstream failed before the first byte; trying the next channel");
+                    last = Some(RequestError::from(e));
+                } else {
+                    // The upstream refused the request itself (4xx): no failover, pass it on.
+                    ctx.router.release(&cand);
+                    return Err(RequestError::from(e));
+                }
+            }
+        }
+    }
+    let last = last.map_or_else(|| "every channel is cooling down".to_string(), |e| e.message);
+    Err(RequestError { status: 502, message: format!("all channels failed; last error: {last}"), retry_after: None })
+}
+
+/// Output state of one attempt.
+struct Output<'a> {
+    /// Where replies go.
+    replier: &'a Replier,
+    /// The request.
+    job: &'a Job,
+    /// Native streaming conversion encoder.
+    encoder: Option<Box<dyn StreamEncoder>>,
+    /// Native bytes not yet published.
+    pending: Vec<u8>,
+    /// Seed deltas not yet published.
+    pending_text: Vec<String>,
+    /// Whether something answer-bearing is pending.
+    substantive: bool,
+    /// Whether anything was published (no failover after this).
+    committed: bool,
+    /// Everything received.
+    acc: Accumulator,
+    /// When the attempt started.
+    started: Instant,
+    /// Time to the first answer-bearing event.
+    ttfb: Option<Duration>,
+}
+
+impl<'a> Output<'a> {
+    fn new(job: &'a Job, replier: &'a Replier, passthrough: bool) -> Self {
+        let encoder = match &job.client {
+            Client::Native { format, .. } if job.chat.stream && !passthrough => Some(format.encoder(&job.model)),
+            _ => None,
+        };
+        Self {
+            replier,
+            job,
+            encoder,
+            pending: Vec::new(),
+            pending_text: Vec::new(),
+            substantive: false,
+            committed: false,
+            acc: Accumulator::new(),
+            started: Instant::now(),
+            ttfb: None,
+        }
+    }
+
+    fn event(&mut self, ev: StreamEvent) {
+        let answer_bearing = !matches!(ev, StreamEvent::Start { .. } | StreamEvent::Usage(_));
+        if answer_bearing && self.ttfb.is_none() {
+            self.ttfb = Some(self.started.elapsed());
+        }
+        match (&self.job.client, self.job.chat.stream) {
+            (Client::Seed, true) => {
+                if let StreamEvent::Text(t) = &ev {
+                    self.pending_text.push(t.clone());
+                    self.substantive = true;
+                }
+            }
+            (Client::Native { .. }, true) => {
+                if let Some(enc) = self.encoder.as_mut() {
+                    enc.event(&ev, &mut self.pending);
+                }
+                self.substantive |= answer_bearing;
+            }
+            // Whole answers are rendered at the end.
+            (_, false) => {}
+        }
+        self.acc.push(&ev);
+    }
+
+    fn raw(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+    }
+
+    async fn flush(&mut self, force: bool) {
+        if !(self.substantive || force) {
+            return;
+        }
+        match &self.job.client {
+            Client::Seed => {
+                for delta in std::mem::take(&mut self.pending_text) {
+                    self.replier.seed_chunk(delta).await;
+                    self.committed = true;
+                }
+            }
+            Client::Native { .. } => {
+                if !self.pending.is_empty() {
+                    let first = (!self.committed).then_some((200, "text/event-stream"));
+                    self.replier.native_chunk(first, std::mem::take(&mut self.pending)).await;
+                    self.committed = true;
+                }
+            }
+        }
+        self.substantive = false;
+    }
+
+    /// An upstream failure: before the first byte it is the attempt's failure (fail over);
+    /// after it, an error event in the client's format and a delivered-with-failure result.
+    async fn fail(mut self, e: ProviderError, cand: &Candidate) -> Result<(Delivered, Option<Duration>), AttemptFail> {
+        if !self.committed {
+            return Err(AttemptFail::Upstream(e));
+        }
+        let mut err = RequestError::from(e);
+        err.message = format!("upstream failed mid-stream: {}", err.message);
+        if let Client::Native { format, .. } = &self.job.client {
+            let mut enc = self.encoder.take().unwrap_or_else(|| format.encoder(&self.job.model));
+            enc.error(err.status, &err.message, &mut self.pending);
+            self.flush(true).await;
+        }
+        let usage = delivered_usage(&self.job.chat, &self.acc);
+        let ttfb = self.ttfb;
+        Ok((Delivered { acc: self.acc, usage, channel: cand.channel.config.name.clone(), failure: Some(err) }, ttfb))
+    }
+
+    /// The upstream finished: close the client's stream, or render the whole body.
+    async fn finish(mut self, cand: &Candidate, whole: Option<Vec<u8>>) -> (Delivered, Option<Duration>) {
+        let usage = match self.acc.usage() {
+            Some(u) => u,
+            None => Usage { estimated: true, ..delivered_usage(&self.job.chat, &self.acc) },
+        };
+        if let Client::Native { format, .. } = &self.job.client {
+            if self.job.chat.stream {
+                if let Some(enc) = self.encoder.as_mut() {
+                    enc.finish(&mut self.pending);
+                }
+                self.flush(true).await;
+            } else {
+                let body = whole.unwrap_or_else(|| {
+                    let resp = self.acc.clone().into_response(&self.job.model, usage);
+                    format.render_response(&resp, &self.job.model)
+                });
+                self.replier.native_chunk(Some((200, "application/json")), body).await;
+                self.committed = true;
+            }
+        } else {
+            self.flush(true).await;
+        }
+        let ttfb = self.ttfb;
+        (Delivered { acc: self.acc, usage, channel: cand.channel.config.name.clone(), failure: None }, ttfb)
+    }
+}
+
+/// Usage estimated from what was delivered (the prompt counts in full).
+fn delivered_usage(chat: &ChatRequest, acc: &Accumulator) -> Usage {
+    let resp = acc.clone().into_response("", Usage::default());
+    let out: u64 = resp
+        .content
+        .iter()
+        .map(|p| match p {
+            crate::protocol::canonical::Part::Text { text }
+            | crate::protocol::canonical::Part::Thinking { text, .. } => estimate_tokens(text),
+            crate::protocol::canonical::Part::ToolCall { name, arguments, .. } => {
+                estimate_tokens(name) + estimate_tokens(arguments)
+            }
+            _ => 0,
+        })
+        .sum();
+    Usage { input_tokens: chat.estimate_prompt_tokens(), output_tokens: out, estimated: true, ..Default::default() }
+}
+
+/// One try on one channel.
+async fn attempt(job: &Job, cand: &Candidate, replier: &Replier) -> Result<(Delivered, Option<Duration>), AttemptFail> {
+    let upstream_format = cand.channel.kind.format();
+    let (passthrough, raw_body, forward): (bool, &[u8], &[(String, String)]) = match &job.client {
+        Client::Native { format, body, forward, .. } if Some(*format) == upstream_format => (true, body, forward),
+        _ => (false, &[], &[]),
+    };
+    let body: Bytes = match upstream_format {
+        None => Bytes::new(),
+        Some(f) if passthrough => formats::passthrough::body(f, raw_body, &cand.upstream_model, job.chat.stream)
+            .map_err(AttemptFail::Unmappable)?
+            .into(),
+        Some(f) => f.build_request(&job.chat, &cand.upstream_model).map_err(AttemptFail::Unmappable)?.into(),
+    };
+    let deadline = tokio::time::Instant::now() + cand.channel.config.timeouts.total();
+    let call = UpstreamCall {
+        chat: &job.chat,
+        body,
+        model: &cand.upstream_model,
+        stream: job.chat.stream,
+        forward_headers: forward,
+    };
+    let upstream = match timeout_at(deadline, cand.channel.provider.call(call)).await {
+        Ok(r) => r.map_err(AttemptFail::Upstream)?,
+        Err(_) => return Err(AttemptFail::Upstream(total_timeout(cand))),
+    };
+    let mut out = Output::new(job, replier, passthrough);
+    match upstream {
+        UpstreamBody::Events(mut events) => loop {
+            match timeout_at(deadline, events.next()).await {
+                Err(_) => return out.fail(total_timeout(cand), cand).await,
+                Ok(None) => break,
+                Ok(Some(Ok(ev))) => {
+                    out.event(ev);
+                    out.flush(false).await;
+                }
+                Ok(Some(Err(e))) => return out.fail(e, cand).await,
+            }
+        },
+        UpstreamBody::Sse(mut events) => {
+            let Some(format) = upstream_format else {
+                return Err(AttemptFail::Upstream(ProviderError::new(
+                    crate::providers::ProviderErrorKind::Protocol,
+                    "an SSE body from a provider without a format",
+                )));
+            };
+            let mut decoder = format.decoder();
+            loop {
+                let item = match timeout_at(deadline, events.next()).await {
+                    Err(_) => return out.fail(total_timeout(cand), cand).await,
+                    Ok(None) => break,
+                    Ok(Some(item)) => item,
+                };
+                let sse = match item {
+                    Ok(sse) => sse,
+                    Err(e) => return out.fail(e, cand).await,
+                };
+                match decoder.feed(sse.event.as_deref(), &sse.data) {
+                    Ok(evs) => {
+                        if passthrough {
+                            let mut frame = Vec::with_capacity(sse.data.len() + 32);
+                            formats::sse::frame(&mut frame, sse.event.as_deref(), &sse.data);
+                            out.raw(&frame);
+                            // The raw frame carries the answer; mark what it holds.
+                            out.substantive |=
+                                evs.iter().any(|e| !matches!(e, StreamEvent::Start { .. } | StreamEvent::Usage(_)));
+                            for ev in evs {
+                                out.acc.push(&ev);
+                                if out.ttfb.is_none() && out.substantive {
+                                    out.ttfb = Some(out.started.elapsed());
+                                }
+                            }
+                        } else {
+                            for ev in evs {
+                                out.event(ev);
+                            }
+                        }
+                        out.flush(false).await;
+                    }
+                    Err(fe) => return out.fail(fe.into(), cand).await,
+                }
+            }
+            match decoder.end() {
+                Ok(evs) => {
+                    for ev in evs {
+                        if passthrough {
+                            out.acc.push(&ev);
+                        } else {
+                            out.event(ev);
+                        }
+                    }
+                }
+                Err(fe) => return out.fail(fe.into(), cand).await,
+            }
+        }
+        UpstreamBody::Json(bytes) => {
+            let Some(format) = upstream_format else {
+                return Err(AttemptFail::Upstream(ProviderError::new(
+                    crate::providers::ProviderErrorKind::Protocol,
+                    "a JSON body from a provider without a format",
+                )));
+            };
+            let resp = format.parse_response(&bytes).map_err(|e| AttemptFail::Upstream(e.into()))?;
+            let events = to_events(&resp);
+            if passthrough && !job.chat.stream {
+                for ev in events {
+                    out.acc.push(&ev);
+                }
+                return Ok(out.finish(cand, Some(bytes.to_vec())).await);
+            }
+            if out.encoder.is_none() && job.chat.stream {
+                if let Client::Native { format, .. } = &job.client {
+                    out.encoder = Some(format.encoder(&job.model));
+                }
+            }
+            for ev in events {
+                out.event(ev);
+            }
+        }
+    }
+    Ok(out.finish(cand, None).await)
+}
+
+fn total_timeout(cand: &Candidate) -> ProviderError {
+    ProviderError::new(
+        crate::providers::ProviderErrorKind::Timeout,
+        format!("attempt exceeded the channel's {} ms total timeout", cand.channel.config.timeouts.total_ms),
+    )
+}
