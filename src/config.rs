@@ -22,6 +22,9 @@ pub struct Config {
     /// Prices per model; the built-in table covers the mock models.
     #[serde(default)]
     pub pricing: PricingConfig,
+    /// The HTTP bridge.
+    #[serde(default)]
+    pub bridge: crate::bridge::BridgeConfig,
     /// How channels are chosen.
     #[serde(default)]
     pub routing: RoutingConfig,

@@ -17,6 +17,8 @@
 //! - [`router`]: candidates for a model: priority tiers, weighted random inside a tier,
 //!   cooldown with half-open probes.
 //! - [`worker`]: the request loop, bounded concurrency, in-flight registry, cancellation, drain.
+//! - [`bridge`]: the HTTP front door: route table → subject + format tag, bytes copied both
+//!   ways, cancel on disconnect. Knows no format beyond its route table.
 //! - [`client`]: the requester side of the reply protocol (used by `ailurus req` and tests).
 //! - [`streams`]: applies `streams/*.json` to JetStream, idempotently.
 //! - [`nats_server`]: finds and spawns a pinned local `nats-server` (for `ailurus up` and tests).
@@ -24,6 +26,7 @@
 //! - [`shutdown`]: the one shutdown signal every loop selects on.
 //! - [`cli`]: one file per subcommand; `main.rs` only dispatches.
 
+pub mod bridge;
 pub mod bus;
 pub mod channel;
 pub mod cli;

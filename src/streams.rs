@@ -7,12 +7,15 @@ use serde_json::Value;
 use std::path::Path;
 
 /// The declarations compiled into the binary, so `ailurus` works from any directory.
-pub const EMBEDDED: [(&str, &str); 5] = [
+pub const EMBEDDED: [(&str, &str); 8] = [
     ("CHAT_MESSAGES.json", include_str!("../streams/CHAT_MESSAGES.json")),
     ("SESSION_STATUS.json", include_str!("../streams/SESSION_STATUS.json")),
     ("USER_EVENTS.json", include_str!("../streams/USER_EVENTS.json")),
     ("LLM_REQUESTS.json", include_str!("../streams/LLM_REQUESTS.json")),
     ("LLM_USAGE.json", include_str!("../streams/LLM_USAGE.json")),
+    ("KV_TOKENS.json", include_str!("../streams/KV_TOKENS.json")),
+    ("KV_QUOTA.json", include_str!("../streams/KV_QUOTA.json")),
+    ("QUOTA_COUNTERS.json", include_str!("../streams/QUOTA_COUNTERS.json")),
 ];
 
 /// What `apply` did to one stream.
@@ -163,7 +166,12 @@ mod tests {
     fn embedded_declarations_parse_and_avoid_the_request_traps() {
         let decls = load(None).unwrap();
         let names: Vec<_> = decls.iter().map(|d| d.config.name.as_str()).collect();
-        assert_eq!(names, ["CHAT_MESSAGES", "SESSION_STATUS", "USER_EVENTS", "LLM_REQUESTS", "LLM_USAGE"]);
+        assert_eq!(
+            names,
+            ["CHAT_MESSAGES", "SESSION_STATUS", "USER_EVENTS", "LLM_REQUESTS", "LLM_USAGE", "KV_TOKENS", "KV_QUOTA", "QUOTA_COUNTERS"]
+        );
+        let counters = decls.iter().find(|d| d.config.name == "QUOTA_COUNTERS").unwrap();
+        assert!(counters.config.allow_message_counter);
         let req = decls.iter().find(|d| d.config.name == "LLM_REQUESTS").unwrap();
         // Without no_ack the stream would answer every request's reply inbox with a PubAck.
         assert!(req.config.no_ack);

@@ -32,8 +32,32 @@ pub const CHAT_MSG: SubjectSpec = SubjectSpec { name: "chat_msg", pattern: "chat
 /// `chat.{user_id}.{session}.status`
 pub const CHAT_STATUS: SubjectSpec = SubjectSpec { name: "chat_status", pattern: "chat.{user_id}.{session}.status" };
 
-/// Every subject of design §2.
-pub const SPECS: [SubjectSpec; 9] = [REQUEST, RESPONSE, CANCEL, USAGE, QUOTA, AUTH, PRESENCE, CHAT_MSG, CHAT_STATUS];
+/// `quota.used.{user_id}` (a server-side counter)
+pub const QUOTA_USED: SubjectSpec = SubjectSpec { name: "quota_used", pattern: "quota.used.{user_id}" };
+/// `quota.tokenused.{token_id}` (a server-side counter)
+pub const QUOTA_TOKEN_USED: SubjectSpec =
+    SubjectSpec { name: "quota_token_used", pattern: "quota.tokenused.{token_id}" };
+/// `quota.requests.{user_id}` (a server-side counter)
+pub const QUOTA_REQUESTS: SubjectSpec = SubjectSpec { name: "quota_requests", pattern: "quota.requests.{user_id}" };
+/// `ailurus.api.{op}`
+pub const API: SubjectSpec = SubjectSpec { name: "api", pattern: "ailurus.api.{op}" };
+
+/// Every subject: design §2, the quota counters and the user API.
+pub const SPECS: [SubjectSpec; 13] = [
+    REQUEST,
+    RESPONSE,
+    CANCEL,
+    USAGE,
+    QUOTA,
+    AUTH,
+    PRESENCE,
+    CHAT_MSG,
+    CHAT_STATUS,
+    QUOTA_USED,
+    QUOTA_TOKEN_USED,
+    QUOTA_REQUESTS,
+    API,
+];
 
 /// A subject token that came from input, validated as `[A-Za-z0-9_-]{1,128}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -156,6 +180,27 @@ pub fn chat_msg(user_id: &Token, session: &Token) -> String {
 /// `chat.<user_id>.<session>.status`
 pub fn chat_status(user_id: &Token, session: &Token) -> String {
     render(CHAT_STATUS, &[user_id.as_str(), session.as_str()])
+}
+
+/// `quota.used.<user_id>`
+pub fn quota_used(user_id: &Token) -> String {
+    render(QUOTA_USED, &[user_id.as_str()])
+}
+/// `quota.tokenused.<token_id>`
+pub fn quota_token_used(token_id: &Token) -> String {
+    render(QUOTA_TOKEN_USED, &[token_id.as_str()])
+}
+/// `quota.requests.<user_id>`
+pub fn quota_requests(user_id: &Token) -> String {
+    render(QUOTA_REQUESTS, &[user_id.as_str()])
+}
+/// `ailurus.api.<op>`
+pub fn api(op: &str) -> String {
+    render(API, &[op])
+}
+/// `ailurus.api.*`: what workers subscribe to.
+pub fn api_all() -> String {
+    render(API, &["*"])
 }
 
 /// The last token of a subject, e.g. the platform of `llm.request.claude`.

@@ -1,6 +1,7 @@
 //! Command line: one file per subcommand. Every command returns an exit code; errors are
 //! printed once, on stderr, without secrets.
 
+mod bridge;
 mod req;
 mod streams;
 mod up;
@@ -33,6 +34,12 @@ pub enum Command {
     Up(up::UpArgs),
     /// Serve `llm.request.*` until SIGTERM / Ctrl-C, then drain.
     Worker,
+    /// Serve the HTTP API (Anthropic, OpenAI, Gemini routes) over NATS.
+    Bridge {
+        /// Address to listen on (default 127.0.0.1:18100).
+        #[arg(long, env = "AILURUS_LISTEN")]
+        listen: Option<String>,
+    },
     /// Send one request over NATS and print the answer.
     Req(req::ReqArgs),
     /// Manage the JetStream streams declared in `streams/`.
@@ -68,6 +75,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Up(args) => up::run(config, args).await,
         Command::Worker => worker::run(config).await,
+        Command::Bridge { listen } => bridge::run(config, listen).await,
         Command::Req(args) => req::run(config, args).await,
         Command::Streams(cmd) => streams::run(config, cmd).await,
     }

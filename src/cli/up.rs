@@ -79,12 +79,24 @@ pub async fn run(config: Config, args: UpArgs) -> Result<ExitCode, String> {
         let (client, config, shutdown) = (client.clone(), config.clone(), shutdown.clone());
         tokio::spawn(async move { crate::worker::run(client, &config, shutdown).await })
     };
+    let listen = config.bridge.listen.clone();
+    let bridge = {
+        let (client, bridge_config, shutdown) = (client.clone(), config.bridge.clone(), shutdown.clone());
+        tokio::spawn(async move { crate::bridge::run(client, bridge_config, shutdown).await })
+    };
     eprintln!(
-        "\nAilurus is up (worker on llm.request.*, built-in mock provider). Try, in another terminal:\n\
-         \n  ailurus req claude \"hello\" --stream\n  ailurus req gemini \"hello\" --model mock-slow --stream\n  ailurus streams list\n\
+        "\nAilurus is up: worker on llm.request.* (built-in mock provider), HTTP bridge on http://{listen}\n\
+         Try, in another terminal:\n\
+         \n  ailurus req claude \"hello\" --stream\n  curl -s http://{listen}/v1/chat/completions -d '{{\"model\":\"mock\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'\n  ailurus streams list\n\
          \nCtrl-C stops everything this command started."
     );
     let result = worker.await;
+    shutdown.trigger();
+    match bridge.await {
+        Ok(Err(e)) => eprintln!("bridge: {e}"),
+        Err(e) => eprintln!("bridge task failed: {e}"),
+        Ok(Ok(())) => {}
+    }
     drop(client);
     if let Some(mut server) = started {
         server.kill();

@@ -300,7 +300,7 @@ pub struct Usage {
 impl Usage {
     /// All prompt tokens: uncached + cache read + cache write.
     pub fn prompt_total(&self) -> u64 {
-        self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+        self.input_tokens.saturating_add(self.cache_read_tokens).saturating_add(self.cache_write_tokens)
     }
 }
 

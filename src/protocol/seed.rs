@@ -125,6 +125,9 @@ pub struct LLMNATSResponse {
     /// Extension: `true` when the token counts were estimated, not reported by the upstream.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub usage_estimated: bool,
+    /// Extension: milliseconds spent waiting on the upstream (for gateway-overhead metrics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_ms: Option<u64>,
 }
 
 /// One streamed piece of the answer in the seed format (`Ailurus-Kind: chunk`).

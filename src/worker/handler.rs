@@ -291,6 +291,7 @@ async fn finish(
             resp.usage_estimated = u.estimated;
             resp.finish_reason = d.acc.finish().map(|f| f.as_str().to_string());
             resp.content = d.acc.text().to_string();
+            resp.upstream_ms = d.upstream.map(|u| u.as_millis() as u64);
             tracing::debug!(trace_id = %resp.trace_id, user = %job.user_id, session = ?job.session_id, channel = %d.channel, duration_ms, "finished");
             d.failure.map(|f| (f, true))
         }

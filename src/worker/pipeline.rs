@@ -66,6 +66,8 @@ pub(crate) struct Delivered {
     pub channel: String,
     /// Set when the upstream failed after the first byte.
     pub failure: Option<RequestError>,
+    /// Time spent on the successful attempt (upstream call and stream).
+    pub upstream: Option<Duration>,
 }
 
 /// Why an attempt produced nothing for the client.
@@ -86,6 +88,7 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
             usage: Usage::default(),
             channel: "local".into(),
             failure: None,
+            upstream: None,
         });
     }
     let candidates = ctx.router.candidates(&job.model, job.platform.as_str());
@@ -107,7 +110,8 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
         }
         let started = Instant::now();
         match attempt(job, &cand, replier).await {
-            Ok((delivered, ttfb)) => {
+            Ok((mut delivered, ttfb)) => {
+                delivered.upstream = Some(started.elapsed());
                 match &delivered.failure {
                     None => ctx.router.success(&cand, ttfb.unwrap_or_default(), started.elapsed()),
                     Some(f) => ctx.router.failure(
@@ -248,7 +252,7 @@ impl<'a> Output<'a> {
         }
         let usage = delivered_usage(&self.job.chat, &self.acc);
         let ttfb = self.ttfb;
-        Ok((Delivered { acc: self.acc, usage, channel: cand.channel.config.name.clone(), failure: Some(err) }, ttfb))
+        Ok((Delivered { acc: self.acc, usage, channel: cand.channel.config.name.clone(), failure: Some(err), upstream: None }, ttfb))
     }
 
     /// The upstream finished: close the client's stream, or render the whole body.
@@ -275,7 +279,7 @@ impl<'a> Output<'a> {
             self.flush(true).await;
         }
         let ttfb = self.ttfb;
-        (Delivered { acc: self.acc, usage, channel: cand.channel.config.name.clone(), failure: None }, ttfb)
+        (Delivered { acc: self.acc, usage, channel: cand.channel.config.name.clone(), failure: None, upstream: None }, ttfb)
     }
 }
 

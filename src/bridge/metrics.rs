@@ -1,0 +1,120 @@
+//! Prometheus metrics of the bridge: requests and errors by route and status, request
+//! latency, and gateway overhead (time the gateway adds to the upstream's own time).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+/// Histogram bucket bounds, seconds.
+const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
+
+/// A cumulative histogram.
+#[derive(Debug, Clone, Default)]
+struct Histogram {
+    /// Count per bucket (not cumulative; summed when rendered).
+    counts: [u64; BUCKETS.len()],
+    /// Observations over the largest bucket.
+    over: u64,
+    /// Sum of observations.
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, v: f64) {
+        match BUCKETS.iter().position(|b| v <= *b) {
+            Some(i) => self.counts[i] += 1,
+            None => self.over += 1,
+        }
+        self.sum += v;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut acc = 0;
+        for (b, c) in BUCKETS.iter().zip(self.counts) {
+            acc += c;
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {acc}");
+        }
+        let total = acc + self.over;
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {total}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
+    }
+}
+
+/// Everything the bridge counts.
+#[derive(Debug, Default)]
+struct Inner {
+    /// (route, status) → requests.
+    requests: BTreeMap<(&'static str, u16), u64>,
+    /// route → latency.
+    latency: BTreeMap<&'static str, Histogram>,
+    /// route → gateway overhead.
+    overhead: BTreeMap<&'static str, Histogram>,
+}
+
+/// Bridge metrics; cheap to share.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Guarded state (a short critical section per request).
+    inner: Mutex<Inner>,
+}
+
+impl Metrics {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One finished request. `overhead` is total time minus upstream time, when known.
+    pub fn record(&self, route: &'static str, status: u16, seconds: f64, overhead: Option<f64>) {
+        let mut m = self.lock();
+        *m.requests.entry((route, status)).or_default() += 1;
+        m.latency.entry(route).or_default().observe(seconds);
+        if let Some(o) = overhead {
+            m.overhead.entry(route).or_default().observe(o.max(0.0));
+        }
+    }
+
+    /// The Prometheus text format.
+    pub fn render(&self) -> String {
+        let m = self.lock();
+        let mut out = String::new();
+        out.push_str("# HELP ailurus_bridge_requests_total HTTP requests by route and status.\n");
+        out.push_str("# TYPE ailurus_bridge_requests_total counter\n");
+        for ((route, status), n) in &m.requests {
+            let _ = writeln!(out, "ailurus_bridge_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+        }
+        out.push_str("# HELP ailurus_bridge_errors_total HTTP requests answered with a status >= 400.\n");
+        out.push_str("# TYPE ailurus_bridge_errors_total counter\n");
+        for ((route, status), n) in m.requests.iter().filter(|((_, s), _)| *s >= 400) {
+            let _ = writeln!(out, "ailurus_bridge_errors_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+        }
+        out.push_str("# HELP ailurus_bridge_request_duration_seconds Time from request to the end of the response.\n");
+        out.push_str("# TYPE ailurus_bridge_request_duration_seconds histogram\n");
+        for (route, h) in &m.latency {
+            h.render(&mut out, "ailurus_bridge_request_duration_seconds", &format!("route=\"{route}\""));
+        }
+        out.push_str("# HELP gateway_overhead_seconds Time the gateway adds: total minus upstream time.\n");
+        out.push_str("# TYPE gateway_overhead_seconds histogram\n");
+        for (route, h) in &m.overhead {
+            h.render(&mut out, "gateway_overhead_seconds", &format!("route=\"{route}\""));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.record("/v1/messages", 200, 0.002, Some(0.0004));
+        m.record("/v1/messages", 503, 0.5, None);
+        let text = m.render();
+        assert!(text.contains("ailurus_bridge_requests_total{route=\"/v1/messages\",status=\"200\"} 1"));
+        assert!(text.contains("ailurus_bridge_errors_total{route=\"/v1/messages\",status=\"503\"} 1"));
+        assert!(text.contains("ailurus_bridge_request_duration_seconds_bucket{route=\"/v1/messages\",le=\"0.0025\"} 1"));
+        assert!(text.contains("gateway_overhead_seconds_count{route=\"/v1/messages\"} 1"));
+    }
+}

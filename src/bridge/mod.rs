@@ -1,0 +1,420 @@
+//! The HTTP bridge: a route table plus byte copying. Each HTTP request becomes one NATS
+//! message on `llm.request.<platform>` with the untouched body, a format tag, the
+//! credentials and the API headers; the replies are written back as they arrive.
+//!
+//! Invariant: the bridge never parses a request body, never calls a provider and never
+//! touches KV. Its only format knowledge is [`routes`] and the error shapes of its own
+//! failures (no worker, body too large, a silent worker), rendered by
+//! [`crate::formats::Format::render_error`].
+
+pub mod metrics;
+pub mod routes;
+
+use crate::bus::headers::{self, ReplyKind};
+use crate::bus::subjects::{self, Token};
+use crate::client::{ClientError, Reply, Requester};
+use crate::formats::{Format, Op};
+use crate::shutdown::Shutdown;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use routes::Route;
+use serde::Deserialize;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Bridge settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// Address to listen on.
+    #[serde(default = "BridgeConfig::default_listen")]
+    pub listen: String,
+    /// Largest request body accepted; larger gets 413.
+    #[serde(default = "BridgeConfig::default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Wait for a worker's first reply before answering 503.
+    #[serde(default = "BridgeConfig::default_first_reply_ms")]
+    pub first_reply_ms: u64,
+    /// Longest silence (no chunk, no heartbeat) before the worker is declared lost.
+    #[serde(default = "BridgeConfig::default_silence_ms")]
+    pub silence_ms: u64,
+    /// Reply chunks buffered for a slow HTTP client.
+    #[serde(default = "BridgeConfig::default_buffer_chunks")]
+    pub buffer_chunks: usize,
+    /// How long a full buffer may stay full before the request is cancelled.
+    #[serde(default = "BridgeConfig::default_slow_client_ms")]
+    pub slow_client_ms: u64,
+}
+
+impl BridgeConfig {
+    fn default_listen() -> String {
+        "127.0.0.1:18100".into()
+    }
+    const fn default_max_body_bytes() -> usize {
+        32 * 1024 * 1024
+    }
+    const fn default_first_reply_ms() -> u64 {
+        1_000
+    }
+    const fn default_silence_ms() -> u64 {
+        4_000
+    }
+    const fn default_buffer_chunks() -> usize {
+        256
+    }
+    const fn default_slow_client_ms() -> u64 {
+        30_000
+    }
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            listen: Self::default_listen(),
+            max_body_bytes: Self::default_max_body_bytes(),
+            first_reply_ms: Self::default_first_reply_ms(),
+            silence_ms: Self::default_silence_ms(),
+            buffer_chunks: Self::default_buffer_chunks(),
+            slow_client_ms: Self::default_slow_client_ms(),
+        }
+    }
+}
+
+/// Headers copied to NATS as they are (credentials and API headers).
+const FORWARD: [&str; 12] = [
+    "authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "anthropic-version",
+    "anthropic-beta",
+    "openai-beta",
+    "user-agent",
+    "x-claude-code-session-id",
+    "session_id",
+    "x-session-id",
+    "conversation_id",
+    "openai-organization",
+];
+
+/// What every request handler shares.
+struct AppState {
+    /// Sends requests over NATS.
+    requester: Requester,
+    /// The NATS connection (health, cancels).
+    client: async_nats::Client,
+    /// Settings.
+    config: BridgeConfig,
+    /// Counters.
+    metrics: metrics::Metrics,
+}
+
+/// Serve HTTP on `config.listen` until `shutdown`.
+pub async fn run(client: async_nats::Client, config: BridgeConfig, shutdown: Shutdown) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| format!("bridge cannot listen on {}: {e}", config.listen))?;
+    serve(listener, client, config, shutdown).await
+}
+
+/// Serve HTTP on a bound listener (tests bind port 0).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    client: async_nats::Client,
+    config: BridgeConfig,
+    shutdown: Shutdown,
+) -> Result<(), String> {
+    let mut requester = Requester::new(client.clone());
+    requester.first_reply = Duration::from_millis(config.first_reply_ms);
+    requester.silence = Duration::from_millis(config.silence_ms);
+    let state = Arc::new(AppState { requester, client, config, metrics: metrics::Metrics::default() });
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%addr, "bridge listening");
+    let app = axum::Router::new().fallback(handle).with_state(state);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await
+        .map_err(|e| format!("bridge: {e}"))
+}
+
+/// A JSON response.
+fn json(status: u16, body: Vec<u8>) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}
+
+/// An error in the route's format, or a neutral JSON shape.
+fn error(format: Option<Format>, status: u16, message: &str) -> Response {
+    let body = match format {
+        Some(f) => f.render_error(status, message),
+        None => serde_json::json!({"error": {"message": message, "type": "ailurus_error", "code": status}})
+            .to_string()
+            .into_bytes(),
+    };
+    json(status, body)
+}
+
+async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let anthropic = req.headers().contains_key("anthropic-version") || req.headers().contains_key("x-api-key");
+    let Some(route) = routes::match_route(method.as_str(), &path, anthropic) else {
+        let resp = error(None, 404, &format!("no route for {method} {path}"));
+        st.metrics.record("unmatched", 404, started.elapsed().as_secs_f64(), None);
+        return resp;
+    };
+    let label = route.label();
+    let resp = match &route {
+        Route::Root => {
+            let body = if method == Method::HEAD { Body::empty() } else { Body::from("ailurus bridge\n") };
+            Response::new(body)
+        }
+        Route::Health => {
+            let ok = st.client.connection_state() == async_nats::connection::State::Connected;
+            let body = serde_json::json!({"status": if ok {"ok"} else {"degraded"}, "nats": format!("{:?}", st.client.connection_state()).to_lowercase()});
+            json(if ok { 200 } else { 503 }, body.to_string().into_bytes())
+        }
+        Route::Metrics => {
+            let mut r = Response::new(Body::from(st.metrics.render()));
+            r.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; version=0.0.4"));
+            r
+        }
+        Route::UserApi { .. } => error(None, 501, "the user API is not served by this bridge yet"),
+        Route::Models { platform, format, .. } => {
+            match forward(&st, req, *platform, *format, Some("models"), None, label, started).await {
+                Ok(r) => r,
+                Err(r) => return r,
+            }
+        }
+        Route::Llm { platform, format, op, model, .. } => {
+            let op_name = match op {
+                Op::Generate => None,
+                other => Some(other.as_str()),
+            };
+            match forward(&st, req, *platform, *format, op_name, model.clone(), label, started).await {
+                Ok(r) => r,
+                // Streamed: the pump records the metrics when the body ends.
+                Err(r) => return r,
+            }
+        }
+    };
+    st.metrics.record(label, resp.status().as_u16(), started.elapsed().as_secs_f64(), None);
+    resp
+}
+
+/// Build the NATS headers: format tag, operation, model, trace, credentials, API headers.
+fn nats_headers(
+    http: &HeaderMap,
+    query: Option<&str>,
+    format: Format,
+    op: Option<&str>,
+    model: Option<&str>,
+    trace: &Token,
+) -> async_nats::HeaderMap {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(headers::FORMAT, format.as_str());
+    if let Some(op) = op {
+        h.insert(headers::OP, op);
+    }
+    if let Some(m) = model {
+        h.insert(headers::MODEL, m);
+    }
+    h.insert(headers::TRACE, trace.as_str());
+    for name in FORWARD {
+        if let Some(v) = http.get(name).and_then(|v| v.to_str().ok()) {
+            h.insert(name, v);
+        }
+    }
+    // Gemini clients may put the key in the query string.
+    if let Some(key) = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("key="))) {
+        if !http.contains_key("x-goog-api-key") {
+            h.insert("x-goog-api-key", key);
+        }
+    }
+    h
+}
+
+/// Forward one request and turn its replies into the HTTP response: `Ok` for a response
+/// that is complete now, `Err` for one whose body is still being pumped (the pump records
+/// its metrics).
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    st: &Arc<AppState>,
+    req: Request,
+    platform: crate::protocol::Platform,
+    format: Format,
+    op: Option<&str>,
+    model: Option<String>,
+    label: &'static str,
+    started: Instant,
+) -> Result<Response, Response> {
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, st.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            let too_big = std::error::Error::source(&e)
+                .is_some_and(|s| s.to_string().contains("length limit"))
+                || e.to_string().contains("length limit");
+            return Ok(if too_big {
+                error(Some(format), 413, &format!("request body is over the {} byte limit", st.config.max_body_bytes))
+            } else {
+                error(Some(format), 400, &format!("cannot read the request body: {e}"))
+            });
+        }
+    };
+    let trace = Token::random();
+    let headers = nats_headers(&parts.headers, parts.uri.query(), format, op, model.as_deref(), &trace);
+    let mut replies = match st.requester.send_raw(subjects::request(platform), headers, body, Some(trace.clone())).await {
+        Ok(r) => r,
+        Err(e) => return Ok(client_error(format, &e)),
+    };
+    let first = match replies.next_content().await {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => return Ok(client_error(format, &e)),
+        None => return Ok(error(Some(format), 502, "the worker closed the reply stream")),
+    };
+    let status = first.status.unwrap_or(200);
+    match first.kind {
+        ReplyKind::Error | ReplyKind::Done => {
+            let mut r = json(status, first.payload.to_vec());
+            copy_reply_headers(&first, &mut r, &trace);
+            replies.detach();
+            Ok(r)
+        }
+        ReplyKind::Chunk => {
+            let content_type = first
+                .headers
+                .get(headers::CONTENT_TYPE)
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_else(|| "application/json".into());
+            let streaming = content_type.starts_with("text/event-stream");
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(st.config.buffer_chunks.max(1));
+            let _ = tx.try_send(Ok(Bytes::from(first.payload.to_vec())));
+            let slow = Duration::from_millis(st.config.slow_client_ms);
+            let model_name = model.unwrap_or_default();
+            let done = Finished { state: st.clone(), label, status, started };
+            tokio::spawn(pump(replies, tx, slow, format, streaming, model_name, trace.clone(), done));
+            let mut r = Response::new(Body::from_stream(tokio_stream_from(rx)));
+            *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            if let Ok(v) = HeaderValue::from_str(&content_type) {
+                r.headers_mut().insert("content-type", v);
+            }
+            if streaming {
+                r.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
+            }
+            copy_reply_headers(&first, &mut r, &trace);
+            Err(r)
+        }
+        ReplyKind::Heartbeat => Ok(error(Some(format), 502, "unexpected heartbeat")),
+    }
+}
+
+fn copy_reply_headers(reply: &Reply, r: &mut Response, trace: &Token) {
+    if let Some(ra) = reply.headers.get(headers::RETRY_AFTER).and_then(|v| HeaderValue::from_str(v.as_str()).ok()) {
+        r.headers_mut().insert("retry-after", ra);
+    }
+    if let Ok(v) = HeaderValue::from_str(trace.as_str()) {
+        r.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+    }
+}
+
+fn client_error(format: Format, e: &ClientError) -> Response {
+    match e {
+        ClientError::NoWorker => {
+            let mut r = error(Some(format), 503, "no Ailurus worker is serving requests right now");
+            r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+            r
+        }
+        ClientError::WorkerSilent(_) => error(Some(format), 504, &e.to_string()),
+        ClientError::Publish(m) if m.contains("payload") => error(Some(format), 413, &e.to_string()),
+        other => error(Some(format), 502, &other.to_string()),
+    }
+}
+
+/// Records a pumped response's metrics when its body ends.
+struct Finished {
+    /// For the metrics.
+    state: Arc<AppState>,
+    /// Route label.
+    label: &'static str,
+    /// HTTP status sent.
+    status: u16,
+    /// When the request arrived.
+    started: Instant,
+}
+
+impl Finished {
+    fn record(self, upstream_ms: Option<u64>) {
+        let total = self.started.elapsed().as_secs_f64();
+        let overhead = upstream_ms.map(|u| total - u as f64 / 1000.0);
+        self.state.metrics.record(self.label, self.status, total, overhead);
+    }
+}
+
+/// Copy the remaining replies into the HTTP body. A client that stops reading makes the
+/// buffer fill; after `slow` the request is cancelled (dropping `replies` publishes
+/// `llm.cancel.<trace_id>`). A client that disconnects closes the channel: same cancel.
+async fn pump(
+    mut replies: crate::client::Replies,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, Infallible>>,
+    slow: Duration,
+    format: Format,
+    streaming: bool,
+    model: String,
+    trace: Token,
+    done: Finished,
+) {
+    let mut upstream_ms = None;
+    loop {
+        let next = tokio::select! {
+            r = replies.next() => r,
+            _ = tx.closed() => {
+                tracing::debug!(%trace, "client went away; cancelling");
+                break;
+            }
+        };
+        match next {
+            Some(Ok(r)) => match r.kind {
+                ReplyKind::Heartbeat => {}
+                ReplyKind::Chunk => {
+                    match tx.send_timeout(Ok(Bytes::from(r.payload.to_vec())), slow).await {
+                        Ok(()) => {}
+                        Err(_) => {
+                            tracing::info!(%trace, "client too slow or gone; cancelling");
+                            break;
+                        }
+                    }
+                }
+                // Final: an error after bytes went out was already written as an event.
+                ReplyKind::Done | ReplyKind::Error => {
+                    upstream_ms = serde_json::from_slice::<crate::protocol::LLMNATSResponse>(&r.payload)
+                        .ok()
+                        .and_then(|s| s.upstream_ms);
+                    replies.detach();
+                    break;
+                }
+            },
+            Some(Err(e)) => {
+                if streaming {
+                    let mut out = Vec::new();
+                    format.encoder(&model).error(504, &e.to_string(), &mut out);
+                    let _ = tx.send_timeout(Ok(Bytes::from(out)), slow).await;
+                }
+                break;
+            }
+            None => break,
+        }
+    }
+    done.record(upstream_ms);
+}
+
+/// An mpsc receiver as a stream.
+fn tokio_stream_from<T>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

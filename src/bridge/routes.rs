@@ -1,0 +1,154 @@
+//! The route table: HTTP method + path → (platform, format, operation). This is everything
+//! the bridge knows about the APIs it serves.
+
+use crate::formats::{Format, Op};
+use crate::protocol::Platform;
+
+/// What a request maps to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Forward to `llm.request.<platform>` with a format tag.
+    Llm {
+        /// Subject platform.
+        platform: Platform,
+        /// `Ailurus-Format`.
+        format: Format,
+        /// `Ailurus-Op` (`models` is [`Route::Models`]).
+        op: Op,
+        /// Model from the URL (Gemini).
+        model: Option<String>,
+        /// Label for metrics.
+        label: &'static str,
+    },
+    /// List models, answered by a worker.
+    Models {
+        /// Subject platform.
+        platform: Platform,
+        /// Shape of the answer.
+        format: Format,
+        /// Label for metrics.
+        label: &'static str,
+    },
+    /// NEW-API user endpoints, answered over NATS.
+    UserApi {
+        /// `self` or `token`.
+        what: &'static str,
+    },
+    /// `GET /` and `HEAD /`.
+    Root,
+    /// `GET /healthz`.
+    Health,
+    /// `GET /metrics`.
+    Metrics,
+}
+
+impl Route {
+    /// The metrics label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Route::Llm { label, .. } | Route::Models { label, .. } => label,
+            Route::UserApi { what: "self" } => "/api/user/self",
+            Route::UserApi { .. } => "/api/user/token",
+            Route::Root => "/",
+            Route::Health => "/healthz",
+            Route::Metrics => "/metrics",
+        }
+    }
+
+    /// The error shape for this route's failures.
+    pub fn format(&self) -> Option<Format> {
+        match self {
+            Route::Llm { format, .. } | Route::Models { format, .. } => Some(*format),
+            _ => None,
+        }
+    }
+}
+
+/// Match a request. `anthropic` says whether the request carries Anthropic headers (to
+/// answer `GET /v1/models` in Anthropic's shape for Claude Code).
+pub fn match_route(method: &str, path: &str, anthropic: bool) -> Option<Route> {
+    let llm = |platform, format, op, label| Some(Route::Llm { platform, format, op, model: None, label });
+    match (method, path) {
+        ("POST", "/v1/messages") => llm(Platform::Claude, Format::AnthropicMessages, Op::Generate, "/v1/messages"),
+        ("POST", "/v1/messages/count_tokens") => {
+            llm(Platform::Claude, Format::AnthropicMessages, Op::CountTokens, "/v1/messages/count_tokens")
+        }
+        ("POST", "/responses" | "/v1/responses") => {
+            llm(Platform::Codex, Format::OpenAiResponses, Op::Generate, "/v1/responses")
+        }
+        ("POST", "/chat/completions" | "/v1/chat/completions") => {
+            llm(Platform::Openai, Format::OpenAiChat, Op::Generate, "/v1/chat/completions")
+        }
+        ("GET", "/v1/models" | "/models") if anthropic => {
+            Some(Route::Models { platform: Platform::Claude, format: Format::AnthropicMessages, label: "/v1/models" })
+        }
+        ("GET", "/v1/models" | "/models") => {
+            Some(Route::Models { platform: Platform::Openai, format: Format::OpenAiChat, label: "/v1/models" })
+        }
+        ("GET", "/v1beta/models") => {
+            Some(Route::Models { platform: Platform::Gemini, format: Format::GeminiGenerate, label: "/v1beta/models" })
+        }
+        ("GET" | "HEAD", "/") => Some(Route::Root),
+        ("GET", "/healthz") => Some(Route::Health),
+        ("GET", "/metrics") => Some(Route::Metrics),
+        ("GET", "/api/user/self") => Some(Route::UserApi { what: "self" }),
+        ("GET", "/api/user/token") => Some(Route::UserApi { what: "token" }),
+        ("POST", p) => gemini(p),
+        _ => None,
+    }
+}
+
+/// `/v1beta/models/{model}:{method}` and `/v1/models/{model}:{method}`.
+fn gemini(path: &str) -> Option<Route> {
+    let rest = path.strip_prefix("/v1beta/models/").or_else(|| path.strip_prefix("/v1/models/"))?;
+    let (model, method) = rest.rsplit_once(':')?;
+    if model.is_empty() || model.contains('/') {
+        return None;
+    }
+    let (op, label) = match method {
+        "generateContent" => (Op::Generate, "/models/:generateContent"),
+        "streamGenerateContent" => (Op::StreamGenerate, "/models/:streamGenerateContent"),
+        "countTokens" => (Op::CountTokens, "/models/:countTokens"),
+        _ => return None,
+    };
+    Some(Route::Llm { platform: Platform::Gemini, format: Format::GeminiGenerate, op, model: Some(model.to_string()), label })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_table() {
+        let cases: &[(&str, &str, bool, Option<(&str, Format, Op)>)] = &[
+            ("POST", "/v1/messages", false, Some(("claude", Format::AnthropicMessages, Op::Generate))),
+            ("POST", "/v1/messages/count_tokens", false, Some(("claude", Format::AnthropicMessages, Op::CountTokens))),
+            ("POST", "/responses", false, Some(("codex", Format::OpenAiResponses, Op::Generate))),
+            ("POST", "/v1/responses", false, Some(("codex", Format::OpenAiResponses, Op::Generate))),
+            ("POST", "/v1/chat/completions", false, Some(("openai", Format::OpenAiChat, Op::Generate))),
+            ("POST", "/chat/completions", false, Some(("openai", Format::OpenAiChat, Op::Generate))),
+            ("POST", "/v1beta/models/gemini-2.5-flash:generateContent", false, Some(("gemini", Format::GeminiGenerate, Op::Generate))),
+            ("POST", "/v1beta/models/gemini-2.5-flash:streamGenerateContent", false, Some(("gemini", Format::GeminiGenerate, Op::StreamGenerate))),
+            ("POST", "/v1/models/gemini-2.5-pro:countTokens", false, Some(("gemini", Format::GeminiGenerate, Op::CountTokens))),
+            ("POST", "/v1beta/models/x:deleteEverything", false, None),
+            ("POST", "/v1beta/models/:generateContent", false, None),
+            ("GET", "/v1/messages", false, None),
+            ("POST", "/nope", false, None),
+        ];
+        for (method, path, anth, want) in cases {
+            let got = match_route(method, path, *anth);
+            match (got, want) {
+                (Some(Route::Llm { platform, format, op, .. }), Some((p, f, o))) => {
+                    assert_eq!((platform.as_str(), format, op), (*p, *f, *o), "{method} {path}");
+                }
+                (None, None) => {}
+                (got, want) => panic!("{method} {path}: got {got:?}, want {want:?}"),
+            }
+        }
+        assert!(matches!(match_route("POST", "/v1beta/models/gm:generateContent", false), Some(Route::Llm { model: Some(m), .. }) if m == "gm"));
+        assert!(matches!(match_route("GET", "/v1/models", true), Some(Route::Models { format: Format::AnthropicMessages, .. })));
+        assert!(matches!(match_route("GET", "/v1/models", false), Some(Route::Models { format: Format::OpenAiChat, .. })));
+        assert!(matches!(match_route("GET", "/v1beta/models", false), Some(Route::Models { format: Format::GeminiGenerate, .. })));
+        assert_eq!(match_route("HEAD", "/", false), Some(Route::Root));
+    }
+}
