@@ -168,7 +168,16 @@ mod tests {
         let names: Vec<_> = decls.iter().map(|d| d.config.name.as_str()).collect();
         assert_eq!(
             names,
-            ["CHAT_MESSAGES", "SESSION_STATUS", "USER_EVENTS", "LLM_REQUESTS", "LLM_USAGE", "KV_TOKENS", "KV_QUOTA", "QUOTA_COUNTERS"]
+            [
+                "CHAT_MESSAGES",
+                "SESSION_STATUS",
+                "USER_EVENTS",
+                "LLM_REQUESTS",
+                "LLM_USAGE",
+                "KV_TOKENS",
+                "KV_QUOTA",
+                "QUOTA_COUNTERS"
+            ]
         );
         let counters = decls.iter().find(|d| d.config.name == "QUOTA_COUNTERS").unwrap();
         assert!(counters.config.allow_message_counter);

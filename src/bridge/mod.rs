@@ -258,8 +258,7 @@ async fn forward(
     let body = match axum::body::to_bytes(body, st.config.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => {
-            let too_big = std::error::Error::source(&e)
-                .is_some_and(|s| s.to_string().contains("length limit"))
+            let too_big = std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit"))
                 || e.to_string().contains("length limit");
             return Ok(if too_big {
                 error(Some(format), 413, &format!("request body is over the {} byte limit", st.config.max_body_bytes))
@@ -270,7 +269,8 @@ async fn forward(
     };
     let trace = Token::random();
     let headers = nats_headers(&parts.headers, parts.uri.query(), format, op, model.as_deref(), &trace);
-    let mut replies = match st.requester.send_raw(subjects::request(platform), headers, body, Some(trace.clone())).await {
+    let mut replies = match st.requester.send_raw(subjects::request(platform), headers, body, Some(trace.clone())).await
+    {
         Ok(r) => r,
         Err(e) => return Ok(client_error(format, &e)),
     };
@@ -382,15 +382,13 @@ async fn pump(
         match next {
             Some(Ok(r)) => match r.kind {
                 ReplyKind::Heartbeat => {}
-                ReplyKind::Chunk => {
-                    match tx.send_timeout(Ok(Bytes::from(r.payload.to_vec())), slow).await {
-                        Ok(()) => {}
-                        Err(_) => {
-                            tracing::info!(%trace, "client too slow or gone; cancelling");
-                            break;
-                        }
+                ReplyKind::Chunk => match tx.send_timeout(Ok(Bytes::from(r.payload.to_vec())), slow).await {
+                    Ok(()) => {}
+                    Err(_) => {
+                        tracing::info!(%trace, "client too slow or gone; cancelling");
+                        break;
                     }
-                }
+                },
                 // Final: an error after bytes went out was already written as an event.
                 ReplyKind::Done | ReplyKind::Error => {
                     upstream_ms = serde_json::from_slice::<crate::protocol::LLMNATSResponse>(&r.payload)

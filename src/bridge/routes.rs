@@ -111,7 +111,13 @@ fn gemini(path: &str) -> Option<Route> {
         "countTokens" => (Op::CountTokens, "/models/:countTokens"),
         _ => return None,
     };
-    Some(Route::Llm { platform: Platform::Gemini, format: Format::GeminiGenerate, op, model: Some(model.to_string()), label })
+    Some(Route::Llm {
+        platform: Platform::Gemini,
+        format: Format::GeminiGenerate,
+        op,
+        model: Some(model.to_string()),
+        label,
+    })
 }
 
 #[cfg(test)]
@@ -127,9 +133,24 @@ mod tests {
             ("POST", "/v1/responses", false, Some(("codex", Format::OpenAiResponses, Op::Generate))),
             ("POST", "/v1/chat/completions", false, Some(("openai", Format::OpenAiChat, Op::Generate))),
             ("POST", "/chat/completions", false, Some(("openai", Format::OpenAiChat, Op::Generate))),
-            ("POST", "/v1beta/models/gemini-2.5-flash:generateContent", false, Some(("gemini", Format::GeminiGenerate, Op::Generate))),
-            ("POST", "/v1beta/models/gemini-2.5-flash:streamGenerateContent", false, Some(("gemini", Format::GeminiGenerate, Op::StreamGenerate))),
-            ("POST", "/v1/models/gemini-2.5-pro:countTokens", false, Some(("gemini", Format::GeminiGenerate, Op::CountTokens))),
+            (
+                "POST",
+                "/v1beta/models/gemini-2.5-flash:generateContent",
+                false,
+                Some(("gemini", Format::GeminiGenerate, Op::Generate)),
+            ),
+            (
+                "POST",
+                "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+                false,
+                Some(("gemini", Format::GeminiGenerate, Op::StreamGenerate)),
+            ),
+            (
+                "POST",
+                "/v1/models/gemini-2.5-pro:countTokens",
+                false,
+                Some(("gemini", Format::GeminiGenerate, Op::CountTokens)),
+            ),
             ("POST", "/v1beta/models/x:deleteEverything", false, None),
             ("POST", "/v1beta/models/:generateContent", false, None),
             ("GET", "/v1/messages", false, None),
@@ -145,10 +166,21 @@ mod tests {
                 (got, want) => panic!("{method} {path}: got {got:?}, want {want:?}"),
             }
         }
-        assert!(matches!(match_route("POST", "/v1beta/models/gm:generateContent", false), Some(Route::Llm { model: Some(m), .. }) if m == "gm"));
-        assert!(matches!(match_route("GET", "/v1/models", true), Some(Route::Models { format: Format::AnthropicMessages, .. })));
-        assert!(matches!(match_route("GET", "/v1/models", false), Some(Route::Models { format: Format::OpenAiChat, .. })));
-        assert!(matches!(match_route("GET", "/v1beta/models", false), Some(Route::Models { format: Format::GeminiGenerate, .. })));
+        assert!(
+            matches!(match_route("POST", "/v1beta/models/gm:generateContent", false), Some(Route::Llm { model: Some(m), .. }) if m == "gm")
+        );
+        assert!(matches!(
+            match_route("GET", "/v1/models", true),
+            Some(Route::Models { format: Format::AnthropicMessages, .. })
+        ));
+        assert!(matches!(
+            match_route("GET", "/v1/models", false),
+            Some(Route::Models { format: Format::OpenAiChat, .. })
+        ));
+        assert!(matches!(
+            match_route("GET", "/v1beta/models", false),
+            Some(Route::Models { format: Format::GeminiGenerate, .. })
+        ));
         assert_eq!(match_route("HEAD", "/", false), Some(Route::Root));
     }
 }

@@ -252,7 +252,16 @@ impl<'a> Output<'a> {
         }
         let usage = delivered_usage(&self.job.chat, &self.acc);
         let ttfb = self.ttfb;
-        Ok((Delivered { acc: self.acc, usage, channel: cand.channel.config.name.clone(), failure: Some(err), upstream: None }, ttfb))
+        Ok((
+            Delivered {
+                acc: self.acc,
+                usage,
+                channel: cand.channel.config.name.clone(),
+                failure: Some(err),
+                upstream: None,
+            },
+            ttfb,
+        ))
     }
 
     /// The upstream finished: close the client's stream, or render the whole body.
@@ -279,7 +288,16 @@ impl<'a> Output<'a> {
             self.flush(true).await;
         }
         let ttfb = self.ttfb;
-        (Delivered { acc: self.acc, usage, channel: cand.channel.config.name.clone(), failure: None, upstream: None }, ttfb)
+        (
+            Delivered {
+                acc: self.acc,
+                usage,
+                channel: cand.channel.config.name.clone(),
+                failure: None,
+                upstream: None,
+            },
+            ttfb,
+        )
     }
 }
 
