@@ -299,7 +299,8 @@ async fn forward(
             let slow = Duration::from_millis(st.config.slow_client_ms);
             let model_name = model.unwrap_or_default();
             let done = Finished { state: st.clone(), label, status, started };
-            tokio::spawn(pump(replies, tx, slow, format, streaming, model_name, trace.clone(), done));
+            let ctx = PumpCtx { slow, format, streaming, model: model_name, trace: trace.clone() };
+            tokio::spawn(pump(replies, tx, ctx, done));
             let mut r = Response::new(Body::from_stream(tokio_stream_from(rx)));
             *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             if let Ok(v) = HeaderValue::from_str(&content_type) {
@@ -337,6 +338,20 @@ fn client_error(format: Format, e: &ClientError) -> Response {
     }
 }
 
+/// What the pump needs besides the replies and the channel.
+struct PumpCtx {
+    /// How long a full buffer may stay full.
+    slow: Duration,
+    /// The client's format, for an in-stream error event.
+    format: Format,
+    /// Whether the body is an event stream.
+    streaming: bool,
+    /// Model from the URL, for the error event.
+    model: String,
+    /// For logs.
+    trace: Token,
+}
+
 /// Records a pumped response's metrics when its body ends.
 struct Finished {
     /// For the metrics.
@@ -363,13 +378,10 @@ impl Finished {
 async fn pump(
     mut replies: crate::client::Replies,
     tx: tokio::sync::mpsc::Sender<Result<Bytes, Infallible>>,
-    slow: Duration,
-    format: Format,
-    streaming: bool,
-    model: String,
-    trace: Token,
+    ctx: PumpCtx,
     done: Finished,
 ) {
+    let PumpCtx { slow, format, streaming, model, trace } = ctx;
     let mut upstream_ms = None;
     loop {
         let next = tokio::select! {

@@ -124,9 +124,12 @@ fn gemini(path: &str) -> Option<Route> {
 mod tests {
     use super::*;
 
+    /// (method, path, anthropic headers, expected (platform, format, op)).
+    type Case = (&'static str, &'static str, bool, Option<(&'static str, Format, Op)>);
+
     #[test]
     fn route_table() {
-        let cases: &[(&str, &str, bool, Option<(&str, Format, Op)>)] = &[
+        let cases: &[Case] = &[
             ("POST", "/v1/messages", false, Some(("claude", Format::AnthropicMessages, Op::Generate))),
             ("POST", "/v1/messages/count_tokens", false, Some(("claude", Format::AnthropicMessages, Op::CountTokens))),
             ("POST", "/responses", false, Some(("codex", Format::OpenAiResponses, Op::Generate))),
