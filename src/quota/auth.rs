@@ -34,9 +34,57 @@ impl AuthError {
     }
 }
 
-/// The token a request carries, if any.
+/// A credential as it arrives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// The token itself (NATS clients that do not hash; the seed `token` field).
+    Plain(String),
+    /// Its sha256, from `Ailurus-Token-Sha256` (the bridge, `ailurus req`).
+    Sha256(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credential(***)")
+    }
+}
+
+impl Credential {
+    /// The `TOKENS` key.
+    pub fn hash(&self) -> String {
+        match self {
+            Credential::Plain(t) => tokens::hash(t),
+            Credential::Sha256(h) => h.to_ascii_lowercase(),
+        }
+    }
+}
+
+/// The credential a request carries: `Ailurus-Token-Sha256`, else a plain token.
+pub fn credential_from(headers: Option<&HeaderMap>, seed_token: Option<&str>) -> Option<Credential> {
+    let hashed = headers
+        .and_then(|h| {
+            h.iter()
+                .find(|(name, _)| AsRef::<str>::as_ref(*name).eq_ignore_ascii_case(crate::bus::headers::TOKEN_SHA256))
+        })
+        .and_then(|(_, v)| v.first())
+        .map(|v| v.as_str().trim().to_string())
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()));
+    match hashed {
+        Some(h) => Some(Credential::Sha256(h)),
+        None => token_from(headers, seed_token).map(Credential::Plain),
+    }
+}
+
+/// The plain token a request carries, if any.
 pub fn token_from(headers: Option<&HeaderMap>, seed_token: Option<&str>) -> Option<String> {
-    let get = |k: &str| headers.and_then(|h| h.get(k)).map(|v| v.as_str().trim().to_string()).filter(|v| !v.is_empty());
+    // NATS header names are case-sensitive; HTTP's are not, and clients spell them freely.
+    let get = |k: &str| {
+        headers
+            .and_then(|h| h.iter().find(|(name, _)| AsRef::<str>::as_ref(*name).eq_ignore_ascii_case(k)))
+            .and_then(|(_, values)| values.first())
+            .map(|v| v.as_str().trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
     if let Some(a) = get("authorization") {
         let t = a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")).unwrap_or(&a).trim().to_string();
         if !t.is_empty() {
@@ -53,7 +101,7 @@ pub fn token_from(headers: Option<&HeaderMap>, seed_token: Option<&str>) -> Opti
 pub async fn authenticate(
     mode: AuthMode,
     store: Option<&TokenStore>,
-    token: Option<&str>,
+    token: Option<&Credential>,
     claimed_user: Option<&str>,
     model: &str,
 ) -> Result<Option<Principal>, AuthError> {
@@ -72,7 +120,7 @@ pub async fn authenticate(
     let Some(store) = store else {
         return Err(AuthError::new(503, "token store unavailable", None));
     };
-    let hash = tokens::hash(token);
+    let hash = token.hash();
     let Some(rec) = store.lookup(&hash).await else {
         return Err(AuthError::new(401, "invalid API token", None));
     };
@@ -134,7 +182,7 @@ mod tests {
         h.insert("x-api-key", "sk-b");
         assert_eq!(token_from(Some(&h), Some("sk-c")).as_deref(), Some("sk-a"));
         let mut h = HeaderMap::new();
-        h.insert("x-goog-api-key", "g");
+        h.insert("X-Goog-Api-Key", "g");
         assert_eq!(token_from(Some(&h), None).as_deref(), Some("g"));
         assert_eq!(token_from(None, Some("sk-c")).as_deref(), Some("sk-c"));
         assert_eq!(token_from(None, Some("")), None);

@@ -164,6 +164,40 @@ pub fn totals(records: &[UsageRecord]) -> BTreeMap<String, Totals> {
     out
 }
 
+/// One account whose live figures disagree with the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// Whose.
+    pub user_id: String,
+    /// Live (total, used).
+    pub live: Totals,
+    /// From the ledger.
+    pub ledger: Totals,
+}
+
+/// Compare every account with the ledger; unless `dry_run`, repair the drifting ones.
+/// Returns the number of records read and the drifts found.
+pub async fn rebuild(store: &super::account::QuotaStore, dry_run: bool) -> Result<(usize, Vec<Drift>), String> {
+    let records = read_all(store.jetstream(), None).await?;
+    let from_ledger = totals(&records);
+    let mut users: std::collections::BTreeSet<String> = from_ledger.keys().cloned().collect();
+    users.extend(store.users().await.map_err(|e| e.message)?);
+    let mut drifts = Vec::new();
+    for user in users {
+        let t = Token::new("user_id", &user).map_err(|e| e.to_string())?;
+        let want = from_ledger.get(&user).copied().unwrap_or_default();
+        let have = store.balance(&t).await.map_err(|e| e.message)?;
+        let live = Totals { total: have.total, used: have.used };
+        if live != want {
+            if !dry_run {
+                store.repair(&t, want.total, want.used).await.map_err(|e| e.message)?;
+            }
+            drifts.push(Drift { user_id: user, live, ledger: want });
+        }
+    }
+    Ok((records.len(), drifts))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -113,7 +113,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     let principal = match crate::quota::auth::authenticate(
         ctx.auth.mode,
         ctx.tokens.as_ref(),
-        job.credential.as_deref(),
+        job.credential.as_ref(),
         job.claimed_user.as_deref(),
         &job.model,
     )
@@ -300,7 +300,7 @@ fn parse_seed(msg: &Message, encoding: Encoding, subject_platform: &str) -> Resu
         model: seed.model.clone(),
         chat,
         client: Client::Seed,
-        credential: crate::quota::auth::token_from(msg.headers.as_ref(), seed.token.as_deref()),
+        credential: crate::quota::auth::credential_from(msg.headers.as_ref(), seed.token.as_deref()),
         claimed_user: Some(seed.user_id.clone()),
     })))
 }
@@ -335,7 +335,7 @@ fn parse_native(msg: &Message, format: Format, subject_platform: &str) -> Result
         model: chat.model.clone(),
         chat,
         client: Client::Native { format, op, body: msg.payload.clone(), forward },
-        credential: crate::quota::auth::token_from(msg.headers.as_ref(), None),
+        credential: crate::quota::auth::credential_from(msg.headers.as_ref(), None),
         claimed_user: None,
     })))
 }

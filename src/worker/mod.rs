@@ -9,6 +9,7 @@
 //! - `pipeline`: routing with failover before the first byte, pass-through or conversion.
 
 pub mod admission;
+mod api;
 mod handler;
 pub mod inflight;
 mod models;
@@ -111,6 +112,10 @@ pub async fn run(client: async_nats::Client, config: &Config, shutdown: Shutdown
         .subscribe(subjects::cancel_all())
         .await
         .map_err(|e| WorkerError(format!("subscribe {}: {e}", subjects::cancel_all())))?;
+    let mut api = client
+        .queue_subscribe(subjects::api_all(), wc.queue_group.clone())
+        .await
+        .map_err(|e| WorkerError(format!("subscribe {}: {e}", subjects::api_all())))?;
     // Make sure the server has both subscriptions before anyone is told we are up.
     client.flush().await.map_err(|e| WorkerError(format!("flush: {e}")))?;
     tracing::info!(queue_group = %wc.queue_group, concurrency = wc.concurrency, "worker serving llm.request.*");
@@ -129,8 +134,13 @@ pub async fn run(client: async_nats::Client, config: &Config, shutdown: Shutdown
             msg = cancels.next() => if let Some(msg) = msg {
                 ctx.inflight.cancel(subjects::last_token(&msg.subject));
             },
+            msg = api.next() => if let Some(msg) = msg {
+                let ctx = ctx.clone();
+                tasks.spawn(async move { api::handle(&ctx, msg).await });
+            },
         }
     }
+    let _ = api.unsubscribe().await;
 
     // Drain: stop taking new requests, but handle the ones already delivered to us.
     tracing::info!(in_flight = ctx.inflight.len(), "draining");

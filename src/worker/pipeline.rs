@@ -54,8 +54,8 @@ pub(crate) struct Job {
     pub chat: ChatRequest,
     /// How the client talks.
     pub client: Client,
-    /// The API token the request carries (never logged).
-    pub credential: Option<String>,
+    /// The API token (or its hash) the request carries (never logged).
+    pub credential: Option<crate::quota::auth::Credential>,
     /// A seed request's `user_id` (checked against the token's user).
     pub claimed_user: Option<String>,
 }
