@@ -79,6 +79,10 @@ pub struct WorkerConfig {
     /// Longest time one request may take, end to end.
     #[serde(default = "WorkerConfig::default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Copy each final reply sent to a private inbox onto `llm.response.<trace_id>`, so
+    /// `LLM_REQUESTS` holds every outcome for `ailurus audit replay`.
+    #[serde(default = "WorkerConfig::default_audit_copy")]
+    pub audit_copy: bool,
 }
 
 impl WorkerConfig {
@@ -100,6 +104,9 @@ impl WorkerConfig {
     const fn default_request_timeout_ms() -> u64 {
         600_000
     }
+    const fn default_audit_copy() -> bool {
+        true
+    }
 
     /// [`Self::heartbeat_ms`] as a duration.
     pub fn heartbeat(&self) -> Duration {
@@ -116,6 +123,7 @@ impl Default for WorkerConfig {
             queue_timeout_ms: Self::default_queue_timeout_ms(),
             heartbeat_ms: Self::default_heartbeat_ms(),
             request_timeout_ms: Self::default_request_timeout_ms(),
+            audit_copy: Self::default_audit_copy(),
         }
     }
 }

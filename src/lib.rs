@@ -19,6 +19,8 @@
 //! - [`router`]: candidates for a model: priority tiers, weighted random inside a tier,
 //!   cooldown with half-open probes.
 //! - [`worker`]: the request loop, bounded concurrency, in-flight registry, cancellation, drain.
+//! - [`audit`]: replay and tail over `LLM_REQUESTS` / `LLM_USAGE`, chat history from
+//!   `CHAT_MESSAGES`; never prints a token.
 //! - [`bridge`]: the HTTP front door: route table → subject + format tag, bytes copied both
 //!   ways, cancel on disconnect. Knows no format beyond its route table.
 //! - [`client`]: the requester side of the reply protocol (used by `ailurus req` and tests).
@@ -28,6 +30,7 @@
 //! - [`shutdown`]: the one shutdown signal every loop selects on.
 //! - [`cli`]: one file per subcommand; `main.rs` only dispatches.
 
+pub mod audit;
 pub mod bridge;
 pub mod bus;
 pub mod channel;

@@ -149,6 +149,14 @@ pub fn request_all() -> String {
 pub fn response(trace_id: &Token) -> String {
     render(RESPONSE, &[trace_id.as_str()])
 }
+/// `llm.response.*`: every reply on the default subject.
+pub fn response_all() -> String {
+    render(RESPONSE, &["*"])
+}
+/// `llm.usage.*`: every ledger record.
+pub fn usage_all() -> String {
+    render(USAGE, &["*"])
+}
 /// `llm.cancel.<trace_id>`
 pub fn cancel(trace_id: &Token) -> String {
     render(CANCEL, &[trace_id.as_str()])

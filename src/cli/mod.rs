@@ -2,6 +2,7 @@
 //! printed once, on stderr, without secrets.
 
 mod admin;
+mod audit;
 mod bridge;
 mod req;
 mod streams;
@@ -49,6 +50,12 @@ pub enum Command {
     /// Show, top up, set and rebuild quota.
     #[command(subcommand)]
     Quota(admin::QuotaCmd),
+    /// Replay or follow traffic from JetStream.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
+    /// Read chat sessions back.
+    #[command(subcommand)]
+    Chat(audit::ChatCmd),
     /// Manage the JetStream streams declared in `streams/`.
     #[command(subcommand)]
     Streams(streams::StreamsCmd),
@@ -86,6 +93,8 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Req(args) => req::run(config, args).await,
         Command::Streams(cmd) => streams::run(config, cmd).await,
         Command::Token(cmd) => admin::token(config, cmd).await,
+        Command::Audit(cmd) => audit::run(config, cmd).await,
+        Command::Chat(cmd) => audit::chat(config, cmd).await,
         Command::Quota(cmd) => admin::quota(config, cmd).await,
     }
 }

@@ -110,7 +110,7 @@ pub async fn append(js: &jetstream::Context, user: &Token, rec: &UsageRecord) ->
 /// Read every record (optionally one user's), oldest first.
 pub async fn read_all(js: &jetstream::Context, user: Option<&Token>) -> Result<Vec<UsageRecord>, String> {
     let stream = js.get_stream("LLM_USAGE").await.map_err(|e| format!("LLM_USAGE: {e}"))?;
-    let filter = user.map_or_else(|| "llm.usage.*".to_string(), subjects::usage);
+    let filter = user.map_or_else(subjects::usage_all, subjects::usage);
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig { filter_subject: filter, ..Default::default() })
         .await

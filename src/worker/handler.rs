@@ -16,6 +16,8 @@ use async_nats::{HeaderMap, Message, Subject};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Headers that name a native client's chat session.
+const SESSION_HEADERS: [&str; 4] = ["Ailurus-Session", "x-claude-code-session-id", "session_id", "x-session-id"];
 /// Client headers forwarded upstream on pass-through.
 const FORWARDED: [&str; 2] = ["anthropic-version", "anthropic-beta"];
 
@@ -137,6 +139,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     };
     if let Some(p) = &principal {
         job.user_id = p.user.to_string();
+        super::sync::presence(&ctx, &p.user).await;
     }
     // Reserve before any upstream work; refuse with 402 when the quota cannot cover it.
     let reservation = match (&principal, &ctx.quota) {
@@ -169,6 +172,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         settle(&ctx, &job, principal.as_ref(), reservation, &summary).await;
         return;
     };
+    super::sync::started(&ctx, &job).await;
     let work = pipeline::serve(&ctx, &job, &replier);
     tokio::pin!(work);
     let every = ctx.config.heartbeat();
@@ -191,6 +195,10 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     };
     drop(guard);
     let summary = finish(&ctx, &replier, &job, started, result, ratio).await;
+    super::sync::finished(&ctx, &job, &summary.resp).await;
+    if msg.reply.is_some() && ctx.config.audit_copy {
+        super::sync::audit_copy(&ctx, &job.trace_id, &summary.resp, summary.status).await;
+    }
     settle(&ctx, &job, principal.as_ref(), reservation, &summary).await;
 }
 
@@ -327,10 +335,12 @@ fn parse_native(msg: &Message, format: Format, subject_platform: &str) -> Result
         return Err(bad(400, "model must not be empty".into()));
     }
     let forward = FORWARDED.iter().filter_map(|k| get(k).map(|v| (k.to_string(), v))).collect();
+    // Chat sync for native clients: their own session header, when it is a valid token.
+    let session_id = SESSION_HEADERS.iter().find_map(|k| get(k)).filter(|s| Token::new("session_id", s).is_ok());
     Ok(Parsed::Job(Box::new(Job {
         trace_id,
         user_id: "anonymous".into(),
-        session_id: None,
+        session_id,
         platform,
         model: chat.model.clone(),
         chat,

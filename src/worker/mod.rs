@@ -15,6 +15,7 @@ pub mod inflight;
 mod models;
 mod pipeline;
 pub mod reply;
+pub mod sync;
 
 use crate::bus::subjects;
 use crate::config::Config;
@@ -48,6 +49,8 @@ pub(crate) struct WorkerCtx {
     pub quota: Option<crate::quota::account::QuotaStore>,
     /// Price multipliers per group.
     pub group_ratios: std::collections::BTreeMap<String, f64>,
+    /// When each user's presence was last published (throttle).
+    pub presence: dashmap::DashMap<String, std::time::Instant>,
 }
 
 impl WorkerCtx {
@@ -97,6 +100,7 @@ pub async fn run(client: async_nats::Client, config: &Config, shutdown: Shutdown
         tokens,
         quota,
         group_ratios: config.pricing.groups.clone(),
+        presence: dashmap::DashMap::new(),
         client: client.clone(),
         admission: admission::Admission::new(wc.concurrency, wc.max_queued, Duration::from_millis(wc.queue_timeout_ms)),
         config: wc.clone(),

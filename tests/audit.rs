@@ -1,0 +1,182 @@
+//! Audit replay, chat sync and presence against a real nats-server.
+
+mod common;
+
+use ailurus::audit::{self, Filter};
+use ailurus::bus::codec::Encoding;
+use ailurus::bus::headers::{self, ReplyKind};
+use ailurus::bus::subjects::Token;
+use ailurus::config::Config;
+use ailurus::protocol::Platform;
+use ailurus::quota::account::QuotaStore;
+use ailurus::quota::tokens::TokenStore;
+use async_nats::HeaderMap;
+use common::{request, Stack};
+use std::time::Duration;
+
+async fn stack() -> (Stack, TokenStore, QuotaStore) {
+    let mut stack = Stack::server_only().await;
+    stack.apply_streams().await;
+    stack.add_worker(Config::default()).await;
+    let js = async_nats::jetstream::new(stack.client.clone());
+    (stack, TokenStore::open(&js).await.unwrap(), QuotaStore::open(stack_client(&js)).await.unwrap())
+}
+
+fn stack_client(js: &async_nats::jetstream::Context) -> async_nats::Client {
+    js.client()
+}
+
+fn auth(token: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(headers::TOKEN_SHA256, ailurus::quota::tokens::hash(token).as_str());
+    h
+}
+
+/// Send and drain one request; return (trace, final kind, content).
+async fn run(
+    stack: &Stack,
+    token: &str,
+    user: &str,
+    model: &str,
+    prompt: &str,
+    stream: bool,
+    session: Option<&str>,
+) -> (String, ReplyKind, String) {
+    let mut req = request(Platform::Gemini, model, prompt, stream);
+    req.user_id = user.into();
+    req.session_id = session.map(str::to_string);
+    let mut replies = stack.requester().send(&req, Encoding::Json, auth(token)).await.unwrap();
+    loop {
+        let r = tokio::time::timeout(Duration::from_secs(20), replies.next_content()).await.unwrap().unwrap().unwrap();
+        if r.kind.is_final() {
+            let resp = r.response(Encoding::Json).unwrap();
+            return (req.trace_id, r.kind, resp.content);
+        }
+    }
+}
+
+#[tokio::test]
+async fn replay_rebuilds_fifty_exchanges_and_filters_work() {
+    let (stack, tokens, quota) = stack().await;
+    let mut users = Vec::new();
+    for u in ["ann", "ben"] {
+        quota.topup(&Token::new("user_id", u).unwrap(), 10_000_000).await.unwrap();
+        users.push((u, tokens.create(u, "t", None, vec![], None).await.unwrap().0));
+    }
+    let mut sent = Vec::new();
+    for i in 0..50 {
+        let (user, token) = &users[i % 2];
+        let model = if i % 10 == 9 { "mock-error" } else { "mock-c4" };
+        let stream = i % 3 == 0;
+        let (trace, kind, content) = run(&stack, token, user, model, &format!("question {i}"), stream, None).await;
+        sent.push((trace, kind, content, *user, model));
+        if i == 24 {
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+    }
+    let js = async_nats::jetstream::new(stack.client.clone());
+    // The ledger is written after the reply: wait for all 45 usage records.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let all = loop {
+        let all = audit::replay(&js, &Filter::default(), |_, _, _| {}).await.unwrap();
+        if all.iter().filter(|e| e.usage.is_some()).count() >= 50 || std::time::Instant::now() > deadline {
+            break all;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(all.len(), 50);
+    for (ex, (trace, kind, content, user, model)) in all.iter().zip(&sent) {
+        assert_eq!(&ex.trace_id, trace);
+        assert_eq!(ex.user_id.as_deref(), Some(*user));
+        assert_eq!(ex.model.as_deref(), Some(*model));
+        assert_eq!(ex.platform, "gemini");
+        let resp = ex.response.as_ref().expect("final response kept");
+        assert_eq!(resp.success, *kind == ReplyKind::Done);
+        assert_eq!(&resp.content, content);
+        let usage = ex.usage.as_ref().expect("usage record");
+        if resp.success {
+            assert_eq!(usage.output_tokens, resp.tokens_output);
+            assert!((usage.cost_usd - resp.cost).abs() < 1e-12);
+            assert!(usage.quota > 0);
+        } else {
+            assert_eq!((usage.quota, ex.status), (0, Some(502)));
+        }
+        assert!(ex.request.get("token").is_none());
+    }
+    let only_ann =
+        audit::replay(&js, &Filter { user: Some("ann".into()), ..Default::default() }, |_, _, _| {}).await.unwrap();
+    assert_eq!(only_ann.len(), 25);
+    assert!(only_ann.iter().all(|e| e.user_id.as_deref() == Some("ann")));
+    let one = audit::replay(&js, &Filter { trace: Some(sent[7].0.clone()), ..Default::default() }, |_, _, _| {})
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].trace_id, sent[7].0);
+    // --since: the second half was sent after a pause.
+    let half_time = time::OffsetDateTime::parse(&all[25].time, &time::format_description::well_known::Rfc3339).unwrap();
+    let later = audit::replay(
+        &js,
+        &Filter { since: Some(half_time - time::Duration::milliseconds(500)), ..Default::default() },
+        |_, _, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(later.len(), 25, "{:?}", later.iter().map(|e| &e.time).collect::<Vec<_>>());
+    // The CLI prints JSON lines too.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ailurus"))
+        .args(["audit", "replay", "--json", "--user", "ben"])
+        .env("NATS_URL", &stack.server.url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 25);
+}
+
+#[tokio::test]
+async fn two_interleaved_sessions_come_back_in_order() {
+    let (stack, tokens, quota) = stack().await;
+    quota.topup(&Token::new("user_id", "cat").unwrap(), 10_000_000).await.unwrap();
+    let (token, _) = tokens.create("cat", "t", None, vec![], None).await.unwrap();
+    for i in 0..4 {
+        for s in ["s1", "s2"] {
+            run(&stack, &token, "cat", "mock-c3", &format!("{s} turn {i}"), i % 2 == 0, Some(s)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let u = Token::new("user_id", "cat").unwrap();
+    for s in ["s1", "s2"] {
+        let turns = audit::chat_history(&js, &u, &Token::new("session_id", s).unwrap()).await.unwrap();
+        assert_eq!(turns.len(), 8, "{s}: {turns:?}");
+        for (i, pair) in turns.chunks(2).enumerate() {
+            assert_eq!(pair[0].role, "user");
+            assert_eq!(pair[0].content, format!("{s} turn {i}"));
+            assert_eq!(pair[1].role, "assistant");
+            assert!(pair[1].content.contains(&format!("{s} turn {i}")), "{}", pair[1].content);
+            assert_eq!(pair[0].trace_id, pair[1].trace_id);
+            assert_eq!(pair[1].model, "mock-c3");
+        }
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ailurus"))
+        .args(["chat", "history", "--user", "cat", "--session", "s2"])
+        .env("NATS_URL", &stack.server.url)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 8);
+}
+
+#[tokio::test]
+async fn presence_is_published_and_expires() {
+    let (stack, tokens, quota) = stack().await;
+    quota.topup(&Token::new("user_id", "dan").unwrap(), 10_000_000).await.unwrap();
+    let (token, _) = tokens.create("dan", "t", None, vec![], None).await.unwrap();
+    run(&stack, &token, "dan", "mock", "hi", false, None).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let stream = js.get_stream("USER_EVENTS").await.unwrap();
+    let msg = stream.direct_get_last_for_subject("user.dan.presence").await.unwrap();
+    let p: ailurus::worker::sync::Presence = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(p.status, "online");
+    assert_eq!(msg.headers.get("Nats-TTL").map(|v| v.as_str()), Some("90s"));
+}
