@@ -39,6 +39,32 @@ pub(crate) struct WorkerCtx {
     pub inflight: inflight::InFlight,
     /// Concurrency slots.
     pub admission: admission::Admission,
+    /// Authentication settings.
+    pub auth: crate::quota::AuthConfig,
+    /// Token records (none in open mode).
+    pub tokens: Option<crate::quota::tokens::TokenStore>,
+    /// Quota accounts and counters (none in open mode).
+    pub quota: Option<crate::quota::account::QuotaStore>,
+    /// Price multipliers per group.
+    pub group_ratios: std::collections::BTreeMap<String, f64>,
+}
+
+impl WorkerCtx {
+    /// Price multiplier of a group (1.0 when not configured).
+    pub(crate) fn group_ratio(&self, group: &str) -> f64 {
+        self.group_ratios.get(group).copied().unwrap_or(1.0)
+    }
+
+    /// Quota units to hold for a request: its prompt estimate plus `max_tokens` (or the
+    /// configured default), priced. At least 1.
+    pub(crate) fn reserve_estimate(&self, job: &pipeline::Job) -> i64 {
+        let usage = crate::protocol::canonical::Usage {
+            input_tokens: job.chat.estimate_prompt_tokens(),
+            output_tokens: job.chat.max_tokens.unwrap_or(self.auth.default_output_estimate) as u64,
+            ..Default::default()
+        };
+        crate::pricing::usd_to_quota(self.prices.cost(&job.model, &usage)).max(1)
+    }
 }
 
 /// Errors that stop the worker loop itself (not a single request).
@@ -56,7 +82,20 @@ impl std::error::Error for WorkerError {}
 /// Run a worker on `client` until `shutdown` fires, then drain.
 pub async fn run(client: async_nats::Client, config: &Config, shutdown: Shutdown) -> Result<(), WorkerError> {
     let wc = config.worker.clone();
+    let (tokens, quota) = if config.auth.mode == crate::quota::AuthMode::Open {
+        (None, None)
+    } else {
+        let js = async_nats::jetstream::new(client.clone());
+        let tokens = crate::quota::tokens::TokenStore::open(&js).await.map_err(WorkerError)?;
+        tokens.follow(shutdown.clone()).await.map_err(WorkerError)?;
+        let quota = crate::quota::account::QuotaStore::open(client.clone()).await.map_err(WorkerError)?;
+        (Some(tokens), Some(quota))
+    };
     let ctx = Arc::new(WorkerCtx {
+        auth: config.auth.clone(),
+        tokens,
+        quota,
+        group_ratios: config.pricing.groups.clone(),
         client: client.clone(),
         admission: admission::Admission::new(wc.concurrency, wc.max_queued, Duration::from_millis(wc.queue_timeout_ms)),
         config: wc.clone(),

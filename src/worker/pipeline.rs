@@ -54,6 +54,10 @@ pub(crate) struct Job {
     pub chat: ChatRequest,
     /// How the client talks.
     pub client: Client,
+    /// The API token the request carries (never logged).
+    pub credential: Option<String>,
+    /// A seed request's `user_id` (checked against the token's user).
+    pub claimed_user: Option<String>,
 }
 
 /// What was delivered.
