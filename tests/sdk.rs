@@ -1,13 +1,17 @@
 //! Client compatibility with the official Python SDKs (PyPI `openai`, `anthropic`,
 //! `google-genai`): a real nats-server, an in-process worker, the HTTP bridge on a random
 //! loopback port and a scripted OpenAI-Chat upstream for tool calls; then `pytest tests/sdk`
-//! runs against the bridge. The SDKs and pytest live in `.tools/venv` (`deploy/setup.sh`);
-//! without that venv the test prints a notice and passes.
+//! runs against the bridge, authenticated with real tokens (auth mode `token`). The SDKs and
+//! pytest live in `.tools/venv` (`deploy/setup.sh`); without that venv the test prints a
+//! notice and passes.
 
 mod common;
 
 use ailurus::bridge::BridgeConfig;
+use ailurus::bus::subjects::Token;
 use ailurus::config::Config;
+use ailurus::quota::account::QuotaStore;
+use ailurus::quota::tokens::TokenStore;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -205,6 +209,17 @@ async fn official_python_sdks_against_the_bridge() {
     std::env::set_var(TOOLY_KEY_ENV, TOOLY_KEY);
 
     let mut stack = Stack::server_only().await;
+    stack.apply_streams().await;
+    // Token mode (the default): each SDK authenticates its own way (Bearer, x-api-key,
+    // x-goog-api-key) with a real token; a second user has no quota left.
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let tokens = TokenStore::open(&js).await.expect("TOKENS");
+    let quota = QuotaStore::open(stack.client.clone()).await.expect("QUOTA");
+    let (api_key, _) = tokens.create("sdk_user", "sdk tests", None, Vec::new(), None).await.expect("token");
+    let (broke_key, _) = tokens.create("broke_user", "no quota", None, Vec::new(), None).await.expect("token");
+    let user = |u: &str| Token::new("user_id", u).expect("user id");
+    quota.set(&user("sdk_user"), 500_000_000, None).await.expect("quota");
+    quota.set(&user("broke_user"), 0, None).await.expect("quota");
     let seen: Seen = Arc::default();
     let upstream = scripted_upstream(seen.clone(), stack.shutdown.clone()).await;
     let config = Config::from_toml(&format!(
@@ -231,6 +246,8 @@ models = ["tooly-*"]
         .current_dir(root)
         .env("AILURUS_BRIDGE_URL", &bridge_url)
         .env("AILURUS_TOOL_MODEL", "tooly-1")
+        .env("AILURUS_API_KEY", &api_key)
+        .env("AILURUS_BROKE_API_KEY", &broke_key)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("NO_PROXY", "127.0.0.1,localhost")
         .kill_on_drop(true)
@@ -254,4 +271,9 @@ models = ["tooly-*"]
     assert!(out.status.success(), "pytest tests/sdk failed ({}); its output is above", out.status);
     assert!(stdout.contains("passed"), "pytest ran no tests");
     assert!(!stdout.contains("skipped"), "some SDK tests were skipped; see above");
+    // What the SDKs did was billed to the token's user, and nothing to the one without quota.
+    let spent = quota.balance(&user("sdk_user")).await.expect("balance");
+    assert!(spent.used > 0 && spent.request_count > 0, "nothing was billed: {spent:?}");
+    let broke = quota.balance(&user("broke_user")).await.expect("balance");
+    assert_eq!(broke.used, 0, "a refused request was billed: {broke:?}");
 }

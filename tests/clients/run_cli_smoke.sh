@@ -2,8 +2,8 @@
 # Smoke-test the real CLIs against a running Ailurus bridge, fully offline:
 #   Claude Code (`claude -p`), Codex CLI (`codex exec`) and Gemini CLI (`gemini -p`).
 #
-# Start a stack first, e.g.
-#   cargo build && AILURUS_LOG=ailurus=debug target/debug/ailurus up
+# Start a stack first, e.g. (open auth mode: no token needed; or pass a real token as API_KEY)
+#   cargo build && AILURUS__AUTH__MODE=open AILURUS_LOG=ailurus=debug target/debug/ailurus up
 # then
 #   tests/clients/run_cli_smoke.sh                  # bridge at http://127.0.0.1:18100
 #   BRIDGE=http://127.0.0.1:47135 tests/clients/run_cli_smoke.sh claude codex
@@ -15,6 +15,7 @@
 # Environment:
 #   BRIDGE          bridge URL (default http://127.0.0.1:18100)
 #   MODEL           model to ask for (default mock)
+#   API_KEY         token the CLIs send (default a dummy, fine in open auth mode)
 #   CLI_DIR         npm prefix for the CLIs (default ${TMPDIR:-/tmp}/ailurus-cli-smoke)
 #   CODEX_DEFAULTS  1: run Codex with its default tools (web_search and the multi-agent
 #                   "namespace" tool, which the Responses converter refuses today);
@@ -32,7 +33,7 @@ CODEX_DEFAULTS="${CODEX_DEFAULTS:-0}"
 CLAUDE_VERSION="${CLAUDE_VERSION:-2.1.197}"
 CODEX_VERSION="${CODEX_VERSION:-0.171.0}"
 GEMINI_VERSION="${GEMINI_VERSION:-0.61.0}"
-KEY="sk-ailurus-smoke"   # any value: the bridge forwards it, the mock ignores it
+KEY="${API_KEY:-sk-ailurus-smoke}"
 PROMPT="say hi"
 
 clis=("$@")

@@ -2,8 +2,11 @@
 
 They run against an Ailurus HTTP bridge whose URL is in AILURUS_BRIDGE_URL: tests/sdk.rs
 starts nats-server + worker + bridge and a scripted tool-calling upstream, then runs
-`pytest tests/sdk`. AILURUS_TOOL_MODEL names a model served by that scripted upstream;
-without it the tool round-trip tests skip (e.g. against a plain `ailurus up`).
+`pytest tests/sdk`. Other variables it sets:
+
+- AILURUS_API_KEY: a valid token with quota (any value works against a worker in open mode);
+- AILURUS_BROKE_API_KEY: a valid token whose user has no quota (402 tests skip without it);
+- AILURUS_TOOL_MODEL: a model served by the scripted upstream (tool tests skip without it).
 """
 
 import os
@@ -11,17 +14,28 @@ import os
 import pytest
 
 
+def _env(name: str, why: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.skip(f"{name} is not set ({why}; run `cargo test --test sdk`)")
+    return value
+
+
 @pytest.fixture(scope="session")
 def bridge_url() -> str:
-    url = os.environ.get("AILURUS_BRIDGE_URL")
-    if not url:
-        pytest.skip("AILURUS_BRIDGE_URL is not set (run `cargo test --test sdk`)")
-    return url.rstrip("/")
+    return _env("AILURUS_BRIDGE_URL", "no bridge to test").rstrip("/")
+
+
+@pytest.fixture(scope="session")
+def api_key() -> str:
+    return os.environ.get("AILURUS_API_KEY") or "sk-ailurus-sdk-test"
+
+
+@pytest.fixture(scope="session")
+def broke_key() -> str:
+    return _env("AILURUS_BROKE_API_KEY", "no token without quota")
 
 
 @pytest.fixture(scope="session")
 def tool_model() -> str:
-    model = os.environ.get("AILURUS_TOOL_MODEL")
-    if not model:
-        pytest.skip("AILURUS_TOOL_MODEL is not set (the scripted upstream runs under `cargo test --test sdk`)")
-    return model
+    return _env("AILURUS_TOOL_MODEL", "the scripted tool-calling upstream runs under cargo test")

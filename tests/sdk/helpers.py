@@ -2,8 +2,6 @@
 
 import json
 
-API_KEY = "sk-ailurus-sdk-test"
-
 PROMPT = "hello there gateway"
 TOOL_PROMPT = "What is the weather in Paris?"
 TOOL_RESULT = "sunny, 21 C"

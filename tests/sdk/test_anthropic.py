@@ -3,20 +3,24 @@
 import anthropic
 import pytest
 
-from helpers import API_KEY, PROMPT, TOOL_PROMPT, TOOL_RESULT, WEATHER_SCHEMA, mock_prefix, tool_answer
+from helpers import PROMPT, TOOL_PROMPT, TOOL_RESULT, WEATHER_SCHEMA, mock_prefix, tool_answer
 
 TOOLS = [{"name": "get_weather", "description": "Current weather for a city", "input_schema": WEATHER_SCHEMA}]
 
 
-@pytest.fixture(scope="module")
-def client(bridge_url):
-    return anthropic.Anthropic(api_key=API_KEY, base_url=bridge_url, max_retries=0, timeout=30)
+def make_client(bridge_url, key):
+    return anthropic.Anthropic(api_key=key, base_url=bridge_url, max_retries=0, timeout=30)
 
 
 @pytest.fixture(scope="module")
-def bearer_client(bridge_url):
+def client(bridge_url, api_key):
+    return make_client(bridge_url, api_key)
+
+
+@pytest.fixture(scope="module")
+def bearer_client(bridge_url, api_key):
     """Claude Code's other way in: ANTHROPIC_AUTH_TOKEN, sent as `Authorization: Bearer`."""
-    return anthropic.Anthropic(auth_token=API_KEY, base_url=bridge_url, max_retries=0, timeout=30)
+    return anthropic.Anthropic(auth_token=api_key, base_url=bridge_url, max_retries=0, timeout=30)
 
 
 def test_non_streaming(client):
@@ -90,6 +94,23 @@ def test_unknown_model_is_not_found(client):
         client.messages.create(model="no-such-model", max_tokens=16, messages=[{"role": "user", "content": "x"}])
     assert e.value.status_code == 404
     assert e.value.body["error"]["type"] == "not_found_error"
+
+
+def test_invalid_key_is_authentication_error(bridge_url):
+    with pytest.raises(anthropic.AuthenticationError) as e:
+        make_client(bridge_url, "sk-not-a-token").messages.create(
+            model="mock", max_tokens=16, messages=[{"role": "user", "content": "x"}]
+        )
+    assert e.value.status_code == 401
+    assert e.value.body["error"]["type"] == "authentication_error"
+
+
+def test_no_quota_is_402(bridge_url, broke_key):
+    with pytest.raises(anthropic.APIStatusError) as e:
+        make_client(bridge_url, broke_key).messages.create(
+            model="mock", max_tokens=16, messages=[{"role": "user", "content": "x"}]
+        )
+    assert e.value.status_code == 402
 
 
 def test_bad_request(client):

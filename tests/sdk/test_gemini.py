@@ -4,7 +4,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from helpers import API_KEY, PROMPT, TOOL_PROMPT, TOOL_RESULT, WEATHER_SCHEMA, mock_prefix, tool_answer
+from helpers import PROMPT, TOOL_PROMPT, TOOL_RESULT, WEATHER_SCHEMA, mock_prefix, tool_answer
 
 WEATHER = types.FunctionDeclaration(
     name="get_weather", description="Current weather for a city", parameters_json_schema=WEATHER_SCHEMA
@@ -15,12 +15,15 @@ MANUAL_TOOLS = types.GenerateContentConfig(
 )
 
 
-@pytest.fixture(scope="module", params=["v1beta", "v1"])
-def client(request, bridge_url):
+def make_client(bridge_url, key, version="v1beta"):
     return genai.Client(
-        api_key=API_KEY,
-        http_options=types.HttpOptions(base_url=bridge_url, api_version=request.param, timeout=30_000),
+        api_key=key, http_options=types.HttpOptions(base_url=bridge_url, api_version=version, timeout=30_000)
     )
+
+
+@pytest.fixture(scope="module", params=["v1beta", "v1"])
+def client(request, bridge_url, api_key):
+    return make_client(bridge_url, api_key, request.param)
 
 
 def test_generate_content(client):
@@ -69,6 +72,20 @@ def test_unknown_model_is_not_found(client):
         client.models.generate_content(model="no-such-model", contents="x")
     assert e.value.code == 404
     assert e.value.status == "NOT_FOUND"
+
+
+def test_invalid_key_is_401(bridge_url):
+    c = make_client(bridge_url, "not-a-token")
+    with pytest.raises(errors.ClientError) as e:
+        c.models.generate_content(model="mock", contents="x")
+    assert e.value.code == 401
+
+
+def test_no_quota_is_402(bridge_url, broke_key):
+    c = make_client(bridge_url, broke_key)
+    with pytest.raises(errors.ClientError) as e:
+        c.models.generate_content(model="mock", contents="x")
+    assert e.value.code == 402
 
 
 def test_bad_request(client):

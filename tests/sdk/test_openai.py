@@ -3,7 +3,7 @@
 import openai
 import pytest
 
-from helpers import API_KEY, PROMPT, TOOL_PROMPT, TOOL_RESULT, WEATHER_SCHEMA, args, mock_prefix, tool_answer
+from helpers import PROMPT, TOOL_PROMPT, TOOL_RESULT, WEATHER_SCHEMA, args, mock_prefix, tool_answer
 
 CHAT_TOOLS = [
     {
@@ -16,9 +16,13 @@ RESPONSES_TOOLS = [
 ]
 
 
+def make_client(bridge_url, key):
+    return openai.OpenAI(api_key=key, base_url=f"{bridge_url}/v1", max_retries=0, timeout=30)
+
+
 @pytest.fixture(scope="module")
-def client(bridge_url):
-    return openai.OpenAI(api_key=API_KEY, base_url=f"{bridge_url}/v1", max_retries=0, timeout=30)
+def client(bridge_url, api_key):
+    return make_client(bridge_url, api_key)
 
 
 # --- Chat Completions ---------------------------------------------------------------------
@@ -85,6 +89,23 @@ def test_unknown_model_is_not_found(client):
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
     assert e.value.status_code == 404
     assert "no-such-model" in e.value.message
+
+
+def test_invalid_key_is_authentication_error(bridge_url):
+    with pytest.raises(openai.AuthenticationError) as e:
+        make_client(bridge_url, "sk-not-a-token").chat.completions.create(
+            model="mock", messages=[{"role": "user", "content": "x"}]
+        )
+    assert e.value.status_code == 401
+
+
+def test_no_quota_is_402(bridge_url, broke_key):
+    with pytest.raises(openai.APIStatusError) as e:
+        make_client(bridge_url, broke_key).chat.completions.create(
+            model="mock", messages=[{"role": "user", "content": "x"}]
+        )
+    assert e.value.status_code == 402
+    assert "insufficient quota" in e.value.message
 
 
 def test_bad_request(client):
