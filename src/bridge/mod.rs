@@ -157,12 +157,25 @@ fn error(format: Option<Format>, status: u16, message: &str) -> Response {
     json(status, body)
 }
 
+/// Which API's client sent `req`, from its headers (see [`routes::Dialect`]).
+fn dialect(req: &Request) -> routes::Dialect {
+    let h = req.headers();
+    if h.contains_key("anthropic-version") || h.contains_key("x-api-key") {
+        routes::Dialect::Anthropic
+    } else if h.contains_key("x-goog-api-key")
+        || req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv.starts_with("key=")))
+    {
+        routes::Dialect::Gemini
+    } else {
+        routes::Dialect::Neutral
+    }
+}
+
 async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let anthropic = req.headers().contains_key("anthropic-version") || req.headers().contains_key("x-api-key");
-    let Some(route) = routes::match_route(method.as_str(), &path, anthropic) else {
+    let Some(route) = routes::match_route(method.as_str(), &path, dialect(&req)) else {
         let resp = error(None, 404, &format!("no route for {method} {path}"));
         st.metrics.record("unmatched", 404, started.elapsed().as_secs_f64(), None);
         return resp;

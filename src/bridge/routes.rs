@@ -64,9 +64,21 @@ impl Route {
     }
 }
 
-/// Match a request. `anthropic` says whether the request carries Anthropic headers (to
-/// answer `GET /v1/models` in Anthropic's shape for Claude Code).
-pub fn match_route(method: &str, path: &str, anthropic: bool) -> Option<Route> {
+/// Which API's client a request looks like, from its headers alone. Only `GET /v1/models`
+/// needs it: OpenAI, Anthropic and Gemini (`api_version="v1"`) clients all list models there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// No vendor header: answer in OpenAI's shape.
+    #[default]
+    Neutral,
+    /// `anthropic-version` or `x-api-key` (Claude Code, the Anthropic SDK).
+    Anthropic,
+    /// `x-goog-api-key` or a `key=` query parameter (google-genai, Gemini CLI).
+    Gemini,
+}
+
+/// Match a request. `dialect` picks the shape of `GET /v1/models`.
+pub fn match_route(method: &str, path: &str, dialect: Dialect) -> Option<Route> {
     let llm = |platform, format, op, label| Some(Route::Llm { platform, format, op, model: None, label });
     match (method, path) {
         ("POST", "/v1/messages") => llm(Platform::Claude, Format::AnthropicMessages, Op::Generate, "/v1/messages"),
@@ -79,8 +91,11 @@ pub fn match_route(method: &str, path: &str, anthropic: bool) -> Option<Route> {
         ("POST", "/chat/completions" | "/v1/chat/completions") => {
             llm(Platform::Openai, Format::OpenAiChat, Op::Generate, "/v1/chat/completions")
         }
-        ("GET", "/v1/models" | "/models") if anthropic => {
+        ("GET", "/v1/models" | "/models") if dialect == Dialect::Anthropic => {
             Some(Route::Models { platform: Platform::Claude, format: Format::AnthropicMessages, label: "/v1/models" })
+        }
+        ("GET", "/v1/models") if dialect == Dialect::Gemini => {
+            Some(Route::Models { platform: Platform::Gemini, format: Format::GeminiGenerate, label: "/v1/models" })
         }
         ("GET", "/v1/models" | "/models") => {
             Some(Route::Models { platform: Platform::Openai, format: Format::OpenAiChat, label: "/v1/models" })
@@ -124,43 +139,48 @@ fn gemini(path: &str) -> Option<Route> {
 mod tests {
     use super::*;
 
-    /// (method, path, anthropic headers, expected (platform, format, op)).
-    type Case = (&'static str, &'static str, bool, Option<(&'static str, Format, Op)>);
+    /// (method, path, client dialect, expected (platform, format, op)).
+    type Case = (&'static str, &'static str, Dialect, Option<(&'static str, Format, Op)>);
 
     #[test]
     fn route_table() {
         let cases: &[Case] = &[
-            ("POST", "/v1/messages", false, Some(("claude", Format::AnthropicMessages, Op::Generate))),
-            ("POST", "/v1/messages/count_tokens", false, Some(("claude", Format::AnthropicMessages, Op::CountTokens))),
-            ("POST", "/responses", false, Some(("codex", Format::OpenAiResponses, Op::Generate))),
-            ("POST", "/v1/responses", false, Some(("codex", Format::OpenAiResponses, Op::Generate))),
-            ("POST", "/v1/chat/completions", false, Some(("openai", Format::OpenAiChat, Op::Generate))),
-            ("POST", "/chat/completions", false, Some(("openai", Format::OpenAiChat, Op::Generate))),
+            ("POST", "/v1/messages", Dialect::Neutral, Some(("claude", Format::AnthropicMessages, Op::Generate))),
+            (
+                "POST",
+                "/v1/messages/count_tokens",
+                Dialect::Neutral,
+                Some(("claude", Format::AnthropicMessages, Op::CountTokens)),
+            ),
+            ("POST", "/responses", Dialect::Neutral, Some(("codex", Format::OpenAiResponses, Op::Generate))),
+            ("POST", "/v1/responses", Dialect::Neutral, Some(("codex", Format::OpenAiResponses, Op::Generate))),
+            ("POST", "/v1/chat/completions", Dialect::Neutral, Some(("openai", Format::OpenAiChat, Op::Generate))),
+            ("POST", "/chat/completions", Dialect::Neutral, Some(("openai", Format::OpenAiChat, Op::Generate))),
             (
                 "POST",
                 "/v1beta/models/gemini-2.5-flash:generateContent",
-                false,
+                Dialect::Neutral,
                 Some(("gemini", Format::GeminiGenerate, Op::Generate)),
             ),
             (
                 "POST",
                 "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
-                false,
+                Dialect::Neutral,
                 Some(("gemini", Format::GeminiGenerate, Op::StreamGenerate)),
             ),
             (
                 "POST",
                 "/v1/models/gemini-2.5-pro:countTokens",
-                false,
+                Dialect::Neutral,
                 Some(("gemini", Format::GeminiGenerate, Op::CountTokens)),
             ),
-            ("POST", "/v1beta/models/x:deleteEverything", false, None),
-            ("POST", "/v1beta/models/:generateContent", false, None),
-            ("GET", "/v1/messages", false, None),
-            ("POST", "/nope", false, None),
+            ("POST", "/v1beta/models/x:deleteEverything", Dialect::Neutral, None),
+            ("POST", "/v1beta/models/:generateContent", Dialect::Neutral, None),
+            ("GET", "/v1/messages", Dialect::Neutral, None),
+            ("POST", "/nope", Dialect::Neutral, None),
         ];
-        for (method, path, anth, want) in cases {
-            let got = match_route(method, path, *anth);
+        for (method, path, dialect, want) in cases {
+            let got = match_route(method, path, *dialect);
             match (got, want) {
                 (Some(Route::Llm { platform, format, op, .. }), Some((p, f, o))) => {
                     assert_eq!((platform.as_str(), format, op), (*p, *f, *o), "{method} {path}");
@@ -170,20 +190,24 @@ mod tests {
             }
         }
         assert!(
-            matches!(match_route("POST", "/v1beta/models/gm:generateContent", false), Some(Route::Llm { model: Some(m), .. }) if m == "gm")
+            matches!(match_route("POST", "/v1beta/models/gm:generateContent", Dialect::Neutral), Some(Route::Llm { model: Some(m), .. }) if m == "gm")
         );
         assert!(matches!(
-            match_route("GET", "/v1/models", true),
+            match_route("GET", "/v1/models", Dialect::Anthropic),
             Some(Route::Models { format: Format::AnthropicMessages, .. })
         ));
         assert!(matches!(
-            match_route("GET", "/v1/models", false),
+            match_route("GET", "/v1/models", Dialect::Neutral),
             Some(Route::Models { format: Format::OpenAiChat, .. })
         ));
         assert!(matches!(
-            match_route("GET", "/v1beta/models", false),
+            match_route("GET", "/v1/models", Dialect::Gemini),
             Some(Route::Models { format: Format::GeminiGenerate, .. })
         ));
-        assert_eq!(match_route("HEAD", "/", false), Some(Route::Root));
+        assert!(matches!(
+            match_route("GET", "/v1beta/models", Dialect::Neutral),
+            Some(Route::Models { format: Format::GeminiGenerate, .. })
+        ));
+        assert_eq!(match_route("HEAD", "/", Dialect::Neutral), Some(Route::Root));
     }
 }

@@ -108,6 +108,8 @@ pub async fn run(client: async_nats::Client, config: &Config, shutdown: Shutdown
         prices: PriceTable::new(&config.pricing.models),
         inflight: inflight::InFlight::default(),
     });
+    // Load the count_tokens vocabulary in the background, so the first count is fast.
+    tokio::task::spawn_blocking(|| crate::tokenize::count(""));
     let mut requests = client
         .queue_subscribe(subjects::request_all(), wc.queue_group.clone())
         .await

@@ -85,7 +85,13 @@ enum AttemptFail {
 /// Route, fail over, deliver.
 pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Result<Delivered, RequestError> {
     if let Client::Native { format, op: Op::CountTokens, .. } = &job.client {
-        let n = crate::tokenize::count_request(&job.chat);
+        // BPE counting is CPU work (and the first call loads the vocabulary, ~1 s in a debug
+        // build): keep it off the async threads, or the heartbeat already queued for the
+        // requester can sit behind it past the requester's first-reply wait.
+        let chat = job.chat.clone();
+        let n = tokio::task::spawn_blocking(move || crate::tokenize::count_request(&chat))
+            .await
+            .map_err(|e| RequestError::new(500, format!("token counting failed: {e}")))?;
         replier.native_chunk(Some((200, "application/json")), format.render_count_tokens(n)).await;
         return Ok(Delivered {
             acc: Accumulator::new(),
