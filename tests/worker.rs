@@ -192,7 +192,17 @@ async fn requests_are_captured_for_audit_without_a_pub_ack_reply() {
     assert!(tokio::time::timeout(Duration::from_millis(300), sub.next()).await.is_err());
     let js = async_nats::jetstream::new(stack.client.clone());
     let mut stream = js.get_stream("LLM_REQUESTS").await.unwrap();
-    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+    // The request, and the audit copy of its final reply on llm.response.<trace_id>.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(stream.info().await.unwrap().state.messages, 2);
+    let trace = Token::new("trace_id", &req.trace_id).unwrap();
+    let copy = stream.direct_get_last_for_subject(subjects::response(&trace)).await;
+    let copy = match copy {
+        Ok(m) => m.payload,
+        Err(_) => stream.get_last_raw_message_by_subject(&subjects::response(&trace)).await.unwrap().payload,
+    };
+    let resp: LLMNATSResponse = serde_json::from_slice(&copy).unwrap();
+    assert!(resp.success && resp.content.contains("audited"));
 }
 
 #[tokio::test]
