@@ -15,7 +15,7 @@ use crate::protocol::accumulate::{to_events, Accumulator};
 use crate::protocol::canonical::{estimate_tokens, ChatRequest, StreamEvent, Usage};
 use crate::protocol::Platform;
 use crate::providers::{ProviderError, UpstreamBody, UpstreamCall};
-use crate::router::Candidate;
+use crate::router::{Candidate, Router};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::time::{Duration, Instant};
@@ -108,6 +108,10 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
         if !ctx.router.claim(&cand) {
             continue;
         }
+        // Released on drop unless a verdict is recorded: also when this future is dropped
+        // mid-attempt (cancel, request timeout), which would otherwise leave a probe claimed
+        // for good and the channel stuck in `probing`.
+        let mut claim = Claim { router: &ctx.router, cand: &cand, settled: false };
         let started = Instant::now();
         match attempt(job, &cand, replier).await {
             Ok((mut delivered, ttfb)) => {
@@ -119,21 +123,22 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
                         &ProviderError::new(crate::providers::ProviderErrorKind::Protocol, f.message.clone()),
                     ),
                 }
+                claim.settled = true;
                 return Ok(delivered);
             }
             Err(AttemptFail::Unmappable(e)) => {
-                ctx.router.release(&cand);
                 tracing::debug!(channel = %cand.channel.config.name, error = %e, "request cannot use this channel's format");
                 last = Some(RequestError::new(e.status, e.message));
             }
             Err(AttemptFail::Upstream(e)) => {
                 if ctx.router.is_channel_failure(&cand, &e) {
                     ctx.router.failure(&cand, &e);
+                    claim.settled = true;
                     tracing::info!(channel = %cand.channel.config.name, error = %e, "upstream failed before the first byte; trying the next channel");
                     last = Some(RequestError::from(e));
                 } else {
-                    // The upstream refused the request itself (4xx): no failover, pass it on.
-                    ctx.router.release(&cand);
+                    // The upstream refused the request itself (4xx): no failover, pass it on
+                    // (the claim is released on return).
                     return Err(RequestError::from(e));
                 }
             }
@@ -141,6 +146,24 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
     }
     let last = last.map_or_else(|| "every channel is cooling down".to_string(), |e| e.message);
     Err(RequestError { status: 502, message: format!("all channels failed; last error: {last}"), retry_after: None })
+}
+
+/// A claimed candidate; releases the claim on drop unless `settled` (a verdict was recorded).
+struct Claim<'a> {
+    /// The router that holds the claim.
+    router: &'a Router,
+    /// The claimed candidate.
+    cand: &'a Candidate,
+    /// Whether `success` or `failure` was recorded.
+    settled: bool,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.router.release(self.cand);
+        }
+    }
 }
 
 /// Output state of one attempt.
