@@ -421,7 +421,7 @@ async fn attempt(job: &Job, cand: &Candidate, replier: &Replier) -> Result<(Deli
                         }
                         out.flush(false).await;
                     }
-                    Err(fe) => return out.fail(fe.into(), cand).await,
+                    Err(fe) => return out.fail(upstream_error(cand, fe), cand).await,
                 }
             }
             match decoder.end() {
@@ -434,7 +434,7 @@ async fn attempt(job: &Job, cand: &Candidate, replier: &Replier) -> Result<(Deli
                         }
                     }
                 }
-                Err(fe) => return out.fail(fe.into(), cand).await,
+                Err(fe) => return out.fail(upstream_error(cand, fe), cand).await,
             }
         }
         UpstreamBody::Json(bytes) => {
@@ -444,7 +444,7 @@ async fn attempt(job: &Job, cand: &Candidate, replier: &Replier) -> Result<(Deli
                     "a JSON body from a provider without a format",
                 )));
             };
-            let resp = format.parse_response(&bytes).map_err(|e| AttemptFail::Upstream(e.into()))?;
+            let resp = format.parse_response(&bytes).map_err(|e| AttemptFail::Upstream(upstream_error(cand, e)))?;
             let events = to_events(&resp);
             if passthrough && !job.chat.stream {
                 for ev in events {
@@ -463,6 +463,17 @@ async fn attempt(job: &Job, cand: &Candidate, replier: &Replier) -> Result<(Deli
         }
     }
     Ok(out.finish(cand, None).await)
+}
+
+/// An upstream error event or error body as a provider error, with the channel's keys
+/// masked: upstreams echo keys in such messages, and only the transport's own errors are
+/// redacted before this point.
+fn upstream_error(cand: &Candidate, e: formats::FormatError) -> ProviderError {
+    let mut e = ProviderError::from(e);
+    let secrets = cand.channel.provider.secrets();
+    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    e.message = crate::redact::redact(&e.message, &refs);
+    e
 }
 
 fn total_timeout(cand: &Candidate) -> ProviderError {
