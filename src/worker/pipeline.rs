@@ -182,6 +182,8 @@ struct Output<'a> {
     substantive: bool,
     /// Whether anything was published (no failover after this).
     committed: bool,
+    /// Upstream frames forwarded as they are (pass-through).
+    forwarded: u64,
     /// Everything received.
     acc: Accumulator,
     /// When the attempt started.
@@ -204,6 +206,7 @@ impl<'a> Output<'a> {
             pending_text: Vec::new(),
             substantive: false,
             committed: false,
+            forwarded: 0,
             acc: Accumulator::new(),
             started: Instant::now(),
             ttfb: None,
@@ -236,6 +239,7 @@ impl<'a> Output<'a> {
 
     fn raw(&mut self, bytes: &[u8]) {
         self.pending.extend_from_slice(bytes);
+        self.forwarded += 1;
     }
 
     async fn flush(&mut self, force: bool) {
@@ -269,8 +273,11 @@ impl<'a> Output<'a> {
         let mut err = RequestError::from(e);
         err.message = format!("upstream failed mid-stream: {}", err.message);
         if let Client::Native { format, .. } = &self.job.client {
-            let mut enc = self.encoder.take().unwrap_or_else(|| format.encoder(&self.job.model));
-            enc.error(err.status, &err.message, &mut self.pending);
+            match self.encoder.take() {
+                Some(mut enc) => enc.error(err.status, &err.message, &mut self.pending),
+                // Pass-through: the client is reading the upstream's own stream.
+                None => passthrough_error(*format, &self.acc, self.forwarded, &err, &mut self.pending),
+            }
             self.flush(true).await;
         }
         let usage = delivered_usage(&self.job.chat, &self.acc);
@@ -321,6 +328,34 @@ impl<'a> Output<'a> {
             },
             ttfb,
         )
+    }
+}
+
+/// The error event that ends a pass-through stream mid-way. The client already has the
+/// upstream's preamble (Responses `response.created`, Anthropic `message_start`…), so a fresh
+/// encoder is primed with a start, its output discarded, and writes only the failure; where
+/// the format numbers its events (`sequence_number`), the numbering continues after the
+/// `forwarded` upstream frames instead of restarting at 0.
+fn passthrough_error(format: Format, acc: &Accumulator, forwarded: u64, err: &RequestError, out: &mut Vec<u8>) {
+    let started = acc.clone().into_response("", Usage::default());
+    let mut enc = format.encoder(&started.model);
+    enc.event(&StreamEvent::Start { id: started.id, model: started.model }, &mut Vec::new());
+    let mut bytes = Vec::new();
+    enc.error(err.status, &err.message, &mut bytes);
+    let Ok(events) = formats::sse::parse(&bytes) else {
+        out.extend_from_slice(&bytes);
+        return;
+    };
+    let mut seq = forwarded;
+    for ev in events {
+        match serde_json::from_str::<serde_json::Value>(&ev.data) {
+            Ok(mut v) if v.get("sequence_number").is_some() => {
+                v["sequence_number"] = seq.into();
+                seq += 1;
+                formats::sse::json_frame(out, ev.event.as_deref(), &v);
+            }
+            _ => formats::sse::frame(out, ev.event.as_deref(), &ev.data),
+        }
     }
 }
 
