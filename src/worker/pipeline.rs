@@ -104,6 +104,7 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
     })?;
 
     let mut last: Option<RequestError> = None;
+    let mut upstream_failed = false;
     for cand in candidates {
         if !ctx.router.claim(&cand) {
             continue;
@@ -136,6 +137,7 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
                     claim.settled = true;
                     tracing::info!(channel = %cand.channel.config.name, error = %e, "upstream failed before the first byte; trying the next channel");
                     last = Some(RequestError::from(e));
+                    upstream_failed = true;
                 } else {
                     // The upstream refused the request itself (4xx): no failover, pass it on
                     // (the claim is released on return).
@@ -143,6 +145,11 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
                 }
             }
         }
+    }
+    // No upstream failed: every channel refused the request's shape, which is the client's
+    // error (a 400 naming the feature), not a gateway failure.
+    if let (Some(e), false) = (&last, upstream_failed) {
+        return Err(e.clone());
     }
     let last = last.map_or_else(|| "every channel is cooling down".to_string(), |e| e.message);
     Err(RequestError { status: 502, message: format!("all channels failed; last error: {last}"), retry_after: None })
