@@ -22,6 +22,9 @@ pub struct Config {
     /// Prices per model; the built-in table covers the mock models.
     #[serde(default)]
     pub pricing: PricingConfig,
+    /// Authentication and quota.
+    #[serde(default)]
+    pub auth: crate::quota::AuthConfig,
     /// The HTTP bridge.
     #[serde(default)]
     pub bridge: crate::bridge::BridgeConfig,
@@ -125,6 +128,9 @@ pub struct PricingConfig {
     /// built-in defaults. A model with no price costs 0.
     #[serde(default)]
     pub models: Vec<PriceEntry>,
+    /// Price multiplier per user group (NEW-API group ratios); a group not listed pays 1.0.
+    #[serde(default)]
+    pub groups: std::collections::BTreeMap<String, f64>,
 }
 
 /// A configuration problem, naming the field.
@@ -191,6 +197,11 @@ impl Config {
             c.validate().map_err(|e| ConfigError(format!("channels[{i}] ({}): {e}", c.name)))?;
             if !names.insert(c.name.as_str()) {
                 return Err(ConfigError(format!("channels[{i}]: duplicate name {:?}", c.name)));
+            }
+        }
+        for (g, r) in &self.pricing.groups {
+            if !r.is_finite() || *r < 0.0 {
+                return Err(ConfigError(format!("pricing.groups.{g} must be a non-negative number")));
             }
         }
         for (i, p) in self.pricing.models.iter().enumerate() {

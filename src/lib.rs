@@ -14,6 +14,8 @@
 //!   enum, plus the built-in `mock`.
 //! - [`channel`]: one configured upstream (kind, URL, keys from env, models, priority,
 //!   timeouts); [`redact`] keeps secrets out of every message.
+//! - [`quota`]: tokens (KV `TOKENS`, watched), accounts (KV `QUOTA`), server-side spend
+//!   counters, reserve and settle, the `LLM_USAGE` ledger and its rebuild.
 //! - [`router`]: candidates for a model: priority tiers, weighted random inside a tier,
 //!   cooldown with half-open probes.
 //! - [`worker`]: the request loop, bounded concurrency, in-flight registry, cancellation, drain.
@@ -37,6 +39,7 @@ pub mod nats_server;
 pub mod pricing;
 pub mod protocol;
 pub mod providers;
+pub mod quota;
 pub mod redact;
 pub mod router;
 pub mod shutdown;

@@ -7,7 +7,6 @@ use ailurus::bus::codec::{decode, Encoding};
 use ailurus::bus::headers::{self, ReplyKind};
 use ailurus::bus::subjects::{self, Token};
 use ailurus::client::ClientError;
-use ailurus::config::Config;
 use ailurus::protocol::{LLMNATSResponse, Platform};
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -120,7 +119,7 @@ async fn without_reply_subject_replies_go_to_llm_response_trace_id() {
 async fn three_workers_share_300_requests_each_answered_once() {
     let mut stack = Stack::server_only().await;
     for _ in 0..3 {
-        stack.add_worker(Config::default()).await;
+        stack.add_worker(common::open_config()).await;
     }
     let mut tasks = Vec::new();
     for i in 0..300 {
@@ -179,7 +178,7 @@ async fn no_worker_is_known_within_a_second() {
 async fn requests_are_captured_for_audit_without_a_pub_ack_reply() {
     let mut stack = Stack::server_only().await;
     stack.apply_streams().await;
-    stack.add_worker(Config::default()).await;
+    stack.add_worker(common::open_config()).await;
     let req = request(Platform::Claude, "mock-c2", "audited", false);
     let inbox = stack.client.new_inbox();
     let mut sub = stack.client.subscribe(inbox.clone()).await.unwrap();
@@ -340,7 +339,7 @@ async fn duplicate_trace_in_flight_is_refused() {
 #[tokio::test]
 async fn saturated_worker_answers_a_fast_503_with_retry_after() {
     let mut stack = Stack::server_only().await;
-    let mut config = Config::default();
+    let mut config = common::open_config();
     config.worker.concurrency = 1;
     config.worker.max_queued = 0;
     stack.add_worker(config).await;

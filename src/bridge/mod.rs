@@ -84,11 +84,9 @@ impl Default for BridgeConfig {
     }
 }
 
-/// Headers copied to NATS as they are (credentials and API headers).
-const FORWARD: [&str; 12] = [
-    "authorization",
-    "x-api-key",
-    "x-goog-api-key",
+/// Headers copied to NATS as they are (API headers; never credentials, see
+/// [`credential_hash`]).
+const FORWARD: [&str; 9] = [
     "anthropic-version",
     "anthropic-beta",
     "openai-beta",
@@ -185,7 +183,7 @@ async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
             r.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; version=0.0.4"));
             r
         }
-        Route::UserApi { .. } => error(None, 501, "the user API is not served by this bridge yet"),
+        Route::UserApi { what } => user_api(&st, req.headers(), what).await,
         Route::Models { platform, format, .. } => {
             match forward(&st, req, *platform, *format, Some("models"), None, label, started).await {
                 Ok(r) => r,
@@ -206,6 +204,33 @@ async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
     };
     st.metrics.record(label, resp.status().as_u16(), started.elapsed().as_secs_f64(), None);
     resp
+}
+
+/// `GET /api/user/self|token`: one NATS request to `ailurus.api.user_<what>` with the
+/// caller's credentials; the worker's JSON answer is returned as is.
+async fn user_api(st: &Arc<AppState>, http: &HeaderMap, what: &str) -> Response {
+    let mut h = async_nats::HeaderMap::new();
+    if let Some(hash) = credential_hash(http, None) {
+        h.insert(headers::TOKEN_SHA256, hash.as_str());
+    }
+    let subject = subjects::api(&format!("user_{what}"));
+    let req = st.client.request_with_headers(subject, h, Bytes::new());
+    match tokio::time::timeout(Duration::from_millis(st.config.silence_ms), req).await {
+        Ok(Ok(msg)) if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) => {
+            error(None, 503, "no Ailurus worker is serving the user API")
+        }
+        Ok(Ok(msg)) => {
+            let status = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(headers::STATUS))
+                .and_then(|v| v.as_str().parse().ok())
+                .unwrap_or(200);
+            json(status, msg.payload.to_vec())
+        }
+        Ok(Err(e)) => error(None, 503, &format!("user API request failed: {e}")),
+        Err(_) => error(None, 504, "the user API did not answer in time"),
+    }
 }
 
 /// Build the NATS headers: format tag, operation, model, trace, credentials, API headers.
@@ -231,13 +256,23 @@ fn nats_headers(
             h.insert(name, v);
         }
     }
-    // Gemini clients may put the key in the query string.
-    if let Some(key) = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("key="))) {
-        if !http.contains_key("x-goog-api-key") {
-            h.insert("x-goog-api-key", key);
-        }
+    if let Some(hash) = credential_hash(http, query) {
+        h.insert(headers::TOKEN_SHA256, hash.as_str());
     }
     h
+}
+
+/// sha256 of the caller's token (`Authorization: Bearer`, `x-api-key`, `x-goog-api-key`,
+/// or Gemini's `?key=`). Only the hash goes on NATS: the token never reaches the bus or
+/// the `LLM_REQUESTS` audit stream.
+fn credential_hash(http: &HeaderMap, query: Option<&str>) -> Option<String> {
+    let header = |n: &str| http.get(n).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    let token = header("authorization")
+        .map(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")).unwrap_or(a).trim())
+        .or_else(|| header("x-api-key"))
+        .or_else(|| header("x-goog-api-key"))
+        .or_else(|| query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("key="))))?;
+    (!token.is_empty()).then(|| crate::quota::tokens::hash(token))
 }
 
 /// Forward one request and turn its replies into the HTTP response: `Ok` for a response

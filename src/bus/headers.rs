@@ -15,6 +15,9 @@ pub const MODEL: &str = "Ailurus-Model";
 pub const OP: &str = "Ailurus-Op";
 /// Trace id of a native request (the bridge makes one per HTTP request).
 pub const TRACE: &str = "Ailurus-Trace";
+/// sha256 (hex) of the caller's API token. The bridge and Ailurus's own clients send this
+/// instead of the token, so the token never travels on NATS nor lands in `LLM_REQUESTS`.
+pub const TOKEN_SHA256: &str = "Ailurus-Token-Sha256";
 /// Sent by a requester that wants heartbeats, including one at once on receipt, so it can
 /// tell "no worker" from "slow worker" even when a JetStream stream hides no-responders.
 pub const HEARTBEAT: &str = "Ailurus-Heartbeat";

@@ -1,6 +1,7 @@
 //! Command line: one file per subcommand. Every command returns an exit code; errors are
 //! printed once, on stderr, without secrets.
 
+mod admin;
 mod bridge;
 mod req;
 mod streams;
@@ -42,6 +43,12 @@ pub enum Command {
     },
     /// Send one request over NATS and print the answer.
     Req(req::ReqArgs),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(admin::TokenCmd),
+    /// Show, top up, set and rebuild quota.
+    #[command(subcommand)]
+    Quota(admin::QuotaCmd),
     /// Manage the JetStream streams declared in `streams/`.
     #[command(subcommand)]
     Streams(streams::StreamsCmd),
@@ -78,6 +85,8 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Bridge { listen } => bridge::run(config, listen).await,
         Command::Req(args) => req::run(config, args).await,
         Command::Streams(cmd) => streams::run(config, cmd).await,
+        Command::Token(cmd) => admin::token(config, cmd).await,
+        Command::Quota(cmd) => admin::quota(config, cmd).await,
     }
 }
 

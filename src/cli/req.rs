@@ -36,7 +36,7 @@ pub struct ReqArgs {
     /// Upper bound on output tokens.
     #[arg(long)]
     pub max_tokens: Option<u32>,
-    /// API token, sent as `Authorization: Bearer`.
+    /// API token (default: the demo token `ailurus up` saved). Only its sha256 is sent.
     #[arg(long, env = "AILURUS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
@@ -64,8 +64,14 @@ pub async fn run(config: Config, args: ReqArgs) -> Result<ExitCode, String> {
         token: None,
     };
     let mut headers = HeaderMap::new();
-    if let Some(t) = &args.token {
-        headers.insert("Authorization", format!("Bearer {t}").as_str());
+    // Without a token, use the one `ailurus up` saved for the demo user.
+    let token = args.token.clone().or_else(|| {
+        let dir = std::env::var("AILURUS_DATA").unwrap_or_else(|_| ".ailurus-data".into());
+        std::fs::read_to_string(std::path::Path::new(&dir).join("demo-token")).ok().map(|t| t.trim().to_string())
+    });
+    if let Some(t) = &token {
+        // Only the hash travels on NATS (and so into the audit stream).
+        headers.insert(crate::bus::headers::TOKEN_SHA256, crate::quota::tokens::hash(t).as_str());
     }
     let mut replies = Requester::new(client).send(&req, enc, headers).await.map_err(|e| e.to_string())?;
     let mut stdout = std::io::stdout();

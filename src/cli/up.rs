@@ -17,6 +17,44 @@ pub struct UpArgs {
     /// Where a started nats-server keeps its JetStream data.
     #[arg(long, env = "AILURUS_DATA", default_value = ".ailurus-data")]
     pub data_dir: PathBuf,
+    /// Monitoring port of a started nats-server.
+    #[arg(long, env = "AILURUS_MONITOR_PORT", default_value_t = 8222)]
+    pub monitor_port: u16,
+    /// WebSocket port of a started nats-server (for browser and TypeScript clients).
+    #[arg(long, env = "AILURUS_WS_PORT", default_value_t = 9222)]
+    pub ws_port: u16,
+}
+
+/// Seed the demo user (a $5 top-up the first time) and a demo token, saved in
+/// `<data_dir>/demo-token` (mode 0600) so `ailurus req` and the README's client setups can
+/// use it. The gateway itself stores only the token's hash.
+async fn seed_demo(client: &async_nats::Client, data_dir: &std::path::Path) -> Result<String, String> {
+    use crate::quota::{account::QuotaStore, tokens};
+    let js = async_nats::jetstream::new(client.clone());
+    let quota = QuotaStore::open(client.clone()).await?;
+    let user = crate::bus::subjects::Token::new("user_id", "demo").map_err(|e| e.to_string())?;
+    if quota.account(&user).await.map_err(|e| e.message)?.is_none() {
+        quota.topup(&user, 2_500_000).await.map_err(|e| e.message)?;
+    }
+    let store = tokens::TokenStore::open(&js).await?;
+    let path = data_dir.join("demo-token");
+    if let Ok(saved) = std::fs::read_to_string(&path) {
+        let saved = saved.trim().to_string();
+        if let Some(rec) = store.lookup(&tokens::hash(&saved)).await {
+            if rec.status == tokens::TokenStatus::Active && !rec.expired(time::OffsetDateTime::now_utc()) {
+                return Ok(saved);
+            }
+        }
+    }
+    let (plain, _) = store.create("demo", "demo", None, Vec::new(), None).await?;
+    std::fs::create_dir_all(data_dir).map_err(|e| e.to_string())?;
+    std::fs::write(&path, format!("{plain}\n")).map_err(|e| format!("{}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(plain)
 }
 
 /// Host and port of a `nats://host:port` URL on loopback, if it is one we may start.
@@ -46,7 +84,9 @@ pub async fn run(config: Config, args: UpArgs) -> Result<ExitCode, String> {
             std::fs::create_dir_all(&store).map_err(|e| format!("{}: {e}", store.display()))?;
             let log = args.data_dir.join("nats-server.log");
             let server = NatsServer::spawn(SpawnOptions {
-                config: DEFAULT_CONF.to_string(),
+                config: DEFAULT_CONF
+                    .replace("127.0.0.1:8222", &format!("127.0.0.1:{}", args.monitor_port))
+                    .replace("127.0.0.1:9222", &format!("127.0.0.1:{}", args.ws_port)),
                 port,
                 host,
                 store_dir: Some(store.clone()),
@@ -73,6 +113,11 @@ pub async fn run(config: Config, args: UpArgs) -> Result<ExitCode, String> {
         applied.iter().map(|(n, o)| format!("{n} {o:?}").to_lowercase()).collect::<Vec<_>>().join(", ")
     );
 
+    let demo = if config.auth.mode == crate::quota::AuthMode::Open {
+        None
+    } else {
+        Some(seed_demo(&client, &args.data_dir).await?)
+    };
     let shutdown = Shutdown::new();
     shutdown.on_signals();
     let worker = {
@@ -84,6 +129,12 @@ pub async fn run(config: Config, args: UpArgs) -> Result<ExitCode, String> {
         let (client, bridge_config, shutdown) = (client.clone(), config.bridge.clone(), shutdown.clone());
         tokio::spawn(async move { crate::bridge::run(client, bridge_config, shutdown).await })
     };
+    if let Some(token) = &demo {
+        eprintln!(
+            "\ndemo user: demo ($5 of quota) · demo token (saved in {}/demo-token):\n  {token}",
+            args.data_dir.display()
+        );
+    }
     eprintln!(
         "\nAilurus is up: worker on llm.request.* (built-in mock provider), HTTP bridge on http://{listen}\n\
          Try, in another terminal:\n\

@@ -92,7 +92,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
             return;
         }
     };
-    let job = match parse(&msg, &head) {
+    let mut job = match parse(&msg, &head) {
         Ok(Parsed::Job(job)) => job,
         Ok(Parsed::Models(format)) => {
             let trace = native_trace(&msg);
@@ -110,6 +110,53 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         }
     };
     let Some(replier) = replier_for(&ctx, &msg, &head, Some(&job.trace_id)) else { return };
+    let principal = match crate::quota::auth::authenticate(
+        ctx.auth.mode,
+        ctx.tokens.as_ref(),
+        job.credential.as_ref(),
+        job.claimed_user.as_deref(),
+        &job.model,
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(user) = &e.user {
+                let ev = crate::quota::auth::AuthEvent {
+                    event: "rejected",
+                    user_id: user,
+                    token_id: None,
+                    reason: Some(&e.message),
+                    timestamp: crate::quota::now_rfc3339(),
+                };
+                crate::quota::auth::publish_event(&ctx.client, &ev).await;
+            }
+            finish(&ctx, &replier, &job, started, Err(RequestError::new(e.status, e.message)), 1.0).await;
+            return;
+        }
+    };
+    if let Some(p) = &principal {
+        job.user_id = p.user.to_string();
+    }
+    // Reserve before any upstream work; refuse with 402 when the quota cannot cover it.
+    let reservation = match (&principal, &ctx.quota) {
+        (Some(p), Some(q)) => {
+            let token_limit = p.token.as_ref().and_then(|(h, r)| r.quota_limit.map(|l| (h, l)));
+            let estimate = ctx.reserve_estimate(&job);
+            match q.reserve(&p.user, token_limit, estimate).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    finish(&ctx, &replier, &job, started, Err(RequestError::new(e.status, e.message)), 1.0).await;
+                    return;
+                }
+            }
+        }
+        _ => None,
+    };
+    let ratio = match (&reservation, &ctx.quota) {
+        (Some(r), Some(_)) => ctx.group_ratio(&r.group),
+        _ => 1.0,
+    };
     // Heartbeats let a requester tell "no worker" and "dead worker" from "slow". A plain
     // `stream:false` seed request (e.g. `nats req`) gets exactly one reply instead.
     let heartbeats = head.heartbeat || (matches!(job.client, Client::Seed) && job.chat.stream);
@@ -118,7 +165,8 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     }
     let Some(guard) = ctx.inflight.register(job.trace_id.as_str()) else {
         let err = RequestError::new(409, format!("trace_id {} is already in flight", job.trace_id));
-        finish(&ctx, &replier, &job, started, Err(err)).await;
+        let summary = finish(&ctx, &replier, &job, started, Err(err), ratio).await;
+        settle(&ctx, &job, principal.as_ref(), reservation, &summary).await;
         return;
     };
     let work = pipeline::serve(&ctx, &job, &replier);
@@ -142,7 +190,58 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         }
     };
     drop(guard);
-    finish(&ctx, &replier, &job, started, result).await;
+    let summary = finish(&ctx, &replier, &job, started, result, ratio).await;
+    settle(&ctx, &job, principal.as_ref(), reservation, &summary).await;
+}
+
+/// What billing needs of a finished request.
+struct Summary {
+    /// The final response as sent (cost in USD, tokens, status).
+    resp: LLMNATSResponse,
+    /// Usage by class, when an answer (or part of one) was delivered.
+    usage: Option<crate::protocol::canonical::Usage>,
+    /// The channel that served it.
+    channel: String,
+    /// HTTP-like status of the outcome.
+    status: u16,
+}
+
+/// Settle the reservation at the delivered cost (0 when nothing was delivered) and append
+/// the ledger record. Runs after the final reply, off the client's critical path.
+async fn settle(
+    ctx: &WorkerCtx,
+    job: &Job,
+    principal: Option<&crate::quota::auth::Principal>,
+    reservation: Option<crate::quota::account::Reservation>,
+    summary: &Summary,
+) {
+    let (Some(res), Some(q)) = (reservation, &ctx.quota) else { return };
+    let actual = if summary.usage.is_some() { crate::pricing::usd_to_quota(summary.resp.cost) } else { 0 };
+    let u = summary.usage.unwrap_or_default();
+    let record = crate::quota::ledger::UsageRecord {
+        kind: "usage".into(),
+        trace_id: job.trace_id.to_string(),
+        user_id: res.user.to_string(),
+        token_id: principal.and_then(|p| p.token.as_ref()).map(|(_, r)| r.id.clone()),
+        platform: job.platform.as_str().into(),
+        model: job.model.clone(),
+        channel: summary.channel.clone(),
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cache_read_tokens: u.cache_read_tokens,
+        cache_write_tokens: u.cache_write_tokens,
+        reasoning_tokens: u.reasoning_tokens,
+        cost_usd: if summary.usage.is_some() { summary.resp.cost } else { 0.0 },
+        quota: actual,
+        duration_ms: summary.resp.duration_ms,
+        status: summary.status,
+        estimated: u.estimated,
+        session_id: job.session_id.clone(),
+        timestamp: crate::quota::now_rfc3339(),
+    };
+    if let Err(e) = q.settle(&res, actual, record).await {
+        tracing::error!(trace_id = %job.trace_id, error = %e.message, "settle failed; `ailurus quota rebuild` will repair the balance");
+    }
 }
 
 fn native_trace(msg: &Message) -> Option<Token> {
@@ -201,6 +300,8 @@ fn parse_seed(msg: &Message, encoding: Encoding, subject_platform: &str) -> Resu
         model: seed.model.clone(),
         chat,
         client: Client::Seed,
+        credential: crate::quota::auth::credential_from(msg.headers.as_ref(), seed.token.as_deref()),
+        claimed_user: Some(seed.user_id.clone()),
     })))
 }
 
@@ -234,6 +335,8 @@ fn parse_native(msg: &Message, format: Format, subject_platform: &str) -> Result
         model: chat.model.clone(),
         chat,
         client: Client::Native { format, op, body: msg.payload.clone(), forward },
+        credential: crate::quota::auth::credential_from(msg.headers.as_ref(), None),
+        claimed_user: None,
     })))
 }
 
@@ -274,7 +377,8 @@ async fn finish(
     job: &Job,
     started: Instant,
     result: Result<Delivered, RequestError>,
-) {
+    ratio: f64,
+) -> Summary {
     let duration_ms = started.elapsed().as_millis() as u64;
     let mut resp = LLMNATSResponse {
         trace_id: job.trace_id.to_string(),
@@ -282,12 +386,16 @@ async fn finish(
         duration_ms,
         ..Default::default()
     };
+    let mut usage = None;
+    let mut channel = String::new();
     let failure = match result {
         Ok(d) => {
+            usage = Some(d.usage);
+            channel = d.channel.clone();
             let u = d.usage;
             resp.tokens_input = u.prompt_total();
             resp.tokens_output = u.output_tokens;
-            resp.cost = ctx.prices.cost(&job.model, &u);
+            resp.cost = ctx.prices.cost(&job.model, &u) * ratio;
             resp.usage_estimated = u.estimated;
             resp.finish_reason = d.acc.finish().map(|f| f.as_str().to_string());
             resp.content = d.acc.text().to_string();
@@ -297,6 +405,7 @@ async fn finish(
         }
         Err(err) => Some((err, false)),
     };
+    let status = failure.as_ref().map_or(200, |(e, _)| e.status);
     match failure {
         None => {
             resp.success = true;
@@ -320,4 +429,5 @@ async fn finish(
             }
         }
     }
+    Summary { resp, usage, channel, status }
 }

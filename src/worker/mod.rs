@@ -9,6 +9,7 @@
 //! - `pipeline`: routing with failover before the first byte, pass-through or conversion.
 
 pub mod admission;
+mod api;
 mod handler;
 pub mod inflight;
 mod models;
@@ -39,6 +40,32 @@ pub(crate) struct WorkerCtx {
     pub inflight: inflight::InFlight,
     /// Concurrency slots.
     pub admission: admission::Admission,
+    /// Authentication settings.
+    pub auth: crate::quota::AuthConfig,
+    /// Token records (none in open mode).
+    pub tokens: Option<crate::quota::tokens::TokenStore>,
+    /// Quota accounts and counters (none in open mode).
+    pub quota: Option<crate::quota::account::QuotaStore>,
+    /// Price multipliers per group.
+    pub group_ratios: std::collections::BTreeMap<String, f64>,
+}
+
+impl WorkerCtx {
+    /// Price multiplier of a group (1.0 when not configured).
+    pub(crate) fn group_ratio(&self, group: &str) -> f64 {
+        self.group_ratios.get(group).copied().unwrap_or(1.0)
+    }
+
+    /// Quota units to hold for a request: its prompt estimate plus `max_tokens` (or the
+    /// configured default), priced. At least 1.
+    pub(crate) fn reserve_estimate(&self, job: &pipeline::Job) -> i64 {
+        let usage = crate::protocol::canonical::Usage {
+            input_tokens: job.chat.estimate_prompt_tokens(),
+            output_tokens: job.chat.max_tokens.unwrap_or(self.auth.default_output_estimate) as u64,
+            ..Default::default()
+        };
+        crate::pricing::usd_to_quota(self.prices.cost(&job.model, &usage)).max(1)
+    }
 }
 
 /// Errors that stop the worker loop itself (not a single request).
@@ -68,7 +95,20 @@ pub async fn run_with_router(
     shutdown: Shutdown,
 ) -> Result<(), WorkerError> {
     let wc = config.worker.clone();
+    let (tokens, quota) = if config.auth.mode == crate::quota::AuthMode::Open {
+        (None, None)
+    } else {
+        let js = async_nats::jetstream::new(client.clone());
+        let tokens = crate::quota::tokens::TokenStore::open(&js).await.map_err(WorkerError)?;
+        tokens.follow(shutdown.clone()).await.map_err(WorkerError)?;
+        let quota = crate::quota::account::QuotaStore::open(client.clone()).await.map_err(WorkerError)?;
+        (Some(tokens), Some(quota))
+    };
     let ctx = Arc::new(WorkerCtx {
+        auth: config.auth.clone(),
+        tokens,
+        quota,
+        group_ratios: config.pricing.groups.clone(),
         client: client.clone(),
         admission: admission::Admission::new(wc.concurrency, wc.max_queued, Duration::from_millis(wc.queue_timeout_ms)),
         config: wc.clone(),
@@ -84,6 +124,10 @@ pub async fn run_with_router(
         .subscribe(subjects::cancel_all())
         .await
         .map_err(|e| WorkerError(format!("subscribe {}: {e}", subjects::cancel_all())))?;
+    let mut api = client
+        .queue_subscribe(subjects::api_all(), wc.queue_group.clone())
+        .await
+        .map_err(|e| WorkerError(format!("subscribe {}: {e}", subjects::api_all())))?;
     // Make sure the server has both subscriptions before anyone is told we are up.
     client.flush().await.map_err(|e| WorkerError(format!("flush: {e}")))?;
     tracing::info!(queue_group = %wc.queue_group, concurrency = wc.concurrency, "worker serving llm.request.*");
@@ -102,8 +146,13 @@ pub async fn run_with_router(
             msg = cancels.next() => if let Some(msg) = msg {
                 ctx.inflight.cancel(subjects::last_token(&msg.subject));
             },
+            msg = api.next() => if let Some(msg) = msg {
+                let ctx = ctx.clone();
+                tasks.spawn(async move { api::handle(&ctx, msg).await });
+            },
         }
     }
+    let _ = api.unsubscribe().await;
 
     // Drain: stop taking new requests, but handle the ones already delivered to us.
     tracing::info!(in_flight = ctx.inflight.len(), "draining");

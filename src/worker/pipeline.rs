@@ -54,6 +54,10 @@ pub(crate) struct Job {
     pub chat: ChatRequest,
     /// How the client talks.
     pub client: Client,
+    /// The API token (or its hash) the request carries (never logged).
+    pub credential: Option<crate::quota::auth::Credential>,
+    /// A seed request's `user_id` (checked against the token's user).
+    pub claimed_user: Option<String>,
 }
 
 /// What was delivered.

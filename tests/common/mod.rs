@@ -43,10 +43,10 @@ impl Stack {
         Self { server, client, shutdown: Shutdown::new(), workers: Vec::new(), worker_clients: Vec::new() }
     }
 
-    /// A server with one in-process worker on the default config.
+    /// A server with one in-process worker in open mode (no auth, no billing).
     pub async fn start() -> Self {
         let mut s = Self::server_only().await;
-        s.add_worker(Config::default()).await;
+        s.add_worker(open_config()).await;
         s
     }
 
@@ -109,6 +109,13 @@ impl Drop for Stack {
     }
 }
 
+/// The default config in open auth mode (no tokens, no billing).
+pub fn open_config() -> Config {
+    let mut c = Config::default();
+    c.auth.mode = ailurus::quota::AuthMode::Open;
+    c
+}
+
 /// A valid seed request.
 pub fn request(platform: Platform, model: &str, prompt: &str, stream: bool) -> LLMNATSRequest {
     LLMNATSRequest {
@@ -141,6 +148,7 @@ impl WorkerProcess {
             .env("NATS_URL", url)
             .env("AILURUS_LOG", "info")
             .env("NO_COLOR", "1")
+            .env("AILURUS__AUTH__MODE", "open")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,0 +1,219 @@
+//! The billing ledger: one record per finished request, and one per top-up or set, on
+//! `llm.usage.<user>` in `LLM_USAGE` (file storage, kept). `Nats-Msg-Id` = the record id,
+//! so a retried append is stored once. `rebuild` recomputes every balance from it.
+
+use crate::bus::subjects::{self, Token};
+use async_nats::jetstream::{self, consumer};
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// One ledger record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct UsageRecord {
+    /// `usage`, `topup` or `set`.
+    pub kind: String,
+    /// Request trace (usage), or a fresh id (admin records).
+    pub trace_id: String,
+    /// Billed user.
+    pub user_id: String,
+    /// Short token id used, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// Platform of the request.
+    #[serde(default)]
+    pub platform: String,
+    /// Model as the client named it.
+    #[serde(default)]
+    pub model: String,
+    /// Channel that served it.
+    #[serde(default)]
+    pub channel: String,
+    /// Uncached prompt tokens.
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// Output tokens.
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// Cache-read prompt tokens.
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    /// Cache-write prompt tokens.
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+    /// Reasoning tokens (part of output).
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+    /// Price in USD.
+    #[serde(default)]
+    pub cost_usd: f64,
+    /// Quota units charged (usage), granted (topup) or set as the total (set).
+    pub quota: i64,
+    /// Request time.
+    #[serde(default)]
+    pub duration_ms: u64,
+    /// HTTP-like status of the outcome.
+    #[serde(default)]
+    pub status: u16,
+    /// Whether the token counts were estimated.
+    #[serde(default)]
+    pub estimated: bool,
+    /// Chat session, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// RFC 3339.
+    pub timestamp: String,
+}
+
+impl UsageRecord {
+    /// An admin record (`topup` or `set`).
+    pub fn admin(kind: &str, user: &str, quota: i64) -> Self {
+        Self {
+            kind: kind.into(),
+            trace_id: format!("{kind}-{}", nuid::next()),
+            user_id: user.into(),
+            quota,
+            status: 200,
+            timestamp: super::now_rfc3339(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Append a record; retried, de-duplicated by the record's id.
+pub async fn append(js: &jetstream::Context, user: &Token, rec: &UsageRecord) -> Result<(), String> {
+    let body = serde_json::to_vec(rec).map_err(|e| e.to_string())?;
+    let mut last = String::new();
+    for attempt in 0..4u32 {
+        let mut h = HeaderMap::new();
+        h.insert("Nats-Msg-Id", format!("{}-{}", rec.kind, rec.trace_id).as_str());
+        let res = tokio::time::timeout(Duration::from_secs(5), async {
+            js.publish_with_headers(subjects::usage(user), h, body.clone().into())
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        match res {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => last = e,
+            Err(_) => last = "ledger append timed out".into(),
+        }
+        tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
+    }
+    Err(format!("ledger append failed: {last}"))
+}
+
+/// Read every record (optionally one user's), oldest first.
+pub async fn read_all(js: &jetstream::Context, user: Option<&Token>) -> Result<Vec<UsageRecord>, String> {
+    let stream = js.get_stream("LLM_USAGE").await.map_err(|e| format!("LLM_USAGE: {e}"))?;
+    let filter = user.map_or_else(|| "llm.usage.*".to_string(), subjects::usage);
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig { filter_subject: filter, ..Default::default() })
+        .await
+        .map_err(|e| format!("ledger consumer: {e}"))?;
+    let mut info = stream.clone();
+    let pending = info.info().await.map_err(|e| e.to_string())?.state.messages;
+    let mut out = Vec::new();
+    if pending == 0 {
+        return Ok(out);
+    }
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    loop {
+        let next = tokio::time::timeout(Duration::from_millis(500), messages.next()).await;
+        match next {
+            Ok(Some(Ok(m))) => {
+                if let Ok(rec) = serde_json::from_slice::<UsageRecord>(&m.payload) {
+                    out.push(rec);
+                }
+                if m.info().map(|i| i.pending == 0).unwrap_or(false) {
+                    break;
+                }
+            }
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
+/// What the ledger says a user's balance is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Totals {
+    /// Granted.
+    pub total: i64,
+    /// Spent.
+    pub used: i64,
+}
+
+/// Balances from records: `set` replaces the total, `topup` adds, `usage` spends.
+pub fn totals(records: &[UsageRecord]) -> BTreeMap<String, Totals> {
+    let mut out: BTreeMap<String, Totals> = BTreeMap::new();
+    for r in records {
+        let t = out.entry(r.user_id.clone()).or_default();
+        match r.kind.as_str() {
+            "set" => t.total = r.quota,
+            "topup" => t.total += r.quota,
+            "usage" => t.used += r.quota,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// One account whose live figures disagree with the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// Whose.
+    pub user_id: String,
+    /// Live (total, used).
+    pub live: Totals,
+    /// From the ledger.
+    pub ledger: Totals,
+}
+
+/// Compare every account with the ledger; unless `dry_run`, repair the drifting ones.
+/// Returns the number of records read and the drifts found.
+pub async fn rebuild(store: &super::account::QuotaStore, dry_run: bool) -> Result<(usize, Vec<Drift>), String> {
+    let records = read_all(store.jetstream(), None).await?;
+    let from_ledger = totals(&records);
+    let mut users: std::collections::BTreeSet<String> = from_ledger.keys().cloned().collect();
+    users.extend(store.users().await.map_err(|e| e.message)?);
+    let mut drifts = Vec::new();
+    for user in users {
+        let t = Token::new("user_id", &user).map_err(|e| e.to_string())?;
+        let want = from_ledger.get(&user).copied().unwrap_or_default();
+        let have = store.balance(&t).await.map_err(|e| e.message)?;
+        let live = Totals { total: have.total, used: have.used };
+        if live != want {
+            if !dry_run {
+                store.repair(&t, want.total, want.used).await.map_err(|e| e.message)?;
+            }
+            drifts.push(Drift { user_id: user, live, ledger: want });
+        }
+    }
+    Ok((records.len(), drifts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_fold_records() {
+        let mut recs = vec![
+            UsageRecord::admin("topup", "a", 100),
+            UsageRecord { kind: "usage".into(), user_id: "a".into(), quota: 7, ..Default::default() },
+            UsageRecord::admin("set", "a", 50),
+            UsageRecord::admin("topup", "a", 5),
+            UsageRecord { kind: "usage".into(), user_id: "b".into(), quota: 3, ..Default::default() },
+        ];
+        recs.push(UsageRecord { kind: "usage".into(), user_id: "a".into(), quota: 2, ..Default::default() });
+        let t = totals(&recs);
+        assert_eq!(t["a"], Totals { total: 55, used: 9 });
+        assert_eq!(t["b"], Totals { total: 0, used: 3 });
+    }
+}

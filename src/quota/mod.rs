@@ -1,0 +1,64 @@
+//! Tokens, quota and billing on JetStream (design §4, §5).
+//!
+//! - [`tokens`]: API tokens in the `TOKENS` KV bucket, keyed by sha256; workers keep an
+//!   in-memory copy fresh with a KV watch, so the hot path reads no KV.
+//! - [`account`]: per-user totals in the `QUOTA` KV bucket; the amount spent is a NATS 2.12
+//!   server-side counter (`quota.used.<user>` in `QUOTA_COUNTERS`, `Nats-Incr`): every
+//!   reserve and settle is one atomic increment, so concurrent workers never lose an update.
+//! - [`ledger`]: one `UsageRecord` per finished request (and per top-up) on
+//!   `llm.usage.<user>` (`LLM_USAGE`); `rebuild` recomputes balances from it.
+//! - [`auth`]: who a request is, from its headers or the seed `token` field.
+//!
+//! Units follow NEW-API: 500,000 quota units = 1 USD.
+
+pub mod account;
+pub mod auth;
+pub mod ledger;
+pub mod tokens;
+
+use serde::Deserialize;
+
+/// How requests are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Every request needs a valid token (the default); seed `user_id` must match it.
+    #[default]
+    Token,
+    /// NATS accounts authenticate the connection: a seed request's `user_id` is taken as
+    /// given (and billed). Native requests still need a token.
+    Trusted,
+    /// No authentication and no billing (local development only).
+    Open,
+}
+
+/// Authentication and quota settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `token`, `trusted` or `open`.
+    #[serde(default)]
+    pub mode: AuthMode,
+    /// Output tokens assumed when a request sets no `max_tokens`, for the reservation.
+    #[serde(default = "AuthConfig::default_output_estimate")]
+    pub default_output_estimate: u32,
+}
+
+impl AuthConfig {
+    const fn default_output_estimate() -> u32 {
+        1024
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { mode: AuthMode::default(), default_output_estimate: Self::default_output_estimate() }
+    }
+}
+
+/// Now as RFC 3339 (UTC).
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}

@@ -1,0 +1,267 @@
+//! API tokens. The plain token (`sk-ail-…`) is shown once at creation; the `TOKENS` bucket
+//! keeps only its sha256 (the key) and a record. Workers hold every record in memory and
+//! follow the bucket with a KV watch, so a revocation reaches every worker in milliseconds.
+
+use crate::shutdown::Shutdown;
+use async_nats::jetstream::{self, kv};
+use dashmap::DashMap;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// The KV bucket name.
+pub const BUCKET: &str = "TOKENS";
+
+/// Whether a token may be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenStatus {
+    /// Usable.
+    Active,
+    /// Revoked by an admin.
+    Revoked,
+}
+
+/// What `TOKENS` stores for a token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Short id (first 12 hex digits of the hash), for listing and revoking.
+    pub id: String,
+    /// Owner; billed for its use.
+    pub user_id: String,
+    /// Human name.
+    pub name: String,
+    /// Active or revoked.
+    pub status: TokenStatus,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339; none means no expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Allowed model patterns; empty means all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// The token's own limit in quota units (its spending is the counter
+    /// `quota.tokenused.<hash>`); none means only the user's quota applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_limit: Option<i64>,
+}
+
+impl TokenRecord {
+    /// Whether the token has expired at `now`.
+    pub fn expired(&self, now: OffsetDateTime) -> bool {
+        self.expires_at
+            .as_deref()
+            .and_then(|t| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+            .is_some_and(|exp| exp <= now)
+    }
+
+    /// Whether the token may use `model`.
+    pub fn allows(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|p| crate::wildcard::matches(p, model))
+    }
+}
+
+/// sha256 of a token, lowercase hex: the `TOKENS` key and the counter token.
+pub fn hash(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new random token: `sk-ail-` + 40 base62 characters from the OS's CSPRNG.
+pub fn generate() -> Result<String, String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::from("sk-ail-");
+    let mut buf = [0u8; 64];
+    getrandom::getrandom(&mut buf).map_err(|e| format!("no randomness: {e}"))?;
+    // Rejection sampling keeps the characters uniform.
+    for b in buf.iter().filter(|b| (**b as usize) < 248).take(40) {
+        out.push(ALPHABET[*b as usize % ALPHABET.len()] as char);
+    }
+    if out.len() < 47 {
+        return generate();
+    }
+    Ok(out)
+}
+
+/// Parse `30d`, `12h`, `90m` into seconds.
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 30d, 12h or 90m"))?;
+    let mult = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" | "" => 1,
+        _ => return Err(format!("{s:?}: unit must be d, h, m or s")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too long"))
+}
+
+/// The token store: KV plus the in-memory copy.
+#[derive(Clone)]
+pub struct TokenStore {
+    /// The bucket.
+    kv: kv::Store,
+    /// hash → record, kept fresh by [`TokenStore::follow`].
+    cache: Arc<DashMap<String, TokenRecord>>,
+}
+
+impl TokenStore {
+    /// Open the bucket (created by `ailurus streams apply`).
+    pub async fn open(js: &jetstream::Context) -> Result<Self, String> {
+        let kv = js
+            .get_key_value(BUCKET)
+            .await
+            .map_err(|e| format!("KV bucket {BUCKET}: {e} (run `ailurus streams apply`)"))?;
+        Ok(Self { kv, cache: Arc::new(DashMap::new()) })
+    }
+
+    /// Follow the bucket until `shutdown`: every put and delete updates the cache. Returns
+    /// once the current contents are loaded.
+    pub async fn follow(&self, shutdown: Shutdown) -> Result<(), String> {
+        let mut watch = self.kv.watch_with_history(">").await.map_err(|e| format!("watch {BUCKET}: {e}"))?;
+        // Load what exists now, synchronously, so the first requests hit the cache.
+        let mut keys = self.kv.keys().await.map_err(|e| format!("keys {BUCKET}: {e}"))?;
+        while let Some(Ok(key)) = keys.next().await {
+            if let Ok(Some(v)) = self.kv.get(key.as_str()).await {
+                if let Ok(rec) = serde_json::from_slice::<TokenRecord>(&v) {
+                    self.cache.insert(key, rec);
+                }
+            }
+        }
+        let cache = self.cache.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait() => break,
+                    entry = watch.next() => match entry {
+                        Some(Ok(e)) => match e.operation {
+                            kv::Operation::Put => match serde_json::from_slice::<TokenRecord>(&e.value) {
+                                Ok(rec) => { cache.insert(e.key, rec); }
+                                Err(err) => tracing::warn!(key = %e.key, error = %err, "unreadable token record"),
+                            },
+                            kv::Operation::Delete | kv::Operation::Purge => { cache.remove(&e.key); }
+                        },
+                        Some(Err(err)) => tracing::warn!(error = %err, "token watch error"),
+                        None => {
+                            tracing::warn!("token watch ended");
+                            break;
+                        }
+                    },
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// The record for a token hash: the cache, else the bucket (a token created a moment
+    /// ago on another process).
+    pub async fn lookup(&self, token_hash: &str) -> Option<TokenRecord> {
+        if let Some(r) = self.cache.get(token_hash) {
+            return Some(r.clone());
+        }
+        let v = self.kv.get(token_hash).await.ok().flatten()?;
+        let rec: TokenRecord = serde_json::from_slice(&v).ok()?;
+        self.cache.insert(token_hash.to_string(), rec.clone());
+        Some(rec)
+    }
+
+    /// Create a token; returns the plain token (shown once) and its record.
+    pub async fn create(
+        &self,
+        user_id: &str,
+        name: &str,
+        expires_in_secs: Option<i64>,
+        models: Vec<String>,
+        quota_limit: Option<i64>,
+    ) -> Result<(String, TokenRecord), String> {
+        crate::bus::subjects::Token::new("user_id", user_id).map_err(|e| e.to_string())?;
+        let plain = generate()?;
+        let h = hash(&plain);
+        let now = OffsetDateTime::now_utc();
+        let fmt = &time::format_description::well_known::Rfc3339;
+        let expires_at = match expires_in_secs {
+            Some(s) => Some((now + time::Duration::seconds(s)).format(fmt).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let rec = TokenRecord {
+            id: h[..12].to_string(),
+            user_id: user_id.to_string(),
+            name: name.to_string(),
+            status: TokenStatus::Active,
+            created_at: now.format(fmt).map_err(|e| e.to_string())?,
+            expires_at,
+            models,
+            quota_limit,
+        };
+        let body = serde_json::to_vec(&rec).map_err(|e| e.to_string())?;
+        self.kv.create(&h, body.into()).await.map_err(|e| format!("store token: {e}"))?;
+        Ok((plain, rec))
+    }
+
+    /// Every (hash, record) in the bucket.
+    pub async fn list(&self) -> Result<Vec<(String, TokenRecord)>, String> {
+        let mut out = Vec::new();
+        let mut keys = self.kv.keys().await.map_err(|e| format!("keys {BUCKET}: {e}"))?;
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| e.to_string())?;
+            if let Some(v) = self.kv.get(key.as_str()).await.map_err(|e| e.to_string())? {
+                if let Ok(rec) = serde_json::from_slice::<TokenRecord>(&v) {
+                    out.push((key, rec));
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.1.user_id, &a.1.created_at).cmp(&(&b.1.user_id, &b.1.created_at)));
+        Ok(out)
+    }
+
+    /// Revoke the token whose short id (or hash prefix) is `id`.
+    pub async fn revoke(&self, id: &str) -> Result<TokenRecord, String> {
+        if id.len() < 6 {
+            return Err("give at least 6 characters of the token id".into());
+        }
+        let matches: Vec<_> = self.list().await?.into_iter().filter(|(h, _)| h.starts_with(id)).collect();
+        let (h, mut rec) = match matches.len() {
+            0 => return Err(format!("no token with id {id}")),
+            1 => matches.into_iter().next().ok_or("no token")?,
+            n => return Err(format!("{n} tokens match {id}; give more characters")),
+        };
+        rec.status = TokenStatus::Revoked;
+        let body = serde_json::to_vec(&rec).map_err(|e| e.to_string())?;
+        self.kv.put(&h, body.into()).await.map_err(|e| format!("store token: {e}"))?;
+        Ok(rec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_hash_and_parse() {
+        let t = generate().unwrap();
+        assert!(t.starts_with("sk-ail-") && t.len() == 47, "{t}");
+        assert_ne!(t, generate().unwrap());
+        assert_eq!(hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(parse_duration("30d").unwrap(), 2_592_000);
+        assert_eq!(parse_duration("90m").unwrap(), 5_400);
+        assert!(parse_duration("3w").is_err() && parse_duration("x").is_err());
+        let mut rec = TokenRecord {
+            id: "x".into(),
+            user_id: "u".into(),
+            name: "n".into(),
+            status: TokenStatus::Active,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            expires_at: Some("2026-01-02T00:00:00Z".into()),
+            models: vec!["claude-*".into()],
+            quota_limit: None,
+        };
+        assert!(rec.allows("claude-x") && !rec.allows("gpt-4o"));
+        assert!(rec.expired(OffsetDateTime::now_utc()));
+        rec.expires_at = None;
+        assert!(!rec.expired(OffsetDateTime::now_utc()));
+    }
+}

@@ -1,0 +1,298 @@
+//! Tokens, quota and billing against a real nats-server: exact under concurrency,
+//! revocation and expiry across workers, events, ledger rebuild, secrets.
+
+mod common;
+
+use ailurus::bus::codec::Encoding;
+use ailurus::bus::headers::{self, ReplyKind};
+use ailurus::bus::subjects::{self, Token};
+use ailurus::config::Config;
+use ailurus::protocol::{LLMNATSResponse, Platform, QuotaChangeEvent};
+use ailurus::quota::account::QuotaStore;
+use ailurus::quota::ledger;
+use ailurus::quota::tokens::TokenStore;
+use async_nats::HeaderMap;
+use common::{request, Stack};
+use futures::StreamExt;
+use std::time::{Duration, Instant};
+
+/// A stack with streams applied and `workers` workers in token mode.
+async fn billing_stack(workers: usize) -> (Stack, TokenStore, QuotaStore) {
+    let mut stack = Stack::server_only().await;
+    stack.apply_streams().await;
+    for _ in 0..workers {
+        stack.add_worker(Config::default()).await;
+    }
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let tokens = TokenStore::open(&js).await.unwrap();
+    let quota = QuotaStore::open(stack.client.clone()).await.unwrap();
+    (stack, tokens, quota)
+}
+
+fn auth(token: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(headers::TOKEN_SHA256, ailurus::quota::tokens::hash(token).as_str());
+    h
+}
+
+/// Send one seed request; return (final kind, status, response).
+async fn call(stack: &Stack, token: &str, user: &str, model: &str) -> (ReplyKind, u16, LLMNATSResponse) {
+    let mut req = request(Platform::Claude, model, "bill me", false);
+    req.user_id = user.into();
+    req.max_tokens = Some(50);
+    let mut replies = stack.requester().send(&req, Encoding::Json, auth(token)).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(30), replies.next_content()).await.unwrap().unwrap().unwrap();
+    (r.kind, r.status.unwrap_or(0), r.response(Encoding::Json).unwrap())
+}
+
+/// Wait until the ledger holds `n` usage records for `user`.
+async fn ledger_usage(stack: &Stack, user: &Token, n: usize) -> Vec<ledger::UsageRecord> {
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let recs: Vec<_> =
+            ledger::read_all(&js, Some(user)).await.unwrap().into_iter().filter(|r| r.kind == "usage").collect();
+        if recs.len() >= n || Instant::now() > deadline {
+            return recs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn thousand_concurrent_requests_never_overspend_and_the_ledger_matches() {
+    let (stack, tokens, quota) = billing_stack(3).await;
+    let user = Token::new("user_id", "alice").unwrap();
+    let (token, _) = tokens.create("alice", "load", None, vec![], None).await.unwrap();
+    // One mock-c2 answer to "bill me" costs a few hundred units; fund roughly a third.
+    let probe_cost = {
+        quota.topup(&user, 1_000_000).await.unwrap();
+        let (_, _, r) = call(&stack, &token, "alice", "mock-c2").await;
+        ailurus::pricing::usd_to_quota(r.cost)
+    };
+    let before = quota.balance(&user).await.unwrap();
+    let total = before.used + probe_cost * 300 + probe_cost / 2;
+    quota.set(&user, total, None).await.unwrap();
+
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let client = stack.client.clone();
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut req = request(Platform::Claude, "mock-c2", "bill me", false);
+            req.user_id = "alice".into();
+            req.max_tokens = Some(50);
+            let mut replies =
+                ailurus::client::Requester::new(client).send(&req, Encoding::Json, auth(&token)).await.unwrap();
+            let r =
+                tokio::time::timeout(Duration::from_secs(60), replies.next_content()).await.unwrap().unwrap().unwrap();
+            (r.kind, r.status, r.response(Encoding::Json).unwrap())
+        }));
+    }
+    let (mut ok, mut refused) = (0usize, 0usize);
+    for t in tasks {
+        let (kind, status, resp) = t.await.unwrap();
+        match kind {
+            ReplyKind::Done => ok += 1,
+            ReplyKind::Error => {
+                assert_eq!(status, Some(402), "{resp:?}");
+                assert!(resp.error.as_deref().unwrap_or("").contains("insufficient quota"), "{resp:?}");
+                refused += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ok + refused, 1000);
+    assert!(ok > 0 && refused > 0, "ok {ok} refused {refused}");
+    let records = ledger_usage(&stack, &user, ok + 1).await;
+    let after = quota.balance(&user).await.unwrap();
+    assert!(after.used <= after.total, "spent {} of {}", after.used, after.total);
+    let ledger_sum: i64 = records.iter().map(|r| r.quota).sum();
+    assert_eq!(ledger_sum, after.used, "sum of ledger charges equals used exactly");
+    assert_eq!(records.len(), ok + 1, "one record per answered request");
+    println!("1000 requests: {ok} answered, {refused} refused with 402; used {} of {}", after.used, after.total);
+}
+
+#[tokio::test]
+async fn revocation_and_expiry_reach_every_worker_within_a_second() {
+    let (stack, tokens, quota) = billing_stack(2).await;
+    let user = Token::new("user_id", "bob").unwrap();
+    quota.topup(&user, 1_000_000).await.unwrap();
+    let (token, rec) = tokens.create("bob", "t", None, vec![], None).await.unwrap();
+    for _ in 0..4 {
+        assert_eq!(call(&stack, &token, "bob", "mock").await.0, ReplyKind::Done);
+    }
+    tokens.revoke(&rec.id).await.unwrap();
+    let revoked_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Enough requests that both workers of the queue group answer some.
+    for _ in 0..10 {
+        let (kind, status, resp) = call(&stack, &token, "bob", "mock").await;
+        assert_eq!((kind, status), (ReplyKind::Error, 401), "{resp:?}");
+        assert!(resp.error.unwrap().contains("revoked"));
+    }
+    assert!(revoked_at.elapsed() < Duration::from_secs(5));
+
+    let (short, _) = tokens.create("bob", "short", Some(1), vec![], None).await.unwrap();
+    assert_eq!(call(&stack, &short, "bob", "mock").await.0, ReplyKind::Done);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..6 {
+        let (kind, status, resp) = call(&stack, &short, "bob", "mock").await;
+        assert_eq!((kind, status), (ReplyKind::Error, 401));
+        assert!(resp.error.unwrap().contains("expired"));
+    }
+}
+
+#[tokio::test]
+async fn auth_failures_are_clean_and_billing_free() {
+    let (stack, tokens, quota) = billing_stack(1).await;
+    let user = Token::new("user_id", "carol").unwrap();
+    quota.topup(&user, 1_000_000).await.unwrap();
+    let (token, _) = tokens.create("carol", "t", None, vec!["mock-c*".into()], Some(1_000_000)).await.unwrap();
+    // Unknown token, forged hash, wrong user, model not allowed.
+    assert_eq!(call(&stack, "sk-ail-nope", "carol", "mock-c2").await.1, 401);
+    let mut forged = request(Platform::Claude, "mock-c2", "x", false);
+    forged.user_id = "carol".into();
+    let mut h = HeaderMap::new();
+    h.insert(headers::TOKEN_SHA256, "0".repeat(64).as_str());
+    let mut r = stack.requester().send(&forged, Encoding::Json, h).await.unwrap();
+    assert_eq!(r.next_content().await.unwrap().unwrap().status, Some(401));
+    assert_eq!(call(&stack, &token, "mallory", "mock-c2").await.1, 403);
+    let (_, status, resp) = call(&stack, &token, "carol", "mock").await;
+    assert_eq!(status, 403, "{resp:?}");
+    // Nothing was billed.
+    assert_eq!(quota.balance(&user).await.unwrap().used, 0);
+    // A user without quota gets 402.
+    let (t2, _) = tokens.create("dave", "t", None, vec![], None).await.unwrap();
+    let (_, status, resp) = call(&stack, &t2, "dave", "mock").await;
+    assert_eq!(status, 402);
+    assert!(resp.error.unwrap().contains("insufficient quota"));
+}
+
+#[tokio::test]
+async fn one_quota_event_per_change_with_the_seed_fields() {
+    let (stack, tokens, quota) = billing_stack(1).await;
+    let user = Token::new("user_id", "erin").unwrap();
+    let mut events = stack.client.subscribe(subjects::quota(&user)).await.unwrap();
+    stack.client.flush().await.unwrap();
+    quota.topup(&user, 500_000).await.unwrap();
+    let ev: QuotaChangeEvent = serde_json::from_slice(&events.next().await.unwrap().payload).unwrap();
+    assert_eq!(
+        (ev.user_id.as_str(), ev.quota_total, ev.quota_used, ev.quota_remain, ev.last_cost),
+        ("erin", 500_000, 0, 500_000, 500_000)
+    );
+    let (token, _) = tokens.create("erin", "t", None, vec![], None).await.unwrap();
+    let (kind, _, resp) = call(&stack, &token, "erin", "mock").await;
+    assert_eq!(kind, ReplyKind::Done);
+    let ev: QuotaChangeEvent = serde_json::from_slice(
+        &tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap().payload,
+    )
+    .unwrap();
+    let charged = ailurus::pricing::usd_to_quota(resp.cost);
+    assert_eq!(ev.last_cost, charged);
+    assert_eq!(ev.quota_used, charged);
+    assert_eq!(ev.quota_remain, 500_000 - charged);
+    assert_eq!(ev.model.as_deref(), Some("mock"));
+    assert_eq!(ev.trace_id.as_deref(), Some(resp.trace_id.as_str()));
+    assert!(time::OffsetDateTime::parse(&ev.timestamp, &time::format_description::well_known::Rfc3339).is_ok());
+    // Exactly one per change: nothing else arrives.
+    assert!(tokio::time::timeout(Duration::from_millis(300), events.next()).await.is_err());
+}
+
+#[tokio::test]
+async fn rebuild_reports_zero_drift_live_and_repairs_a_corrupted_entry() {
+    let (stack, tokens, quota) = billing_stack(1).await;
+    let user = Token::new("user_id", "frank").unwrap();
+    quota.topup(&user, 700_000).await.unwrap();
+    let (token, _) = tokens.create("frank", "t", None, vec![], None).await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(call(&stack, &token, "frank", "mock").await.0, ReplyKind::Done);
+    }
+    ledger_usage(&stack, &user, 5).await;
+    let (records, drifts) = ledger::rebuild(&quota, true).await.unwrap();
+    assert!(records >= 6);
+    assert!(drifts.is_empty(), "{drifts:?}");
+    // Corrupt the QUOTA entry behind the gateway's back.
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let kv = js.get_key_value("QUOTA").await.unwrap();
+    kv.put("frank", br#"{"total":1,"group":"default"}"#.to_vec().into()).await.unwrap();
+    let (_, drifts) = ledger::rebuild(&quota, true).await.unwrap();
+    assert_eq!(drifts.len(), 1);
+    assert_eq!(drifts[0].ledger.total, 700_000);
+    assert_eq!(quota.balance(&user).await.unwrap().total, 1, "dry run changes nothing");
+    ledger::rebuild(&quota, false).await.unwrap();
+    assert_eq!(quota.balance(&user).await.unwrap().total, 700_000);
+    assert!(ledger::rebuild(&quota, true).await.unwrap().1.is_empty());
+}
+
+#[tokio::test]
+async fn tokens_never_reach_replies_streams_or_logs() {
+    let stack = Stack::server_only().await;
+    stack.apply_streams().await;
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let tokens = TokenStore::open(&js).await.unwrap();
+    let quota = QuotaStore::open(stack.client.clone()).await.unwrap();
+    quota.topup(&Token::new("user_id", "gina").unwrap(), 1_000_000).await.unwrap();
+    let (token, _) = tokens.create("gina", "t", None, vec![], None).await.unwrap();
+    // A worker process with debug logs captured.
+    let log = std::env::temp_dir().join(format!("ailurus-secret-{}.log", std::process::id()));
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_ailurus"))
+        .arg("worker")
+        .env("NATS_URL", &stack.server.url)
+        .env("AILURUS_LOG", "debug")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Plus a bridge in process, called over HTTP with the token as Bearer and x-api-key.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bridge_client = stack.client.clone();
+    let shutdown = stack.shutdown.clone();
+    tokio::spawn(async move { ailurus::bridge::serve(listener, bridge_client, Default::default(), shutdown).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let mut bodies = Vec::new();
+    for (path, body) in [
+        ("/v1/chat/completions", r#"{"model":"mock","messages":[{"role":"user","content":"hi"}]}"#),
+        ("/v1/chat/completions", r#"{"model":"nope","messages":[{"role":"user","content":"hi"}]}"#),
+        ("/v1/messages", r#"{"model":"mock","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#),
+        ("/v1/messages", r#"{"model":"mock","messages":"broken"}"#),
+    ] {
+        for auth in [("authorization", format!("Bearer {token}")), ("x-api-key", token.clone())] {
+            let r = http.post(format!("{base}{path}")).header(auth.0, &auth.1).body(body).send().await.unwrap();
+            bodies.push(r.text().await.unwrap());
+        }
+    }
+    // And over NATS with the seed `token` field.
+    let mut req = request(Platform::Claude, "mock", "hi", false);
+    req.user_id = "gina".into();
+    req.token = Some(token.clone());
+    let mut r = stack.requester().send(&req, Encoding::Json, HeaderMap::new()).await.unwrap();
+    bodies.push(String::from_utf8_lossy(&r.next_content().await.unwrap().unwrap().payload).into_owned());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = worker.kill();
+    let _ = worker.wait();
+    for b in &bodies {
+        assert!(!b.contains(&token), "a reply holds the token: {b}");
+    }
+    let logs = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert!(!logs.contains(&token), "the worker log holds the token");
+    // Every message of every stream, headers included (except the seed body we sent
+    // ourselves with `token`, which is the NATS client's own choice: it is the one place a
+    // plain token can reach LLM_REQUESTS, and it is why our clients send the hash).
+    for name in ["LLM_REQUESTS", "LLM_USAGE", "USER_EVENTS", "KV_TOKENS", "KV_QUOTA"] {
+        let stream = js.get_stream(name).await.unwrap();
+        let consumer =
+            stream.create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default()).await.unwrap();
+        let mut msgs = consumer.messages().await.unwrap();
+        while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(300), msgs.next()).await {
+            let text = format!("{:?} {}", m.headers, String::from_utf8_lossy(&m.payload));
+            if text.contains("\"token\":") {
+                continue;
+            }
+            assert!(!text.contains(&token), "{name} holds the token: {text}");
+        }
+    }
+}
