@@ -47,8 +47,9 @@ fn chan_url(name: &str, api: Api, base: &str, key_var: &str, priority: i32, extr
     )
 }
 
-/// Settings every gateway here starts from (bounded request time, no built-in mock).
-const BASE: &str = "[worker]\nrequest_timeout_ms = 20000\n[routing]\nbuiltin_mock = false\n";
+/// Settings every gateway here starts from: open mode (no auth, no billing: routing is what
+/// is tested here), bounded request time, no built-in mock.
+const BASE: &str = "[auth]\nmode = \"open\"\n[worker]\nrequest_timeout_ms = 20000\n[routing]\nbuiltin_mock = false\n";
 
 /// A nats-server and one worker on `config_toml`; the router handle reads channel health.
 async fn gateway(config_toml: &str) -> (Stack, Arc<Router>) {
