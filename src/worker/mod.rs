@@ -33,8 +33,8 @@ pub(crate) struct WorkerCtx {
     pub client: async_nats::Client,
     /// Worker settings.
     pub config: crate::config::WorkerConfig,
-    /// Model → provider.
-    pub router: Router,
+    /// Model → provider (shared with whoever started the worker, for `Router::snapshot`).
+    pub router: Arc<Router>,
     /// Model → price.
     pub prices: PriceTable,
     /// Requests being worked on, by trace id.
@@ -85,6 +85,18 @@ impl std::error::Error for WorkerError {}
 
 /// Run a worker on `client` until `shutdown` fires, then drain.
 pub async fn run(client: async_nats::Client, config: &Config, shutdown: Shutdown) -> Result<(), WorkerError> {
+    let router = Router::new(&config.routing, &config.channels).map_err(WorkerError)?;
+    run_with_router(client, config, Arc::new(router), shutdown).await
+}
+
+/// [`run`] with a router the caller built (from `config.routing` and `config.channels`) and
+/// keeps, to read channel health with [`Router::snapshot`] while the worker serves.
+pub async fn run_with_router(
+    client: async_nats::Client,
+    config: &Config,
+    router: Arc<Router>,
+    shutdown: Shutdown,
+) -> Result<(), WorkerError> {
     let wc = config.worker.clone();
     let (tokens, quota) = if config.auth.mode == crate::quota::AuthMode::Open {
         (None, None)
@@ -104,7 +116,7 @@ pub async fn run(client: async_nats::Client, config: &Config, shutdown: Shutdown
         client: client.clone(),
         admission: admission::Admission::new(wc.concurrency, wc.max_queued, Duration::from_millis(wc.queue_timeout_ms)),
         config: wc.clone(),
-        router: Router::new(&config.routing, &config.channels).map_err(WorkerError)?,
+        router,
         prices: PriceTable::new(&config.pricing.models),
         inflight: inflight::InFlight::default(),
     });

@@ -15,7 +15,7 @@ use crate::protocol::accumulate::{to_events, Accumulator};
 use crate::protocol::canonical::{estimate_tokens, ChatRequest, StreamEvent, Usage};
 use crate::protocol::Platform;
 use crate::providers::{ProviderError, UpstreamBody, UpstreamCall};
-use crate::router::Candidate;
+use crate::router::{Candidate, Router};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::time::{Duration, Instant};
@@ -114,10 +114,15 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
     })?;
 
     let mut last: Option<RequestError> = None;
+    let mut upstream_failed = false;
     for cand in candidates {
         if !ctx.router.claim(&cand) {
             continue;
         }
+        // Released on drop unless a verdict is recorded: also when this future is dropped
+        // mid-attempt (cancel, request timeout), which would otherwise leave a probe claimed
+        // for good and the channel stuck in `probing`.
+        let mut claim = Claim { router: &ctx.router, cand: &cand, settled: false };
         let started = Instant::now();
         match attempt(job, &cand, replier).await {
             Ok((mut delivered, ttfb)) => {
@@ -129,28 +134,53 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
                         &ProviderError::new(crate::providers::ProviderErrorKind::Protocol, f.message.clone()),
                     ),
                 }
+                claim.settled = true;
                 return Ok(delivered);
             }
             Err(AttemptFail::Unmappable(e)) => {
-                ctx.router.release(&cand);
                 tracing::debug!(channel = %cand.channel.config.name, error = %e, "request cannot use this channel's format");
                 last = Some(RequestError::new(e.status, e.message));
             }
             Err(AttemptFail::Upstream(e)) => {
                 if ctx.router.is_channel_failure(&cand, &e) {
                     ctx.router.failure(&cand, &e);
+                    claim.settled = true;
                     tracing::info!(channel = %cand.channel.config.name, error = %e, "upstream failed before the first byte; trying the next channel");
                     last = Some(RequestError::from(e));
+                    upstream_failed = true;
                 } else {
-                    // The upstream refused the request itself (4xx): no failover, pass it on.
-                    ctx.router.release(&cand);
+                    // The upstream refused the request itself (4xx): no failover, pass it on
+                    // (the claim is released on return).
                     return Err(RequestError::from(e));
                 }
             }
         }
     }
+    // No upstream failed: every channel refused the request's shape, which is the client's
+    // error (a 400 naming the feature), not a gateway failure.
+    if let (Some(e), false) = (&last, upstream_failed) {
+        return Err(e.clone());
+    }
     let last = last.map_or_else(|| "every channel is cooling down".to_string(), |e| e.message);
     Err(RequestError { status: 502, message: format!("all channels failed; last error: {last}"), retry_after: None })
+}
+
+/// A claimed candidate; releases the claim on drop unless `settled` (a verdict was recorded).
+struct Claim<'a> {
+    /// The router that holds the claim.
+    router: &'a Router,
+    /// The claimed candidate.
+    cand: &'a Candidate,
+    /// Whether `success` or `failure` was recorded.
+    settled: bool,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.router.release(self.cand);
+        }
+    }
 }
 
 /// Output state of one attempt.
@@ -169,6 +199,8 @@ struct Output<'a> {
     substantive: bool,
     /// Whether anything was published (no failover after this).
     committed: bool,
+    /// Upstream frames forwarded as they are (pass-through).
+    forwarded: u64,
     /// Everything received.
     acc: Accumulator,
     /// When the attempt started.
@@ -191,6 +223,7 @@ impl<'a> Output<'a> {
             pending_text: Vec::new(),
             substantive: false,
             committed: false,
+            forwarded: 0,
             acc: Accumulator::new(),
             started: Instant::now(),
             ttfb: None,
@@ -223,6 +256,7 @@ impl<'a> Output<'a> {
 
     fn raw(&mut self, bytes: &[u8]) {
         self.pending.extend_from_slice(bytes);
+        self.forwarded += 1;
     }
 
     async fn flush(&mut self, force: bool) {
@@ -256,8 +290,11 @@ impl<'a> Output<'a> {
         let mut err = RequestError::from(e);
         err.message = format!("upstream failed mid-stream: {}", err.message);
         if let Client::Native { format, .. } = &self.job.client {
-            let mut enc = self.encoder.take().unwrap_or_else(|| format.encoder(&self.job.model));
-            enc.error(err.status, &err.message, &mut self.pending);
+            match self.encoder.take() {
+                Some(mut enc) => enc.error(err.status, &err.message, &mut self.pending),
+                // Pass-through: the client is reading the upstream's own stream.
+                None => passthrough_error(*format, &self.acc, self.forwarded, &err, &mut self.pending),
+            }
             self.flush(true).await;
         }
         let usage = delivered_usage(&self.job.chat, &self.acc);
@@ -308,6 +345,34 @@ impl<'a> Output<'a> {
             },
             ttfb,
         )
+    }
+}
+
+/// The error event that ends a pass-through stream mid-way. The client already has the
+/// upstream's preamble (Responses `response.created`, Anthropic `message_start`…), so a fresh
+/// encoder is primed with a start, its output discarded, and writes only the failure; where
+/// the format numbers its events (`sequence_number`), the numbering continues after the
+/// `forwarded` upstream frames instead of restarting at 0.
+fn passthrough_error(format: Format, acc: &Accumulator, forwarded: u64, err: &RequestError, out: &mut Vec<u8>) {
+    let started = acc.clone().into_response("", Usage::default());
+    let mut enc = format.encoder(&started.model);
+    enc.event(&StreamEvent::Start { id: started.id, model: started.model }, &mut Vec::new());
+    let mut bytes = Vec::new();
+    enc.error(err.status, &err.message, &mut bytes);
+    let Ok(events) = formats::sse::parse(&bytes) else {
+        out.extend_from_slice(&bytes);
+        return;
+    };
+    let mut seq = forwarded;
+    for ev in events {
+        match serde_json::from_str::<serde_json::Value>(&ev.data) {
+            Ok(mut v) if v.get("sequence_number").is_some() => {
+                v["sequence_number"] = seq.into();
+                seq += 1;
+                formats::sse::json_frame(out, ev.event.as_deref(), &v);
+            }
+            _ => formats::sse::frame(out, ev.event.as_deref(), &ev.data),
+        }
     }
 }
 
@@ -408,7 +473,7 @@ async fn attempt(job: &Job, cand: &Candidate, replier: &Replier) -> Result<(Deli
                         }
                         out.flush(false).await;
                     }
-                    Err(fe) => return out.fail(fe.into(), cand).await,
+                    Err(fe) => return out.fail(upstream_error(cand, fe), cand).await,
                 }
             }
             match decoder.end() {
@@ -421,7 +486,7 @@ async fn attempt(job: &Job, cand: &Candidate, replier: &Replier) -> Result<(Deli
                         }
                     }
                 }
-                Err(fe) => return out.fail(fe.into(), cand).await,
+                Err(fe) => return out.fail(upstream_error(cand, fe), cand).await,
             }
         }
         UpstreamBody::Json(bytes) => {
@@ -431,7 +496,7 @@ async fn attempt(job: &Job, cand: &Candidate, replier: &Replier) -> Result<(Deli
                     "a JSON body from a provider without a format",
                 )));
             };
-            let resp = format.parse_response(&bytes).map_err(|e| AttemptFail::Upstream(e.into()))?;
+            let resp = format.parse_response(&bytes).map_err(|e| AttemptFail::Upstream(upstream_error(cand, e)))?;
             let events = to_events(&resp);
             if passthrough && !job.chat.stream {
                 for ev in events {
@@ -450,6 +515,17 @@ async fn attempt(job: &Job, cand: &Candidate, replier: &Replier) -> Result<(Deli
         }
     }
     Ok(out.finish(cand, None).await)
+}
+
+/// An upstream error event or error body as a provider error, with the channel's keys
+/// masked: upstreams echo keys in such messages, and only the transport's own errors are
+/// redacted before this point.
+fn upstream_error(cand: &Candidate, e: formats::FormatError) -> ProviderError {
+    let mut e = ProviderError::from(e);
+    let secrets = cand.channel.provider.secrets();
+    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    e.message = crate::redact::redact(&e.message, &refs);
+    e
 }
 
 fn total_timeout(cand: &Candidate) -> ProviderError {

@@ -2,6 +2,8 @@
 //! store, in-process workers, and worker processes (for kill and drain tests).
 #![allow(dead_code)]
 
+pub mod upstream;
+
 use ailurus::bus::codec::Encoding;
 use ailurus::client::{Replies, Requester};
 use ailurus::config::Config;
@@ -11,6 +13,7 @@ use ailurus::shutdown::Shutdown;
 use async_nats::HeaderMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A nats-server plus the workers started on it. Everything stops on drop.
@@ -49,13 +52,20 @@ impl Stack {
 
     /// Start an in-process worker with `config`, on its own connection.
     pub async fn add_worker(&mut self, config: Config) {
+        let router = ailurus::router::Router::new(&config.routing, &config.channels).expect("router");
+        self.add_routed_worker(config, Arc::new(router)).await;
+    }
+
+    /// Start an in-process worker on `router` (built from `config`), which the test keeps to
+    /// read channel health.
+    pub async fn add_routed_worker(&mut self, config: Config, router: Arc<ailurus::router::Router>) {
         let client = ailurus::bus::connect(&self.server.url, "test-worker").await.expect("connect worker");
         self.worker_clients.push(client.clone());
         let shutdown = self.shutdown.clone();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let probe = client.clone();
         self.workers.push(tokio::spawn(async move {
-            let run = ailurus::worker::run(client, &config, shutdown);
+            let run = ailurus::worker::run_with_router(client, &config, router, shutdown);
             tokio::pin!(run);
             // The worker flushes its subscriptions before serving; poll until it does.
             let mut ready = Some(ready_tx);
