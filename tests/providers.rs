@@ -1103,3 +1103,25 @@ async fn keys_rotate_and_configured_headers_are_sent() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn fields_only_a_same_format_upstream_takes_pass_through_and_are_refused_otherwise() {
+    bounded(Duration::from_secs(30), async {
+        let k = key("AILURUS_T_STRICT_KEY");
+        let gem = Upstream::start().await;
+        let base = BASE.replace("builtin_mock = false", "builtin_mock = true");
+        let cfg = format!("{base}{}", chan("gem", Api::Gemini, &gem, k, 1, "models = [\"gemini-*\"]"));
+        let (stack, _router) = gateway(&cfg).await;
+        // `cachedContent` is stateful: no conversion can carry it, but Gemini itself can.
+        let body = r#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"cachedContent":"cachedContents/abc"}"#;
+        let n = native_raw(&stack, Format::GeminiGenerate, "gemini-x", true, body.as_bytes().to_vec(), &[]).await;
+        assert_eq!(n.kind, ReplyKind::Done, "{}", String::from_utf8_lossy(&n.last));
+        assert_eq!(String::from_utf8_lossy(&gem.requests().pop().unwrap().body), body);
+        // The same field towards the mock (no Gemini channel serves mock*): the parser's 400.
+        let n = native_raw(&stack, Format::GeminiGenerate, "mock", true, body.as_bytes().to_vec(), &[]).await;
+        let last = String::from_utf8_lossy(&n.last);
+        assert_eq!((n.kind, n.status), (ReplyKind::Error, Some(400)), "{last}");
+        assert!(last.contains("cachedContent"), "{last}");
+    })
+    .await;
+}

@@ -24,7 +24,9 @@
 //! | field | what happens |
 //! |---|---|
 //! | `previous_response_id`, `conversation`, `prompt`, `background: true`, `item_reference` items | 400 naming it (stateless) |
-//! | hosted tools (`web_search`, `file_search`, `code_interpreter`, `mcp`, …) and other tool types | 400 naming the type |
+//! | hosted `web_search*` tools | removed on conversion (only OpenAI runs them; pass-through keeps them) |
+//! | `namespace` tools (Codex `multi_agent_v1`) | flattened to functions named `<namespace>__<tool>`; calls render back with `namespace` (a tool whose own name holds `__` renders with a namespace too) |
+//! | other hosted tools (`file_search`, `code_interpreter`, `mcp`, …) and other tool types | 400 naming the type |
 //! | `tool_choice` of a hosted tool, `allowed_tools` | 400 naming the type |
 //! | `input_file`, `input_audio` parts, `input_image.file_id`, unknown item / part types | 400 naming them |
 //! | `store`, `include`, `prompt_cache_key`, `metadata`, `service_tier`, `truncation`, `safety_identifier`, `stream_options`, `max_tool_calls`, `top_logprobs`, `client_metadata` | ignored |
@@ -327,7 +329,9 @@ impl InputBuilder {
             None => Err(bad(format!("{path}.type is required"))),
             Some("function_call") => {
                 let call_id = req_str(o, "call_id", &path)?;
-                let name = req_str(o, "name", &path)?;
+                let base = req_str(o, "name", &path)?;
+                let namespaced = opt_str(o, "namespace", &path)?.map(|ns| format!("{ns}{NAMESPACE_SEP}{base}"));
+                let name = namespaced.as_deref().unwrap_or(base);
                 let arguments = match get(o, "arguments") {
                     None => "{}".to_string(),
                     Some(Value::String(a)) => a.clone(),
@@ -486,6 +490,40 @@ fn parse_content_part(v: &Value, path: &str) -> Result<Part, FormatError> {
     }
 }
 
+/// Separator between a namespace and a tool name in a flattened tool name.
+pub const NAMESPACE_SEP: &str = "__";
+
+/// Hosted web search, which only OpenAI's own Responses API can run: on conversion it is
+/// removed (documented lossy mapping; pass-through keeps it).
+fn is_web_search(ty: &str) -> bool {
+    ty.starts_with("web_search")
+}
+
+/// One function or custom tool; `namespace` prefixes its name (`ns__name`).
+fn parse_function_tool(o: &Obj, ty: &str, path: &str, namespace: Option<&str>) -> Result<ToolDef, FormatError> {
+    if get(o, "name").is_none() && get(o, "function").is_some() {
+        return Err(bad(format!(
+            "{path}.name is required (Responses tools are flat: {{type, name, description, parameters}})"
+        )));
+    }
+    let base = req_str(o, "name", path)?;
+    let name = match namespace {
+        Some(ns) => format!("{ns}{NAMESPACE_SEP}{base}"),
+        None => base.to_string(),
+    };
+    let description = opt_str(o, "description", path)?.map(str::to_string);
+    let parameters = if ty == "custom" {
+        custom_tool_schema()
+    } else {
+        match get(o, "parameters") {
+            None => json!({"type": "object", "properties": {}}),
+            Some(p @ Value::Object(_)) => p.clone(),
+            Some(_) => return Err(bad(format!("{path}.parameters must be an object"))),
+        }
+    };
+    Ok(ToolDef { name, description, parameters })
+}
+
 fn parse_tools(v: &Value) -> Result<Vec<ToolDef>, FormatError> {
     let tools = v.as_array().ok_or_else(|| bad("tools must be an array"))?;
     let mut out = Vec::with_capacity(tools.len());
@@ -494,25 +532,22 @@ fn parse_tools(v: &Value) -> Result<Vec<ToolDef>, FormatError> {
         let o = t.as_object().ok_or_else(|| bad(format!("{path} must be an object")))?;
         let ty = req_str(o, "type", &path)?;
         match ty {
-            "function" | "custom" => {
-                if get(o, "name").is_none() && get(o, "function").is_some() {
-                    return Err(bad(format!(
-                        "{path}.name is required (Responses tools are flat: {{type, name, description, parameters}})"
-                    )));
-                }
-                let name = req_str(o, "name", &path)?.to_string();
-                let description = opt_str(o, "description", &path)?.map(str::to_string);
-                let parameters = if ty == "custom" {
-                    custom_tool_schema()
-                } else {
-                    match get(o, "parameters") {
-                        None => json!({"type": "object", "properties": {}}),
-                        Some(p @ Value::Object(_)) => p.clone(),
-                        Some(_) => return Err(bad(format!("{path}.parameters must be an object"))),
+            "function" | "custom" => out.push(parse_function_tool(o, ty, &path, None)?),
+            // A group of tools (Codex's `multi_agent_v1`): flattened as `namespace__tool`;
+            // calls render back with their `namespace`.
+            "namespace" => {
+                let ns = req_str(o, "name", &path)?;
+                let inner = get(o, "tools").and_then(Value::as_array).ok_or_else(|| bad(format!("{path}.tools must be an array")))?;
+                for (j, t) in inner.iter().enumerate() {
+                    let ipath = format!("{path}.tools[{j}]");
+                    let io = t.as_object().ok_or_else(|| bad(format!("{ipath} must be an object")))?;
+                    match req_str(io, "type", &ipath)? {
+                        ity @ ("function" | "custom") => out.push(parse_function_tool(io, ity, &ipath, Some(ns))?),
+                        other => return Err(bad(format!("{ipath}.type {other:?} is not supported inside a namespace"))),
                     }
-                };
-                out.push(ToolDef { name, description, parameters });
+                }
             }
+            web if is_web_search(web) => {}
             hosted if HOSTED_TOOLS.contains(&hosted) => {
                 return Err(bad(format!(
                     "{path}.type {hosted:?} is not supported: hosted tools cannot be forwarded, only function and custom tools"
@@ -592,10 +627,16 @@ fn message_item(id: &str, text: &str) -> Value {
 }
 
 fn function_call_item(id: &str, call_id: &str, name: &str, arguments: &str, status: &str) -> Value {
-    json!({
+    let mut item = json!({
         "id": id, "type": "function_call", "status": status,
         "arguments": arguments, "call_id": call_id, "name": name,
-    })
+    });
+    // A flattened namespace tool goes back as {namespace, name}.
+    if let Some((ns, base)) = name.split_once(NAMESPACE_SEP).filter(|(ns, base)| !ns.is_empty() && !base.is_empty()) {
+        item["namespace"] = json!(ns);
+        item["name"] = json!(base);
+    }
+    item
 }
 
 fn usage_json(u: &Usage) -> Value {
@@ -2887,5 +2928,33 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod codex_defaults {
+    use super::*;
+
+    /// Codex CLI's default request (its multi-agent `namespace` tool group and hosted
+    /// `web_search`) parses; namespace calls render back with their namespace.
+    #[test]
+    fn codex_default_tools_parse_and_round_trip() {
+        let body = include_bytes!("../../tests/fixtures/clients/codex_request.json");
+        let req = parse_request(body, &ParseContext::default()).expect("codex default request parses");
+        assert!(
+            req.tools.iter().any(|t| t.name == "multi_agent_v1__close_agent"),
+            "{:?}",
+            req.tools.iter().map(|t| &t.name).collect::<Vec<_>>()
+        );
+        assert!(!req.tools.iter().any(|t| t.name.starts_with("web_search")));
+        let item = function_call_item("fc_1", "call_1", "multi_agent_v1__close_agent", "{}", "completed");
+        assert_eq!((item["namespace"].as_str(), item["name"].as_str()), (Some("multi_agent_v1"), Some("close_agent")));
+        let history = serde_json::json!({"model": "m", "input": [
+            {"type": "function_call", "call_id": "c1", "namespace": "multi_agent_v1", "name": "close_agent", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "ok"}]});
+        let req = parse_request(history.to_string().as_bytes(), &ParseContext::default()).unwrap();
+        assert!(
+            matches!(&req.messages[0].content[0], Part::ToolCall { name, .. } if name == "multi_agent_v1__close_agent")
+        );
     }
 }

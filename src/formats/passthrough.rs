@@ -159,6 +159,29 @@ pub fn body(format: Format, raw: &[u8], model: &str, stream: bool) -> Result<Vec
     }
 }
 
+/// The little a gateway needs of a body it forwards without understanding it: the model
+/// (URL first, then the body's `model`), whether to stream, and `max_tokens` for the
+/// reservation. Used when strict parsing refused a field that only a same-format upstream
+/// can take (Gemini `cachedContent`, Responses `previous_response_id`, …).
+pub fn minimal_request(
+    format: Format,
+    raw: &[u8],
+    ctx: &super::ParseContext,
+) -> Option<crate::protocol::canonical::ChatRequest> {
+    let v: serde_json::Value = serde_json::from_slice(raw).ok()?;
+    let obj = v.as_object()?;
+    let model = ctx.model.clone().or_else(|| obj.get("model").and_then(|m| m.as_str()).map(str::to_string))?;
+    let stream = match format {
+        Format::GeminiGenerate => ctx.op == super::Op::StreamGenerate,
+        _ => obj.get("stream").and_then(|s| s.as_bool()).unwrap_or(false),
+    };
+    let max_tokens = ["max_tokens", "max_output_tokens", "max_completion_tokens"]
+        .iter()
+        .find_map(|k| obj.get(*k).and_then(|m| m.as_u64()))
+        .and_then(|m| u32::try_from(m).ok());
+    Some(crate::protocol::canonical::ChatRequest { model, stream, max_tokens, ..Default::default() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -310,6 +310,7 @@ fn parse_seed(msg: &Message, encoding: Encoding, subject_platform: &str) -> Resu
         client: Client::Seed,
         credential: crate::quota::auth::credential_from(msg.headers.as_ref(), seed.token.as_deref()),
         claimed_user: Some(seed.user_id.clone()),
+        strict_error: None,
     })))
 }
 
@@ -330,7 +331,18 @@ fn parse_native(msg: &Message, format: Format, subject_platform: &str) -> Result
         Some(o) => Op::parse(o).ok_or_else(|| bad(400, format!("unknown {OP} {o:?}")))?,
     };
     let ctx = ParseContext { model: get(headers::MODEL), op };
-    let chat = format.parse_request(&msg.payload, &ctx).map_err(|e| bad(e.status, e.message))?;
+    let (chat, strict_error) = match format.parse_request(&msg.payload, &ctx) {
+        Ok(chat) => (chat, None),
+        // Refused by the strict parser but well-formed JSON with a model: a same-format
+        // channel may still take it byte for byte; without one, the 400 stands.
+        Err(e) if e.status == 400 && op != Op::CountTokens => {
+            match crate::formats::passthrough::minimal_request(format, &msg.payload, &ctx) {
+                Some(chat) => (chat, Some(e)),
+                None => return Err(bad(e.status, e.message)),
+            }
+        }
+        Err(e) => return Err(bad(e.status, e.message)),
+    };
     if chat.model.trim().is_empty() {
         return Err(bad(400, "model must not be empty".into()));
     }
@@ -347,6 +359,7 @@ fn parse_native(msg: &Message, format: Format, subject_platform: &str) -> Result
         client: Client::Native { format, op, body: msg.payload.clone(), forward },
         credential: crate::quota::auth::credential_from(msg.headers.as_ref(), None),
         claimed_user: None,
+        strict_error,
     })))
 }
 

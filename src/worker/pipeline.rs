@@ -58,6 +58,9 @@ pub(crate) struct Job {
     pub credential: Option<crate::quota::auth::Credential>,
     /// A seed request's `user_id` (checked against the token's user).
     pub claimed_user: Option<String>,
+    /// Set when the native body failed strict parsing: it may still go byte for byte to an
+    /// upstream of its own format, but no conversion is possible (this is the answer then).
+    pub strict_error: Option<formats::FormatError>,
 }
 
 /// What was delivered.
@@ -401,6 +404,9 @@ async fn attempt(job: &Job, cand: &Candidate, replier: &Replier) -> Result<(Deli
         Client::Native { format, body, forward, .. } if Some(*format) == upstream_format => (true, body, forward),
         _ => (false, &[], &[]),
     };
+    if let (Some(e), false) = (&job.strict_error, passthrough) {
+        return Err(AttemptFail::Unmappable(e.clone()));
+    }
     let body: Bytes = match upstream_format {
         None => Bytes::new(),
         Some(f) if passthrough => formats::passthrough::body(f, raw_body, &cand.upstream_model, job.chat.stream)
