@@ -2,8 +2,9 @@
 # Smoke-test the real CLIs against a running Ailurus bridge, fully offline:
 #   Claude Code (`claude -p`), Codex CLI (`codex exec`) and Gemini CLI (`gemini -p`).
 #
-# Start a stack first, e.g. (open auth mode: no token needed; or pass a real token as API_KEY)
-#   cargo build && AILURUS__AUTH__MODE=open AILURUS_LOG=ailurus=debug target/debug/ailurus up
+# Start a stack first (`ailurus up`), then pass its demo token:
+#   API_KEY=$(cat .ailurus-data/demo-token) tests/clients/run_cli_smoke.sh
+# (or run the stack with AILURUS__AUTH__MODE=open and any key)
 # then
 #   tests/clients/run_cli_smoke.sh                  # bridge at http://127.0.0.1:18100
 #   BRIDGE=http://127.0.0.1:47135 tests/clients/run_cli_smoke.sh claude codex
@@ -17,9 +18,8 @@
 #   MODEL           model to ask for (default mock)
 #   API_KEY         token the CLIs send (default a dummy, fine in open auth mode)
 #   CLI_DIR         npm prefix for the CLIs (default ${TMPDIR:-/tmp}/ailurus-cli-smoke)
-#   CODEX_DEFAULTS  1: run Codex with its default tools (web_search and the multi-agent
-#                   "namespace" tool, which the Responses converter refuses today);
-#                   default 0 disables both in config.toml
+#   CODEX_DEFAULTS  1 (default): run Codex with its default tools (hosted web_search and the
+#                   multi-agent "namespace" tool); 0 disables both in config.toml
 #   TIMEOUT         seconds per CLI run (default 180)
 # Exit status: the number of CLIs that did not print a mock answer.
 set -uo pipefail
@@ -29,7 +29,7 @@ BRIDGE="${BRIDGE%/}"
 MODEL="${MODEL:-mock}"
 CLI_DIR="${CLI_DIR:-${TMPDIR:-/tmp}/ailurus-cli-smoke}"
 TIMEOUT="${TIMEOUT:-180}"
-CODEX_DEFAULTS="${CODEX_DEFAULTS:-0}"
+CODEX_DEFAULTS="${CODEX_DEFAULTS:-1}"
 CLAUDE_VERSION="${CLAUDE_VERSION:-2.1.197}"
 CODEX_VERSION="${CODEX_VERSION:-0.171.0}"
 GEMINI_VERSION="${GEMINI_VERSION:-0.61.0}"
