@@ -35,7 +35,7 @@ async fn apply_is_idempotent_and_follows_file_changes() {
     assert!(streams::apply(&js, &decls).await.unwrap().iter().all(|(_, o)| *o == Outcome::Unchanged));
 
     let rows = streams::list(&js).await.unwrap();
-    assert_eq!(rows.len(), 8);
+    assert_eq!(rows.len(), 9);
 }
 
 #[tokio::test]
@@ -50,8 +50,34 @@ async fn the_cli_applies_and_lists() {
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
-    assert_eq!(run(&["streams", "apply"]).matches("created").count(), 8);
-    assert_eq!(run(&["streams", "apply"]).matches("unchanged").count(), 8);
+    assert_eq!(run(&["streams", "apply"]).matches("created").count(), 9);
+    assert_eq!(run(&["streams", "apply"]).matches("unchanged").count(), 9);
     let list = run(&["streams", "list"]);
     assert!(list.contains("LLM_USAGE") && list.contains("llm.request.*"), "{list}");
+}
+
+#[tokio::test]
+async fn channel_health_is_published_for_ailurus_channels() {
+    let mut stack = Stack::server_only().await;
+    stack.apply_streams().await;
+    stack.add_worker(common::open_config()).await;
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let reports = loop {
+        let r = ailurus::worker::health::read_all(&js).await.unwrap();
+        if !r.is_empty() || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].channels.iter().any(|c| c.channel == "mock" && c.state == "ok"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ailurus"))
+        .arg("channels")
+        .env("NATS_URL", &stack.server.url)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1 live worker") && text.contains("mock"), "{text}");
 }

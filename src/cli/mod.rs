@@ -4,6 +4,7 @@
 mod admin;
 mod audit;
 mod bridge;
+mod channels;
 mod req;
 mod streams;
 mod up;
@@ -44,6 +45,12 @@ pub enum Command {
     },
     /// Send one request over NATS and print the answer.
     Req(req::ReqArgs),
+    /// Health of every channel on every live worker.
+    Channels {
+        /// One JSON report per worker.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(admin::TokenCmd),
@@ -93,6 +100,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Req(args) => req::run(config, args).await,
         Command::Streams(cmd) => streams::run(config, cmd).await,
         Command::Token(cmd) => admin::token(config, cmd).await,
+        Command::Channels { json } => channels::run(config, json).await,
         Command::Audit(cmd) => audit::run(config, cmd).await,
         Command::Chat(cmd) => audit::chat(config, cmd).await,
         Command::Quota(cmd) => admin::quota(config, cmd).await,

@@ -11,6 +11,7 @@
 pub mod admission;
 mod api;
 mod handler;
+pub mod health;
 pub mod inflight;
 mod models;
 mod pipeline;
@@ -120,6 +121,12 @@ pub async fn run_with_router(
         prices: PriceTable::new(&config.pricing.models),
         inflight: inflight::InFlight::default(),
     });
+    tokio::spawn(health::publish_loop(
+        client.clone(),
+        ctx.router.clone(),
+        format!("worker-{}", nuid::next()),
+        shutdown.clone(),
+    ));
     // Load the count_tokens vocabulary in the background, so the first count is fast.
     tokio::task::spawn_blocking(|| crate::tokenize::count(""));
     let mut requests = client
