@@ -5,6 +5,25 @@ use crate::config::Config;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
+/// One channel summed over workers.
+#[derive(Default)]
+struct Row {
+    /// Upstream kind.
+    kind: String,
+    /// Priority tier.
+    priority: i32,
+    /// Weight in the tier.
+    weight: u32,
+    /// Successes on all workers.
+    ok: u64,
+    /// Failures on all workers.
+    failed: u64,
+    /// Worst average time to first byte.
+    ttfb_ms: f64,
+    /// Workers where it is not healthy.
+    states: Vec<String>,
+}
+
 /// Print per-channel totals across workers, then each worker's state.
 pub async fn run(config: Config, json: bool) -> Result<ExitCode, String> {
     let client = super::connect(&config, "ailurus-admin").await?;
