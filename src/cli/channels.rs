@@ -35,18 +35,20 @@ pub async fn run(config: Config, json: bool) -> Result<ExitCode, String> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    // channel → (kind, priority, weight, successes, failures, worst ttfb, states)
-    let mut by_channel: BTreeMap<String, (String, i32, u32, u64, u64, f64, Vec<String>)> = BTreeMap::new();
+    let mut by_channel: BTreeMap<String, Row> = BTreeMap::new();
     for r in &reports {
         for c in &r.channels {
-            let e = by_channel
-                .entry(c.channel.clone())
-                .or_insert_with(|| (c.kind.clone(), c.priority, c.weight, 0, 0, 0.0, Vec::new()));
-            e.3 += c.successes;
-            e.4 += c.failures;
-            e.5 = e.5.max(c.ttfb_ms);
+            let e = by_channel.entry(c.channel.clone()).or_insert_with(|| Row {
+                kind: c.kind.clone(),
+                priority: c.priority,
+                weight: c.weight,
+                ..Default::default()
+            });
+            e.ok += c.successes;
+            e.failed += c.failures;
+            e.ttfb_ms = e.ttfb_ms.max(c.ttfb_ms);
             if c.state != "ok" {
-                e.6.push(format!("{}:{}({} ms)", r.worker, c.state, c.cooldown_left_ms));
+                e.states.push(format!("{}:{}({} ms)", r.worker, c.state, c.cooldown_left_ms));
             }
         }
     }
@@ -55,9 +57,12 @@ pub async fn run(config: Config, json: bool) -> Result<ExitCode, String> {
         "{:<20} {:<17} {:>8} {:>6} {:>9} {:>9} {:>10}  state",
         "channel", "kind", "priority", "weight", "ok", "failed", "ttfb ms"
     );
-    for (name, (kind, prio, weight, ok, failed, ttfb, states)) in by_channel {
-        let state = if states.is_empty() { "ok".to_string() } else { states.join(", ") };
-        println!("{name:<20} {kind:<17} {prio:>8} {weight:>6} {ok:>9} {failed:>9} {ttfb:>10.1}  {state}");
+    for (name, r) in by_channel {
+        let state = if r.states.is_empty() { "ok".to_string() } else { r.states.join(", ") };
+        println!(
+            "{name:<20} {:<17} {:>8} {:>6} {:>9} {:>9} {:>10.1}  {state}",
+            r.kind, r.priority, r.weight, r.ok, r.failed, r.ttfb_ms
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
