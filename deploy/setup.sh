@@ -43,3 +43,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "${SDK_PINS[@]}"
 fi
 echo "setup: Python SDKs ${SDK_PINS[*]} in $VENV"
+
+# Client examples (examples/README.md): nats-py for examples/python, and the pinned npm
+# packages of examples/ts when Node is there. Both only when missing or out of date.
+NATS_PY_VERSION="2.16.0"
+if [ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("nats-py"))' 2>/dev/null)" != "$NATS_PY_VERSION" ]; then
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "nats-py==$NATS_PY_VERSION"
+fi
+if command -v npm >/dev/null && command -v node >/dev/null; then
+  ts=examples/ts
+  if [ ! -f "$ts/node_modules/.package-lock.json" ] || [ "$ts/package-lock.json" -nt "$ts/node_modules/.package-lock.json" ]; then
+    (cd "$ts" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+  echo "setup: node $(node --version), examples/ts packages installed"
+else
+  echo "setup: node/npm not found; the examples/ts tests will be skipped" >&2
+fi
