@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::path::Path;
 
 /// The declarations compiled into the binary, so `ailurus` works from any directory.
-pub const EMBEDDED: [(&str, &str); 9] = [
+pub const EMBEDDED: [(&str, &str); 10] = [
     ("CHAT_MESSAGES.json", include_str!("../streams/CHAT_MESSAGES.json")),
     ("SESSION_STATUS.json", include_str!("../streams/SESSION_STATUS.json")),
     ("USER_EVENTS.json", include_str!("../streams/USER_EVENTS.json")),
@@ -17,6 +17,7 @@ pub const EMBEDDED: [(&str, &str); 9] = [
     ("KV_QUOTA.json", include_str!("../streams/KV_QUOTA.json")),
     ("QUOTA_COUNTERS.json", include_str!("../streams/QUOTA_COUNTERS.json")),
     ("KV_CHANNEL_HEALTH.json", include_str!("../streams/KV_CHANNEL_HEALTH.json")),
+    ("RATE_COUNTERS.json", include_str!("../streams/RATE_COUNTERS.json")),
 ];
 
 /// What `apply` did to one stream.

@@ -296,3 +296,56 @@ async fn tokens_never_reach_replies_streams_or_logs() {
         }
     }
 }
+
+#[tokio::test]
+async fn rate_limits_hold_across_two_workers() {
+    let (stack, tokens, quota) = billing_stack(2).await;
+    quota.topup(&Token::new("user_id", "rita").unwrap(), 10_000_000).await.unwrap();
+    let limits = ailurus::quota::tokens::RateLimits { rpm: Some(5), ..Default::default() };
+    let (token, _) = tokens.create_with_limits("rita", "rpm", None, vec![], None, limits).await.unwrap();
+    // Requests per minute: 5 pass (whichever worker takes them), the rest get 429.
+    // (A minute boundary in the middle would reset the window: retry once if it does.)
+    let mut outcomes = Vec::new();
+    for _ in 0..9 {
+        let (kind, status, resp) = call(&stack, &token, "rita", "mock").await;
+        outcomes.push((kind, status, resp));
+    }
+    let ok = outcomes.iter().filter(|o| o.0 == ReplyKind::Done).count();
+    let limited: Vec<_> = outcomes.iter().filter(|o| o.1 == 429).collect();
+    assert!(ok == 5 || ok == 10 - limited.len(), "ok {ok}, limited {}", limited.len());
+    assert!(ok <= 9 && !limited.is_empty() && ok + limited.len() == 9);
+    assert!(limited[0].2.error.as_deref().unwrap().contains("5 requests per minute"));
+
+    // Concurrency 2: two hanging streams hold both slots; a third is refused at once; a
+    // cancel frees a slot.
+    let limits = ailurus::quota::tokens::RateLimits { concurrency: Some(2), ..Default::default() };
+    let (t2, _) = tokens.create_with_limits("rita", "conc", None, vec![], None, limits).await.unwrap();
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut req = request(Platform::Claude, "mock-hang", &format!("hold {i}"), true);
+        req.user_id = "rita".into();
+        let mut replies = stack.requester().send(&req, Encoding::Json, auth(&t2)).await.unwrap();
+        assert_eq!(replies.next_content().await.unwrap().unwrap().kind, ReplyKind::Chunk);
+        held.push(replies);
+    }
+    let (kind, status, resp) = call(&stack, &t2, "rita", "mock").await;
+    assert_eq!((kind, status), (ReplyKind::Error, 429), "{resp:?}");
+    drop(held.pop()); // cancels one stream
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (kind, _, _) = call(&stack, &t2, "rita", "mock").await;
+        if kind == ReplyKind::Done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cancelled stream's slot was never freed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Tokens per minute: a tiny budget refuses the second request.
+    let limits = ailurus::quota::tokens::RateLimits { tpm: Some(80), ..Default::default() };
+    let (t3, _) = tokens.create_with_limits("rita", "tpm", None, vec![], None, limits).await.unwrap();
+    assert_eq!(call(&stack, &t3, "rita", "mock").await.0, ReplyKind::Done);
+    let (_, status, resp) = call(&stack, &t3, "rita", "mock").await;
+    assert_eq!(status, 429, "{resp:?}");
+    assert!(resp.error.unwrap().contains("tokens per minute"));
+}

@@ -42,8 +42,15 @@ pub const QUOTA_REQUESTS: SubjectSpec = SubjectSpec { name: "quota_requests", pa
 /// `ailurus.api.{op}`
 pub const API: SubjectSpec = SubjectSpec { name: "api", pattern: "ailurus.api.{op}" };
 
-/// Every subject: design §2, the quota counters and the user API.
-pub const SPECS: [SubjectSpec; 13] = [
+/// `quota.rpm.{token_id}.{window}` (a server-side counter)
+pub const RATE_RPM: SubjectSpec = SubjectSpec { name: "rate_rpm", pattern: "quota.rpm.{token_id}.{window}" };
+/// `quota.tpm.{token_id}.{window}` (a server-side counter)
+pub const RATE_TPM: SubjectSpec = SubjectSpec { name: "rate_tpm", pattern: "quota.tpm.{token_id}.{window}" };
+/// `quota.conc.{token_id}` (a server-side counter)
+pub const RATE_CONC: SubjectSpec = SubjectSpec { name: "rate_conc", pattern: "quota.conc.{token_id}" };
+
+/// Every subject: design §2, the quota and rate counters and the user API.
+pub const SPECS: [SubjectSpec; 16] = [
     REQUEST,
     RESPONSE,
     CANCEL,
@@ -57,6 +64,9 @@ pub const SPECS: [SubjectSpec; 13] = [
     QUOTA_TOKEN_USED,
     QUOTA_REQUESTS,
     API,
+    RATE_RPM,
+    RATE_TPM,
+    RATE_CONC,
 ];
 
 /// A subject token that came from input, validated as `[A-Za-z0-9_-]{1,128}`.
@@ -201,6 +211,18 @@ pub fn quota_token_used(token_id: &Token) -> String {
 /// `quota.requests.<user_id>`
 pub fn quota_requests(user_id: &Token) -> String {
     render(QUOTA_REQUESTS, &[user_id.as_str()])
+}
+/// `quota.rpm.<token_id>.<window>`
+pub fn rate_rpm(token_id: &Token, window: u64) -> String {
+    render(RATE_RPM, &[token_id.as_str(), &window.to_string()])
+}
+/// `quota.tpm.<token_id>.<window>`
+pub fn rate_tpm(token_id: &Token, window: u64) -> String {
+    render(RATE_TPM, &[token_id.as_str(), &window.to_string()])
+}
+/// `quota.conc.<token_id>`
+pub fn rate_conc(token_id: &Token) -> String {
+    render(RATE_CONC, &[token_id.as_str()])
 }
 /// `ailurus.api.<op>`
 pub fn api(op: &str) -> String {

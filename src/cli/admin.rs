@@ -31,6 +31,15 @@ pub enum TokenCmd {
         /// Allowed model patterns, comma separated (`claude-*,gpt-*`).
         #[arg(long)]
         models: Option<String>,
+        /// Requests per minute (across all workers).
+        #[arg(long)]
+        rpm: Option<u32>,
+        /// Tokens per minute (across all workers).
+        #[arg(long)]
+        tpm: Option<u64>,
+        /// Requests in flight at once (across all workers).
+        #[arg(long)]
+        concurrency: Option<u32>,
     },
     /// List tokens (never the tokens themselves).
     List {
@@ -104,13 +113,14 @@ pub async fn token(config: Config, cmd: TokenCmd) -> Result<ExitCode, String> {
     let js = async_nats::jetstream::new(client.clone());
     let store = TokenStore::open(&js).await?;
     match cmd {
-        TokenCmd::Create { user, name, quota, expires, models } => {
+        TokenCmd::Create { user, name, quota, expires, models, rpm, tpm, concurrency } => {
             let limit = quota.as_deref().map(parse_amount).transpose()?;
             let secs = expires.as_deref().map(tokens::parse_duration).transpose()?;
             let models: Vec<String> = models
                 .map(|m| m.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
                 .unwrap_or_default();
-            let (plain, rec) = store.create(&user, &name, secs, models, limit).await?;
+            let limits = tokens::RateLimits { rpm, tpm, concurrency };
+            let (plain, rec) = store.create_with_limits(&user, &name, secs, models, limit, limits).await?;
             publish_event(
                 &client,
                 &AuthEvent {

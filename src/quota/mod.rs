@@ -7,6 +7,7 @@
 //!   reserve and settle is one atomic increment, so concurrent workers never lose an update.
 //! - [`ledger`]: one `UsageRecord` per finished request (and per top-up) on
 //!   `llm.usage.<user>` (`LLM_USAGE`); `rebuild` recomputes balances from it.
+//! - [`ratelimit`]: per-token requests/tokens per minute and concurrency, as counters.
 //! - [`auth`]: who a request is, from its headers or the seed `token` field.
 //!
 //! Units follow NEW-API: 500,000 quota units = 1 USD.
@@ -14,6 +15,7 @@
 pub mod account;
 pub mod auth;
 pub mod ledger;
+pub mod ratelimit;
 pub mod tokens;
 
 use serde::Deserialize;

@@ -47,6 +47,15 @@ pub struct TokenRecord {
     /// `quota.tokenused.<hash>`); none means only the user's quota applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota_limit: Option<i64>,
+    /// Requests per minute, across all workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    /// Tokens (prompt + output) per minute, across all workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    /// Requests in flight at once, across all workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
 }
 
 impl TokenRecord {
@@ -62,6 +71,17 @@ impl TokenRecord {
     pub fn allows(&self, model: &str) -> bool {
         self.models.is_empty() || self.models.iter().any(|p| crate::wildcard::matches(p, model))
     }
+}
+
+/// A token's rate limits (none: unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Requests per minute.
+    pub rpm: Option<u32>,
+    /// Tokens per minute.
+    pub tpm: Option<u64>,
+    /// Requests in flight.
+    pub concurrency: Option<u32>,
 }
 
 /// sha256 of a token, lowercase hex: the `TOKENS` key and the counter token.
@@ -178,6 +198,19 @@ impl TokenStore {
         models: Vec<String>,
         quota_limit: Option<i64>,
     ) -> Result<(String, TokenRecord), String> {
+        self.create_with_limits(user_id, name, expires_in_secs, models, quota_limit, RateLimits::default()).await
+    }
+
+    /// [`Self::create`] with rate limits.
+    pub async fn create_with_limits(
+        &self,
+        user_id: &str,
+        name: &str,
+        expires_in_secs: Option<i64>,
+        models: Vec<String>,
+        quota_limit: Option<i64>,
+        limits: RateLimits,
+    ) -> Result<(String, TokenRecord), String> {
         crate::bus::subjects::Token::new("user_id", user_id).map_err(|e| e.to_string())?;
         let plain = generate()?;
         let h = hash(&plain);
@@ -196,6 +229,9 @@ impl TokenStore {
             expires_at,
             models,
             quota_limit,
+            rpm: limits.rpm,
+            tpm: limits.tpm,
+            concurrency: limits.concurrency,
         };
         let body = serde_json::to_vec(&rec).map_err(|e| e.to_string())?;
         self.kv.create(&h, body.into()).await.map_err(|e| format!("store token: {e}"))?;
@@ -258,6 +294,9 @@ mod tests {
             expires_at: Some("2026-01-02T00:00:00Z".into()),
             models: vec!["claude-*".into()],
             quota_limit: None,
+            rpm: None,
+            tpm: None,
+            concurrency: None,
         };
         assert!(rec.allows("claude-x") && !rec.allows("gpt-4o"));
         assert!(rec.expired(OffsetDateTime::now_utc()));

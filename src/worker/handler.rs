@@ -141,6 +141,30 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         job.user_id = p.user.to_string();
         super::sync::presence(&ctx, &p.user).await;
     }
+    // Rate limits first (cheapest to refuse), then the quota reservation.
+    let est_tokens =
+        job.chat.estimate_prompt_tokens() + job.chat.max_tokens.unwrap_or(ctx.auth.default_output_estimate) as u64;
+    let admitted = match (&principal, &ctx.rates) {
+        (Some(crate::quota::auth::Principal { token: Some((hash, rec)), .. }), Some(rates)) => {
+            match rates.admit(hash, rec, est_tokens).await {
+                Ok(a) => a,
+                Err(e) => {
+                    let err = RequestError { status: e.status, message: e.message, retry_after: Some(e.retry_after) };
+                    finish(&ctx, &replier, &job, started, Err(err), 1.0).await;
+                    return;
+                }
+            }
+        }
+        _ => None,
+    };
+    let release = |actual: Option<u64>| {
+        let (rates, admitted) = (ctx.rates.clone(), admitted.clone());
+        async move {
+            if let (Some(r), Some(a)) = (rates, admitted) {
+                r.release(a, actual).await;
+            }
+        }
+    };
     // Reserve before any upstream work; refuse with 402 when the quota cannot cover it.
     let reservation = match (&principal, &ctx.quota) {
         (Some(p), Some(q)) => {
@@ -149,6 +173,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
             match q.reserve(&p.user, token_limit, estimate).await {
                 Ok(r) => Some(r),
                 Err(e) => {
+                    release(None).await;
                     finish(&ctx, &replier, &job, started, Err(RequestError::new(e.status, e.message)), 1.0).await;
                     return;
                 }
@@ -170,6 +195,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         let err = RequestError::new(409, format!("trace_id {} is already in flight", job.trace_id));
         let summary = finish(&ctx, &replier, &job, started, Err(err), ratio).await;
         settle(&ctx, &job, principal.as_ref(), reservation, &summary).await;
+        release(None).await;
         return;
     };
     super::sync::started(&ctx, &job).await;
@@ -200,6 +226,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         super::sync::audit_copy(&ctx, &job.trace_id, &summary.resp, summary.status).await;
     }
     settle(&ctx, &job, principal.as_ref(), reservation, &summary).await;
+    release(Some(summary.usage.map_or(0, |u| u.prompt_total() + u.output_tokens))).await;
 }
 
 /// What billing needs of a finished request.

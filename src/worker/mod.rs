@@ -48,6 +48,8 @@ pub(crate) struct WorkerCtx {
     pub tokens: Option<crate::quota::tokens::TokenStore>,
     /// Quota accounts and counters (none in open mode).
     pub quota: Option<crate::quota::account::QuotaStore>,
+    /// Per-token rate limits (none in open mode or without `RATE_COUNTERS`).
+    pub rates: Option<crate::quota::ratelimit::RateLimiter>,
     /// Price multipliers per group.
     pub group_ratios: std::collections::BTreeMap<String, f64>,
     /// When each user's presence was last published (throttle).
@@ -99,19 +101,21 @@ pub async fn run_with_router(
     shutdown: Shutdown,
 ) -> Result<(), WorkerError> {
     let wc = config.worker.clone();
-    let (tokens, quota) = if config.auth.mode == crate::quota::AuthMode::Open {
-        (None, None)
+    let (tokens, quota, rates) = if config.auth.mode == crate::quota::AuthMode::Open {
+        (None, None, None)
     } else {
         let js = async_nats::jetstream::new(client.clone());
         let tokens = crate::quota::tokens::TokenStore::open(&js).await.map_err(WorkerError)?;
         tokens.follow(shutdown.clone()).await.map_err(WorkerError)?;
         let quota = crate::quota::account::QuotaStore::open(client.clone()).await.map_err(WorkerError)?;
-        (Some(tokens), Some(quota))
+        let rates = crate::quota::ratelimit::RateLimiter::open(client.clone()).await;
+        (Some(tokens), Some(quota), rates)
     };
     let ctx = Arc::new(WorkerCtx {
         auth: config.auth.clone(),
         tokens,
         quota,
+        rates,
         group_ratios: config.pricing.groups.clone(),
         presence: dashmap::DashMap::new(),
         client: client.clone(),
