@@ -178,7 +178,9 @@ mod tests {
                 "LLM_USAGE",
                 "KV_TOKENS",
                 "KV_QUOTA",
-                "QUOTA_COUNTERS"
+                "QUOTA_COUNTERS",
+                "KV_CHANNEL_HEALTH",
+                "RATE_COUNTERS"
             ]
         );
         let counters = decls.iter().find(|d| d.config.name == "QUOTA_COUNTERS").unwrap();
