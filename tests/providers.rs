@@ -1125,3 +1125,60 @@ async fn fields_only_a_same_format_upstream_takes_pass_through_and_are_refused_o
     })
     .await;
 }
+
+#[tokio::test]
+async fn count_tokens_goes_to_an_upstream_that_counts_else_is_local() {
+    bounded(Duration::from_secs(30), async {
+        let k = key("AILURUS_T_COUNT_KEY");
+        let (anth, gem) = (Upstream::start().await, Upstream::start().await);
+        let cfg = format!(
+            "{BASE}{}{}",
+            chan("anth", Api::Anthropic, &anth, k, 1, "models = [\"claude-*\"]"),
+            chan("gem", Api::Gemini, &gem, k, 1, "models = [\"gemini-*\"]")
+        );
+        let (stack, _router) = gateway(&cfg).await;
+        let body = r#"{"model":"claude-x","messages":[{"role":"user","content":"count me"}],"x_new":1}"#;
+        let n = native_op(&stack, Format::AnthropicMessages, "count_tokens", None, body).await;
+        assert_eq!(n, r#"{"input_tokens":4242}"#);
+        let got = anth.requests().pop().unwrap();
+        assert_eq!(got.path, "/v1/messages/count_tokens");
+        assert_eq!(String::from_utf8_lossy(&got.body), body, "passed through as is");
+        let n = native_op(
+            &stack,
+            Format::GeminiGenerate,
+            "count_tokens",
+            Some("gemini-x"),
+            r#"{"contents":[{"parts":[{"text":"hi"}]}]}"#,
+        )
+        .await;
+        assert_eq!(n, r#"{"totalTokens":4343}"#);
+        assert_eq!(gem.requests().pop().unwrap().path, "/v1beta/models/gemini-x:countTokens");
+        // A model only a differently shaped channel serves: counted locally (o200k).
+        let n = native_op(
+            &stack,
+            Format::GeminiGenerate,
+            "count_tokens",
+            Some("claude-x"),
+            r#"{"contents":[{"parts":[{"text":"hello world"}]}]}"#,
+        )
+        .await;
+        let v: serde_json::Value = serde_json::from_str(&n).unwrap();
+        assert!(v["totalTokens"].as_u64().unwrap() > 0 && v["totalTokens"] != 4343, "{n}");
+    })
+    .await;
+}
+
+/// Send a native request with an `Ailurus-Op`; return the body written to the client.
+async fn native_op(stack: &Stack, format: Format, op: &str, model: Option<&str>, body: &str) -> String {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(ailurus::bus::headers::FORMAT, format.as_str());
+    h.insert(ailurus::bus::headers::OP, op);
+    if let Some(m) = model {
+        h.insert(ailurus::bus::headers::MODEL, m);
+    }
+    let subject = ailurus::bus::subjects::request(platform_of(format));
+    let mut replies = stack.requester().send_raw(subject, h, body.as_bytes().to_vec().into(), None).await.unwrap();
+    let r = replies.next_content().await.unwrap().unwrap();
+    assert_eq!(r.kind, ReplyKind::Chunk, "{}", String::from_utf8_lossy(&r.payload));
+    String::from_utf8(r.payload.to_vec()).unwrap()
+}

@@ -134,6 +134,36 @@ impl HttpProvider {
         }
     }
 
+    /// Ask the upstream to count a request's input tokens (Anthropic
+    /// `/v1/messages/count_tokens`, Gemini `:countTokens`); the body is already in the
+    /// upstream's format and the answer comes back as is.
+    pub async fn count_tokens(&self, call: UpstreamCall<'_>) -> Result<Bytes, ProviderError> {
+        let mut ep = self.endpoint(&call);
+        ep.url = match self.kind {
+            ProviderKind::Anthropic => format!("{}/count_tokens", ep.url),
+            ProviderKind::Gemini => ep.url.replace(":generateContent", ":countTokens"),
+            ProviderKind::OpenAi | ProviderKind::OpenAiResponses | ProviderKind::Mock => {
+                return Err(ProviderError::new(
+                    ProviderErrorKind::InvalidRequest,
+                    "this upstream has no token counting",
+                ))
+            }
+        };
+        let mut req = self.client.post(&ep.url).header("content-type", "application/json");
+        for (k, v) in ep.headers.iter().chain(self.extra_headers.iter()) {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let resp = match tokio::time::timeout(self.timeouts.first_byte(), req.body(call.body.clone()).send()).await {
+            Err(_) => return Err(ProviderError::new(ProviderErrorKind::Timeout, "count_tokens: no answer in time")),
+            Ok(Err(e)) => return Err(self.transport_error(&e)),
+            Ok(Ok(r)) => r,
+        };
+        if !resp.status().is_success() {
+            return Err(self.status_error(resp).await);
+        }
+        read_limited(resp, MAX_ERROR_BODY, self.timeouts.total()).await.map_err(|e| self.redacted(e))
+    }
+
     fn redacted(&self, mut e: ProviderError) -> ProviderError {
         e.message = self.redact(&e.message);
         e

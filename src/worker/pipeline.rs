@@ -87,15 +87,17 @@ enum AttemptFail {
 
 /// Route, fail over, deliver.
 pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Result<Delivered, RequestError> {
-    if let Client::Native { format, op: Op::CountTokens, .. } = &job.client {
-        // BPE counting is CPU work (and the first call loads the vocabulary, ~1 s in a debug
-        // build): keep it off the async threads, or the heartbeat already queued for the
-        // requester can sit behind it past the requester's first-reply wait.
-        let chat = job.chat.clone();
-        let n = tokio::task::spawn_blocking(move || crate::tokenize::count_request(&chat))
-            .await
-            .map_err(|e| RequestError::new(500, format!("token counting failed: {e}")))?;
-        replier.native_chunk(Some((200, "application/json")), format.render_count_tokens(n)).await;
+    if let Client::Native { format, op: Op::CountTokens, body, forward } = &job.client {
+        let bytes = match count_upstream(ctx, job, *format, body, forward).await {
+            Some(b) => b,
+            None => {
+                // Local count with the o200k tokenizer, off the async threads.
+                let chat = job.chat.clone();
+                let n = tokio::task::spawn_blocking(move || crate::tokenize::count_request(&chat)).await.unwrap_or(0);
+                format.render_count_tokens(n)
+            }
+        };
+        replier.native_chunk(Some((200, "application/json")), bytes).await;
         return Ok(Delivered {
             acc: Accumulator::new(),
             usage: Usage::default(),
@@ -182,6 +184,40 @@ impl Drop for Claim<'_> {
     fn drop(&mut self) {
         if !self.settled {
             self.router.release(self.cand);
+        }
+    }
+}
+
+/// Count tokens at the first channel that speaks the client's format and can count
+/// (Anthropic, Gemini); `None` to count locally.
+async fn count_upstream(
+    ctx: &WorkerCtx,
+    job: &Job,
+    format: Format,
+    body: &Bytes,
+    forward: &[(String, String)],
+) -> Option<Vec<u8>> {
+    let cand = ctx.router.candidates(&job.model, job.platform.as_str()).into_iter().find(|c| {
+        c.channel.kind.format() == Some(format)
+            && matches!(
+                c.channel.kind,
+                crate::providers::ProviderKind::Anthropic | crate::providers::ProviderKind::Gemini
+            )
+    })?;
+    let crate::providers::Provider::Http(http) = &cand.channel.provider else { return None };
+    let upstream_body = formats::passthrough::body(format, body, &cand.upstream_model, false).ok()?;
+    let call = UpstreamCall {
+        chat: &job.chat,
+        body: upstream_body.into(),
+        model: &cand.upstream_model,
+        stream: false,
+        forward_headers: forward,
+    };
+    match http.count_tokens(call).await {
+        Ok(b) => Some(b.to_vec()),
+        Err(e) => {
+            tracing::debug!(channel = %cand.channel.config.name, error = %e, "upstream count_tokens failed; counting locally");
+            None
         }
     }
 }
