@@ -42,6 +42,7 @@
 //! | response: `RedactedThinking` | a thought part `{text:"", thought:true, thoughtSignature:"ailurus-redacted:<data>"}`, turned back into `RedactedThinking` when a client sends it again |
 //! | response: `ThinkingSignature` | attached to the next text / functionCall part, else a part `{text:"", thought:true, thoughtSignature}` |
 //! | response: tool call arguments that are not a JSON object | `args: {}` |
+//! | response / build: a tool call without a name | `functionCall.name: "unknown_function"` (Gemini requires a name) |
 //! | response: `tool_use` / `stop_sequence` finish | `STOP` (Gemini reports function calls and stop sequences as `STOP`) |
 //! | response: `cache_write_tokens` | counted in `promptTokenCount` (Gemini has no cache-write count) |
 //! | upstream: `toolUsePromptTokenCount` | counted as input |
@@ -755,6 +756,19 @@ enum Audience {
     Upstream,
 }
 
+/// The name written for a tool call that has none (an upstream that never sent it): Gemini
+/// requires a non-empty `functionCall.name`, and a client answers an unknown name with an
+/// error result the model can read.
+const UNNAMED_FUNCTION: &str = "unknown_function";
+
+fn function_name(name: &str) -> String {
+    if name.is_empty() {
+        UNNAMED_FUNCTION.to_string()
+    } else {
+        name.to_string()
+    }
+}
+
 fn sig_part(sig: &str) -> Value {
     json!({"text": "", "thought": true, "thoughtSignature": sig})
 }
@@ -847,7 +861,7 @@ fn gemini_parts(
                     (None, c) => c,
                 };
                 let mut fc = Obj::new();
-                fc.insert("name".into(), Value::String(name.clone()));
+                fc.insert("name".into(), Value::String(function_name(name)));
                 fc.insert("args".into(), args_object(arguments));
                 if audience == Audience::Client && !id.is_empty() {
                     fc.insert("id".into(), Value::String(id.clone()));
@@ -879,7 +893,7 @@ fn gemini_parts(
                 }
                 let key = if *is_error { "error" } else { "content" };
                 let mut fr = Obj::new();
-                fr.insert("name".into(), Value::String(name));
+                fr.insert("name".into(), Value::String(function_name(&name)));
                 fr.insert("response".into(), json!({ key: texts.join("\n") }));
                 if audience == Audience::Client && !call_id.is_empty() {
                     fr.insert("id".into(), Value::String(call_id.clone()));
@@ -1590,7 +1604,7 @@ impl Encoder {
             .into_iter()
             .map(|t| {
                 let mut fc = Obj::new();
-                fc.insert("name".into(), Value::String(t.name));
+                fc.insert("name".into(), Value::String(function_name(&t.name)));
                 fc.insert("args".into(), args_object(&t.args));
                 if !t.id.is_empty() {
                     fc.insert("id".into(), Value::String(t.id));
