@@ -37,6 +37,7 @@
 //! | `Usage.reasoning_tokens`, `estimated` | not carried (Anthropic has no field) |
 //! | `ToolCall.arguments` not a JSON object | `input: {"_raw_arguments": "<text>"}`; empty → `{}` |
 //! | `Thinking` without a signature | `signature: ""` |
+//! | `ToolCall.signature` (Gemini `thoughtSignature`) | a `thinking` block with empty text and that signature right before the `tool_use`; sent back, it parses as `Thinking { text: "", signature }`, which the Gemini builder puts back on the call |
 //! | `Image` / `ToolResult` parts in an answer | omitted (an assistant answer cannot carry them) |
 //! | ids not starting with `msg_` | prefixed with `msg_` (made up when absent) |
 //! | stream: `ToolCallArgs` for a call whose block was closed by later non-tool output | dropped (no decoder emits this); args for an unknown call open a `tool_use` with a made-up id and empty name |
@@ -585,6 +586,23 @@ fn parse_output_format(f: &Obj, path: &str) -> Result<ResponseFormat, FormatErro
 // ---------------------------------------------------------------------------------------
 // Canonical answer → client body.
 
+/// A signed thinking block with no text: how a tool call's Gemini `thoughtSignature` travels
+/// through an Anthropic client (sent back, it parses as `Thinking { text: "", signature }`
+/// right before the call, which the Gemini builder puts back on the call).
+fn signature_block(sig: &str) -> Value {
+    json!({"type": "thinking", "thinking": "", "signature": sig})
+}
+
+/// The blocks for one answer part (a signed tool call is two blocks).
+fn response_blocks(p: &Part) -> Vec<Value> {
+    match p {
+        Part::ToolCall { signature: Some(sig), .. } if !sig.is_empty() => {
+            [Some(signature_block(sig)), response_block(p)].into_iter().flatten().collect()
+        }
+        _ => response_block(p).into_iter().collect(),
+    }
+}
+
 fn response_block(p: &Part) -> Option<Value> {
     Some(match p {
         Part::Text { text } => json!({"type": "text", "text": text}),
@@ -602,7 +620,7 @@ fn response_block(p: &Part) -> Option<Value> {
 
 /// Render a whole answer as a Messages response body; `model` is the client's model name.
 pub fn render_response(resp: &ChatResponse, model: &str) -> Vec<u8> {
-    let content: Vec<Value> = resp.content.iter().filter_map(response_block).collect();
+    let content: Vec<Value> = resp.content.iter().flat_map(response_blocks).collect();
     json!({
         "id": message_id(&resp.id),
         "type": "message",
@@ -637,6 +655,7 @@ struct PendingTool {
     ordinal: u32,
     id: String,
     name: String,
+    signature: Option<String>,
     args: String,
 }
 
@@ -729,7 +748,7 @@ impl Encoder {
     fn close_all(&mut self, out: &mut Vec<u8>) {
         self.close_open(out);
         for t in std::mem::take(&mut self.pending) {
-            self.open_tool(t.ordinal, &t.id, &t.name, out);
+            self.open_tool(t.ordinal, &t.id, &t.name, t.signature.as_deref(), out);
             if !t.args.is_empty() {
                 self.delta(json!({"type": "input_json_delta", "partial_json": t.args}), out);
             }
@@ -737,20 +756,37 @@ impl Encoder {
         }
     }
 
-    fn open_tool(&mut self, ordinal: u32, id: &str, name: &str, out: &mut Vec<u8>) {
+    /// Open a `tool_use` block (nothing may be open), preceded by a signed empty thinking
+    /// block when the call carries a (Gemini) signature.
+    fn open_tool(&mut self, ordinal: u32, id: &str, name: &str, signature: Option<&str>, out: &mut Vec<u8>) {
+        if let Some(sig) = signature.filter(|s| !s.is_empty()) {
+            self.open_block(
+                json!({"type": "thinking", "thinking": "", "signature": ""}),
+                Open::Thinking { signed: true },
+                out,
+            );
+            self.delta(json!({"type": "signature_delta", "signature": sig}), out);
+            self.close_open(out);
+        }
         let id = if id.is_empty() { new_id("toolu_") } else { id.to_string() };
         self.open_block(json!({"type": "tool_use", "id": id, "name": name, "input": {}}), Open::Tool { ordinal }, out);
     }
 
-    fn tool_start(&mut self, ordinal: u32, id: &str, name: &str, out: &mut Vec<u8>) {
+    fn tool_start(&mut self, ordinal: u32, id: &str, name: &str, signature: Option<&str>, out: &mut Vec<u8>) {
         if !self.tools_seen.insert(ordinal) {
             return; // a repeated start for the same call
         }
         if matches!(self.open, Open::Tool { .. }) {
-            self.pending.push(PendingTool { ordinal, id: id.to_string(), name: name.to_string(), args: String::new() });
+            self.pending.push(PendingTool {
+                ordinal,
+                id: id.to_string(),
+                name: name.to_string(),
+                signature: signature.map(str::to_string),
+                args: String::new(),
+            });
         } else {
             self.close_all(out);
-            self.open_tool(ordinal, id, name, out);
+            self.open_tool(ordinal, id, name, signature, out);
         }
     }
 }
@@ -812,10 +848,12 @@ impl StreamEncoder for Encoder {
                 self.open_block(json!({"type": "redacted_thinking", "data": data}), Open::None, out);
                 Self::stop_block(self.open_index, out);
             }
-            StreamEvent::ToolCallStart { index, id, name, .. } => self.tool_start(*index, id, name, out),
+            StreamEvent::ToolCallStart { index, id, name, signature } => {
+                self.tool_start(*index, id, name, signature.as_deref(), out)
+            }
             StreamEvent::ToolCallArgs { index, delta } => {
                 if !self.tools_seen.contains(index) {
-                    self.tool_start(*index, "", "", out);
+                    self.tool_start(*index, "", "", None, out);
                 }
                 if self.open == (Open::Tool { ordinal: *index }) {
                     if !delta.is_empty() {
@@ -1273,8 +1311,14 @@ impl StreamDecoder for Decoder {
             "message_start" => {
                 let m = o.get("message").and_then(Value::as_object);
                 let s = |k: &str| m.and_then(|m| m.get(k)).and_then(Value::as_str).unwrap_or_default().to_string();
-                read_usage(m.and_then(|m| m.get("usage")), &mut self.usage);
-                Ok(vec![StreamEvent::Start { id: s("id"), model: s("model") }])
+                let usage = m.and_then(|m| m.get("usage")).filter(|u| u.is_object());
+                read_usage(usage, &mut self.usage);
+                let mut out = vec![StreamEvent::Start { id: s("id"), model: s("model") }];
+                // The prompt's usage is known now; a client's `message_start` should carry it.
+                if usage.is_some() {
+                    out.push(StreamEvent::Usage(self.usage));
+                }
+                Ok(out)
             }
             "content_block_start" => self.block_start(o),
             "content_block_delta" => self.block_delta(o),
@@ -1712,10 +1756,12 @@ mod tests {
         assert_eq!(v["id"], "msg_chatcmpl-9");
         assert_eq!(v["content"][0], json!({"type": "thinking", "thinking": "t", "signature": ""}));
         assert_eq!(v["content"][1]["input"], json!({"_raw_arguments": "{\"x\":"}));
-        assert_eq!(v["content"][2]["input"], json!({}));
-        assert!(v["content"][2]["id"].as_str().unwrap().starts_with("toolu_"));
-        assert_eq!(v["content"][3]["input"], json!({"_raw_arguments": "[1]"}));
-        assert_eq!(v["content"].as_array().unwrap().len(), 4);
+        // A call's Gemini signature comes as a signed empty thinking block right before it.
+        assert_eq!(v["content"][2], json!({"type": "thinking", "thinking": "", "signature": "g"}));
+        assert_eq!(v["content"][3]["input"], json!({}));
+        assert!(v["content"][3]["id"].as_str().unwrap().starts_with("toolu_"));
+        assert_eq!(v["content"][4]["input"], json!({"_raw_arguments": "[1]"}));
+        assert_eq!(v["content"].as_array().unwrap().len(), 5);
         let empty = ChatResponse { id: String::new(), content: vec![], ..resp };
         let v: Value = serde_json::from_slice(&render_response(&empty, "m")).unwrap();
         assert!(v["id"].as_str().unwrap().starts_with("msg_"));
@@ -2228,6 +2274,14 @@ mod tests {
         let got = decode(UPSTREAM_STREAM.as_bytes()).unwrap();
         let want = vec![
             Start { id: "msg_01HCnXoqhC1wdBZ1xXo9a5Rj".into(), model: "claude-sonnet-4-5-20250929".into() },
+            // The prompt's usage from message_start, at once.
+            Usage(crate::protocol::canonical::Usage {
+                input_tokens: 472,
+                output_tokens: 2,
+                cache_read_tokens: 20480,
+                cache_write_tokens: 1024,
+                ..Default::default()
+            }),
             Thinking("The user wants weather ".into()),
             Thinking("for two cities.".into()),
             ThinkingSignature("EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds=".into()),

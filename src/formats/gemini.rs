@@ -36,12 +36,13 @@
 //! | build: URL images | `data:` URLs → `inlineData`; others → `fileData` with the MIME type guessed from the extension (default `image/jpeg`) |
 //! | build: `RedactedThinking`, `user`, `parallel_tool_calls` | dropped (Gemini has no equivalent) |
 //! | build: `ResponseFormat::JsonSchema` name / strict | dropped (`responseJsonSchema` carries only the schema) |
-//! | build: thinking disabled / enabled without budget / effort only | `thinkingBudget: 0` / `-1` / `thinkingLevel` |
+//! | build: thinking disabled / enabled without budget / effort only | `thinkingBudget: 0` / `-1` / `thinkingLevel` for `gemini-3…` and later, else (2.5 rejects `thinkingLevel`, and unknown names may be 2.5) `thinkingBudget` 512 (minimal), 2048 (low), 8192 (medium) or 24576 (high) |
 //! | build (model `gemini-3…` and later): a model turn whose `functionCall`s have no `thoughtSignature` | the first call gets Google's documented sentinel `skip_thought_signature_validator` (history from another API would otherwise be a 400) |
 //! | build: empty messages, empty text parts | skipped (Gemini rejects empty parts) |
 //! | response: `RedactedThinking` | a thought part `{text:"", thought:true, thoughtSignature:"ailurus-redacted:<data>"}`, turned back into `RedactedThinking` when a client sends it again |
 //! | response: `ThinkingSignature` | attached to the next text / functionCall part, else a part `{text:"", thought:true, thoughtSignature}` |
 //! | response: tool call arguments that are not a JSON object | `args: {}` |
+//! | response / build: a tool call without a name | `functionCall.name: "unknown_function"` (Gemini requires a name) |
 //! | response: `tool_use` / `stop_sequence` finish | `STOP` (Gemini reports function calls and stop sequences as `STOP`) |
 //! | response: `cache_write_tokens` | counted in `promptTokenCount` (Gemini has no cache-write count) |
 //! | upstream: `toolUsePromptTokenCount` | counted as input |
@@ -755,6 +756,19 @@ enum Audience {
     Upstream,
 }
 
+/// The name written for a tool call that has none (an upstream that never sent it): Gemini
+/// requires a non-empty `functionCall.name`, and a client answers an unknown name with an
+/// error result the model can read.
+const UNNAMED_FUNCTION: &str = "unknown_function";
+
+fn function_name(name: &str) -> String {
+    if name.is_empty() {
+        UNNAMED_FUNCTION.to_string()
+    } else {
+        name.to_string()
+    }
+}
+
 fn sig_part(sig: &str) -> Value {
     json!({"text": "", "thought": true, "thoughtSignature": sig})
 }
@@ -803,6 +817,9 @@ fn gemini_parts(
     let mut out = Vec::new();
     let mut trailing = Vec::new();
     let mut carry: Option<String> = None;
+    // An empty signature is no signature (an Anthropic client shows unsigned thinking with
+    // `signature: ""`, and Gemini rejects an empty `thoughtSignature`).
+    let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
     for (k, part) in content.iter().enumerate() {
         match part {
             Part::Text { text } => {
@@ -818,12 +835,12 @@ fn gemini_parts(
                     out.push(sig_part(&c));
                 }
                 if text.is_empty() {
-                    carry = signature.clone();
+                    carry = nonempty(signature);
                 } else {
                     let mut p = Obj::new();
                     p.insert("text".into(), Value::String(text.clone()));
                     p.insert("thought".into(), Value::Bool(true));
-                    out.push(with_sig(p, signature.clone()));
+                    out.push(with_sig(p, nonempty(signature)));
                 }
             }
             Part::RedactedThinking { data } => {
@@ -835,7 +852,7 @@ fn gemini_parts(
                 }
             }
             Part::ToolCall { id, name, arguments, signature } => {
-                let sig = match (signature, carry.take()) {
+                let sig = match (&nonempty(signature), carry.take()) {
                     (Some(s), Some(c)) => {
                         out.push(sig_part(&c));
                         Some(s.clone())
@@ -844,7 +861,7 @@ fn gemini_parts(
                     (None, c) => c,
                 };
                 let mut fc = Obj::new();
-                fc.insert("name".into(), Value::String(name.clone()));
+                fc.insert("name".into(), Value::String(function_name(name)));
                 fc.insert("args".into(), args_object(arguments));
                 if audience == Audience::Client && !id.is_empty() {
                     fc.insert("id".into(), Value::String(id.clone()));
@@ -876,7 +893,7 @@ fn gemini_parts(
                 }
                 let key = if *is_error { "error" } else { "content" };
                 let mut fr = Obj::new();
-                fr.insert("name".into(), Value::String(name));
+                fr.insert("name".into(), Value::String(function_name(&name)));
                 fr.insert("response".into(), json!({ key: texts.join("\n") }));
                 if audience == Audience::Client && !call_id.is_empty() {
                     fr.insert("id".into(), Value::String(call_id.clone()));
@@ -902,12 +919,29 @@ fn gemini_parts(
 /// (history from another API); Gemini 3 rejects such calls otherwise.
 const SIGNATURE_SENTINEL: &str = "skip_thought_signature_validator";
 
-/// Gemini 3 and later validate `thoughtSignature` on replayed function calls.
-fn requires_call_signatures(model: &str) -> bool {
+/// Whether `model` is known to be Gemini 3 or later (`gemini-3…`, `models/gemini-3…`).
+fn is_gemini_3_or_later(model: &str) -> bool {
     let m = bare_model(model);
     let Some(rest) = m.strip_prefix("gemini-") else { return false };
     let major: String = rest.chars().take_while(char::is_ascii_digit).collect();
     major.parse::<u32>().is_ok_and(|n| n >= 3)
+}
+
+/// Gemini 3 and later validate `thoughtSignature` on replayed function calls.
+fn requires_call_signatures(model: &str) -> bool {
+    is_gemini_3_or_later(model)
+}
+
+/// The `thinkingBudget` standing in for an effort on models without `thinkingLevel`
+/// (the inverse of the budget → effort thresholds of the OpenAI formats; every value is
+/// inside the range all Gemini 2.5 models accept).
+fn effort_budget(effort: &str) -> u32 {
+    match effort {
+        "minimal" => 512,
+        "low" => 2048,
+        "medium" => 8192,
+        _ => 24576,
+    }
 }
 
 /// In a model turn whose function calls carry no signature at all, give the first one the
@@ -933,13 +967,17 @@ fn push_turn(contents: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str,
     }
 }
 
-fn thinking_json(t: &ThinkingConfig) -> Value {
+fn thinking_json(t: &ThinkingConfig, model: &str) -> Value {
     let mut o = Obj::new();
     let effort = t.effort.as_deref().map(str::to_ascii_lowercase);
     if !t.enabled || effort.as_deref() == Some("none") {
         o.insert("thinkingBudget".into(), json!(0));
     } else if let Some(b) = t.budget_tokens {
         o.insert("thinkingBudget".into(), json!(b));
+    } else if let Some(e) = effort.as_deref().filter(|_| !is_gemini_3_or_later(model)) {
+        // Models before Gemini 3 reject `thinkingLevel` with a 400; Gemini 3 still takes
+        // budgets, so a model name we cannot place gets a budget too.
+        o.insert("thinkingBudget".into(), json!(effort_budget(e)));
     } else if let Some(e) = effort {
         let level = match e.as_str() {
             "minimal" => "minimal",
@@ -1073,7 +1111,7 @@ pub fn build_request(req: &ChatRequest, model: &str) -> Result<Vec<u8>, FormatEr
         }
     }
     if let Some(t) = &req.thinking {
-        gc.insert("thinkingConfig".into(), thinking_json(t));
+        gc.insert("thinkingConfig".into(), thinking_json(t, model));
     }
     if !gc.is_empty() {
         body.insert("generationConfig".into(), Value::Object(gc));
@@ -1353,10 +1391,12 @@ impl ChunkState {
         }
         if let Some(u) = get(m, "usageMetadata") {
             let u = usage_from(u);
-            self.usage = Some(u);
-            if self.finished {
+            // The first usage (the prompt's) goes out at once, so a client stream that
+            // starts with usage (Anthropic `message_start`) can carry it; later ones at the end.
+            if self.finished || self.usage.is_none() {
                 out.push(StreamEvent::Usage(u));
             }
+            self.usage = Some(u);
         }
         if self.finished {
             return Ok(out);
@@ -1564,7 +1604,7 @@ impl Encoder {
             .into_iter()
             .map(|t| {
                 let mut fc = Obj::new();
-                fc.insert("name".into(), Value::String(t.name));
+                fc.insert("name".into(), Value::String(function_name(&t.name)));
                 fc.insert("args".into(), args_object(&t.args));
                 if !t.id.is_empty() {
                     fc.insert("id".into(), Value::String(t.id));
@@ -2506,12 +2546,12 @@ mod tests {
                 json!({"generationConfig": {"thinkingConfig": {"thinkingBudget": 0}, "responseMimeType": "application/json"}}),
             ),
             (
-                "effort → thinkingLevel",
+                "effort → thinkingBudget (the model may be before Gemini 3, which rejects thinkingLevel)",
                 ChatRequest {
                     thinking: Some(ThinkingConfig { enabled: true, effort: Some("LOW".into()), ..Default::default() }),
                     ..base.clone()
                 },
-                json!({"generationConfig": {"thinkingConfig": {"thinkingLevel": "low"}}}),
+                json!({"generationConfig": {"thinkingConfig": {"thinkingBudget": 2048}}}),
             ),
             (
                 "enabled without budget → dynamic",
@@ -2550,6 +2590,21 @@ mod tests {
         for (name, req, expected) in cases {
             let body: Value = serde_json::from_slice(&build_request(&req, "m").unwrap()).unwrap();
             subset(&expected, &body, "").unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        // Gemini 3 takes an effort as thinkingLevel; 2.5 only budgets.
+        let effort = |e: &str| ChatRequest {
+            thinking: Some(ThinkingConfig { enabled: true, effort: Some(e.into()), ..Default::default() }),
+            ..base.clone()
+        };
+        for (model, e, expected) in [
+            ("gemini-3-pro-preview", "LOW", json!({"thinkingLevel": "low"})),
+            ("models/gemini-3-flash-preview", "minimal", json!({"thinkingLevel": "minimal"})),
+            ("gemini-2.5-pro", "medium", json!({"thinkingBudget": 8192})),
+            ("gemini-2.5-flash", "high", json!({"thinkingBudget": 24576})),
+            ("gemini-2.5-flash-lite", "minimal", json!({"thinkingBudget": 512})),
+        ] {
+            let body: Value = serde_json::from_slice(&build_request(&effort(e), model).unwrap()).unwrap();
+            assert_eq!(body["generationConfig"]["thinkingConfig"], expected, "{model} {e}");
         }
         // Gemini 3 needs a signature on replayed calls: the first unsigned call of a turn gets the sentinel.
         let calls = ChatRequest {
@@ -2984,14 +3039,16 @@ mod tests {
             ev,
             vec![
                 Start { id: "nBqpaP6xLr2z1dkP4tmO4Ag".into(), model: "gemini-2.5-pro".into() },
+                // The first chunk's (prompt) usage goes out at once.
+                Usage(usage(5120, 60, 0, 60)),
                 Thinking("**Reading the manifest**\n\nThe version is declared in Cargo.toml, so I'll read it.".into()),
-                ev[2].clone(),
+                ev[3].clone(),
                 args(0, r#"{"absolute_path":"/home/dev/ailurus/Cargo.toml"}"#),
                 Usage(usage(1024, 85, 4096, 60)),
                 Finish(FinishReason::ToolUse),
             ]
         );
-        let ToolCallStart { index: 0, name, signature, .. } = &ev[2] else { panic!("{:?}", ev[2]) };
+        let ToolCallStart { index: 0, name, signature, .. } = &ev[3] else { panic!("{:?}", ev[3]) };
         assert_eq!((name.as_str(), signature.as_deref()), ("read_file", Some("CiQB0e2Kb9Zt3xk1vQfUpstreamSig==")));
         validate_stream(UP_TOOL.as_bytes()).unwrap();
 

@@ -40,11 +40,13 @@
 //! | rendered response / stream: image and tool-result parts of an answer | dropped (no output item carries them) |
 //! | rendered usage: `cache_write_tokens` | counted in `input_tokens` (the API has no cache-write field) |
 //! | rendered finish: `stop_sequence` / `tool_use` | `status: completed` (decodes as `stop` / `tool_use` by the presence of calls) |
-//! | stream encoder: `ToolCallArgs` for a call that is no longer the current item | dropped (decoders never produce it) |
+//! | stream encoder: calls that start while another call is open (parallel calls with interleaved argument fragments, as some Chat servers send) | buffered and emitted whole when the run of calls ends |
+//! | stream encoder: `ToolCallArgs` for a call whose item is already done | dropped (decoders never produce it) |
+//! | rendered response / stream: `ToolCall.signature` (Gemini `thoughtSignature`) | a reasoning item `summary: []`, `encrypted_content: signature` right before the call; sent back it parses as `Thinking { text: "", signature }`, which the Gemini builder puts back on the call |
 //! | stream encoder: a signature without reasoning text | reasoning item with `summary: []`; decodes as `RedactedThinking` |
 //! | upstream request: `stop` | dropped (the API has no stop sequences) |
 //! | upstream request: `max_tokens` below 16 | raised to 16 (the API's minimum) |
-//! | upstream request: `Thinking` without a signature | dropped (without `encrypted_content` the API cannot take it back when `store: false`) |
+//! | upstream request: `Thinking` without a (non-empty) signature | dropped (without `encrypted_content` the API cannot take it back when `store: false`) |
 //! | upstream request: signatures of any origin | sent as `encrypted_content` (origin is unknown; OpenAI rejects foreign ones) |
 //! | upstream request: `ToolResult.is_error`, `ToolCall.signature` | dropped |
 //! | upstream request: `budget_tokens` without `effort` | effort `low` (< 4096), `medium` (< 16384) or `high` |
@@ -742,8 +744,11 @@ pub fn render_response(resp: &ChatResponse, model: &str) -> Vec<u8> {
                 flush(&mut text, &mut output);
                 output.push(reasoning_item(&new_id("rs"), "", Some(&format!("{REDACTED_PREFIX}{data}"))));
             }
-            Part::ToolCall { id, name, arguments, .. } => {
+            Part::ToolCall { id, name, arguments, signature } => {
                 flush(&mut text, &mut output);
+                if let Some(sig) = signature.as_deref().filter(|s| !s.is_empty()) {
+                    output.push(reasoning_item(&new_id("rs"), "", Some(sig)));
+                }
                 output.push(function_call_item(&new_id("fc"), id, name, normalize_args(arguments), "completed"));
             }
             Part::Image { .. } | Part::ToolResult { .. } => {}
@@ -794,6 +799,16 @@ enum OpenItem {
     Call { id: String, index: usize, ordinal: u32, call_id: String, name: String, args: String },
 }
 
+/// A tool call that started while another call's item was open (parallel calls whose argument
+/// fragments interleave); it is emitted whole when the run of calls ends.
+struct PendingCall {
+    ordinal: u32,
+    call_id: String,
+    name: String,
+    signature: Option<String>,
+    args: String,
+}
+
 /// Writes the Responses event grammar: `response.created`, `response.in_progress`, output items
 /// (one open at a time; an item closes when an event of another kind starts), then
 /// `response.completed` / `response.incomplete`, or `response.failed` on error.
@@ -805,6 +820,7 @@ pub struct Encoder {
     started: bool,
     ended: bool,
     cur: Option<OpenItem>,
+    pending: Vec<PendingCall>,
     output: Vec<Value>,
     usage: Option<Usage>,
     finish: Option<FinishReason>,
@@ -820,6 +836,7 @@ pub fn encoder(model: &str) -> Encoder {
         started: false,
         ended: false,
         cur: None,
+        pending: Vec::new(),
         output: Vec::new(),
         usage: None,
         finish: None,
@@ -893,9 +910,37 @@ impl Encoder {
         self.output.push(done);
     }
 
+    /// Close the current item and emit the buffered calls whole.
+    fn close_all(&mut self, out: &mut Vec<u8>) {
+        self.close(out);
+        for p in std::mem::take(&mut self.pending) {
+            self.open_call(out, p.ordinal, p.call_id, p.name, p.signature);
+            if let Some(OpenItem::Call { id, index, args, .. }) = &mut self.cur {
+                if !p.args.is_empty() {
+                    args.push_str(&p.args);
+                    let ev = json!({"item_id": id, "output_index": index, "delta": p.args});
+                    emit(&mut self.seq, out, "response.function_call_arguments.delta", ev);
+                }
+            }
+            self.close(out);
+        }
+    }
+
+    /// Open a function call item (after a reasoning item carrying the call's Gemini signature,
+    /// which a client sends back as `encrypted_content` right before the call).
+    fn open_call(&mut self, out: &mut Vec<u8>, ordinal: u32, call_id: String, name: String, sig: Option<String>) {
+        if let Some(sig) = sig.filter(|s| !s.is_empty()) {
+            self.open_reasoning(out, Some(sig));
+            self.close(out);
+        }
+        let call_id = if call_id.is_empty() { new_id("call") } else { call_id };
+        let item = OpenItem::Call { id: new_id("fc"), index: 0, ordinal, call_id, name, args: String::new() };
+        self.open(out, item);
+    }
+
     /// Close the current item and open `item` as the next output item (its index is set here).
     fn open(&mut self, out: &mut Vec<u8>, mut item: OpenItem) {
-        self.close(out);
+        self.close_all(out);
         let index = self.output.len();
         match &mut item {
             OpenItem::Reasoning { index: i, .. }
@@ -984,26 +1029,34 @@ impl StreamEncoder for Encoder {
                 self.open_reasoning(out, Some(format!("{REDACTED_PREFIX}{data}")));
                 self.close(out);
             }
-            StreamEvent::ToolCallStart { index: ordinal, id, name, .. } => {
+            StreamEvent::ToolCallStart { index: ordinal, id, name, signature } => {
                 self.start(out);
-                let call_id = if id.is_empty() { new_id("call") } else { id.clone() };
-                let item = OpenItem::Call {
-                    id: new_id("fc"),
-                    index: 0,
-                    ordinal: *ordinal,
-                    call_id,
-                    name: name.clone(),
-                    args: String::new(),
-                };
-                self.open(out, item);
+                if matches!(self.cur, Some(OpenItem::Call { .. })) {
+                    self.pending.push(PendingCall {
+                        ordinal: *ordinal,
+                        call_id: id.clone(),
+                        name: name.clone(),
+                        signature: signature.clone(),
+                        args: String::new(),
+                    });
+                } else {
+                    self.open_call(out, *ordinal, id.clone(), name.clone(), signature.clone());
+                }
             }
             StreamEvent::ToolCallArgs { index: ordinal, delta } => {
                 self.start(out);
-                if let Some(OpenItem::Call { id, index, ordinal: open, args, .. }) = &mut self.cur {
-                    if open == ordinal && !delta.is_empty() {
-                        args.push_str(delta);
-                        let ev = json!({"item_id": id, "output_index": index, "delta": delta});
-                        emit(&mut self.seq, out, "response.function_call_arguments.delta", ev);
+                match &mut self.cur {
+                    Some(OpenItem::Call { id, index, ordinal: open, args, .. }) if open == ordinal => {
+                        if !delta.is_empty() {
+                            args.push_str(delta);
+                            let ev = json!({"item_id": id, "output_index": index, "delta": delta});
+                            emit(&mut self.seq, out, "response.function_call_arguments.delta", ev);
+                        }
+                    }
+                    _ => {
+                        if let Some(p) = self.pending.iter_mut().find(|p| p.ordinal == *ordinal) {
+                            p.args.push_str(delta);
+                        }
                     }
                 }
             }
@@ -1017,7 +1070,7 @@ impl StreamEncoder for Encoder {
             return;
         }
         self.start(out);
-        self.close(out);
+        self.close_all(out);
         self.ended = true;
         let status = finish_status(self.finish);
         let usage = self.usage.unwrap_or_default();
@@ -1031,6 +1084,7 @@ impl StreamEncoder for Encoder {
         }
         self.start(out);
         self.cur = None;
+        self.pending.clear();
         self.ended = true;
         let error = json!({"code": failed_code(status), "message": message});
         let r = self.response("failed", self.usage.as_ref(), Some(error));
@@ -1127,13 +1181,14 @@ fn build_message(i: usize, m: &Message, input: &mut Vec<Value>) -> Result<(), Fo
             for (j, p) in m.content.iter().enumerate() {
                 match p {
                     Part::Text { text } => content.push(json!({"type": "output_text", "text": text})),
-                    Part::Thinking { text, signature: Some(sig) } => {
+                    Part::Thinking { text, signature: Some(sig) } if !sig.is_empty() => {
                         flush_message("assistant", &mut content, input);
                         input.push(
                             json!({"type": "reasoning", "summary": summary_json(text), "encrypted_content": sig}),
                         );
                     }
-                    Part::Thinking { signature: None, .. } => {}
+                    // Unsigned (or `signature: ""`, as an Anthropic client shows it): dropped.
+                    Part::Thinking { .. } => {}
                     Part::RedactedThinking { data } => {
                         flush_message("assistant", &mut content, input);
                         input.push(json!({"type": "reasoning", "summary": [], "encrypted_content": data}));
@@ -2218,7 +2273,9 @@ mod tests {
                     _ => blocks.push(Block::Redacted(sig.clone())),
                 },
                 StreamEvent::RedactedThinking(d) => blocks.push(Block::Redacted(d.clone())),
-                StreamEvent::ToolCallStart { index, id, name, .. } => {
+                StreamEvent::ToolCallStart { index, id, name, signature } => {
+                    // A call's (Gemini) signature travels as a reasoning item before it.
+                    blocks.extend(signature.iter().filter(|s| !s.is_empty()).map(|s| Block::Redacted(s.clone())));
                     blocks.push(Block::Call(*index, id.clone(), name.clone(), Value::Null));
                     args.insert(*index, String::new());
                 }
@@ -2326,6 +2383,21 @@ mod tests {
             ),
             ("signature without text", vec![StreamEvent::ThinkingSignature("gAAAA".into()), text("x")]),
             ("call with no arguments", vec![tstart(0, "c", "noargs"), StreamEvent::Finish(FinishReason::ToolUse)]),
+            (
+                "parallel calls with interleaved argument fragments (as some Chat servers send)",
+                vec![
+                    tstart(0, "c0", "f"),
+                    targs(0, "{\"a\":"),
+                    tstart(1, "c1", "g"),
+                    targs(1, "{\"b\":"),
+                    targs(0, "1}"),
+                    targs(1, "2}"),
+                    tstart(2, "c2", "h"),
+                    targs(2, "{}"),
+                    text("after"),
+                    StreamEvent::Finish(FinishReason::ToolUse),
+                ],
+            ),
             ("content filter", vec![text("partial"), StreamEvent::Finish(FinishReason::ContentFilter)]),
             (
                 "gemini-style call with signature, stop sequence",

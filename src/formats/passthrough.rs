@@ -2,13 +2,18 @@
 //! byte for byte except the top-level `model` (and, for OpenAI Chat streams,
 //! `stream_options.include_usage`, which billing needs). Unknown fields, betas,
 //! `cache_control`, thinking signatures and encrypted reasoning are untouched because
-//! nothing is re-encoded: values are spliced by byte offsets.
+//! nothing is re-encoded: values are spliced by byte offsets. A body that has a rewritten key
+//! twice at the top level (also when one spelling is escaped, `"mod\u0065l"`) is a 400: JSON
+//! parsers keep the last one, so a rewrite could not decide what the upstream reads.
 
 use super::{Format, FormatError};
 
-/// Byte span of the value of top-level `key` in a JSON object, if present.
+/// Byte span of the value of top-level `key` in a JSON object, if present. A key that
+/// occurs twice is a 400: JSON parsers keep the last one, so rewriting one of them would
+/// not decide what the upstream reads.
 pub fn top_level_value(body: &[u8], key: &str) -> Result<Option<(usize, usize)>, FormatError> {
     let bad = || FormatError::bad_request("request body is not a JSON object");
+    let mut found = None;
     let mut i = skip_ws(body, 0);
     if body.get(i) != Some(&b'{') {
         return Err(bad());
@@ -17,25 +22,33 @@ pub fn top_level_value(body: &[u8], key: &str) -> Result<Option<(usize, usize)>,
     loop {
         i = skip_ws(body, i);
         match body.get(i) {
-            Some(b'}') => return Ok(None),
+            Some(b'}') => return Ok(found),
             Some(b'"') => {}
             _ => return Err(bad()),
         }
+        let key_start = i;
         let key_end = skip_string(body, i).ok_or_else(bad)?;
-        let this_key = &body[i + 1..key_end - 1];
+        let this_key = &body[key_start + 1..key_end - 1];
         i = skip_ws(body, key_end);
         if body.get(i) != Some(&b':') {
             return Err(bad());
         }
         i = skip_ws(body, i + 1);
         let value_end = skip_value(body, i).ok_or_else(bad)?;
-        if this_key == key.as_bytes() {
-            return Ok(Some((i, value_end)));
+        // An escaped spelling of `key` (`"mod\u0065l"`) is the same key to a JSON parser.
+        let same = this_key == key.as_bytes()
+            || (this_key.contains(&b'\\')
+                && serde_json::from_slice::<String>(&body[key_start..key_end]).is_ok_and(|k| k == key));
+        if same {
+            if found.is_some() {
+                return Err(FormatError::bad_request(format!("request body has more than one top-level {key:?}")));
+            }
+            found = Some((i, value_end));
         }
         i = skip_ws(body, value_end);
         match body.get(i) {
             Some(b',') => i += 1,
-            Some(b'}') => return Ok(None),
+            Some(b'}') => return Ok(found),
             _ => return Err(bad()),
         }
     }
@@ -209,6 +222,26 @@ mod tests {
         assert_eq!(out, br#"{"model":"b","stream_options":{"include_usage":true}}"#);
         assert_eq!(body(Format::GeminiGenerate, br#"{"contents":[]}"#, "g", true).unwrap(), br#"{"contents":[]}"#);
         assert_eq!(body(Format::OpenAiResponses, b"{}", "m", false).unwrap(), br#"{"model":"m"}"#);
+    }
+
+    #[test]
+    fn a_repeated_or_escaped_model_key_cannot_slip_past_the_rewrite() {
+        // Found by tests/fuzz_formats.rs: JSON parsers keep the last of repeated keys, so
+        // rewriting only the first let the client's own model name reach the upstream.
+        for raw in [&br#"{"model":"a","model":"b"}"#[..], br#"{"model":"a","x":1,"mod\u0065l":"b"}"#] {
+            let err = body(Format::AnthropicMessages, raw, "m", false).unwrap_err();
+            assert_eq!(err.status, 400, "{}", String::from_utf8_lossy(raw));
+        }
+        // An escaped spelling alone is the model: it is replaced, not shadowed by a new key.
+        let out = body(Format::OpenAiResponses, br#"{"mod\u0065l":"b","input":"hi"}"#, "m", false).unwrap();
+        assert_eq!(out, br#"{"mod\u0065l":"m","input":"hi"}"#);
+        let out = body(
+            Format::OpenAiChat,
+            br#"{"model":"a","stream_options":{},"stream_options":{"include_usage":false}}"#,
+            "m",
+            true,
+        );
+        assert_eq!(out.unwrap_err().status, 400);
     }
 
     #[test]
