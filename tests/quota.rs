@@ -349,3 +349,64 @@ async fn rate_limits_hold_across_two_workers() {
     assert_eq!(status, 429, "{resp:?}");
     assert!(resp.error.unwrap().contains("tokens per minute"));
 }
+
+#[tokio::test]
+async fn new_api_user_endpoints_show_the_balance_falling_by_the_priced_usage() {
+    let (stack, tokens, quota) = billing_stack(1).await;
+    let user = Token::new("user_id", "nina").unwrap();
+    quota.topup(&user, 1_000_000).await.unwrap();
+    let (token, rec) = tokens.create("nina", "laptop", None, vec!["mock*".into()], Some(600_000)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (client, shutdown) = (stack.client.clone(), stack.shutdown.clone());
+    tokio::spawn(async move { ailurus::bridge::serve(listener, client, Default::default(), shutdown).await });
+    let http = reqwest::Client::new();
+    let get = |path: &'static str, auth: Option<String>| {
+        let mut r = http.get(format!("{base}{path}"));
+        if let Some(a) = auth {
+            r = r.header("Authorization", a);
+        }
+        async move {
+            let resp = r.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let bearer = Some(format!("Bearer {token}"));
+    let (status, me) = get("/api/user/self", bearer.clone()).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(
+        (me["success"].as_bool(), me["data"]["quota"].as_i64(), me["data"]["used_quota"].as_i64()),
+        (Some(true), Some(1_000_000), Some(0))
+    );
+    // One chat through the bridge, billed.
+    let resp: serde_json::Value = http
+        .post(format!("{base}/v1/chat/completions"))
+        .header("Authorization", bearer.clone().unwrap())
+        .body(r#"{"model":"mock","messages":[{"role":"user","content":"what does this cost"}]}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(resp["choices"][0]["message"]["content"].as_str().unwrap().contains("what does this cost"));
+    let records = ledger_usage(&stack, &user, 1).await;
+    let charged = records[0].quota;
+    assert!(charged > 0);
+    let (_, me) = get("/api/user/self", bearer.clone()).await;
+    assert_eq!(me["data"]["quota"].as_i64(), Some(1_000_000 - charged));
+    assert_eq!(me["data"]["used_quota"].as_i64(), Some(charged));
+    assert_eq!(me["data"]["request_count"].as_i64(), Some(1));
+    let (status, list) = get("/api/user/token", bearer).await;
+    assert_eq!(status, 200);
+    let t = &list["data"][0];
+    assert_eq!(
+        (t["id"].as_str(), t["name"].as_str(), t["status"].as_i64()),
+        (Some(rec.id.as_str()), Some("laptop"), Some(1))
+    );
+    assert_eq!(t["used_quota"].as_i64(), Some(charged));
+    assert_eq!(t["remain_quota"].as_i64(), Some(600_000 - charged));
+    assert!(!list.to_string().contains(&token), "the token itself is never listed");
+    let (status, body) = get("/api/user/self", None).await;
+    assert_eq!((status, body["success"].as_bool()), (401, Some(false)));
+}

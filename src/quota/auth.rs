@@ -97,7 +97,7 @@ pub fn token_from(headers: Option<&HeaderMap>, seed_token: Option<&str>) -> Opti
 }
 
 /// Authenticate. `claimed_user` is a seed request's `user_id`; `model` is checked against
-/// the token's allow-list. `Ok(None)` in open mode: nobody is billed.
+/// the token's allow-list (empty: no model involved). `Ok(None)` in open mode: nobody is billed.
 pub async fn authenticate(
     mode: AuthMode,
     store: Option<&TokenStore>,
@@ -136,7 +136,8 @@ pub async fn authenticate(
             return Err(AuthError::new(403, format!("user_id {claimed:?} does not match the token's user"), user));
         }
     }
-    if !rec.allows(model) {
+    // An empty model is a request that uses no model (the user API).
+    if !model.is_empty() && !rec.allows(model) {
         return Err(AuthError::new(403, format!("API token {} may not use model {model:?}", rec.id), user));
     }
     let user_token = Token::new("user_id", &rec.user_id).map_err(|e| AuthError::new(500, e.to_string(), None))?;
