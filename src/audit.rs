@@ -116,7 +116,7 @@ async fn read_stream(
                 let done = m.info().map(|i| i.pending == 0).unwrap_or(false);
                 each(m);
                 n += 1;
-                if n % 1000 == 0 {
+                if n.is_multiple_of(1000) {
                     progress(n, total);
                 }
                 if done {
