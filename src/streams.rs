@@ -85,6 +85,25 @@ pub fn load(dir: Option<&Path>) -> Result<Vec<Declared>, StreamsError> {
         .collect()
 }
 
+/// Most replicas a JetStream stream may have.
+pub const MAX_REPLICAS: usize = 5;
+
+/// Give every declaration `replicas` copies (3 on a three-node cluster). The raw JSON
+/// changes too, so `apply` compares against the new value: applying again is a no-op, and
+/// applying with another count scales the streams (JetStream moves the data).
+pub fn with_replicas(decls: &mut [Declared], replicas: usize) -> Result<(), StreamsError> {
+    if !(1..=MAX_REPLICAS).contains(&replicas) {
+        return Err(StreamsError(format!("replicas must be 1 to {MAX_REPLICAS}, not {replicas}")));
+    }
+    for d in decls {
+        d.config.num_replicas = replicas;
+        if let Value::Object(map) = &mut d.raw {
+            map.insert("num_replicas".into(), Value::from(replicas));
+        }
+    }
+    Ok(())
+}
+
 /// Whether every field declared in `raw` has the same value on the server.
 fn matches(raw: &Value, current: &StreamConfig) -> bool {
     let Ok(Value::Object(current)) = serde_json::to_value(current) else { return false };
@@ -192,5 +211,17 @@ mod tests {
         assert_eq!(req.config.max_age, std::time::Duration::from_secs(3600));
         let usage = decls.iter().find(|d| d.config.name == "LLM_USAGE").unwrap();
         assert_eq!(usage.config.storage, jetstream::stream::StorageType::File);
+    }
+
+    #[test]
+    fn replicas_override_config_and_raw() {
+        let mut decls = load(None).unwrap();
+        with_replicas(&mut decls, 3).unwrap();
+        for d in &decls {
+            assert_eq!(d.config.num_replicas, 3, "{}", d.file);
+            assert_eq!(d.raw["num_replicas"], 3, "{}", d.file);
+        }
+        assert!(with_replicas(&mut decls, 0).is_err());
+        assert!(with_replicas(&mut decls, 6).is_err());
     }
 }

@@ -5,15 +5,151 @@ pub mod codec;
 pub mod headers;
 pub mod subjects;
 
+use async_nats::{ConnectError, ConnectErrorKind, ConnectOptions, ServerAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// Connect to NATS with the options every Ailurus process uses: a name for monitoring,
-/// retry on the first connect (so a worker can start before the server), bounded waits.
-pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::ConnectOptions::new()
+/// Who a process is to NATS and where its replies arrive, for servers that require
+/// authentication (`deploy/nats/secure/`). Empty (the default) means anonymous with the
+/// standard `_INBOX` prefix, which is what the open profile expects.
+///
+/// [`ConnectAuth::from_env`] reads `NATS_USER` + `NATS_PASSWORD`, `NATS_CREDS` (a `.creds`
+/// file, for operator/JWT setups) and `NATS_INBOX_PREFIX`. A `user:password@` in the first
+/// `NATS_URL` is used when `NATS_USER` is not set.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ConnectAuth {
+    /// User name.
+    pub user: Option<String>,
+    /// Password (plain; the server may store a bcrypt hash).
+    pub password: Option<String>,
+    /// A NATS `.creds` file (user JWT + nkey seed).
+    pub creds_file: Option<PathBuf>,
+    /// Reply inbox prefix instead of `_INBOX`. End users of the secure profile must use
+    /// `_INBOX.u.<user>`: their credential may subscribe only below it.
+    pub inbox_prefix: Option<String>,
+}
+
+impl std::fmt::Debug for ConnectAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectAuth")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("creds_file", &self.creds_file)
+            .field("inbox_prefix", &self.inbox_prefix)
+            .finish()
+    }
+}
+
+impl ConnectAuth {
+    /// From `NATS_USER`, `NATS_PASSWORD`, `NATS_CREDS` and `NATS_INBOX_PREFIX` (empty
+    /// values count as unset).
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self {
+            user: var("NATS_USER"),
+            password: var("NATS_PASSWORD"),
+            creds_file: var("NATS_CREDS").map(PathBuf::from),
+            inbox_prefix: var("NATS_INBOX_PREFIX"),
+        }
+    }
+}
+
+/// Parse `NATS_URL`-style text: one or more server URLs, comma separated.
+pub fn server_addrs(urls: &str) -> Result<Vec<ServerAddr>, ConnectError> {
+    let addrs = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| u.parse::<ServerAddr>().map_err(|e| ConnectError::with_source(ConnectErrorKind::ServerParse, e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if addrs.is_empty() {
+        return Err(ConnectError::with_source(
+            ConnectErrorKind::ServerParse,
+            std::io::Error::other("no NATS URL given"),
+        ));
+    }
+    Ok(addrs)
+}
+
+/// `urls` with any `user:password@` removed, for messages and logs.
+pub fn redact_urls(urls: &str) -> String {
+    urls.split(',')
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}***@{}", &u[..s + 3], &u[at + 1..]),
+            (None, Some(at)) => format!("***@{}", &u[at + 1..]),
+            _ => u.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The options every Ailurus process uses: a name for monitoring, bounded waits, and the
+/// credentials and inbox prefix of `auth` (a user/password in `first` is the fallback).
+pub async fn options(
+    name: &str,
+    auth: &ConnectAuth,
+    first: Option<&ServerAddr>,
+) -> Result<ConnectOptions, ConnectError> {
+    let mut opts = ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(3))
-        .request_timeout(Some(Duration::from_secs(10)))
-        .connect(url)
-        .await
+        .request_timeout(Some(Duration::from_secs(10)));
+    if let Some(path) = &auth.creds_file {
+        opts = opts
+            .credentials_file(path)
+            .await
+            .map_err(|e| ConnectError::with_source(ConnectErrorKind::Authentication, e))?;
+    }
+    let url_user = first.filter(|a| a.has_user_pass()).and_then(|a| Some((a.username()?, a.password().unwrap_or(""))));
+    match (&auth.user, url_user) {
+        (Some(user), _) => {
+            opts = opts.user_and_password(user.clone(), auth.password.clone().unwrap_or_default());
+        }
+        (None, Some((user, password))) => opts = opts.user_and_password(user.to_string(), password.to_string()),
+        (None, None) => {}
+    }
+    if let Some(prefix) = &auth.inbox_prefix {
+        opts = opts.custom_inbox_prefix(prefix);
+    }
+    Ok(opts)
+}
+
+/// Connect to NATS at `url` (one URL or several, comma separated: the client fails over
+/// between them) as the environment says ([`ConnectAuth::from_env`]).
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, ConnectError> {
+    connect_with(url, name, &ConnectAuth::from_env()).await
+}
+
+/// [`connect`] with explicit credentials instead of the environment's.
+pub async fn connect_with(url: &str, name: &str, auth: &ConnectAuth) -> Result<async_nats::Client, ConnectError> {
+    let addrs = server_addrs(url)?;
+    options(name, auth, addrs.first()).await?.connect(addrs).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_lists() {
+        let a = server_addrs("nats://127.0.0.1:4222, nats://127.0.0.1:4223,127.0.0.1:4224").unwrap();
+        assert_eq!(a.len(), 3);
+        assert_eq!(a[2].port(), 4224);
+        assert!(server_addrs(" , ").is_err());
+        let u = server_addrs("nats://alice:s3cret@127.0.0.1:4222").unwrap();
+        assert_eq!((u[0].username(), u[0].password()), (Some("alice"), Some("s3cret")));
+    }
+
+    #[test]
+    fn redacted_urls() {
+        assert_eq!(redact_urls("nats://a:b@h:1,nats://h2:2"), "nats://***@h:1,nats://h2:2");
+        assert_eq!(redact_urls("a:b@h:1"), "***@h:1");
+        assert_eq!(redact_urls("nats://h:1"), "nats://h:1");
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let a = ConnectAuth { user: Some("w".into()), password: Some("hunter2".into()), ..Default::default() };
+        assert!(!format!("{a:?}").contains("hunter2"));
+    }
 }

@@ -233,6 +233,23 @@ pub fn api_all() -> String {
     render(API, &["*"])
 }
 
+/// Whether a requester-chosen reply subject is safe for a worker to publish on: not a
+/// server `$` subject and not in Ailurus's own subject space (the first tokens of
+/// [`SPECS`]), except `llm.response.<trace_id>`. A worker may publish on `user.*`, `chat.*`,
+/// `llm.usage.*`, `quota.*` and the JetStream API; without this check a requester could
+/// make it write its replies there (e.g. into another user's events or the ledger).
+pub fn is_safe_reply(subject: &str) -> bool {
+    if subject.is_empty() || subject.starts_with('$') {
+        return false;
+    }
+    let tokens: Vec<&str> = subject.split('.').collect();
+    let response: Vec<&str> = RESPONSE.pattern.split('.').collect();
+    let is_response = tokens.len() == response.len()
+        && tokens.iter().zip(&response).all(|(t, p)| p.starts_with('{') || t == p)
+        && !tokens.iter().any(|t| *t == "*" || *t == ">");
+    is_response || !SPECS.iter().any(|s| s.pattern.split('.').next() == tokens.first().copied())
+}
+
 /// The last token of a subject, e.g. the platform of `llm.request.claude`.
 pub fn last_token(subject: &str) -> &str {
     subject.rsplit('.').next().unwrap_or(subject)
@@ -254,6 +271,28 @@ mod tests {
         from_file.sort();
         from_code.sort();
         assert_eq!(from_file, from_code, "subjects.toml and src/bus/subjects.rs disagree");
+    }
+
+    #[test]
+    fn reply_subjects_outside_our_space_only() {
+        for ok in ["_INBOX.abc", "_INBOX.u.alice.x1", "_R_.a.b", "llm.response.t-1", "replies.x"] {
+            assert!(is_safe_reply(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "$JS.API.STREAM.DELETE.LLM_USAGE",
+            "$KV.TOKENS.x",
+            "user.bob.quota",
+            "chat.bob.s.msg",
+            "llm.usage.bob",
+            "llm.request.claude",
+            "llm.response.*",
+            "llm.response.a.b",
+            "quota.used.bob",
+            "ailurus.api.user_self",
+        ] {
+            assert!(!is_safe_reply(bad), "{bad}");
+        }
     }
 
     #[test]

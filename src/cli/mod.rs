@@ -23,7 +23,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "AILURUS_CONFIG")]
     pub config: Option<PathBuf>,
     /// NATS server URL(s), comma separated.
-    #[arg(long, global = true, env = "NATS_URL")]
+    #[arg(long, global = true, env = "NATS_URL", hide_env_values = true)]
     pub nats_url: Option<String>,
     /// What to do.
     #[command(subcommand)]
@@ -117,5 +117,5 @@ fn init_tracing() {
 pub(crate) async fn connect(config: &Config, name: &str) -> Result<async_nats::Client, String> {
     crate::bus::connect(&config.nats.url, name)
         .await
-        .map_err(|e| format!("cannot connect to NATS at {}: {e}", config.nats.url))
+        .map_err(|e| format!("cannot connect to NATS at {}: {e}", crate::bus::redact_urls(&config.nats.url)))
 }

@@ -14,6 +14,10 @@ pub enum StreamsCmd {
         /// Read `*.json` declarations from this directory instead of the built-in copies.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Copies of every stream and KV bucket: 3 on a three-node JetStream cluster
+        /// (default: as declared, 1). Re-running with the same value changes nothing.
+        #[arg(long, env = "AILURUS_STREAM_REPLICAS")]
+        replicas: Option<usize>,
     },
     /// Show every stream with its message count.
     List,
@@ -24,8 +28,11 @@ pub async fn run(config: Config, cmd: StreamsCmd) -> Result<ExitCode, String> {
     let client = super::connect(&config, "ailurus-admin").await?;
     let js = async_nats::jetstream::new(client);
     match cmd {
-        StreamsCmd::Apply { dir } => {
-            let decls = streams::load(dir.as_deref()).map_err(|e| e.to_string())?;
+        StreamsCmd::Apply { dir, replicas } => {
+            let mut decls = streams::load(dir.as_deref()).map_err(|e| e.to_string())?;
+            if let Some(n) = replicas {
+                streams::with_replicas(&mut decls, n).map_err(|e| e.to_string())?;
+            }
             for (name, outcome) in streams::apply(&js, &decls).await.map_err(|e| e.to_string())? {
                 let word = match outcome {
                     Outcome::Created => "created",

@@ -73,12 +73,15 @@ pub async fn run(config: Config, args: UpArgs) -> Result<ExitCode, String> {
     let mut started: Option<NatsServer> = None;
     let client = match tokio::time::timeout(Duration::from_secs(2), crate::bus::connect(&url, "ailurus-up")).await {
         Ok(Ok(c)) => {
-            eprintln!("using the NATS server at {url}");
+            eprintln!("using the NATS server at {}", crate::bus::redact_urls(&url));
             c
         }
         _ => {
             let (host, port) = local_target(&url).ok_or_else(|| {
-                format!("nothing answers at {url}, and it is not a loopback address to start a server on")
+                format!(
+                    "nothing answers at {}, and it is not a loopback address to start a server on",
+                    crate::bus::redact_urls(&url)
+                )
             })?;
             let store = args.data_dir.join("nats");
             std::fs::create_dir_all(&store).map_err(|e| format!("{}: {e}", store.display()))?;

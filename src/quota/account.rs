@@ -20,6 +20,9 @@ pub const BUCKET: &str = "QUOTA";
 pub const COUNTERS: &str = "QUOTA_COUNTERS";
 /// Round-trip bound for quota operations.
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long settling waits out a JetStream leader election (a lost cluster node): the
+/// answer was delivered, so its billing is retried rather than dropped.
+const SETTLE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// What `QUOTA` stores per user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,22 +129,41 @@ impl QuotaStore {
 
     /// Add `delta` to a counter; returns the new value.
     async fn incr(&self, subject: String, delta: i64) -> Result<i64, QuotaError> {
-        let mut h = HeaderMap::new();
-        h.insert("Nats-Incr", format!("{delta:+}").as_str());
-        let ack = tokio::time::timeout(OP_TIMEOUT, async {
-            self.js
-                .publish_with_headers(subject, h, Bytes::new())
-                .await
-                .map_err(QuotaError::store)?
-                .await
-                .map_err(QuotaError::store)
-        })
-        .await
-        .map_err(|_| QuotaError::store("counter increment timed out"))??;
-        ack.value
-            .as_deref()
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| QuotaError::store("counter ack without a value (is the server ≥ 2.12?)"))
+        self.incr_within(subject, delta, Duration::ZERO).await
+    }
+
+    /// [`Self::incr`], retried for up to `patience` while no stream answers (NATS
+    /// no-responders, e.g. during a leader election after a cluster node is lost). Nothing
+    /// was stored then, so a retry cannot count twice; a timeout is never retried.
+    async fn incr_within(&self, subject: String, delta: i64, patience: Duration) -> Result<i64, QuotaError> {
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let mut h = HeaderMap::new();
+            h.insert("Nats-Incr", format!("{delta:+}").as_str());
+            let res = tokio::time::timeout(OP_TIMEOUT, async {
+                self.js.publish_with_headers(subject.clone(), h, Bytes::new()).await?.await
+            })
+            .await
+            .map_err(|_| QuotaError::store("counter increment timed out"))?;
+            let ack = match res {
+                Ok(ack) => ack,
+                Err(e)
+                    if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound
+                        && started.elapsed() + pause <= patience =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+                Err(e) => return Err(QuotaError::store(e)),
+            };
+            return ack
+                .value
+                .as_deref()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| QuotaError::store("counter ack without a value (is the server ≥ 2.12?)"));
+        }
     }
 
     /// A counter's value (0 when it has never been incremented).
@@ -222,21 +244,24 @@ impl QuotaStore {
         Ok(Reservation { user: user.clone(), token: held_token, units, group })
     }
 
-    /// Settle a reservation at `actual` units: adjust the counters, count the request,
-    /// append the ledger record and publish the `QuotaChangeEvent`.
+    /// Settle a reservation at `actual` units: append the ledger record, adjust the
+    /// counters, count the request and publish the `QuotaChangeEvent`.
     pub async fn settle(&self, res: &Reservation, actual: i64, mut record: UsageRecord) -> Result<(), QuotaError> {
+        // The ledger first: it is idempotent and retried through any failure, and it is what
+        // `quota rebuild` trusts, so a counter update lost below (an ack that never came
+        // while a cluster node died) is repairable instead of a delivered answer unbilled.
+        record.quota = actual;
+        ledger::append(&self.js, &res.user, &record).await.map_err(QuotaError::store)?;
         let delta = actual - res.units;
         let used = if delta != 0 {
-            self.incr(subjects::quota_used(&res.user), delta).await?
+            self.incr_within(subjects::quota_used(&res.user), delta, SETTLE_PATIENCE).await?
         } else {
             self.counter(subjects::quota_used(&res.user)).await?
         };
         if let (Some(t), true) = (&res.token, delta != 0) {
-            self.incr(subjects::quota_token_used(t), delta).await?;
+            self.incr_within(subjects::quota_token_used(t), delta, SETTLE_PATIENCE).await?;
         }
-        self.incr(subjects::quota_requests(&res.user), 1).await?;
-        record.quota = actual;
-        ledger::append(&self.js, &res.user, &record).await.map_err(QuotaError::store)?;
+        self.incr_within(subjects::quota_requests(&res.user), 1, SETTLE_PATIENCE).await?;
         let total = self.account(&res.user).await?.map_or(0, |a| a.total);
         self.event(&res.user, total, used, actual, Some(record.model.clone()), Some(record.trace_id.clone())).await;
         Ok(())

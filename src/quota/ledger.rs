@@ -82,11 +82,17 @@ impl UsageRecord {
     }
 }
 
-/// Append a record; retried, de-duplicated by the record's id.
+/// How long an append keeps retrying: longer than a JetStream leader election after a
+/// cluster node is lost, shorter than the stream's 120 s duplicate window.
+const APPEND_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Append a record; retried for up to 30 s, de-duplicated by the record's id.
 pub async fn append(js: &jetstream::Context, user: &Token, rec: &UsageRecord) -> Result<(), String> {
     let body = serde_json::to_vec(rec).map_err(|e| e.to_string())?;
     let mut last = String::new();
-    for attempt in 0..4u32 {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    while started.elapsed() < APPEND_PATIENCE {
         let mut h = HeaderMap::new();
         h.insert("Nats-Msg-Id", format!("{}-{}", rec.kind, rec.trace_id).as_str());
         let res = tokio::time::timeout(Duration::from_secs(5), async {
@@ -102,7 +108,8 @@ pub async fn append(js: &jetstream::Context, user: &Token, rec: &UsageRecord) ->
             Ok(Err(e)) => last = e,
             Err(_) => last = "ledger append timed out".into(),
         }
-        tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
     }
     Err(format!("ledger append failed: {last}"))
 }

@@ -14,6 +14,9 @@ use serde_json::{json, Value};
 /// Answer one API request.
 pub(crate) async fn handle(ctx: &WorkerCtx, msg: Message) {
     let Some(reply) = msg.reply.clone() else { return };
+    if !super::handler::reply_is_safe(&msg) {
+        return;
+    }
     let (status, body) = answer(ctx, &msg).await;
     let mut h = HeaderMap::new();
     h.insert(headers::KIND, if status == 200 { "done" } else { "error" });

@@ -83,9 +83,25 @@ struct Rejection {
     trace: Option<Token>,
 }
 
+/// Whether the message's reply subject (if any) may be published on: a reply into
+/// Ailurus's own subjects would let a requester write as the worker
+/// ([`subjects::is_safe_reply`]). Such a message is dropped unanswered.
+pub(crate) fn reply_is_safe(msg: &Message) -> bool {
+    match &msg.reply {
+        Some(reply) if !subjects::is_safe_reply(reply) => {
+            tracing::warn!(subject = %msg.subject, reply = %reply, "dropping a request whose reply subject is in Ailurus's own subject space");
+            false
+        }
+        _ => true,
+    }
+}
+
 /// Handle one message from `llm.request.<platform>`.
 pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     let started = Instant::now();
+    if !reply_is_safe(&msg) {
+        return;
+    }
     let head = match Head::read(msg.headers.as_ref()) {
         Ok(h) => h,
         Err(err) => {
