@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::path::Path;
 
 /// The declarations compiled into the binary, so `ailurus` works from any directory.
-pub const EMBEDDED: [(&str, &str); 8] = [
+pub const EMBEDDED: [(&str, &str); 10] = [
     ("CHAT_MESSAGES.json", include_str!("../streams/CHAT_MESSAGES.json")),
     ("SESSION_STATUS.json", include_str!("../streams/SESSION_STATUS.json")),
     ("USER_EVENTS.json", include_str!("../streams/USER_EVENTS.json")),
@@ -16,6 +16,8 @@ pub const EMBEDDED: [(&str, &str); 8] = [
     ("KV_TOKENS.json", include_str!("../streams/KV_TOKENS.json")),
     ("KV_QUOTA.json", include_str!("../streams/KV_QUOTA.json")),
     ("QUOTA_COUNTERS.json", include_str!("../streams/QUOTA_COUNTERS.json")),
+    ("QUOTA_HOLDS.json", include_str!("../streams/QUOTA_HOLDS.json")),
+    ("KV_WORKERS.json", include_str!("../streams/KV_WORKERS.json")),
 ];
 
 /// What `apply` did to one stream.
@@ -176,7 +178,9 @@ mod tests {
                 "LLM_USAGE",
                 "KV_TOKENS",
                 "KV_QUOTA",
-                "QUOTA_COUNTERS"
+                "QUOTA_COUNTERS",
+                "QUOTA_HOLDS",
+                "KV_WORKERS"
             ]
         );
         let counters = decls.iter().find(|d| d.config.name == "QUOTA_COUNTERS").unwrap();

@@ -39,11 +39,13 @@ pub const QUOTA_TOKEN_USED: SubjectSpec =
     SubjectSpec { name: "quota_token_used", pattern: "quota.tokenused.{token_id}" };
 /// `quota.requests.{user_id}` (a server-side counter)
 pub const QUOTA_REQUESTS: SubjectSpec = SubjectSpec { name: "quota_requests", pattern: "quota.requests.{user_id}" };
+/// `quota.hold.{hold_id}` (a durable quota reservation)
+pub const QUOTA_HOLD: SubjectSpec = SubjectSpec { name: "quota_hold", pattern: "quota.hold.{hold_id}" };
 /// `ailurus.api.{op}`
 pub const API: SubjectSpec = SubjectSpec { name: "api", pattern: "ailurus.api.{op}" };
 
 /// Every subject: design §2, the quota counters and the user API.
-pub const SPECS: [SubjectSpec; 13] = [
+pub const SPECS: [SubjectSpec; 14] = [
     REQUEST,
     RESPONSE,
     CANCEL,
@@ -56,6 +58,7 @@ pub const SPECS: [SubjectSpec; 13] = [
     QUOTA_USED,
     QUOTA_TOKEN_USED,
     QUOTA_REQUESTS,
+    QUOTA_HOLD,
     API,
 ];
 
@@ -201,6 +204,14 @@ pub fn quota_token_used(token_id: &Token) -> String {
 /// `quota.requests.<user_id>`
 pub fn quota_requests(user_id: &Token) -> String {
     render(QUOTA_REQUESTS, &[user_id.as_str()])
+}
+/// `quota.hold.<hold_id>`
+pub fn quota_hold(hold_id: &Token) -> String {
+    render(QUOTA_HOLD, &[hold_id.as_str()])
+}
+/// `quota.hold.*`: every hold.
+pub fn quota_hold_all() -> String {
+    render(QUOTA_HOLD, &["*"])
 }
 /// `ailurus.api.<op>`
 pub fn api(op: &str) -> String {

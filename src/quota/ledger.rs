@@ -65,6 +65,9 @@ pub struct UsageRecord {
     pub session_id: Option<String>,
     /// RFC 3339.
     pub timestamp: String,
+    /// The quota hold this record settles or releases (the ledger's de-duplication key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<String>,
 }
 
 impl UsageRecord {
@@ -82,13 +85,22 @@ impl UsageRecord {
     }
 }
 
+/// The record's `Nats-Msg-Id`: one per quota hold (a request may reuse a trace id), else
+/// kind and trace id (admin records have fresh ids).
+fn msg_id(rec: &UsageRecord) -> String {
+    match &rec.hold_id {
+        Some(h) => format!("{}-{h}", rec.kind),
+        None => format!("{}-{}", rec.kind, rec.trace_id),
+    }
+}
+
 /// Append a record; retried, de-duplicated by the record's id.
 pub async fn append(js: &jetstream::Context, user: &Token, rec: &UsageRecord) -> Result<(), String> {
     let body = serde_json::to_vec(rec).map_err(|e| e.to_string())?;
     let mut last = String::new();
     for attempt in 0..4u32 {
         let mut h = HeaderMap::new();
-        h.insert("Nats-Msg-Id", format!("{}-{}", rec.kind, rec.trace_id).as_str());
+        h.insert("Nats-Msg-Id", msg_id(rec).as_str());
         let res = tokio::time::timeout(Duration::from_secs(5), async {
             js.publish_with_headers(subjects::usage(user), h, body.clone().into())
                 .await

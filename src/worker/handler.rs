@@ -146,7 +146,12 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         (Some(p), Some(q)) => {
             let token_limit = p.token.as_ref().and_then(|(h, r)| r.quota_limit.map(|l| (h, l)));
             let estimate = ctx.reserve_estimate(&job);
-            match q.reserve(&p.user, token_limit, estimate).await {
+            let owner = crate::quota::holds::HoldOwner {
+                worker: ctx.worker_id.clone(),
+                trace_id: job.trace_id.to_string(),
+                ttl: Duration::from_millis(ctx.config.request_timeout_ms),
+            };
+            match q.reserve(&p.user, token_limit, estimate, &owner).await {
                 Ok(r) => Some(r),
                 Err(e) => {
                     finish(&ctx, &replier, &job, started, Err(RequestError::new(e.status, e.message)), 1.0).await;
@@ -246,9 +251,10 @@ async fn settle(
         estimated: u.estimated,
         session_id: job.session_id.clone(),
         timestamp: crate::quota::now_rfc3339(),
+        hold_id: None,
     };
-    if let Err(e) = q.settle(&res, actual, record).await {
-        tracing::error!(trace_id = %job.trace_id, error = %e.message, "settle failed; `ailurus quota rebuild` will repair the balance");
+    if let Err(e) = q.settle(res, actual, record).await {
+        tracing::error!(trace_id = %job.trace_id, error = %e.message, "settle failed; the hold stays and a scan completes it");
     }
 }
 

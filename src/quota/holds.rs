@@ -1,0 +1,398 @@
+//! Crash-safe reservations ("holds"). A reservation raises the user's spent counter before
+//! the upstream call; a worker killed before it settles would leave that raise behind for
+//! ever, with no ledger record to explain it. So every reservation is first written down,
+//! durably, as one message on `quota.hold.<hold_id>` in the `QUOTA_HOLDS` stream (file
+//! storage, one message per subject), and every step after it is idempotent:
+//!
+//! 1. **hold**: publish the hold (`state: held`, the user, token, units, owning worker) with
+//!    `Nats-Expected-Last-Subject-Sequence: 0`; then increment the counters, each
+//!    increment with its own `Nats-Msg-Id` (`<hold>:u+`, `<hold>:t+`), which JetStream
+//!    de-duplicates inside the stream's duplicate window (counter streams included).
+//! 2. **settle** (the owner): compare-and-swap the hold to `state: settling` with the
+//!    final amount and the ledger record (expected last subject sequence = the hold's), then
+//!    the counter corrections, the request count and the ledger append, all keyed by the
+//!    hold id, then purge the subject.
+//! 3. **release** (a refusal, or a recovery by any worker): compare-and-swap the hold to
+//!    `state: released`; redo the hold's increments with the same ids (no-ops if they had
+//!    happened), take them back (`<hold>:u-`, `<hold>:t-`), write a zero-cost ledger record
+//!    for recoveries, purge.
+//!
+//! The compare-and-swap makes settle and release exclusive: exactly one of them wins for
+//! each hold, however many workers try. A settle that loses (its hold was released as
+//! orphaned while the owner was cut off) charges the delivered amount directly, with its own
+//! ids and its own ledger record, so the request is billed once.
+//!
+//! **Recovery.** Every worker announces itself in the `WORKERS` KV bucket with a per-message
+//! TTL (`Nats-TTL`) and refreshes it; a dead worker's key vanishes on its own. Every worker
+//! also scans the oldest holds now and then ([`Reaper`]): a hold whose owner has been absent
+//! for two scans a liveness period apart, or that outlived its deadline (the owner's request
+//! timeout plus a grace), or a `settling` / `released` hold left half done, is completed —
+//! released at zero cost, or its settle finished with the recorded amount.
+
+use super::account::{QuotaError, QuotaStore};
+use super::ledger::UsageRecord;
+use crate::bus::subjects::{self, Token};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// The stream of holds.
+pub const STREAM: &str = "QUOTA_HOLDS";
+/// The KV bucket in which live workers announce themselves.
+pub const WORKERS: &str = "WORKERS";
+/// How long a half-done settle or release is left to its owner before another worker
+/// completes it.
+pub const SETTLE_GRACE: Duration = Duration::from_secs(30);
+/// Most holds one scan looks at.
+const SCAN_LIMIT: usize = 1000;
+
+/// Where a hold is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HoldState {
+    /// Units are (being) held for a request in flight.
+    Held,
+    /// The owner decided the final amount; corrections and the ledger record follow.
+    Settling,
+    /// The hold is being given back (refused, or recovered from a dead worker).
+    Released,
+}
+
+/// One hold, as stored on `quota.hold.<id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hold {
+    /// Hold id (a subject token; also the prefix of every `Nats-Msg-Id` of this hold).
+    pub id: String,
+    /// Where it is.
+    pub state: HoldState,
+    /// Billed user.
+    pub user: String,
+    /// Token hash, when the token has its own limit (its counter is held too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Units held.
+    pub units: i64,
+    /// Whether the hold's increments are known to have happened (written by the owner right
+    /// after them). A hold without it may have crashed between the hold and its increments:
+    /// its release redoes them under their `Nats-Msg-Id`s first.
+    #[serde(default)]
+    pub counted: bool,
+    /// The owning worker's id (its key in `WORKERS`).
+    pub worker: String,
+    /// The request.
+    pub trace_id: String,
+    /// Unix milliseconds after which any worker may release a `held` hold, owner alive or not.
+    pub deadline_ms: i64,
+    /// Final units (`settling`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual: Option<i64>,
+    /// The ledger record to append (`settling`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<UsageRecord>,
+}
+
+/// Who holds, for how long.
+#[derive(Debug, Clone)]
+pub struct HoldOwner {
+    /// The worker's id (its key in `WORKERS`).
+    pub worker: String,
+    /// The request's trace id.
+    pub trace_id: String,
+    /// How long the request may take (the owner's request timeout); a `held` hold older than
+    /// this plus [`SETTLE_GRACE`] is released even if its owner still answers.
+    pub ttl: Duration,
+}
+
+/// Unix time in milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// A fresh hold id.
+pub(crate) fn new_id() -> Token {
+    Token::random()
+}
+
+/// Whether one increment of a hold happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Did {
+    /// It did (acknowledged).
+    Yes,
+    /// It was never sent.
+    No,
+    /// Unknown (sent without an answer, or the hold is not marked `counted`).
+    Maybe,
+}
+
+impl Did {
+    /// What a recovery knows of a hold's increments.
+    fn of(hold: &Hold) -> [Did; 2] {
+        let d = if hold.counted { Did::Yes } else { Did::Maybe };
+        [d, d]
+    }
+}
+
+/// Why a compare-and-swap on a hold did not happen.
+#[derive(Debug)]
+pub(crate) enum CasError {
+    /// Someone else moved the hold first (or it is gone).
+    Lost,
+    /// The store did not answer.
+    Store(QuotaError),
+}
+
+impl QuotaStore {
+    /// Publish `hold` on its subject if the subject's last sequence is `expected` (0: the
+    /// subject is empty). Returns the new sequence. Retried on timeouts; a retry of a write
+    /// that did land is recognised by its `Nats-Msg-Id` and counts as success.
+    pub(crate) async fn put_hold(&self, hold: &Hold, expected: u64) -> Result<u64, CasError> {
+        let id = Token::new("hold_id", &hold.id).map_err(|e| CasError::Store(QuotaError::store(e)))?;
+        let body: bytes::Bytes = serde_json::to_vec(hold).map_err(|e| CasError::Store(QuotaError::store(e)))?.into();
+        let msg_id = format!("{}:{:?}", hold.id, hold.state);
+        let mut last = String::new();
+        for attempt in 0..3u32 {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("Nats-Expected-Last-Subject-Sequence", expected.to_string().as_str());
+            h.insert("Nats-Msg-Id", msg_id.as_str());
+            let res = tokio::time::timeout(super::account::OP_TIMEOUT, async {
+                self.jetstream().publish_with_headers(subjects::quota_hold(&id), h, body.clone()).await?.await
+            })
+            .await;
+            match res {
+                Ok(Ok(ack)) => return Ok(ack.sequence),
+                Ok(Err(e)) if e.kind() == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence => {
+                    return Err(CasError::Lost)
+                }
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "hold write timed out".into(),
+            }
+            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+        }
+        Err(CasError::Store(QuotaError::store(last)))
+    }
+
+    /// Remove a finished hold.
+    pub(crate) async fn drop_hold(&self, hold_id: &str) {
+        let Ok(id) = Token::new("hold_id", hold_id) else { return };
+        let purge = self.holds().purge().filter(subjects::quota_hold(&id));
+        match tokio::time::timeout(super::account::OP_TIMEOUT, purge).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(hold = hold_id, error = %e, "hold purge failed; a scan will retry"),
+            Err(_) => tracing::warn!(hold = hold_id, "hold purge timed out; a scan will retry"),
+        }
+    }
+
+    /// Give a hold back: claim it (`released`) unless `claimed`, take back its increments
+    /// (`did`: whether the user's and the token's increment happened; an unknown one is
+    /// redone under its `Nats-Msg-Id` first, a no-op when it had happened), write a
+    /// zero-cost ledger record when `record` (recoveries), purge. `Err(CasError::Lost)` when
+    /// someone else owns its outcome.
+    pub(crate) async fn release(
+        &self,
+        hold: &Hold,
+        seq: u64,
+        claimed: bool,
+        record: bool,
+        did: [Did; 2],
+    ) -> Result<(), CasError> {
+        if !claimed {
+            let mut released = hold.clone();
+            released.state = HoldState::Released;
+            self.put_hold(&released, seq).await?;
+        }
+        let bad = |e: crate::bus::subjects::InvalidToken| CasError::Store(QuotaError::store(e));
+        let user = Token::new("user_id", &hold.user).map_err(bad)?;
+        let mut steps = vec![(subjects::quota_used(&user), "u", did[0])];
+        if let Some(t) = &hold.token {
+            steps.push((subjects::quota_token_used(&Token::new("token_id", t).map_err(bad)?), "t", did[1]));
+        }
+        for (subject, name, did) in steps {
+            if did == Did::No {
+                continue;
+            }
+            if did == Did::Maybe {
+                self.incr_raw(subject.clone(), hold.units, &format!("{}:{name}+", hold.id))
+                    .await
+                    .map_err(CasError::Store)?;
+            }
+            self.incr_raw(subject, -hold.units, &format!("{}:{name}-", hold.id)).await.map_err(CasError::Store)?;
+        }
+        if record {
+            let rec = UsageRecord {
+                kind: "usage".into(),
+                trace_id: hold.trace_id.clone(),
+                user_id: hold.user.clone(),
+                hold_id: Some(hold.id.clone()),
+                status: 0,
+                quota: 0,
+                channel: "released: the serving worker was lost".into(),
+                timestamp: super::now_rfc3339(),
+                ..Default::default()
+            };
+            super::ledger::append(self.jetstream(), &user, &rec)
+                .await
+                .map_err(|e| CasError::Store(QuotaError::store(e)))?;
+        }
+        self.drop_hold(&hold.id).await;
+        Ok(())
+    }
+
+    /// The steps of a settle after its compare-and-swap: counter corrections, the request
+    /// count, the ledger record, purge. Idempotent (every write is keyed by the hold id).
+    pub(crate) async fn finish_settle(&self, hold: &Hold) -> Result<i64, QuotaError> {
+        let user = Token::new("user_id", &hold.user).map_err(QuotaError::store)?;
+        let actual = hold.actual.unwrap_or(0);
+        let delta = actual - hold.units;
+        let step = |s: &str| format!("{}:{s}", hold.id);
+        // Only an owner whose increments were acknowledged writes `settling`: no redo here
+        // (a settle may come long after the hold, outside the duplicate window).
+        let used = self.incr_once(subjects::quota_used(&user), delta, &step("us")).await?;
+        if let Some(t) = &hold.token {
+            let t = Token::new("token_id", t).map_err(QuotaError::store)?;
+            self.incr_once(subjects::quota_token_used(&t), delta, &step("ts")).await?;
+        }
+        self.incr_once(subjects::quota_requests(&user), 1, &step("r")).await?;
+        if let Some(rec) = &hold.record {
+            let mut rec = rec.clone();
+            rec.quota = actual;
+            rec.hold_id = Some(hold.id.clone());
+            super::ledger::append(self.jetstream(), &user, &rec).await.map_err(QuotaError::store)?;
+        }
+        self.drop_hold(&hold.id).await;
+        Ok(used)
+    }
+
+    /// Announce a live worker for `ttl` (a KV put with a per-message TTL: the key vanishes
+    /// on its own when the worker stops refreshing it).
+    pub async fn announce(&self, worker: &str, ttl: Duration) -> Result<(), QuotaError> {
+        let key = Token::new("worker_id", worker).map_err(QuotaError::store)?;
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-TTL", format!("{}s", ttl.as_secs().max(1)).as_str());
+        let subject = format!("$KV.{WORKERS}.{key}");
+        tokio::time::timeout(super::account::OP_TIMEOUT, async {
+            self.jetstream().publish_with_headers(subject, h, bytes::Bytes::from_static(b"alive")).await?.await
+        })
+        .await
+        .map_err(|_| QuotaError::store("worker announce timed out"))?
+        .map_err(QuotaError::store)?;
+        Ok(())
+    }
+
+    /// Whether a worker's key is in `WORKERS`.
+    pub async fn worker_alive(&self, worker: &str) -> Result<bool, QuotaError> {
+        if Token::new("worker_id", worker).is_err() {
+            return Ok(false);
+        }
+        let get = tokio::time::timeout(super::account::OP_TIMEOUT, self.workers().get(worker))
+            .await
+            .map_err(|_| QuotaError::store("worker lookup timed out"))?
+            .map_err(QuotaError::store)?;
+        Ok(get.is_some())
+    }
+
+    /// Holds in flight now (for tests and `quota` tooling).
+    pub async fn holds_in_flight(&self) -> Result<u64, QuotaError> {
+        let mut s = self.holds().clone();
+        Ok(s.info().await.map_err(QuotaError::store)?.state.messages)
+    }
+}
+
+/// Finds and completes holds whose owner is gone. One per worker; [`Reaper::scan`] runs
+/// every few seconds.
+pub struct Reaper {
+    /// The store.
+    store: QuotaStore,
+    /// The liveness period: how long a worker key lives without a refresh.
+    liveness: Duration,
+    /// Holds whose owner was absent at an earlier scan, and since when.
+    suspects: HashMap<String, Instant>,
+}
+
+impl Reaper {
+    /// A reaper for workers announcing with `liveness` TTLs.
+    pub fn new(store: QuotaStore, liveness: Duration) -> Self {
+        Self { store, liveness, suspects: HashMap::new() }
+    }
+
+    /// Look at the oldest holds (older than one liveness period) and complete the orphaned
+    /// ones. Returns how many were completed.
+    pub async fn scan(&mut self) -> Result<usize, QuotaError> {
+        let now = time::OffsetDateTime::now_utc();
+        let young = now - self.liveness;
+        let mut seen = std::collections::HashSet::new();
+        let mut alive: HashMap<String, bool> = HashMap::new();
+        let mut done = 0;
+        let mut next = 1u64;
+        let filter = subjects::quota_hold_all();
+        for _ in 0..SCAN_LIMIT {
+            let get = self.store.holds().direct_get_next_for_subject(filter.clone(), Some(next));
+            let msg = match tokio::time::timeout(super::account::OP_TIMEOUT, get).await {
+                Err(_) => return Err(QuotaError::store("hold scan timed out")),
+                Ok(Ok(m)) => m,
+                Ok(Err(e)) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => break,
+                Ok(Err(e)) => return Err(QuotaError::store(e)),
+            };
+            next = msg.sequence + 1;
+            // Sequence order is time order: everything after a young hold is young too.
+            if msg.time > young {
+                break;
+            }
+            let Ok(hold) = serde_json::from_slice::<Hold>(&msg.payload) else {
+                tracing::warn!(subject = %msg.subject, "unreadable hold; leaving it for an operator");
+                continue;
+            };
+            seen.insert(hold.id.clone());
+            let owner_alive = match alive.get(&hold.worker) {
+                Some(a) => *a,
+                None => {
+                    let a = self.store.worker_alive(&hold.worker).await?;
+                    alive.insert(hold.worker.clone(), a);
+                    a
+                }
+            };
+            // An absent owner must stay absent a whole liveness period (two scans apart):
+            // a worker briefly cut off from NATS, or a server restart, must not look dead.
+            let orphaned = !owner_alive && {
+                let first = *self.suspects.entry(hold.id.clone()).or_insert_with(Instant::now);
+                first.elapsed() >= self.liveness
+            };
+            let age = now - msg.time;
+            let overdue = match hold.state {
+                HoldState::Held => now_ms() > hold.deadline_ms,
+                HoldState::Settling | HoldState::Released => age > SETTLE_GRACE,
+            };
+            if !(orphaned || overdue) {
+                continue;
+            }
+            let outcome = match hold.state {
+                HoldState::Held => match self.store.release(&hold, msg.sequence, false, true, Did::of(&hold)).await {
+                    Ok(()) => Ok(true),
+                    Err(CasError::Lost) => Ok(false),
+                    Err(CasError::Store(e)) => Err(e),
+                },
+                HoldState::Released => {
+                    match self.store.release(&hold, msg.sequence, true, true, Did::of(&hold)).await {
+                        Ok(()) => Ok(true),
+                        Err(CasError::Lost) => Ok(false),
+                        Err(CasError::Store(e)) => Err(e),
+                    }
+                }
+                HoldState::Settling => self.store.finish_settle(&hold).await.map(|_| true),
+            };
+            match outcome {
+                Ok(true) => {
+                    done += 1;
+                    self.suspects.remove(&hold.id);
+                    tracing::info!(hold = %hold.id, trace_id = %hold.trace_id, user = %hold.user, state = ?hold.state,
+                        owner_alive, "completed an orphaned quota hold");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(hold = %hold.id, error = %e.message, "could not complete a quota hold; will retry")
+                }
+            }
+        }
+        self.suspects.retain(|id, _| seen.contains(id));
+        Ok(done)
+    }
+}
