@@ -134,10 +134,24 @@ struct AppState {
 
 /// Serve HTTP on `config.listen` until `shutdown`.
 pub async fn run(client: async_nats::Client, config: BridgeConfig, shutdown: Shutdown) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|e| format!("bridge cannot listen on {}: {e}", config.listen))?;
+    let listener =
+        listen(&config.listen).await.map_err(|e| format!("bridge cannot listen on {}: {e}", config.listen))?;
     serve(listener, client, config, shutdown).await
+}
+
+/// Bind `addr` with a listen backlog of 4096 (the kernel caps it at `somaxconn`): the
+/// default of 128 makes a burst of connections wait for SYN retransmits, a second each.
+async fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no address");
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(4096)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Serve HTTP on a bound listener (tests bind port 0).
@@ -467,11 +481,12 @@ async fn forward(
                 .unwrap_or_else(|| "application/json".into());
             let streaming = content_type.starts_with("text/event-stream");
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(st.config.buffer_chunks.max(1));
-            let _ = tx.try_send(Ok(Bytes::from(first.payload.to_vec())));
+            let events = if streaming { sse_frames(&first.payload) } else { 0 };
+            let _ = tx.try_send(Ok(first.payload.clone()));
             let slow = Duration::from_millis(st.config.slow_client_ms);
             let model_name = model.unwrap_or_default();
             let done = Finished { state: st.clone(), label, status, started };
-            let ctx = PumpCtx { slow, format, streaming, model: model_name, trace: trace.clone() };
+            let ctx = PumpCtx { slow, format, streaming, model: model_name, trace: trace.clone(), events };
             tokio::spawn(pump(replies, tx, ctx, done));
             let mut r = Response::new(Body::from_stream(tokio_stream_from(rx)));
             *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
@@ -522,6 +537,15 @@ struct PumpCtx {
     model: String,
     /// For logs.
     trace: Token,
+    /// SSE events written so far (counted by frame terminators, not parsed), so an error
+    /// event can continue the stream's numbering.
+    events: u64,
+}
+
+/// SSE frames in a chunk of an event stream: its blank-line terminators. The bridge only
+/// counts them (it never parses what it forwards).
+fn sse_frames(bytes: &[u8]) -> u64 {
+    bytes.windows(2).filter(|w| *w == b"\n\n").count() as u64
 }
 
 /// Records a pumped response's metrics when its body ends.
@@ -553,7 +577,7 @@ async fn pump(
     ctx: PumpCtx,
     done: Finished,
 ) {
-    let PumpCtx { slow, format, streaming, model, trace } = ctx;
+    let PumpCtx { slow, format, streaming, model, trace, mut events } = ctx;
     let mut upstream_ms = None;
     loop {
         let next = tokio::select! {
@@ -566,8 +590,12 @@ async fn pump(
         match next {
             Some(Ok(r)) => match r.kind {
                 ReplyKind::Heartbeat => {}
-                ReplyKind::Chunk => match tx.send_timeout(Ok(Bytes::from(r.payload.to_vec())), slow).await {
-                    Ok(()) => {}
+                ReplyKind::Chunk => match tx.send_timeout(Ok(r.payload.clone()), slow).await {
+                    Ok(()) => {
+                        if streaming {
+                            events += sse_frames(&r.payload);
+                        }
+                    }
                     Err(_) => {
                         tracing::info!(%trace, "client too slow or gone; cancelling");
                         break;
@@ -584,8 +612,9 @@ async fn pump(
             },
             Some(Err(e)) => {
                 if streaming {
-                    let mut out = Vec::new();
-                    format.encoder(&model).error(504, &e.to_string(), &mut out);
+                    // The worker is gone mid-stream: end the client's stream with an error
+                    // event that continues it (no second preamble, numbering goes on).
+                    let out = format.continuation_error("", &model, events, 504, &e.to_string());
                     let _ = tx.send_timeout(Ok(Bytes::from(out)), slow).await;
                 }
                 break;

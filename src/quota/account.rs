@@ -83,11 +83,11 @@ pub struct Reservation {
     pub group: String,
     /// The hold as written.
     hold: Hold,
-    /// The hold's first subject sequence.
-    first_seq: u64,
+    /// The hold's last known subject sequence.
+    seq: u64,
     /// The write of its `counted` mark, which runs beside the upstream call; settle waits
-    /// for its sequence (`None`: it failed, `first_seq` stands).
-    marking: tokio::task::JoinHandle<Option<u64>>,
+    /// for its sequence (`None`: it failed, `seq` stands).
+    marking: Option<tokio::task::JoinHandle<Option<u64>>>,
 }
 
 impl Reservation {
@@ -285,7 +285,7 @@ impl QuotaStore {
         let (acct, seq) = tokio::join!(self.account(user), self.put_hold(&hold, 0));
         let seq = match seq {
             Ok(seq) => seq,
-            Err(CasError::Lost) => return Err(QuotaError::store("hold id collision")),
+            Err(CasError::Lost(_)) => return Err(QuotaError::store("hold id collision")),
             Err(CasError::Store(e)) => return Err(e),
         };
         let refuse = |message: String| QuotaError { status: 402, message };
@@ -335,14 +335,14 @@ impl QuotaStore {
         let marking = tokio::spawn(async move { store.put_hold(&counted, seq).await.ok() });
         let mut hold = hold;
         hold.counted = true;
-        Ok(Reservation { user: user.clone(), token: held_token, units, group, hold, first_seq: seq, marking })
+        Ok(Reservation { user: user.clone(), token: held_token, units, group, hold, seq, marking: Some(marking) })
     }
 
     /// Release a hold this worker wrote and no longer needs (a refusal or a store error
     /// inside `reserve`). On failure the hold stays for a scan to complete.
     async fn give_back(&self, hold: &Hold, seq: u64, did: [Did; 2]) {
         match self.release(hold, seq, false, false, did).await {
-            Ok(()) | Err(CasError::Lost) => {}
+            Ok(()) | Err(CasError::Lost(_)) => {}
             Err(CasError::Store(e)) => {
                 tracing::warn!(hold = %hold.id, error = %e.message, "releasing a refused hold failed; a scan will")
             }
@@ -351,20 +351,26 @@ impl QuotaStore {
 
     /// Settle a reservation at `actual` units: adjust the counters, count the request,
     /// append the ledger record and publish the `QuotaChangeEvent`. Exactly once per
-    /// reservation, even against a worker that released it as orphaned meanwhile.
-    pub async fn settle(&self, res: Reservation, actual: i64, mut record: UsageRecord) -> Result<(), QuotaError> {
+    /// reservation, even against a worker that released it as orphaned meanwhile, and safe to
+    /// call again after an error (every step is keyed by the hold id; call again within the
+    /// duplicate window, two minutes).
+    pub async fn settle(&self, res: &mut Reservation, actual: i64, mut record: UsageRecord) -> Result<(), QuotaError> {
         record.quota = actual;
         record.hold_id = Some(res.hold.id.clone());
-        let seq = res.marking.await.ok().flatten().unwrap_or(res.first_seq);
+        if let Some(marking) = res.marking.take() {
+            if let Ok(Some(seq)) = marking.await {
+                res.seq = seq;
+            }
+        }
         let mut settling = res.hold.clone();
         settling.state = HoldState::Settling;
         settling.actual = Some(actual);
         settling.record = Some(record.clone());
-        let used = match self.put_hold(&settling, seq).await {
-            Ok(_) => self.finish_settle(&settling).await?,
+        let used = match self.put_hold(&settling, res.seq).await {
+            Ok(_) => Some(self.finish_settle(&settling).await?),
             // Released meanwhile (this worker looked dead): the hold was given back, so
             // charge what was delivered directly, under ids of its own.
-            Err(CasError::Lost) => {
+            Err(CasError::Lost(Some(current))) if current.state == HoldState::Released => {
                 tracing::warn!(hold = %res.hold.id, trace_id = %record.trace_id, "hold was released while the request ran; charging directly");
                 let late = |s: &str| format!("{}:late-{s}", res.hold.id);
                 let used = self.incr_once(subjects::quota_used(&res.user), actual, &late("u")).await?;
@@ -374,12 +380,54 @@ impl QuotaStore {
                 self.incr_once(subjects::quota_requests(&res.user), 1, &late("r")).await?;
                 record.hold_id = Some(format!("{}-late", res.hold.id));
                 ledger::append(&self.js, &res.user, &record).await.map_err(QuotaError::store)?;
-                used
+                Some(used)
+            }
+            // Our own settling hold, completed by a scan meanwhile (or by an earlier attempt
+            // of ours), or a hold released and purged: nothing left to charge. (The second
+            // case under-bills; it needs the owner cut off for a whole liveness period and
+            // the scan to finish first.)
+            Err(CasError::Lost(current)) => {
+                match current {
+                    Some(h) if h.state == HoldState::Settling && h.id == res.hold.id => {
+                        Some(self.finish_settle(&h).await?)
+                    }
+                    // Our own hold at another sequence (its `counted` mark landed unseen):
+                    // note the sequence and let the caller try again.
+                    Some(h) if h.state == HoldState::Held && h.id == res.hold.id => {
+                        if let Ok(id) = Token::new("hold_id", &h.id) {
+                            if let Some((_, seq)) = self.current_hold(&id).await? {
+                                res.seq = seq;
+                            }
+                        }
+                        return Err(QuotaError::store("hold moved; settle again"));
+                    }
+                    Some(h) if h.state == HoldState::Done => None,
+                    Some(_) => {
+                        return Err(QuotaError::store(format!("hold {} is in an unexpected state", res.hold.id)))
+                    }
+                    None => None,
+                }
             }
             Err(CasError::Store(e)) => return Err(e),
         };
-        let total = self.account(&res.user).await?.map_or(0, |a| a.total);
-        self.event(&res.user, total, used, actual, Some(record.model.clone()), Some(record.trace_id.clone())).await;
+        // The event is informative: billing is complete whether or not it goes out.
+        if let Some(used) = used {
+            match self.account(&res.user).await {
+                Ok(acct) => {
+                    let total = acct.map_or(0, |a| a.total);
+                    self.event(
+                        &res.user,
+                        total,
+                        used,
+                        actual,
+                        Some(record.model.clone()),
+                        Some(record.trace_id.clone()),
+                    )
+                    .await
+                }
+                Err(e) => tracing::warn!(error = %e.message, "quota event skipped: account unreadable"),
+            }
+        }
         Ok(())
     }
 

@@ -43,6 +43,9 @@ pub const WORKERS: &str = "WORKERS";
 /// How long a half-done settle or release is left to its owner before another worker
 /// completes it.
 pub const SETTLE_GRACE: Duration = Duration::from_secs(30);
+/// How long a `done` hold stays before it expires (well past the time a nats-server needs
+/// to make its deletes durable).
+pub const DONE_TTL: Duration = Duration::from_secs(15 * 60);
 /// Most holds one scan looks at.
 const SCAN_LIMIT: usize = 1000;
 
@@ -56,6 +59,11 @@ pub enum HoldState {
     Settling,
     /// The hold is being given back (refused, or recovered from a dead worker).
     Released,
+    /// Settled or released: nothing left to do. Written as the hold's last message (with a
+    /// TTL) instead of deleting it: JetStream deletes (purges, per-subject limits) are not
+    /// crash-durable — after a nats-server SIGKILL, recently deleted messages come back — while
+    /// appended messages are, so the last message of a subject is the truth.
+    Done,
 }
 
 /// One hold, as stored on `quota.hold.<id>`.
@@ -135,8 +143,9 @@ impl Did {
 /// Why a compare-and-swap on a hold did not happen.
 #[derive(Debug)]
 pub(crate) enum CasError {
-    /// Someone else moved the hold first (or it is gone).
-    Lost,
+    /// Someone else moved the hold first: what the subject holds now (`None`: nothing, the
+    /// hold was completed and purged).
+    Lost(Option<Box<Hold>>),
     /// The store did not answer.
     Store(QuotaError),
 }
@@ -148,7 +157,7 @@ impl QuotaStore {
     pub(crate) async fn put_hold(&self, hold: &Hold, expected: u64) -> Result<u64, CasError> {
         let id = Token::new("hold_id", &hold.id).map_err(|e| CasError::Store(QuotaError::store(e)))?;
         let body: bytes::Bytes = serde_json::to_vec(hold).map_err(|e| CasError::Store(QuotaError::store(e)))?.into();
-        let msg_id = format!("{}:{:?}", hold.id, hold.state);
+        let msg_id = format!("{}:{:?}{}", hold.id, hold.state, if hold.counted { "-counted" } else { "" });
         let mut last = String::new();
         for attempt in 0..3u32 {
             let mut h = async_nats::HeaderMap::new();
@@ -161,7 +170,12 @@ impl QuotaStore {
             match res {
                 Ok(Ok(ack)) => return Ok(ack.sequence),
                 Ok(Err(e)) if e.kind() == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence => {
-                    return Err(CasError::Lost)
+                    // JetStream checks the expected sequence before de-duplicating, so a retry
+                    // of a write that landed looks like this too: compare with what is there.
+                    return match self.current_hold(&id).await.map_err(CasError::Store)? {
+                        Some((current, seq)) if current == *hold => Ok(seq),
+                        other => Err(CasError::Lost(other.map(|(h, _)| Box::new(h)))),
+                    };
                 }
                 Ok(Err(e)) => last = e.to_string(),
                 Err(_) => last = "hold write timed out".into(),
@@ -171,15 +185,40 @@ impl QuotaStore {
         Err(CasError::Store(QuotaError::store(last)))
     }
 
-    /// Remove a finished hold.
-    pub(crate) async fn drop_hold(&self, hold_id: &str) {
-        let Ok(id) = Token::new("hold_id", hold_id) else { return };
-        let purge = self.holds().purge().filter(subjects::quota_hold(&id));
-        match tokio::time::timeout(super::account::OP_TIMEOUT, purge).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(hold = hold_id, error = %e, "hold purge failed; a scan will retry"),
-            Err(_) => tracing::warn!(hold = hold_id, "hold purge timed out; a scan will retry"),
+    /// The hold on `quota.hold.<id>` now, with its sequence.
+    pub(crate) async fn current_hold(&self, id: &Token) -> Result<Option<(Hold, u64)>, QuotaError> {
+        let get = self.holds().direct_get_last_for_subject(subjects::quota_hold(id));
+        match tokio::time::timeout(super::account::OP_TIMEOUT, get).await {
+            Err(_) => Err(QuotaError::store("hold read timed out")),
+            Ok(Ok(m)) => Ok(serde_json::from_slice(&m.payload).ok().map(|h| (h, m.sequence))),
+            Ok(Err(e)) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => Ok(None),
+            Ok(Err(e)) => Err(QuotaError::store(e)),
         }
+    }
+
+    /// Mark a hold finished: its last message becomes `done` (expiring after [`DONE_TTL`]).
+    pub(crate) async fn drop_hold(&self, hold: &Hold) {
+        let Ok(id) = Token::new("hold_id", &hold.id) else { return };
+        let done = Hold { state: HoldState::Done, actual: None, record: None, ..hold.clone() };
+        let Ok(body) = serde_json::to_vec(&done) else { return };
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-TTL", format!("{}s", DONE_TTL.as_secs()).as_str());
+        h.insert("Nats-Msg-Id", format!("{}:Done", hold.id).as_str());
+        for attempt in 0..3u32 {
+            let write = async {
+                self.jetstream()
+                    .publish_with_headers(subjects::quota_hold(&id), h.clone(), body.clone().into())
+                    .await?
+                    .await
+            };
+            match tokio::time::timeout(super::account::OP_TIMEOUT, write).await {
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) => tracing::debug!(hold = %hold.id, error = %e, "hold done-mark failed"),
+                Err(_) => tracing::debug!(hold = %hold.id, "hold done-mark timed out"),
+            }
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        }
+        tracing::warn!(hold = %hold.id, "could not mark a finished hold done; a scan will redo its (idempotent) steps");
     }
 
     /// Give a hold back: claim it (`released`) unless `claimed`, take back its increments
@@ -233,7 +272,7 @@ impl QuotaStore {
                 .await
                 .map_err(|e| CasError::Store(QuotaError::store(e)))?;
         }
-        self.drop_hold(&hold.id).await;
+        self.drop_hold(hold).await;
         Ok(())
     }
 
@@ -258,7 +297,7 @@ impl QuotaStore {
             rec.hold_id = Some(hold.id.clone());
             super::ledger::append(self.jetstream(), &user, &rec).await.map_err(QuotaError::store)?;
         }
-        self.drop_hold(&hold.id).await;
+        self.drop_hold(hold).await;
         Ok(used)
     }
 
@@ -290,42 +329,12 @@ impl QuotaStore {
         Ok(get.is_some())
     }
 
-    /// Holds in flight now (for tests and `quota` tooling).
+    /// Holds not yet `done` (for tests and tooling; reads every hold, at most 100,000).
     pub async fn holds_in_flight(&self) -> Result<u64, QuotaError> {
-        let mut s = self.holds().clone();
-        Ok(s.info().await.map_err(QuotaError::store)?.state.messages)
-    }
-}
-
-/// Finds and completes holds whose owner is gone. One per worker; [`Reaper::scan`] runs
-/// every few seconds.
-pub struct Reaper {
-    /// The store.
-    store: QuotaStore,
-    /// The liveness period: how long a worker key lives without a refresh.
-    liveness: Duration,
-    /// Holds whose owner was absent at an earlier scan, and since when.
-    suspects: HashMap<String, Instant>,
-}
-
-impl Reaper {
-    /// A reaper for workers announcing with `liveness` TTLs.
-    pub fn new(store: QuotaStore, liveness: Duration) -> Self {
-        Self { store, liveness, suspects: HashMap::new() }
-    }
-
-    /// Look at the oldest holds (older than one liveness period) and complete the orphaned
-    /// ones. Returns how many were completed.
-    pub async fn scan(&mut self) -> Result<usize, QuotaError> {
-        let now = time::OffsetDateTime::now_utc();
-        let young = now - self.liveness;
-        let mut seen = std::collections::HashSet::new();
-        let mut alive: HashMap<String, bool> = HashMap::new();
-        let mut done = 0;
+        let mut open = 0;
         let mut next = 1u64;
-        let filter = subjects::quota_hold_all();
-        for _ in 0..SCAN_LIMIT {
-            let get = self.store.holds().direct_get_next_for_subject(filter.clone(), Some(next));
+        for _ in 0..100_000 {
+            let get = self.holds().direct_get_next_for_subject(subjects::quota_hold_all(), Some(next));
             let msg = match tokio::time::timeout(super::account::OP_TIMEOUT, get).await {
                 Err(_) => return Err(QuotaError::store("hold scan timed out")),
                 Ok(Ok(m)) => m,
@@ -333,15 +342,104 @@ impl Reaper {
                 Ok(Err(e)) => return Err(QuotaError::store(e)),
             };
             next = msg.sequence + 1;
+            if self.is_current(&msg).await? {
+                if let Ok(h) = serde_json::from_slice::<Hold>(&msg.payload) {
+                    open += u64::from(h.state != HoldState::Done);
+                }
+            }
+        }
+        Ok(open)
+    }
+
+    /// Whether `msg` is the last message of its subject (older ones may be deleted
+    /// messages that a crash brought back).
+    async fn is_current(&self, msg: &async_nats::jetstream::message::StreamMessage) -> Result<bool, QuotaError> {
+        let get = self.holds().direct_get_last_for_subject(msg.subject.to_string());
+        match tokio::time::timeout(super::account::OP_TIMEOUT, get).await {
+            Err(_) => Err(QuotaError::store("hold read timed out")),
+            Ok(Ok(last)) => Ok(last.sequence == msg.sequence),
+            Ok(Err(e)) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => Ok(false),
+            Ok(Err(e)) => Err(QuotaError::store(e)),
+        }
+    }
+}
+
+/// Finds and completes holds whose owner is gone. One per worker; [`Reaper::scan`] runs
+/// every few seconds. It reads the hold stream once, in sequence order, with a cursor: a
+/// hold still open when read (and older than a liveness period) is watched and looked at
+/// again each scan until its last message is `done`.
+pub struct Reaper {
+    /// The store.
+    store: QuotaStore,
+    /// The liveness period: how long a worker key lives without a refresh.
+    liveness: Duration,
+    /// Next stream sequence to read.
+    cursor: u64,
+    /// Open holds already read: hold id → subject.
+    watch: HashMap<String, String>,
+    /// Holds whose owner was absent at an earlier scan, and since when.
+    suspects: HashMap<String, Instant>,
+}
+
+impl Reaper {
+    /// A reaper for workers announcing with `liveness` TTLs.
+    pub fn new(store: QuotaStore, liveness: Duration) -> Self {
+        Self { store, liveness, cursor: 1, watch: HashMap::new(), suspects: HashMap::new() }
+    }
+
+    /// Read the holds appended since the last scan (those older than one liveness period),
+    /// then look at every open one and complete the orphaned ones. Returns how many were
+    /// completed.
+    pub async fn scan(&mut self) -> Result<usize, QuotaError> {
+        let young = time::OffsetDateTime::now_utc() - self.liveness;
+        let filter = subjects::quota_hold_all();
+        for _ in 0..SCAN_LIMIT {
+            let get = self.store.holds().direct_get_next_for_subject(filter.clone(), Some(self.cursor));
+            let msg = match tokio::time::timeout(super::account::OP_TIMEOUT, get).await {
+                Err(_) => return Err(QuotaError::store("hold scan timed out")),
+                Ok(Ok(m)) => m,
+                Ok(Err(e)) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => break,
+                Ok(Err(e)) => return Err(QuotaError::store(e)),
+            };
             // Sequence order is time order: everything after a young hold is young too.
             if msg.time > young {
                 break;
             }
-            let Ok(hold) = serde_json::from_slice::<Hold>(&msg.payload) else {
-                tracing::warn!(subject = %msg.subject, "unreadable hold; leaving it for an operator");
-                continue;
+            self.cursor = msg.sequence + 1;
+            match serde_json::from_slice::<Hold>(&msg.payload) {
+                Ok(h) if h.state == HoldState::Done => {
+                    self.watch.remove(&h.id);
+                }
+                Ok(h) => {
+                    self.watch.insert(h.id, msg.subject.to_string());
+                }
+                Err(_) => tracing::warn!(subject = %msg.subject, "unreadable hold; leaving it for an operator"),
+            }
+        }
+        let mut alive: HashMap<String, bool> = HashMap::new();
+        let mut completed = 0;
+        let watched: Vec<(String, String)> = self.watch.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (id, subject) in watched {
+            // The last message of the subject is the hold's state (older ones may be deleted
+            // messages that a nats-server crash brought back).
+            let get = self.store.holds().direct_get_last_for_subject(subject);
+            let msg = match tokio::time::timeout(super::account::OP_TIMEOUT, get).await {
+                Err(_) => return Err(QuotaError::store("hold read timed out")),
+                Ok(Ok(m)) => m,
+                Ok(Err(e)) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => {
+                    self.watch.remove(&id);
+                    continue;
+                }
+                Ok(Err(e)) => return Err(QuotaError::store(e)),
             };
-            seen.insert(hold.id.clone());
+            let hold = match serde_json::from_slice::<Hold>(&msg.payload) {
+                Ok(h) if h.state != HoldState::Done => h,
+                _ => {
+                    self.watch.remove(&id);
+                    self.suspects.remove(&id);
+                    continue;
+                }
+            };
             let owner_alive = match alive.get(&hold.worker) {
                 Some(a) => *a,
                 None => {
@@ -352,14 +450,18 @@ impl Reaper {
             };
             // An absent owner must stay absent a whole liveness period (two scans apart):
             // a worker briefly cut off from NATS, or a server restart, must not look dead.
-            let orphaned = !owner_alive && {
-                let first = *self.suspects.entry(hold.id.clone()).or_insert_with(Instant::now);
+            let orphaned = if owner_alive {
+                self.suspects.remove(&id);
+                false
+            } else {
+                let first = *self.suspects.entry(id.clone()).or_insert_with(Instant::now);
                 first.elapsed() >= self.liveness
             };
-            let age = now - msg.time;
+            let age = time::OffsetDateTime::now_utc() - msg.time;
             let overdue = match hold.state {
                 HoldState::Held => now_ms() > hold.deadline_ms,
                 HoldState::Settling | HoldState::Released => age > SETTLE_GRACE,
+                HoldState::Done => false,
             };
             if !(orphaned || overdue) {
                 continue;
@@ -367,22 +469,23 @@ impl Reaper {
             let outcome = match hold.state {
                 HoldState::Held => match self.store.release(&hold, msg.sequence, false, true, Did::of(&hold)).await {
                     Ok(()) => Ok(true),
-                    Err(CasError::Lost) => Ok(false),
+                    Err(CasError::Lost(_)) => Ok(false),
                     Err(CasError::Store(e)) => Err(e),
                 },
                 HoldState::Released => {
                     match self.store.release(&hold, msg.sequence, true, true, Did::of(&hold)).await {
                         Ok(()) => Ok(true),
-                        Err(CasError::Lost) => Ok(false),
+                        Err(CasError::Lost(_)) => Ok(false),
                         Err(CasError::Store(e)) => Err(e),
                     }
                 }
                 HoldState::Settling => self.store.finish_settle(&hold).await.map(|_| true),
+                HoldState::Done => Ok(false),
             };
             match outcome {
                 Ok(true) => {
-                    done += 1;
-                    self.suspects.remove(&hold.id);
+                    completed += 1;
+                    self.suspects.remove(&id);
                     tracing::info!(hold = %hold.id, trace_id = %hold.trace_id, user = %hold.user, state = ?hold.state,
                         owner_alive, "completed an orphaned quota hold");
                 }
@@ -392,7 +495,6 @@ impl Reaper {
                 }
             }
         }
-        self.suspects.retain(|id, _| seen.contains(id));
-        Ok(done)
+        Ok(completed)
     }
 }

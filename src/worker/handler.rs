@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 /// Headers that name a native client's chat session.
 const SESSION_HEADERS: [&str; 4] = ["Ailurus-Session", "x-claude-code-session-id", "session_id", "x-session-id"];
+/// How long a failed settle is retried (well inside JetStream's two-minute duplicate window).
+const SETTLE_RETRY: Duration = Duration::from_secs(90);
 /// Client headers forwarded upstream on pass-through.
 const FORWARDED: [&str; 2] = ["anthropic-version", "anthropic-beta"];
 
@@ -228,7 +230,7 @@ async fn settle(
     reservation: Option<crate::quota::account::Reservation>,
     summary: &Summary,
 ) {
-    let (Some(res), Some(q)) = (reservation, &ctx.quota) else { return };
+    let (Some(mut res), Some(q)) = (reservation, &ctx.quota) else { return };
     let actual = if summary.usage.is_some() { crate::pricing::usd_to_quota(summary.resp.cost) } else { 0 };
     let u = summary.usage.unwrap_or_default();
     let record = crate::quota::ledger::UsageRecord {
@@ -253,8 +255,24 @@ async fn settle(
         timestamp: crate::quota::now_rfc3339(),
         hold_id: None,
     };
-    if let Err(e) = q.settle(res, actual, record).await {
-        tracing::error!(trace_id = %job.trace_id, error = %e.message, "settle failed; the hold stays and a scan completes it");
+    // Every step of a settle is keyed by the hold id, so it is retried (while the quota store
+    // is unreachable, e.g. a nats-server restart) inside JetStream's two-minute duplicate
+    // window; after that the hold stays for a scan to complete.
+    let mut pause = Duration::from_millis(250);
+    let started = Instant::now();
+    loop {
+        match q.settle(&mut res, actual, record.clone()).await {
+            Ok(()) => break,
+            Err(e) if started.elapsed() + pause < SETTLE_RETRY => {
+                tracing::warn!(trace_id = %job.trace_id, error = %e.message, "settle failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(8));
+            }
+            Err(e) => {
+                tracing::error!(trace_id = %job.trace_id, error = %e.message, "settle failed; the hold stays and a scan completes it");
+                break;
+            }
+        }
     }
 }
 
