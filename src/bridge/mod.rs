@@ -350,6 +350,11 @@ async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
 /// `GET /api/user/self|token`: one NATS request to `ailurus.api.user_<what>` with the
 /// caller's credentials; the worker's JSON answer is returned as is.
 async fn user_api(st: &Arc<AppState>, http: &HeaderMap, what: &str) -> Response {
+    for name in ["authorization", "x-api-key", "x-goog-api-key"] {
+        if http.get_all(name).iter().count() > 1 {
+            return error(None, 400, &format!("more than one {name} header"));
+        }
+    }
     let mut h = async_nats::HeaderMap::new();
     if let Some(hash) = credential_hash(http, None) {
         h.insert(headers::TOKEN_SHA256, hash.as_str());
@@ -403,6 +408,36 @@ fn nats_headers(
     h
 }
 
+/// Refuse ambiguous or unreadable requests before forwarding: a credential header sent twice
+/// (which token is meant?) is a 400, and a body declared as something other than JSON is a
+/// 415 (a missing `Content-Type` is taken as JSON).
+#[allow(clippy::result_large_err)]
+fn check_headers(http: &HeaderMap, format: Format, has_body: bool) -> Result<(), Response> {
+    for name in ["authorization", "x-api-key", "x-goog-api-key"] {
+        if http.get_all(name).iter().count() > 1 {
+            return Err(error(Some(format), 400, &format!("more than one {name} header")));
+        }
+    }
+    if !has_body {
+        return Ok(());
+    }
+    let types: Vec<_> = http.get_all("content-type").iter().collect();
+    if types.len() > 1 {
+        return Err(error(Some(format), 400, "more than one content-type header"));
+    }
+    if let Some(ct) = types.first() {
+        let ct = ct.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if !(ct == "application/json" || ct == "text/json" || ct.ends_with("+json")) {
+            return Err(error(
+                Some(format),
+                415,
+                &format!("content-type {ct:?} is not supported: send application/json"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// sha256 of the caller's token (`Authorization: Bearer`, `x-api-key`, `x-goog-api-key`,
 /// or Gemini's `?key=`). Only the hash goes on NATS: the token never reaches the bus or
 /// the `LLM_REQUESTS` audit stream.
@@ -431,6 +466,9 @@ async fn forward(
     started: Instant,
 ) -> Result<Response, Response> {
     let (parts, body) = req.into_parts();
+    if let Err(r) = check_headers(&parts.headers, format, op != Some("models")) {
+        return Ok(r);
+    }
     let read = axum::body::to_bytes(body, st.config.max_body_bytes);
     let body = match tokio::time::timeout(Duration::from_millis(st.config.body_read_timeout_ms), read).await {
         Err(_) => {

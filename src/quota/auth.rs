@@ -136,7 +136,7 @@ pub async fn authenticate(
             return Err(AuthError::new(403, format!("user_id {claimed:?} does not match the token's user"), user));
         }
     }
-    if !rec.allows(model) {
+    if !model.is_empty() && !rec.allows(model) {
         return Err(AuthError::new(403, format!("API token {} may not use model {model:?}", rec.id), user));
     }
     let user_token = Token::new("user_id", &rec.user_id).map_err(|e| AuthError::new(500, e.to_string(), None))?;

@@ -102,6 +102,15 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
             let trace = native_trace(&msg);
             let replier = replier_for(&ctx, &msg, &head, trace.as_ref());
             if let Some(replier) = replier {
+                // Listing models needs a valid token like any other call (except in open mode).
+                let credential = crate::quota::auth::credential_from(msg.headers.as_ref(), None);
+                let auth =
+                    crate::quota::auth::authenticate(ctx.auth.mode, ctx.tokens.as_ref(), credential.as_ref(), None, "")
+                        .await;
+                if let Err(e) = auth {
+                    replier.native_error(e.status, format.render_error(e.status, &e.message), None).await;
+                    return;
+                }
                 let body = super::models::render(format, &ctx.router.models());
                 replier.native_chunk(Some((200, "application/json")), body).await;
                 replier.done(&LLMNATSResponse { success: true, ..Default::default() }).await;
@@ -142,6 +151,12 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     if let Some(p) = &principal {
         job.user_id = p.user.to_string();
         super::sync::presence(&ctx, &p.user).await;
+    }
+    // Refuse what no channel can serve before anything is reserved: a bad request leaves
+    // the quota and the ledger as they were.
+    if let Err(e) = preflight(&ctx, &job) {
+        finish(&ctx, &replier, &job, started, Err(e), 1.0).await;
+        return;
     }
     // Reserve before any upstream work; refuse with 402 when the quota cannot cover it.
     let reservation = match (&principal, &ctx.quota) {
@@ -207,6 +222,25 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         super::sync::audit_copy(&ctx, &job.trace_id, &summary.resp, summary.status).await;
     }
     settle(&ctx, &job, principal.as_ref(), reservation, &summary).await;
+}
+
+/// Whether some channel can take the request: a model no channel serves is a 404, and a
+/// native body the strict parser refused is its 400 unless a channel of its own format could
+/// take it byte for byte. Token counting is local and always possible.
+fn preflight(ctx: &WorkerCtx, job: &Job) -> Result<(), RequestError> {
+    if let Client::Native { op: Op::CountTokens, .. } = &job.client {
+        return Ok(());
+    }
+    let formats = ctx.router.serving_formats(&job.model, job.platform.as_str());
+    if formats.is_empty() {
+        return Err(RequestError::new(404, format!("no channel serves model {:?}", job.model)));
+    }
+    if let (Some(e), Client::Native { format, .. }) = (&job.strict_error, &job.client) {
+        if !formats.contains(&Some(*format)) {
+            return Err(RequestError::new(e.status, e.message.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// What billing needs of a finished request.
