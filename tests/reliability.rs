@@ -561,18 +561,18 @@ fn upstream_config(up: &Upstream, key_var: &str, extra: &str) -> Config {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_cancelled_and_the_worker_sees_the_cancel() {
     bounded(Duration::from_secs(60), async {
-        // 10,000 pieces of 4 KB, 1 ms apart: far more than socket buffers and the bridge's
-        // buffer hold, and still streaming when the bridge gives up on the reader.
+        // 3,000 pieces of 4 KB, 2 ms apart: more than socket buffers and the bridge's buffer
+        // hold, and still streaming when the bridge gives up on the reader.
         let piece = "y".repeat(4096);
         let up = Upstream::with(Script {
-            answer: Answer::Text(vec![piece; 10_000]),
-            piece_delay: Duration::from_millis(1),
+            answer: Answer::Text(vec![piece; 3_000]),
+            piece_delay: Duration::from_millis(2),
             ..Default::default()
         })
         .await;
         let mut stack = Stack::server_only().await;
         stack.add_worker(upstream_config(&up, "RELIABILITY_SLOW_READER_KEY", "")).await;
-        let cfg = BridgeConfig { buffer_chunks: 4, slow_client_ms: 800, ..Default::default() };
+        let cfg = BridgeConfig { buffer_chunks: 4, slow_client_ms: 800, silence_ms: 10_000, ..Default::default() };
         let base = http::bridge(stack.client.clone(), cfg, stack.shutdown.clone()).await;
         let mut cancels = stack.client.subscribe("llm.cancel.*").await.unwrap();
         let mut finals = stack.client.subscribe("llm.response.*").await.unwrap();

@@ -7,27 +7,33 @@
 //! 1. **hold**: publish the hold (`state: held`, the user, token, units, owning worker) with
 //!    `Nats-Expected-Last-Subject-Sequence: 0`; then increment the counters, each
 //!    increment with its own `Nats-Msg-Id` (`<hold>:u+`, `<hold>:t+`), which JetStream
-//!    de-duplicates inside the stream's duplicate window (counter streams included).
+//!    de-duplicates inside the stream's duplicate window (counter streams included); then
+//!    mark the hold `counted` (beside the upstream call).
 //! 2. **settle** (the owner): compare-and-swap the hold to `state: settling` with the
 //!    final amount and the ledger record (expected last subject sequence = the hold's), then
 //!    the counter corrections, the request count and the ledger append, all keyed by the
-//!    hold id, then purge the subject.
+//!    hold id, then a final `done` message.
 //! 3. **release** (a refusal, or a recovery by any worker): compare-and-swap the hold to
-//!    `state: released`; redo the hold's increments with the same ids (no-ops if they had
-//!    happened), take them back (`<hold>:u-`, `<hold>:t-`), write a zero-cost ledger record
-//!    for recoveries, purge.
+//!    `state: released`; take back its increments (an increment that may not have happened
+//!    is redone first under its `Nats-Msg-Id`, a no-op if it had), write a zero-cost ledger
+//!    record for recoveries, then `done`.
 //!
 //! The compare-and-swap makes settle and release exclusive: exactly one of them wins for
 //! each hold, however many workers try. A settle that loses (its hold was released as
 //! orphaned while the owner was cut off) charges the delivered amount directly, with its own
 //! ids and its own ledger record, so the request is billed once.
 //!
+//! Finished holds end with a `done` message (with a TTL) rather than a delete: JetStream
+//! deletes are not crash-durable (after a nats-server SIGKILL, recently deleted messages come
+//! back), appends are. The last message of a subject is the hold's state.
+//!
 //! **Recovery.** Every worker announces itself in the `WORKERS` KV bucket with a per-message
 //! TTL (`Nats-TTL`) and refreshes it; a dead worker's key vanishes on its own. Every worker
-//! also scans the oldest holds now and then ([`Reaper`]): a hold whose owner has been absent
-//! for two scans a liveness period apart, or that outlived its deadline (the owner's request
-//! timeout plus a grace), or a `settling` / `released` hold left half done, is completed —
-//! released at zero cost, or its settle finished with the recorded amount.
+//! also scans the holds now and then ([`Reaper`]): a hold whose owner has been absent for two
+//! scans a liveness period apart, or that outlived its deadline (the owner's request timeout
+//! plus a grace), or a `settling` / `released` hold left half done, is completed — released
+//! at zero cost, or its settle finished with the recorded amount. RELIABILITY.md has the
+//! whole argument and its residual risks.
 
 use super::account::{QuotaError, QuotaStore};
 use super::ledger::UsageRecord;
@@ -382,30 +388,46 @@ pub struct Reaper {
 }
 
 impl Reaper {
-    /// A reaper for workers announcing with `liveness` TTLs.
-    pub fn new(store: QuotaStore, liveness: Duration) -> Self {
-        Self { store, liveness, cursor: 1, watch: HashMap::new(), suspects: HashMap::new() }
-    }
-
-    /// Read the holds appended since the last scan (those older than one liveness period),
-    /// then look at every open one and complete the orphaned ones. Returns how many were
-    /// completed.
-    pub async fn scan(&mut self) -> Result<usize, QuotaError> {
+    /// Read the hold messages appended since the last scan that are older than a liveness
+    /// period (one ordered consumer from the cursor, not one request per message): open
+    /// holds join the watch list, `done` ones leave it.
+    async fn read_new(&mut self) -> Result<(), QuotaError> {
+        use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+        let mut info = self.store.holds().clone();
+        let last = tokio::time::timeout(super::account::OP_TIMEOUT, info.info())
+            .await
+            .map_err(|_| QuotaError::store("hold stream info timed out"))?
+            .map_err(QuotaError::store)?
+            .state
+            .last_sequence;
+        if last < self.cursor {
+            return Ok(());
+        }
         let young = time::OffsetDateTime::now_utc() - self.liveness;
-        let filter = subjects::quota_hold_all();
+        let config = OrderedConfig {
+            filter_subject: subjects::quota_hold_all(),
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: self.cursor },
+            ..Default::default()
+        };
+        let consumer = tokio::time::timeout(super::account::OP_TIMEOUT, self.store.holds().create_consumer(config))
+            .await
+            .map_err(|_| QuotaError::store("hold consumer timed out"))?
+            .map_err(QuotaError::store)?;
+        let mut messages = consumer.messages().await.map_err(QuotaError::store)?;
+        use futures::StreamExt;
         for _ in 0..SCAN_LIMIT {
-            let get = self.store.holds().direct_get_next_for_subject(filter.clone(), Some(self.cursor));
-            let msg = match tokio::time::timeout(super::account::OP_TIMEOUT, get).await {
-                Err(_) => return Err(QuotaError::store("hold scan timed out")),
-                Ok(Ok(m)) => m,
-                Ok(Err(e)) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => break,
-                Ok(Err(e)) => return Err(QuotaError::store(e)),
+            let msg = match tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(e))) => return Err(QuotaError::store(e)),
+                Ok(None) | Err(_) => break,
             };
+            let Ok(meta) = msg.info() else { break };
             // Sequence order is time order: everything after a young hold is young too.
-            if msg.time > young {
+            if meta.published > young {
                 break;
             }
-            self.cursor = msg.sequence + 1;
+            let (seq, pending) = (meta.stream_sequence, meta.pending);
+            self.cursor = seq + 1;
             match serde_json::from_slice::<Hold>(&msg.payload) {
                 Ok(h) if h.state == HoldState::Done => {
                     self.watch.remove(&h.id);
@@ -415,7 +437,26 @@ impl Reaper {
                 }
                 Err(_) => tracing::warn!(subject = %msg.subject, "unreadable hold; leaving it for an operator"),
             }
+            if pending == 0 {
+                break;
+            }
         }
+        Ok(())
+    }
+
+    /// A reaper for workers announcing with `liveness` TTLs.
+    pub fn new(store: QuotaStore, liveness: Duration) -> Self {
+        Self { store, liveness, cursor: 1, watch: HashMap::new(), suspects: HashMap::new() }
+    }
+
+    /// Read the holds appended since the last scan (those older than one liveness period),
+    /// then look at every open one and complete the orphaned ones. Returns how many were
+    /// completed.
+    ///
+    /// Each watched hold costs one direct get per scan; the watch list holds only holds
+    /// older than a liveness period that are not done (long requests and orphans).
+    pub async fn scan(&mut self) -> Result<usize, QuotaError> {
+        self.read_new().await?;
         let mut alive: HashMap<String, bool> = HashMap::new();
         let mut completed = 0;
         let watched: Vec<(String, String)> = self.watch.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
