@@ -83,6 +83,14 @@ pub struct WorkerConfig {
     /// `LLM_REQUESTS` holds every outcome for `ailurus audit replay`.
     #[serde(default = "WorkerConfig::default_audit_copy")]
     pub audit_copy: bool,
+    /// Liveness period: the worker refreshes its key in the `WORKERS` bucket three times
+    /// per period, and the key expires a period after the last refresh. Other workers
+    /// complete the quota holds of a worker whose key stayed absent for a whole period.
+    #[serde(default = "WorkerConfig::default_liveness_ms")]
+    pub liveness_ms: u64,
+    /// Interval between two scans for orphaned quota holds.
+    #[serde(default = "WorkerConfig::default_reaper_ms")]
+    pub reaper_ms: u64,
 }
 
 impl WorkerConfig {
@@ -107,6 +115,12 @@ impl WorkerConfig {
     const fn default_audit_copy() -> bool {
         true
     }
+    const fn default_liveness_ms() -> u64 {
+        6_000
+    }
+    const fn default_reaper_ms() -> u64 {
+        5_000
+    }
 
     /// [`Self::heartbeat_ms`] as a duration.
     pub fn heartbeat(&self) -> Duration {
@@ -124,6 +138,8 @@ impl Default for WorkerConfig {
             heartbeat_ms: Self::default_heartbeat_ms(),
             request_timeout_ms: Self::default_request_timeout_ms(),
             audit_copy: Self::default_audit_copy(),
+            liveness_ms: Self::default_liveness_ms(),
+            reaper_ms: Self::default_reaper_ms(),
         }
     }
 }
@@ -190,6 +206,12 @@ impl Config {
         }
         if w.queue_group.is_empty() || w.queue_group.contains(|c: char| c.is_whitespace() || c == '.') {
             return Err(ConfigError("worker.queue_group must be one token without spaces or dots".into()));
+        }
+        if w.liveness_ms < 1_000 {
+            return Err(ConfigError("worker.liveness_ms must be at least 1000 (key TTLs are whole seconds)".into()));
+        }
+        if w.reaper_ms == 0 {
+            return Err(ConfigError("worker.reaper_ms must be positive".into()));
         }
         if w.request_timeout_ms == 0 {
             return Err(ConfigError("worker.request_timeout_ms must be positive".into()));

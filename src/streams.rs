@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::path::Path;
 
 /// The declarations compiled into the binary, so `ailurus` works from any directory.
-pub const EMBEDDED: [(&str, &str); 10] = [
+pub const EMBEDDED: [(&str, &str); 12] = [
     ("CHAT_MESSAGES.json", include_str!("../streams/CHAT_MESSAGES.json")),
     ("SESSION_STATUS.json", include_str!("../streams/SESSION_STATUS.json")),
     ("USER_EVENTS.json", include_str!("../streams/USER_EVENTS.json")),
@@ -18,6 +18,8 @@ pub const EMBEDDED: [(&str, &str); 10] = [
     ("QUOTA_COUNTERS.json", include_str!("../streams/QUOTA_COUNTERS.json")),
     ("KV_CHANNEL_HEALTH.json", include_str!("../streams/KV_CHANNEL_HEALTH.json")),
     ("RATE_COUNTERS.json", include_str!("../streams/RATE_COUNTERS.json")),
+    ("QUOTA_HOLDS.json", include_str!("../streams/QUOTA_HOLDS.json")),
+    ("KV_WORKERS.json", include_str!("../streams/KV_WORKERS.json")),
 ];
 
 /// What `apply` did to one stream.
@@ -199,7 +201,9 @@ mod tests {
                 "KV_QUOTA",
                 "QUOTA_COUNTERS",
                 "KV_CHANNEL_HEALTH",
-                "RATE_COUNTERS"
+                "RATE_COUNTERS",
+                "QUOTA_HOLDS",
+                "KV_WORKERS"
             ]
         );
         let counters = decls.iter().find(|d| d.config.name == "QUOTA_COUNTERS").unwrap();

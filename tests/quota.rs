@@ -225,8 +225,15 @@ async fn rebuild_reports_zero_drift_live_and_repairs_a_corrupted_entry() {
     assert!(ledger::rebuild(&quota, true).await.unwrap().1.is_empty());
 }
 
-#[tokio::test]
+/// Planted secrets — a client token and an upstream API key — never reach anything a
+/// client, an operator or the bus can read: worker and bridge logs at debug level, every HTTP
+/// reply (body and headers), every NATS reply, every message of every stream (headers
+/// included), and `/metrics`. The upstream is made to echo its key in error bodies and
+/// in-stream error events, which must be masked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_never_reach_replies_streams_or_logs() {
+    use common::procs::Proc;
+    use common::upstream::{Fault, Upstream};
     let stack = Stack::server_only().await;
     stack.apply_streams().await;
     let js = async_nats::jetstream::new(stack.client.clone());
@@ -234,24 +241,39 @@ async fn tokens_never_reach_replies_streams_or_logs() {
     let quota = QuotaStore::open(stack.client.clone()).await.unwrap();
     quota.topup(&Token::new("user_id", "gina").unwrap(), 1_000_000).await.unwrap();
     let (token, _) = tokens.create("gina", "t", None, vec![], None).await.unwrap();
-    // A worker process with debug logs captured.
-    let log = std::env::temp_dir().join(format!("ailurus-secret-{}.log", std::process::id()));
-    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_ailurus"))
-        .arg("worker")
-        .env("NATS_URL", &stack.server.url)
-        .env("AILURUS_LOG", "debug")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    // Plus a bridge in process, called over HTTP with the token as Bearer and x-api-key.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let bridge_client = stack.client.clone();
-    let shutdown = stack.shutdown.clone();
-    tokio::spawn(async move { ailurus::bridge::serve(listener, bridge_client, Default::default(), shutdown).await });
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The upstream key, planted in a channel of a scripted upstream.
+    let upstream_key = format!("sk-upstream-PLANTED-{}", nuid::next());
+    let up = Upstream::start().await;
+    let leak = |what: &str| format!("{what}: invalid api key {upstream_key} (Bearer {upstream_key})");
+    up.script(|s| {
+        s.next.push_back(Fault::None);
+        s.next.push_back(Fault::Status { code: 401, retry_after: None, message: leak("status") });
+        s.next.push_back(Fault::ErrorEvent(leak("event")));
+        s.next.push_back(Fault::Status { code: 500, retry_after: None, message: leak("500") });
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("worker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[channels]]\nname = \"secret-upstream\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\napi_key_env = [\"AILURUS_TEST_UPSTREAM_KEY\"]\nmodels = [\"up-*\"]\n",
+            up.url
+        ),
+    )
+    .unwrap();
+    let debug = || vec![("AILURUS_LOG", "debug".to_string())];
+    let mut wenv = debug();
+    wenv.push(("AILURUS_CONFIG", config.display().to_string()));
+    wenv.push(("AILURUS_TEST_UPSTREAM_KEY", upstream_key.clone()));
+    let mut worker = Proc::worker(&stack.server.url, &wenv, dir.path());
+    let listen = common::procs::free_addr();
+    let mut bridge = Proc::bridge(&stack.server.url, &listen, &debug(), dir.path());
     let http = reqwest::Client::new();
-    let base = format!("http://{addr}");
+    let base = format!("http://{listen}");
+    let mut seen = Vec::new();
+    let mut record = |r: &reqwest::Response| {
+        seen.push(format!("{:?} {:?}", r.status(), r.headers()));
+    };
     let mut bodies = Vec::new();
     for (path, body) in [
         ("/v1/chat/completions", r#"{"model":"mock","messages":[{"role":"user","content":"hi"}]}"#),
@@ -261,40 +283,92 @@ async fn tokens_never_reach_replies_streams_or_logs() {
     ] {
         for auth in [("authorization", format!("Bearer {token}")), ("x-api-key", token.clone())] {
             let r = http.post(format!("{base}{path}")).header(auth.0, &auth.1).body(body).send().await.unwrap();
+            record(&r);
             bodies.push(r.text().await.unwrap());
         }
     }
+    // Through the planted channel: an answer, a 401 and an in-stream error that echo the
+    // key, a 500 that echoes it (Anthropic client, converted).
+    for (path, body) in [
+        ("/v1/chat/completions", r#"{"model":"up-one","messages":[{"role":"user","content":"hi"}]}"#),
+        ("/v1/chat/completions", r#"{"model":"up-two","messages":[{"role":"user","content":"hi"}]}"#),
+        ("/v1/chat/completions", r#"{"model":"up-three","stream":true,"messages":[{"role":"user","content":"hi"}]}"#),
+        (
+            "/v1/messages",
+            r#"{"model":"up-four","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        ),
+    ] {
+        let r = http
+            .post(format!("{base}{path}"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        record(&r);
+        bodies.push(r.text().await.unwrap());
+    }
+    assert_eq!(up.count(), 4, "the planted channel was used");
+    assert!(
+        up.requests().iter().all(|r| r.header("authorization") == Some(&format!("Bearer {upstream_key}"))),
+        "the key does go upstream"
+    );
+    for path in ["/metrics", "/api/user/self", "/api/user/token", "/v1/models"] {
+        let r =
+            http.get(format!("{base}{path}")).header("authorization", format!("Bearer {token}")).send().await.unwrap();
+        record(&r);
+        bodies.push(r.text().await.unwrap());
+    }
+    assert!(bodies.iter().any(|b| b.contains("ailurus_bridge_requests_total")), "metrics were read");
     // And over NATS with the seed `token` field.
     let mut req = request(Platform::Claude, "mock", "hi", false);
     req.user_id = "gina".into();
     req.token = Some(token.clone());
     let mut r = stack.requester().send(&req, Encoding::Json, HeaderMap::new()).await.unwrap();
-    bodies.push(String::from_utf8_lossy(&r.next_content().await.unwrap().unwrap().payload).into_owned());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = worker.kill();
-    let _ = worker.wait();
-    for b in &bodies {
-        assert!(!b.contains(&token), "a reply holds the token: {b}");
+    let reply = r.next_content().await.unwrap().unwrap();
+    bodies.push(format!("{:?} {}", reply.headers, String::from_utf8_lossy(&reply.payload)));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    worker.kill9();
+    bridge.kill9();
+    let secrets = [("client token", token.as_str()), ("upstream key", upstream_key.as_str())];
+    for (what, secret) in secrets {
+        for b in bodies.iter().chain(&seen) {
+            assert!(!b.contains(secret), "a reply holds the {what}: {b}");
+        }
+        assert!(!worker.logs().contains(secret), "the worker log holds the {what}");
+        assert!(!bridge.logs().contains(secret), "the bridge log holds the {what}");
     }
-    let logs = std::fs::read_to_string(&log).unwrap();
-    let _ = std::fs::remove_file(&log);
-    assert!(!logs.contains(&token), "the worker log holds the token");
+    assert!(worker.logs().contains("DEBUG"), "the worker logged at debug level");
+    assert!(
+        bodies.iter().filter(|b| b.contains("[redacted]")).count() >= 3,
+        "the echoed key was masked: {:#?}",
+        &bodies[8..12]
+    );
     // Every message of every stream, headers included (except the seed body we sent
     // ourselves with `token`, which is the NATS client's own choice: it is the one place a
     // plain token can reach LLM_REQUESTS, and it is why our clients send the hash).
-    for name in ["LLM_REQUESTS", "LLM_USAGE", "USER_EVENTS", "KV_TOKENS", "KV_QUOTA"] {
-        let stream = js.get_stream(name).await.unwrap();
+    let names: Vec<String> = {
+        use futures::TryStreamExt;
+        js.stream_names().try_collect().await.unwrap()
+    };
+    assert!(names.len() >= 10, "{names:?}");
+    let mut scanned = 0;
+    for name in names {
+        let stream = js.get_stream(&name).await.unwrap();
         let consumer =
             stream.create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default()).await.unwrap();
         let mut msgs = consumer.messages().await.unwrap();
         while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(300), msgs.next()).await {
-            let text = format!("{:?} {}", m.headers, String::from_utf8_lossy(&m.payload));
+            scanned += 1;
+            let text = format!("{} {:?} {}", m.subject, m.headers, String::from_utf8_lossy(&m.payload));
+            assert!(!text.contains(&upstream_key), "{name} holds the upstream key: {text}");
             if text.contains("\"token\":") {
                 continue;
             }
             assert!(!text.contains(&token), "{name} holds the token: {text}");
         }
     }
+    assert!(scanned > 50, "{scanned} stream messages scanned");
 }
 
 #[tokio::test]

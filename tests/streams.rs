@@ -35,7 +35,7 @@ async fn apply_is_idempotent_and_follows_file_changes() {
     assert!(streams::apply(&js, &decls).await.unwrap().iter().all(|(_, o)| *o == Outcome::Unchanged));
 
     let rows = streams::list(&js).await.unwrap();
-    assert_eq!(rows.len(), 10);
+    assert_eq!(rows.len(), streams::EMBEDDED.len());
 }
 
 #[tokio::test]
@@ -50,8 +50,8 @@ async fn the_cli_applies_and_lists() {
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
-    assert_eq!(run(&["streams", "apply"]).matches("created").count(), 10);
-    assert_eq!(run(&["streams", "apply"]).matches("unchanged").count(), 10);
+    assert_eq!(run(&["streams", "apply"]).matches("created").count(), streams::EMBEDDED.len());
+    assert_eq!(run(&["streams", "apply"]).matches("unchanged").count(), streams::EMBEDDED.len());
     let list = run(&["streams", "list"]);
     assert!(list.contains("LLM_USAGE") && list.contains("llm.request.*"), "{list}");
 }

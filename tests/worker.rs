@@ -118,9 +118,18 @@ async fn without_reply_subject_replies_go_to_llm_response_trace_id() {
 #[tokio::test]
 async fn three_workers_share_300_requests_each_answered_once() {
     let mut stack = Stack::server_only().await;
+    // Quiet background ticks (liveness, reaper) so message counts are requests only.
+    let mut config = common::open_config();
+    config.worker.liveness_ms = 600_000;
+    config.worker.reaper_ms = 600_000;
     for _ in 0..3 {
-        stack.add_worker(common::open_config()).await;
+        stack.add_worker(config.clone()).await;
     }
+    let before: Vec<u64> = stack
+        .worker_clients
+        .iter()
+        .map(|c| c.statistics().in_messages.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
     let mut tasks = Vec::new();
     for i in 0..300 {
         let client = stack.client.clone();
@@ -150,7 +159,8 @@ async fn three_workers_share_300_requests_each_answered_once() {
     let served: Vec<u64> = stack
         .worker_clients
         .iter()
-        .map(|c| c.statistics().in_messages.load(std::sync::atomic::Ordering::Relaxed))
+        .zip(&before)
+        .map(|(c, b)| c.statistics().in_messages.load(std::sync::atomic::Ordering::Relaxed) - b)
         .collect();
     assert_eq!(served.iter().sum::<u64>(), 300, "each request delivered to exactly one worker: {served:?}");
     assert!(served.iter().all(|n| *n >= 40), "load is shared: {served:?}");

@@ -22,7 +22,6 @@ use axum::response::Response;
 use routes::Route;
 use serde::Deserialize;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +47,17 @@ pub struct BridgeConfig {
     /// How long a full buffer may stay full before the request is cancelled.
     #[serde(default = "BridgeConfig::default_slow_client_ms")]
     pub slow_client_ms: u64,
+    /// Longest wait for a request's headers, from the connection's first byte wait (and
+    /// between requests on a kept-alive connection); slower clients are disconnected
+    /// (slowloris).
+    #[serde(default = "BridgeConfig::default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Longest time to receive a whole request body; slower gets 408.
+    #[serde(default = "BridgeConfig::default_body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
+    /// Most HTTP connections open at once; further ones wait in the listen backlog.
+    #[serde(default = "BridgeConfig::default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl BridgeConfig {
@@ -69,6 +79,15 @@ impl BridgeConfig {
     const fn default_slow_client_ms() -> u64 {
         30_000
     }
+    const fn default_header_read_timeout_ms() -> u64 {
+        10_000
+    }
+    const fn default_body_read_timeout_ms() -> u64 {
+        60_000
+    }
+    const fn default_max_connections() -> usize {
+        16_384
+    }
 }
 
 impl Default for BridgeConfig {
@@ -80,6 +99,9 @@ impl Default for BridgeConfig {
             silence_ms: Self::default_silence_ms(),
             buffer_chunks: Self::default_buffer_chunks(),
             slow_client_ms: Self::default_slow_client_ms(),
+            header_read_timeout_ms: Self::default_header_read_timeout_ms(),
+            body_read_timeout_ms: Self::default_body_read_timeout_ms(),
+            max_connections: Self::default_max_connections(),
         }
     }
 }
@@ -112,10 +134,24 @@ struct AppState {
 
 /// Serve HTTP on `config.listen` until `shutdown`.
 pub async fn run(client: async_nats::Client, config: BridgeConfig, shutdown: Shutdown) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|e| format!("bridge cannot listen on {}: {e}", config.listen))?;
+    let listener =
+        listen(&config.listen).await.map_err(|e| format!("bridge cannot listen on {}: {e}", config.listen))?;
     serve(listener, client, config, shutdown).await
+}
+
+/// Bind `addr` with a listen backlog of 4096 (the kernel caps it at `somaxconn`): the
+/// default of 128 makes a burst of connections wait for SYN retransmits, a second each.
+async fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no address");
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(4096)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Serve HTTP on a bound listener (tests bind port 0).
@@ -128,14 +164,106 @@ pub async fn serve(
     let mut requester = Requester::new(client.clone());
     requester.first_reply = Duration::from_millis(config.first_reply_ms);
     requester.silence = Duration::from_millis(config.silence_ms);
+    let limits = Limits {
+        header_read: Duration::from_millis(config.header_read_timeout_ms.max(1)),
+        max_connections: config.max_connections.max(1),
+    };
     let state = Arc::new(AppState { requester, client, config, metrics: metrics::Metrics::default() });
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, "bridge listening");
     let app = axum::Router::new().fallback(handle).with_state(state);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
-        .map_err(|e| format!("bridge: {e}"))
+    accept_loop(listener, app, limits, shutdown).await;
+    Ok(())
+}
+
+/// Connection limits of the HTTP server.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Header read timeout (also bounds the wait for a new connection's first bytes).
+    header_read: Duration,
+    /// Most connections at once.
+    max_connections: usize,
+}
+
+/// Accept connections until `shutdown`, each served by hyper with a header read timeout;
+/// then stop accepting and let open connections finish (at most 30 s).
+async fn accept_loop(listener: tokio::net::TcpListener, app: axum::Router, limits: Limits, shutdown: Shutdown) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read).keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.wait() => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            _ = shutdown.wait() => break,
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let builder = builder.clone();
+        let service = service.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if !first_bytes(&stream, limits.header_read).await {
+                return;
+            }
+            let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await.is_err() {
+        tracing::warn!("HTTP connections still open 30 s after shutdown; dropping them");
+    }
+}
+
+/// Wait (at most `limit`) until a new connection has sent enough to tell HTTP/1 from an
+/// HTTP/2 preface: hyper's header read timeout only starts after that, so a client that
+/// connects and sends nothing (or trickles the preface) would otherwise hold its connection
+/// for ever. `false`: drop the connection.
+async fn first_bytes(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = [0u8; 24];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) | Err(_) => return false,
+        };
+        if n == 0 {
+            return false;
+        }
+        if n >= PREFACE.len() || buf[..n] != PREFACE[..n] {
+            return true;
+        }
+        // A partial HTTP/2 preface: wait for more without spinning.
+        if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(20))).await.is_err() {
+            return false;
+        }
+    }
 }
 
 /// A JSON response.
@@ -222,6 +350,11 @@ async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
 /// `GET /api/user/self|token`: one NATS request to `ailurus.api.user_<what>` with the
 /// caller's credentials; the worker's JSON answer is returned as is.
 async fn user_api(st: &Arc<AppState>, http: &HeaderMap, what: &str) -> Response {
+    for name in ["authorization", "x-api-key", "x-goog-api-key"] {
+        if http.get_all(name).iter().count() > 1 {
+            return error(None, 400, &format!("more than one {name} header"));
+        }
+    }
     let mut h = async_nats::HeaderMap::new();
     if let Some(hash) = credential_hash(http, None) {
         h.insert(headers::TOKEN_SHA256, hash.as_str());
@@ -275,6 +408,36 @@ fn nats_headers(
     h
 }
 
+/// Refuse ambiguous or unreadable requests before forwarding: a credential header sent twice
+/// (which token is meant?) is a 400, and a body declared as something other than JSON is a
+/// 415 (a missing `Content-Type` is taken as JSON).
+#[allow(clippy::result_large_err)]
+fn check_headers(http: &HeaderMap, format: Format, has_body: bool) -> Result<(), Response> {
+    for name in ["authorization", "x-api-key", "x-goog-api-key"] {
+        if http.get_all(name).iter().count() > 1 {
+            return Err(error(Some(format), 400, &format!("more than one {name} header")));
+        }
+    }
+    if !has_body {
+        return Ok(());
+    }
+    let types: Vec<_> = http.get_all("content-type").iter().collect();
+    if types.len() > 1 {
+        return Err(error(Some(format), 400, "more than one content-type header"));
+    }
+    if let Some(ct) = types.first() {
+        let ct = ct.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if !(ct == "application/json" || ct == "text/json" || ct.ends_with("+json")) {
+            return Err(error(
+                Some(format),
+                415,
+                &format!("content-type {ct:?} is not supported: send application/json"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// sha256 of the caller's token (`Authorization: Bearer`, `x-api-key`, `x-goog-api-key`,
 /// or Gemini's `?key=`). Only the hash goes on NATS: the token never reaches the bus or
 /// the `LLM_REQUESTS` audit stream.
@@ -303,9 +466,22 @@ async fn forward(
     started: Instant,
 ) -> Result<Response, Response> {
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, st.config.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => {
+    if let Err(r) = check_headers(&parts.headers, format, op != Some("models")) {
+        return Ok(r);
+    }
+    let read = axum::body::to_bytes(body, st.config.max_body_bytes);
+    let body = match tokio::time::timeout(Duration::from_millis(st.config.body_read_timeout_ms), read).await {
+        Err(_) => {
+            let mut r = error(
+                Some(format),
+                408,
+                &format!("the request body did not arrive within {} ms", st.config.body_read_timeout_ms),
+            );
+            r.headers_mut().insert("connection", HeaderValue::from_static("close"));
+            return Ok(r);
+        }
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
             let too_big = std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit"))
                 || e.to_string().contains("length limit");
             return Ok(if too_big {
@@ -343,11 +519,12 @@ async fn forward(
                 .unwrap_or_else(|| "application/json".into());
             let streaming = content_type.starts_with("text/event-stream");
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(st.config.buffer_chunks.max(1));
-            let _ = tx.try_send(Ok(Bytes::from(first.payload.to_vec())));
+            let events = if streaming { sse_frames(&first.payload) } else { 0 };
+            let _ = tx.try_send(Ok(first.payload.clone()));
             let slow = Duration::from_millis(st.config.slow_client_ms);
             let model_name = model.unwrap_or_default();
             let done = Finished { state: st.clone(), label, status, started };
-            let ctx = PumpCtx { slow, format, streaming, model: model_name, trace: trace.clone() };
+            let ctx = PumpCtx { slow, format, streaming, model: model_name, trace: trace.clone(), events };
             tokio::spawn(pump(replies, tx, ctx, done));
             let mut r = Response::new(Body::from_stream(tokio_stream_from(rx)));
             *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
@@ -398,6 +575,15 @@ struct PumpCtx {
     model: String,
     /// For logs.
     trace: Token,
+    /// SSE events written so far (counted by frame terminators, not parsed), so an error
+    /// event can continue the stream's numbering.
+    events: u64,
+}
+
+/// SSE frames in a chunk of an event stream: its blank-line terminators. The bridge only
+/// counts them (it never parses what it forwards).
+fn sse_frames(bytes: &[u8]) -> u64 {
+    bytes.windows(2).filter(|w| *w == b"\n\n").count() as u64
 }
 
 /// Records a pumped response's metrics when its body ends.
@@ -429,7 +615,7 @@ async fn pump(
     ctx: PumpCtx,
     done: Finished,
 ) {
-    let PumpCtx { slow, format, streaming, model, trace } = ctx;
+    let PumpCtx { slow, format, streaming, model, trace, mut events } = ctx;
     let mut upstream_ms = None;
     loop {
         let next = tokio::select! {
@@ -442,8 +628,12 @@ async fn pump(
         match next {
             Some(Ok(r)) => match r.kind {
                 ReplyKind::Heartbeat => {}
-                ReplyKind::Chunk => match tx.send_timeout(Ok(Bytes::from(r.payload.to_vec())), slow).await {
-                    Ok(()) => {}
+                ReplyKind::Chunk => match tx.send_timeout(Ok(r.payload.clone()), slow).await {
+                    Ok(()) => {
+                        if streaming {
+                            events += sse_frames(&r.payload);
+                        }
+                    }
                     Err(_) => {
                         tracing::info!(%trace, "client too slow or gone; cancelling");
                         break;
@@ -460,8 +650,9 @@ async fn pump(
             },
             Some(Err(e)) => {
                 if streaming {
-                    let mut out = Vec::new();
-                    format.encoder(&model).error(504, &e.to_string(), &mut out);
+                    // The worker is gone mid-stream: end the client's stream with an error
+                    // event that continues it (no second preamble, numbering goes on).
+                    let out = format.continuation_error("", &model, events, 504, &e.to_string());
                     let _ = tx.send_timeout(Ok(Bytes::from(out)), slow).await;
                 }
                 break;

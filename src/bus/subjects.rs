@@ -39,6 +39,8 @@ pub const QUOTA_TOKEN_USED: SubjectSpec =
     SubjectSpec { name: "quota_token_used", pattern: "quota.tokenused.{token_id}" };
 /// `quota.requests.{user_id}` (a server-side counter)
 pub const QUOTA_REQUESTS: SubjectSpec = SubjectSpec { name: "quota_requests", pattern: "quota.requests.{user_id}" };
+/// `quota.hold.{hold_id}` (a durable quota reservation)
+pub const QUOTA_HOLD: SubjectSpec = SubjectSpec { name: "quota_hold", pattern: "quota.hold.{hold_id}" };
 /// `ailurus.api.{op}`
 pub const API: SubjectSpec = SubjectSpec { name: "api", pattern: "ailurus.api.{op}" };
 
@@ -50,7 +52,7 @@ pub const RATE_TPM: SubjectSpec = SubjectSpec { name: "rate_tpm", pattern: "quot
 pub const RATE_CONC: SubjectSpec = SubjectSpec { name: "rate_conc", pattern: "quota.conc.{token_id}" };
 
 /// Every subject: design §2, the quota and rate counters and the user API.
-pub const SPECS: [SubjectSpec; 16] = [
+pub const SPECS: [SubjectSpec; 17] = [
     REQUEST,
     RESPONSE,
     CANCEL,
@@ -63,6 +65,7 @@ pub const SPECS: [SubjectSpec; 16] = [
     QUOTA_USED,
     QUOTA_TOKEN_USED,
     QUOTA_REQUESTS,
+    QUOTA_HOLD,
     API,
     RATE_RPM,
     RATE_TPM,
@@ -223,6 +226,14 @@ pub fn rate_tpm(token_id: &Token, window: u64) -> String {
 /// `quota.conc.<token_id>`
 pub fn rate_conc(token_id: &Token) -> String {
     render(RATE_CONC, &[token_id.as_str()])
+}
+/// `quota.hold.<hold_id>`
+pub fn quota_hold(hold_id: &Token) -> String {
+    render(QUOTA_HOLD, &[hold_id.as_str()])
+}
+/// `quota.hold.*`: every hold.
+pub fn quota_hold_all() -> String {
+    render(QUOTA_HOLD, &["*"])
 }
 /// `ailurus.api.<op>`
 pub fn api(op: &str) -> String {

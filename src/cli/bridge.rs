@@ -9,7 +9,7 @@ pub async fn run(mut config: Config, listen: Option<String>) -> Result<ExitCode,
     if let Some(l) = listen {
         config.bridge.listen = l;
     }
-    let client = super::connect(&config, "ailurus-bridge").await?;
+    let client = super::connect_service(&config, "ailurus-bridge").await?;
     let shutdown = Shutdown::new();
     shutdown.on_signals();
     crate::bridge::run(client, config.bridge.clone(), shutdown).await?;

@@ -119,3 +119,11 @@ pub(crate) async fn connect(config: &Config, name: &str) -> Result<async_nats::C
         .await
         .map_err(|e| format!("cannot connect to NATS at {}: {e}", crate::bus::redact_urls(&config.nats.url)))
 }
+
+/// [`connect`] for a long-running service (worker, bridge): the first connect is retried in
+/// the background too, so the service may start before its server.
+pub(crate) async fn connect_service(config: &Config, name: &str) -> Result<async_nats::Client, String> {
+    crate::bus::connect_service(&config.nats.url, name)
+        .await
+        .map_err(|e| format!("cannot connect to NATS at {}: {e}", config.nats.url))
+}

@@ -399,6 +399,9 @@ fn parse_generate(
             req.messages.push(msg);
         }
     }
+    if req.messages.is_empty() && !count_only {
+        return Err(bad(format!("{} must hold at least one part", at(path, "contents"))));
+    }
 
     // tools
     if let Some(tools) = get_arr(m, path, "tools")? {

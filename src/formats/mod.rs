@@ -243,6 +243,35 @@ impl Format {
         }
     }
 
+    /// The error event that ends a stream of which `events` SSE events already reached the
+    /// client (a pass-through stream that broke, or a bridge whose worker went silent). The
+    /// client has the preamble (Responses `response.created`, Anthropic `message_start`…),
+    /// so a fresh encoder is primed with a start, its output discarded, and writes only the
+    /// failure; where the format numbers its events (`sequence_number`), the numbering
+    /// continues after `events` instead of restarting at 0.
+    pub fn continuation_error(self, id: &str, model: &str, events: u64, status: u16, message: &str) -> Vec<u8> {
+        let mut enc = self.encoder(model);
+        enc.event(&StreamEvent::Start { id: id.to_string(), model: model.to_string() }, &mut Vec::new());
+        let mut bytes = Vec::new();
+        enc.error(status, message, &mut bytes);
+        let Ok(parsed) = sse::parse(&bytes) else {
+            return bytes;
+        };
+        let mut out = Vec::with_capacity(bytes.len() + 16);
+        let mut seq = events;
+        for ev in parsed {
+            match serde_json::from_str::<serde_json::Value>(&ev.data) {
+                Ok(mut v) if v.get("sequence_number").is_some() => {
+                    v["sequence_number"] = seq.into();
+                    seq += 1;
+                    sse::json_frame(&mut out, ev.event.as_deref(), &v);
+                }
+                _ => sse::frame(&mut out, ev.event.as_deref(), &ev.data),
+            }
+        }
+        out
+    }
+
     /// Check a whole client stream against this API's event grammar (tests, fuzzing).
     pub fn validate_stream(self, bytes: &[u8]) -> Result<(), String> {
         match self {

@@ -217,6 +217,10 @@ pub fn parse_request(body: &[u8], ctx: &ParseContext) -> Result<ChatRequest, For
     };
     let tools = parse_tools(obj)?;
     let tool_choice = parse_tool_choice(obj)?;
+    // Ignored, but only when it has the shape the API defines.
+    if let Some(v) = get(obj, "stream_options").filter(|v| !v.is_object()) {
+        return Err(bad(format!("stream_options must be an object, not {}", type_name(v))));
+    }
     let user = match opt_str(obj, "user", "user")? {
         Some(u) => Some(u.to_string()),
         None => opt_str(obj, "safety_identifier", "safety_identifier")?.map(str::to_string),

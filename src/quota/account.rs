@@ -5,6 +5,7 @@
 //! not fit, so concurrent workers can never lose an update or overspend beyond what the
 //! reservations in flight hold.
 
+use super::holds::{CasError, Did, Hold, HoldOwner, HoldState};
 use super::ledger::{self, UsageRecord};
 use crate::bus::subjects::{self, Token};
 use crate::protocol::QuotaChangeEvent;
@@ -19,10 +20,7 @@ pub const BUCKET: &str = "QUOTA";
 /// The counter stream.
 pub const COUNTERS: &str = "QUOTA_COUNTERS";
 /// Round-trip bound for quota operations.
-const OP_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long settling waits out a JetStream leader election (a lost cluster node): the
-/// answer was delivered, so its billing is retried rather than dropped.
-const SETTLE_PATIENCE: Duration = Duration::from_secs(30);
+pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What `QUOTA` stores per user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,13 +65,13 @@ pub struct QuotaError {
 }
 
 impl QuotaError {
-    fn store(e: impl std::fmt::Display) -> Self {
+    pub(crate) fn store(e: impl std::fmt::Display) -> Self {
         Self { status: 503, message: format!("quota store unavailable: {e}") }
     }
 }
 
-/// Units held for one request until it settles.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Units held for one request until it settles: a durable hold (see [`super::holds`]).
+#[derive(Debug)]
 pub struct Reservation {
     /// Billed user.
     pub user: Token,
@@ -83,6 +81,20 @@ pub struct Reservation {
     pub units: i64,
     /// The user's pricing group.
     pub group: String,
+    /// The hold as written.
+    hold: Hold,
+    /// The hold's last known subject sequence.
+    seq: u64,
+    /// The write of its `counted` mark, which runs beside the upstream call; settle waits
+    /// for its sequence (`None`: it failed, `seq` stands).
+    marking: Option<tokio::task::JoinHandle<Option<u64>>>,
+}
+
+impl Reservation {
+    /// The hold id (prefix of every `Nats-Msg-Id` of this reservation).
+    pub fn hold_id(&self) -> &str {
+        &self.hold.id
+    }
 }
 
 /// Quota operations over NATS.
@@ -96,6 +108,10 @@ pub struct QuotaStore {
     kv: kv::Store,
     /// The counter stream (direct gets).
     counters: jetstream::stream::Stream,
+    /// The holds (`QUOTA_HOLDS`).
+    holds: jetstream::stream::Stream,
+    /// Live workers (`WORKERS`).
+    workers: kv::Store,
 }
 
 /// The value of a counter message body `{"val":"123"}`.
@@ -119,7 +135,15 @@ impl QuotaStore {
             .get_stream(COUNTERS)
             .await
             .map_err(|e| format!("stream {COUNTERS}: {e} (run `ailurus streams apply`)"))?;
-        Ok(Self { js, client, kv, counters })
+        let holds = js
+            .get_stream(super::holds::STREAM)
+            .await
+            .map_err(|e| format!("stream {}: {e} (run `ailurus streams apply`)", super::holds::STREAM))?;
+        let workers = js
+            .get_key_value(super::holds::WORKERS)
+            .await
+            .map_err(|e| format!("KV bucket {}: {e} (run `ailurus streams apply`)", super::holds::WORKERS))?;
+        Ok(Self { js, client, kv, counters, holds, workers })
     }
 
     /// The JetStream context (for the ledger).
@@ -127,43 +151,68 @@ impl QuotaStore {
         &self.js
     }
 
-    /// Add `delta` to a counter; returns the new value.
-    async fn incr(&self, subject: String, delta: i64) -> Result<i64, QuotaError> {
-        self.incr_within(subject, delta, Duration::ZERO).await
+    /// The `QUOTA_HOLDS` stream.
+    pub(crate) fn holds(&self) -> &jetstream::stream::Stream {
+        &self.holds
     }
 
-    /// [`Self::incr`], retried for up to `patience` while no stream answers (NATS
-    /// no-responders, e.g. during a leader election after a cluster node is lost). Nothing
-    /// was stored then, so a retry cannot count twice; a timeout is never retried.
-    async fn incr_within(&self, subject: String, delta: i64, patience: Duration) -> Result<i64, QuotaError> {
-        let started = std::time::Instant::now();
-        let mut pause = Duration::from_millis(100);
-        loop {
+    /// The `WORKERS` bucket.
+    pub(crate) fn workers(&self) -> &kv::Store {
+        &self.workers
+    }
+
+    /// Add `delta` to a counter exactly once per `msg_id` (JetStream drops a repeated
+    /// `Nats-Msg-Id` inside the stream's duplicate window, counter streams included).
+    /// Returns the new value, or `None` when this was such a duplicate. Retried: a retry of
+    /// an increment that landed is a duplicate.
+    pub(crate) async fn incr_raw(&self, subject: String, delta: i64, msg_id: &str) -> Result<Option<i64>, QuotaError> {
+        let mut last = QuotaError::store("counter increment failed");
+        for attempt in 0..3u32 {
             let mut h = HeaderMap::new();
             h.insert("Nats-Incr", format!("{delta:+}").as_str());
+            h.insert("Nats-Msg-Id", msg_id);
             let res = tokio::time::timeout(OP_TIMEOUT, async {
-                self.js.publish_with_headers(subject.clone(), h, Bytes::new()).await?.await
+                self.js
+                    .publish_with_headers(subject.clone(), h, Bytes::new())
+                    .await
+                    .map_err(QuotaError::store)?
+                    .await
+                    .map_err(QuotaError::store)
             })
             .await
-            .map_err(|_| QuotaError::store("counter increment timed out"))?;
-            let ack = match res {
-                Ok(ack) => ack,
-                Err(e)
-                    if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound
-                        && started.elapsed() + pause <= patience =>
-                {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
-                    continue;
+            .unwrap_or_else(|_| Err(QuotaError::store("counter increment timed out")));
+            match res {
+                Ok(ack) if ack.duplicate => return Ok(None),
+                Ok(ack) => {
+                    return ack
+                        .value
+                        .as_deref()
+                        .and_then(|v| v.parse().ok())
+                        .map(Some)
+                        .ok_or_else(|| QuotaError::store("counter ack without a value (is the server ≥ 2.12?)"))
                 }
-                Err(e) => return Err(QuotaError::store(e)),
-            };
-            return ack
-                .value
-                .as_deref()
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| QuotaError::store("counter ack without a value (is the server ≥ 2.12?)"));
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
         }
+        Err(last)
+    }
+
+    /// [`Self::incr_raw`] that always returns the counter's value (read when the increment
+    /// was a duplicate, or is 0).
+    pub(crate) async fn incr_once(&self, subject: String, delta: i64, msg_id: &str) -> Result<i64, QuotaError> {
+        if delta == 0 {
+            return self.counter(subject).await;
+        }
+        match self.incr_raw(subject.clone(), delta, msg_id).await? {
+            Some(v) => Ok(v),
+            None => self.counter(subject).await,
+        }
+    }
+
+    /// Add `delta` to a counter with a fresh id (admin repairs).
+    async fn incr(&self, subject: String, delta: i64) -> Result<i64, QuotaError> {
+        self.incr_once(subject, delta, &format!("adm-{}", nuid::next())).await
     }
 
     /// A counter's value (0 when it has never been incremented).
@@ -206,64 +255,179 @@ impl QuotaStore {
     }
 
     /// Hold `units` for a request (at least 1). Refuses with 402 when the user's total — or
-    /// the token's own limit — cannot cover it.
+    /// the token's own limit — cannot cover it. The hold is written down before any counter
+    /// moves, so a worker lost at any point leaves something another worker can complete
+    /// (see [`super::holds`]).
     pub async fn reserve(
         &self,
         user: &Token,
         token: Option<(&Token, i64)>,
         units: i64,
+        owner: &HoldOwner,
     ) -> Result<Reservation, QuotaError> {
         let units = units.max(1);
-        let acct = self.account(user).await?;
+        let id = super::holds::new_id();
+        let hold = Hold {
+            id: id.to_string(),
+            state: HoldState::Held,
+            user: user.to_string(),
+            token: token.map(|(h, _)| h.to_string()),
+            units,
+            counted: false,
+            worker: owner.worker.clone(),
+            trace_id: owner.trace_id.clone(),
+            deadline_ms: super::holds::now_ms()
+                + (owner.ttl + super::holds::SETTLE_GRACE).as_millis().min(i64::MAX as u128) as i64,
+            actual: None,
+            record: None,
+        };
+        // The account read and the hold write are independent: one round trip for both.
+        let (acct, seq) = tokio::join!(self.account(user), self.put_hold(&hold, 0));
+        let seq = match seq {
+            Ok(seq) => seq,
+            Err(CasError::Lost(_)) => return Err(QuotaError::store("hold id collision")),
+            Err(CasError::Store(e)) => return Err(e),
+        };
+        let refuse = |message: String| QuotaError { status: 402, message };
+        let acct = match acct {
+            Ok(a) => a,
+            Err(e) => {
+                self.give_back(&hold, seq, [Did::No, Did::No]).await;
+                return Err(e);
+            }
+        };
         let total = acct.as_ref().map_or(0, |a| a.total);
         let group = acct.map_or_else(Account::default_group, |a| a.group);
-        let used = self.incr(subjects::quota_used(user), units).await?;
+        let step = |s: &str| format!("{id}:{s}");
+        let used = match self.incr_once(subjects::quota_used(user), units, &step("u+")).await {
+            Ok(u) => u,
+            Err(e) => {
+                self.give_back(&hold, seq, [Did::Maybe, Did::No]).await;
+                return Err(e);
+            }
+        };
         if used > total {
-            self.incr(subjects::quota_used(user), -units).await?;
-            return Err(QuotaError {
-                status: 402,
-                message: format!(
-                    "insufficient quota: this request needs up to {units} units, {} of {total} remain",
-                    (total - (used - units)).max(0)
-                ),
-            });
+            self.give_back(&hold, seq, [Did::Yes, Did::No]).await;
+            return Err(refuse(format!(
+                "insufficient quota: this request needs up to {units} units, {} of {total} remain",
+                (total - (used - units)).max(0)
+            )));
         }
         let mut held_token = None;
         if let Some((hash, limit)) = token {
-            let tused = self.incr(subjects::quota_token_used(hash), units).await?;
+            let tused = match self.incr_once(subjects::quota_token_used(hash), units, &step("t+")).await {
+                Ok(t) => t,
+                Err(e) => {
+                    self.give_back(&hold, seq, [Did::Yes, Did::Maybe]).await;
+                    return Err(e);
+                }
+            };
             if tused > limit {
-                self.incr(subjects::quota_token_used(hash), -units).await?;
-                self.incr(subjects::quota_used(user), -units).await?;
-                return Err(QuotaError {
-                    status: 402,
-                    message: format!("insufficient quota: the token's own limit of {limit} units is spent"),
-                });
+                self.give_back(&hold, seq, [Did::Yes, Did::Yes]).await;
+                return Err(refuse(format!("insufficient quota: the token's own limit of {limit} units is spent")));
             }
             held_token = Some(hash.clone());
         }
-        Ok(Reservation { user: user.clone(), token: held_token, units, group })
+        // Mark the hold counted, beside the upstream call (off the critical path).
+        let mut counted = hold.clone();
+        counted.counted = true;
+        let store = self.clone();
+        let marking = tokio::spawn(async move { store.put_hold(&counted, seq).await.ok() });
+        let mut hold = hold;
+        hold.counted = true;
+        Ok(Reservation { user: user.clone(), token: held_token, units, group, hold, seq, marking: Some(marking) })
     }
 
-    /// Settle a reservation at `actual` units: append the ledger record, adjust the
-    /// counters, count the request and publish the `QuotaChangeEvent`.
-    pub async fn settle(&self, res: &Reservation, actual: i64, mut record: UsageRecord) -> Result<(), QuotaError> {
-        // The ledger first: it is idempotent and retried through any failure, and it is what
-        // `quota rebuild` trusts, so a counter update lost below (an ack that never came
-        // while a cluster node died) is repairable instead of a delivered answer unbilled.
-        record.quota = actual;
-        ledger::append(&self.js, &res.user, &record).await.map_err(QuotaError::store)?;
-        let delta = actual - res.units;
-        let used = if delta != 0 {
-            self.incr_within(subjects::quota_used(&res.user), delta, SETTLE_PATIENCE).await?
-        } else {
-            self.counter(subjects::quota_used(&res.user)).await?
-        };
-        if let (Some(t), true) = (&res.token, delta != 0) {
-            self.incr_within(subjects::quota_token_used(t), delta, SETTLE_PATIENCE).await?;
+    /// Release a hold this worker wrote and no longer needs (a refusal or a store error
+    /// inside `reserve`). On failure the hold stays for a scan to complete.
+    async fn give_back(&self, hold: &Hold, seq: u64, did: [Did; 2]) {
+        match self.release(hold, seq, false, false, did).await {
+            Ok(()) | Err(CasError::Lost(_)) => {}
+            Err(CasError::Store(e)) => {
+                tracing::warn!(hold = %hold.id, error = %e.message, "releasing a refused hold failed; a scan will")
+            }
         }
-        self.incr_within(subjects::quota_requests(&res.user), 1, SETTLE_PATIENCE).await?;
-        let total = self.account(&res.user).await?.map_or(0, |a| a.total);
-        self.event(&res.user, total, used, actual, Some(record.model.clone()), Some(record.trace_id.clone())).await;
+    }
+
+    /// Settle a reservation at `actual` units: adjust the counters, count the request,
+    /// append the ledger record and publish the `QuotaChangeEvent`. Exactly once per
+    /// reservation, even against a worker that released it as orphaned meanwhile, and safe to
+    /// call again after an error (every step is keyed by the hold id; call again within the
+    /// duplicate window, two minutes).
+    pub async fn settle(&self, res: &mut Reservation, actual: i64, mut record: UsageRecord) -> Result<(), QuotaError> {
+        record.quota = actual;
+        record.hold_id = Some(res.hold.id.clone());
+        if let Some(marking) = res.marking.take() {
+            if let Ok(Some(seq)) = marking.await {
+                res.seq = seq;
+            }
+        }
+        let mut settling = res.hold.clone();
+        settling.state = HoldState::Settling;
+        settling.actual = Some(actual);
+        settling.record = Some(record.clone());
+        let used = match self.put_hold(&settling, res.seq).await {
+            Ok(_) => Some(self.finish_settle(&settling).await?),
+            // Released meanwhile (this worker looked dead): the hold was given back, so
+            // charge what was delivered directly, under ids of its own.
+            Err(CasError::Lost(Some(current))) if current.state == HoldState::Released => {
+                tracing::warn!(hold = %res.hold.id, trace_id = %record.trace_id, "hold was released while the request ran; charging directly");
+                let late = |s: &str| format!("{}:late-{s}", res.hold.id);
+                let used = self.incr_once(subjects::quota_used(&res.user), actual, &late("u")).await?;
+                if let Some(t) = &res.token {
+                    self.incr_once(subjects::quota_token_used(t), actual, &late("t")).await?;
+                }
+                self.incr_once(subjects::quota_requests(&res.user), 1, &late("r")).await?;
+                record.hold_id = Some(format!("{}-late", res.hold.id));
+                ledger::append(&self.js, &res.user, &record).await.map_err(QuotaError::store)?;
+                Some(used)
+            }
+            // Our own settling hold, completed by a scan meanwhile (or by an earlier attempt
+            // of ours), or a hold released and purged: nothing left to charge. (The second
+            // case under-bills; it needs the owner cut off for a whole liveness period and
+            // the scan to finish first.)
+            Err(CasError::Lost(current)) => {
+                match current {
+                    Some(h) if h.state == HoldState::Settling && h.id == res.hold.id => {
+                        Some(self.finish_settle(&h).await?)
+                    }
+                    // Our own hold at another sequence (its `counted` mark landed unseen):
+                    // note the sequence and let the caller try again.
+                    Some(h) if h.state == HoldState::Held && h.id == res.hold.id => {
+                        if let Ok(id) = Token::new("hold_id", &h.id) {
+                            if let Some((_, seq)) = self.current_hold(&id).await? {
+                                res.seq = seq;
+                            }
+                        }
+                        return Err(QuotaError::store("hold moved; settle again"));
+                    }
+                    Some(h) if h.state == HoldState::Done => None,
+                    Some(_) => {
+                        return Err(QuotaError::store(format!("hold {} is in an unexpected state", res.hold.id)))
+                    }
+                    None => None,
+                }
+            }
+            Err(CasError::Store(e)) => return Err(e),
+        };
+        // The event is informative: billing is complete whether or not it goes out.
+        if let Some(used) = used {
+            match self.account(&res.user).await {
+                Ok(acct) => {
+                    let total = acct.map_or(0, |a| a.total);
+                    self.event(
+                        &res.user,
+                        total,
+                        used,
+                        actual,
+                        Some(record.model.clone()),
+                        Some(record.trace_id.clone()),
+                    )
+                    .await
+                }
+                Err(e) => tracing::warn!(error = %e.message, "quota event skipped: account unreadable"),
+            }
+        }
         Ok(())
     }
 

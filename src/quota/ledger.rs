@@ -65,6 +65,9 @@ pub struct UsageRecord {
     pub session_id: Option<String>,
     /// RFC 3339.
     pub timestamp: String,
+    /// The quota hold this record settles or releases (the ledger's de-duplication key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<String>,
 }
 
 impl UsageRecord {
@@ -82,6 +85,15 @@ impl UsageRecord {
     }
 }
 
+/// The record's `Nats-Msg-Id`: one per quota hold (a request may reuse a trace id), else
+/// kind and trace id (admin records have fresh ids).
+fn msg_id(rec: &UsageRecord) -> String {
+    match &rec.hold_id {
+        Some(h) => format!("{}-{h}", rec.kind),
+        None => format!("{}-{}", rec.kind, rec.trace_id),
+    }
+}
+
 /// How long an append keeps retrying: longer than a JetStream leader election after a
 /// cluster node is lost, shorter than the stream's 120 s duplicate window.
 const APPEND_PATIENCE: Duration = Duration::from_secs(30);
@@ -94,7 +106,7 @@ pub async fn append(js: &jetstream::Context, user: &Token, rec: &UsageRecord) ->
     let mut pause = Duration::from_millis(100);
     while started.elapsed() < APPEND_PATIENCE {
         let mut h = HeaderMap::new();
-        h.insert("Nats-Msg-Id", format!("{}-{}", rec.kind, rec.trace_id).as_str());
+        h.insert("Nats-Msg-Id", msg_id(rec).as_str());
         let res = tokio::time::timeout(Duration::from_secs(5), async {
             js.publish_with_headers(subjects::usage(user), h, body.clone().into())
                 .await

@@ -8,12 +8,15 @@
 //! - [`ledger`]: one `UsageRecord` per finished request (and per top-up) on
 //!   `llm.usage.<user>` (`LLM_USAGE`); `rebuild` recomputes balances from it.
 //! - [`ratelimit`]: per-token requests/tokens per minute and concurrency, as counters.
+//! - [`holds`]: every reservation is first a durable hold on `quota.hold.<id>`, so a worker
+//!   killed mid-request leaves something another worker releases exactly once.
 //! - [`auth`]: who a request is, from its headers or the seed `token` field.
 //!
 //! Units follow NEW-API: 500,000 quota units = 1 USD.
 
 pub mod account;
 pub mod auth;
+pub mod holds;
 pub mod ledger;
 pub mod ratelimit;
 pub mod tokens;

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 /// Headers that name a native client's chat session.
 const SESSION_HEADERS: [&str; 4] = ["Ailurus-Session", "x-claude-code-session-id", "session_id", "x-session-id"];
+/// How long a failed settle is retried (well inside JetStream's two-minute duplicate window).
+const SETTLE_RETRY: Duration = Duration::from_secs(90);
 /// Client headers forwarded upstream on pass-through.
 const FORWARDED: [&str; 2] = ["anthropic-version", "anthropic-beta"];
 
@@ -116,6 +118,15 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
             let trace = native_trace(&msg);
             let replier = replier_for(&ctx, &msg, &head, trace.as_ref());
             if let Some(replier) = replier {
+                // Listing models needs a valid token like any other call (except in open mode).
+                let credential = crate::quota::auth::credential_from(msg.headers.as_ref(), None);
+                let auth =
+                    crate::quota::auth::authenticate(ctx.auth.mode, ctx.tokens.as_ref(), credential.as_ref(), None, "")
+                        .await;
+                if let Err(e) = auth {
+                    replier.native_error(e.status, format.render_error(e.status, &e.message), None).await;
+                    return;
+                }
                 let body = super::models::render(format, &ctx.router.models());
                 replier.native_chunk(Some((200, "application/json")), body).await;
                 replier.done(&LLMNATSResponse { success: true, ..Default::default() }).await;
@@ -128,6 +139,14 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         }
     };
     let Some(replier) = replier_for(&ctx, &msg, &head, Some(&job.trace_id)) else { return };
+    // Heartbeats let a requester tell "no worker" and "dead worker" from "slow"; the first
+    // goes out at once, before any JetStream round trip (auth, holds), so the requester's
+    // one-second "is anyone there" bound holds under load. A plain `stream:false` seed
+    // request (e.g. `nats req`) gets exactly one reply instead.
+    let heartbeats = head.heartbeat || (matches!(job.client, Client::Seed) && job.chat.stream);
+    if heartbeats {
+        replier.heartbeat().await;
+    }
     let principal = match crate::quota::auth::authenticate(
         ctx.auth.mode,
         ctx.tokens.as_ref(),
@@ -156,6 +175,12 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     if let Some(p) = &principal {
         job.user_id = p.user.to_string();
         super::sync::presence(&ctx, &p.user).await;
+    }
+    // Refuse what no channel can serve before anything is reserved: a bad request leaves
+    // the quota and the ledger as they were.
+    if let Err(e) = preflight(&ctx, &job) {
+        finish(&ctx, &replier, &job, started, Err(e), 1.0).await;
+        return;
     }
     // Rate limits first (cheapest to refuse), then the quota reservation.
     let est_tokens =
@@ -186,7 +211,12 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         (Some(p), Some(q)) => {
             let token_limit = p.token.as_ref().and_then(|(h, r)| r.quota_limit.map(|l| (h, l)));
             let estimate = ctx.reserve_estimate(&job);
-            match q.reserve(&p.user, token_limit, estimate).await {
+            let owner = crate::quota::holds::HoldOwner {
+                worker: ctx.worker_id.clone(),
+                trace_id: job.trace_id.to_string(),
+                ttl: Duration::from_millis(ctx.config.request_timeout_ms),
+            };
+            match q.reserve(&p.user, token_limit, estimate, &owner).await {
                 Ok(r) => Some(r),
                 Err(e) => {
                     release(None).await;
@@ -201,12 +231,6 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         (Some(r), Some(_)) => ctx.group_ratio(&r.group),
         _ => 1.0,
     };
-    // Heartbeats let a requester tell "no worker" and "dead worker" from "slow". A plain
-    // `stream:false` seed request (e.g. `nats req`) gets exactly one reply instead.
-    let heartbeats = head.heartbeat || (matches!(job.client, Client::Seed) && job.chat.stream);
-    if heartbeats {
-        replier.heartbeat().await;
-    }
     let Some(guard) = ctx.inflight.register(job.trace_id.as_str()) else {
         let err = RequestError::new(409, format!("trace_id {} is already in flight", job.trace_id));
         let summary = finish(&ctx, &replier, &job, started, Err(err), ratio).await;
@@ -245,6 +269,25 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     release(Some(summary.usage.map_or(0, |u| u.prompt_total() + u.output_tokens))).await;
 }
 
+/// Whether some channel can take the request: a model no channel serves is a 404, and a
+/// native body the strict parser refused is its 400 unless a channel of its own format could
+/// take it byte for byte. Token counting is local and always possible.
+fn preflight(ctx: &WorkerCtx, job: &Job) -> Result<(), RequestError> {
+    if let Client::Native { op: Op::CountTokens, .. } = &job.client {
+        return Ok(());
+    }
+    let formats = ctx.router.serving_formats(&job.model, job.platform.as_str());
+    if formats.is_empty() {
+        return Err(RequestError::new(404, format!("no channel serves model {:?}", job.model)));
+    }
+    if let (Some(e), Client::Native { format, .. }) = (&job.strict_error, &job.client) {
+        if !formats.contains(&Some(*format)) {
+            return Err(RequestError::new(e.status, e.message.clone()));
+        }
+    }
+    Ok(())
+}
+
 /// What billing needs of a finished request.
 struct Summary {
     /// The final response as sent (cost in USD, tokens, status).
@@ -266,7 +309,7 @@ async fn settle(
     reservation: Option<crate::quota::account::Reservation>,
     summary: &Summary,
 ) {
-    let (Some(res), Some(q)) = (reservation, &ctx.quota) else { return };
+    let (Some(mut res), Some(q)) = (reservation, &ctx.quota) else { return };
     let actual = if summary.usage.is_some() { crate::pricing::usd_to_quota(summary.resp.cost) } else { 0 };
     let u = summary.usage.unwrap_or_default();
     let record = crate::quota::ledger::UsageRecord {
@@ -289,9 +332,26 @@ async fn settle(
         estimated: u.estimated,
         session_id: job.session_id.clone(),
         timestamp: crate::quota::now_rfc3339(),
+        hold_id: None,
     };
-    if let Err(e) = q.settle(&res, actual, record).await {
-        tracing::error!(trace_id = %job.trace_id, error = %e.message, "settle failed; `ailurus quota rebuild` will repair the balance");
+    // Every step of a settle is keyed by the hold id, so it is retried (while the quota store
+    // is unreachable, e.g. a nats-server restart) inside JetStream's two-minute duplicate
+    // window; after that the hold stays for a scan to complete.
+    let mut pause = Duration::from_millis(250);
+    let started = Instant::now();
+    loop {
+        match q.settle(&mut res, actual, record.clone()).await {
+            Ok(()) => break,
+            Err(e) if started.elapsed() + pause < SETTLE_RETRY => {
+                tracing::warn!(trace_id = %job.trace_id, error = %e.message, "settle failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(8));
+            }
+            Err(e) => {
+                tracing::error!(trace_id = %job.trace_id, error = %e.message, "settle failed; the hold stays and a scan completes it");
+                break;
+            }
+        }
     }
 }
 

@@ -54,6 +54,8 @@ pub(crate) struct WorkerCtx {
     pub group_ratios: std::collections::BTreeMap<String, f64>,
     /// When each user's presence was last published (throttle).
     pub presence: dashmap::DashMap<String, std::time::Instant>,
+    /// This worker's id (its key in `WORKERS`, the owner of its quota holds).
+    pub worker_id: String,
 }
 
 impl WorkerCtx {
@@ -71,6 +73,47 @@ impl WorkerCtx {
             ..Default::default()
         };
         crate::pricing::usd_to_quota(self.prices.cost(&job.model, &usage)).max(1)
+    }
+}
+
+/// Refresh this worker's key in `WORKERS` three times per liveness period, until shutdown
+/// (the key then expires by itself).
+async fn keep_alive(
+    quota: crate::quota::account::QuotaStore,
+    worker_id: String,
+    liveness: Duration,
+    shutdown: Shutdown,
+) {
+    let mut tick = tokio::time::interval(liveness / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = tick.tick() => {
+                if let Err(e) = quota.announce(&worker_id, liveness).await {
+                    tracing::warn!(error = %e.message, "worker liveness refresh failed");
+                }
+            }
+        }
+    }
+}
+
+/// Scan for orphaned quota holds every `every` (with jitter, so a fleet spreads its scans),
+/// until shutdown.
+async fn reap(quota: crate::quota::account::QuotaStore, liveness: Duration, every: Duration, shutdown: Shutdown) {
+    let mut reaper = crate::quota::holds::Reaper::new(quota, liveness);
+    loop {
+        let pause = every + Duration::from_millis(fastrand::u64(0..=every.as_millis() as u64 / 4));
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = tokio::time::sleep(pause) => {
+                match reaper.scan().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(completed = n, "quota holds of lost workers completed"),
+                    Err(e) => tracing::debug!(error = %e.message, "hold scan failed; retrying later"),
+                }
+            }
+        }
     }
 }
 
@@ -118,6 +161,7 @@ pub async fn run_with_router(
         rates,
         group_ratios: config.pricing.groups.clone(),
         presence: dashmap::DashMap::new(),
+        worker_id: nuid::next().to_string(),
         client: client.clone(),
         admission: admission::Admission::new(wc.concurrency, wc.max_queued, Duration::from_millis(wc.queue_timeout_ms)),
         config: wc.clone(),
@@ -147,7 +191,17 @@ pub async fn run_with_router(
         .map_err(|e| WorkerError(format!("subscribe {}: {e}", subjects::api_all())))?;
     // Make sure the server has both subscriptions before anyone is told we are up.
     client.flush().await.map_err(|e| WorkerError(format!("flush: {e}")))?;
-    tracing::info!(queue_group = %wc.queue_group, concurrency = wc.concurrency, "worker serving llm.request.*");
+    if let Some(quota) = ctx.quota.clone() {
+        // Announce this worker before it takes a request, then keep the key alive and scan
+        // for the holds of lost workers, until shutdown.
+        let liveness = Duration::from_millis(wc.liveness_ms);
+        if let Err(e) = quota.announce(&ctx.worker_id, liveness).await {
+            return Err(WorkerError(format!("announce worker: {}", e.message)));
+        }
+        tokio::spawn(keep_alive(quota.clone(), ctx.worker_id.clone(), liveness, shutdown.clone()));
+        tokio::spawn(reap(quota, liveness, Duration::from_millis(wc.reaper_ms), shutdown.clone()));
+    }
+    tracing::info!(queue_group = %wc.queue_group, concurrency = wc.concurrency, worker_id = %ctx.worker_id, "worker serving llm.request.*");
 
     let tasks = TaskTracker::new();
     loop {

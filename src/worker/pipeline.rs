@@ -387,32 +387,11 @@ impl<'a> Output<'a> {
     }
 }
 
-/// The error event that ends a pass-through stream mid-way. The client already has the
-/// upstream's preamble (Responses `response.created`, Anthropic `message_start`…), so a fresh
-/// encoder is primed with a start, its output discarded, and writes only the failure; where
-/// the format numbers its events (`sequence_number`), the numbering continues after the
-/// `forwarded` upstream frames instead of restarting at 0.
+/// The error event that ends a pass-through stream mid-way: the client already has the
+/// upstream's preamble and `forwarded` frames (see [`Format::continuation_error`]).
 fn passthrough_error(format: Format, acc: &Accumulator, forwarded: u64, err: &RequestError, out: &mut Vec<u8>) {
     let started = acc.clone().into_response("", Usage::default());
-    let mut enc = format.encoder(&started.model);
-    enc.event(&StreamEvent::Start { id: started.id, model: started.model }, &mut Vec::new());
-    let mut bytes = Vec::new();
-    enc.error(err.status, &err.message, &mut bytes);
-    let Ok(events) = formats::sse::parse(&bytes) else {
-        out.extend_from_slice(&bytes);
-        return;
-    };
-    let mut seq = forwarded;
-    for ev in events {
-        match serde_json::from_str::<serde_json::Value>(&ev.data) {
-            Ok(mut v) if v.get("sequence_number").is_some() => {
-                v["sequence_number"] = seq.into();
-                seq += 1;
-                formats::sse::json_frame(out, ev.event.as_deref(), &v);
-            }
-            _ => formats::sse::frame(out, ev.event.as_deref(), &ev.data),
-        }
-    }
+    out.extend_from_slice(&format.continuation_error(&started.id, &started.model, forwarded, err.status, &err.message));
 }
 
 /// Usage estimated from what was delivered (the prompt counts in full).

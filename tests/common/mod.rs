@@ -2,6 +2,8 @@
 //! store, in-process workers, and worker processes (for kill and drain tests).
 #![allow(dead_code)]
 
+pub mod http;
+pub mod procs;
 pub mod upstream;
 
 use ailurus::bus::codec::Encoding;
