@@ -147,6 +147,13 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     if heartbeats {
         replier.heartbeat().await;
     }
+    // In flight from now on, so a cancel sent right after the first heartbeat finds the
+    // request even while it is still being authenticated and reserved.
+    let Some(guard) = ctx.inflight.register(job.trace_id.as_str()) else {
+        let err = RequestError::new(409, format!("trace_id {} is already in flight", job.trace_id));
+        finish(&ctx, &replier, &job, started, Err(err), 1.0).await;
+        return;
+    };
     let principal = match crate::quota::auth::authenticate(
         ctx.auth.mode,
         ctx.tokens.as_ref(),
@@ -230,13 +237,6 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     let ratio = match (&reservation, &ctx.quota) {
         (Some(r), Some(_)) => ctx.group_ratio(&r.group),
         _ => 1.0,
-    };
-    let Some(guard) = ctx.inflight.register(job.trace_id.as_str()) else {
-        let err = RequestError::new(409, format!("trace_id {} is already in flight", job.trace_id));
-        let summary = finish(&ctx, &replier, &job, started, Err(err), ratio).await;
-        settle(&ctx, &job, principal.as_ref(), reservation, &summary).await;
-        release(None).await;
-        return;
     };
     super::sync::started(&ctx, &job).await;
     let work = pipeline::serve(&ctx, &job, &replier);
