@@ -76,15 +76,14 @@
 //! `max_tokens`/`model_context_window_exceeded` → Length, `tool_use`, `stop_sequence`,
 //! `refusal` → ContentFilter. Anthropic reports no reasoning token count (0).
 
+use super::walk::{at, bad, get, Obj};
 use super::{sse, FormatError, Op, ParseContext, StreamDecoder, StreamEncoder};
 use crate::protocol::canonical::{
     ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, ResponseFormat, Role, StreamEvent,
     ThinkingConfig, ToolChoice, ToolDef, Usage,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-
-type Obj = Map<String, Value>;
 
 /// `max_tokens` sent upstream when the caller gave none (the API requires it).
 pub const DEFAULT_MAX_TOKENS: u32 = 8192;
@@ -97,23 +96,6 @@ pub const JSON_OBJECT_INSTRUCTION: &str = "Respond with a single valid JSON obje
 
 // ---------------------------------------------------------------------------------------
 // Small helpers for walking JSON with field paths in the errors.
-
-fn bad(message: impl Into<String>) -> FormatError {
-    FormatError::bad_request(message)
-}
-
-fn at(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
-/// A field, with JSON `null` treated as absent.
-fn get<'a>(o: &'a Obj, key: &str) -> Option<&'a Value> {
-    o.get(key).filter(|v| !v.is_null())
-}
 
 fn as_object<'a>(v: &'a Value, path: &str) -> Result<&'a Obj, FormatError> {
     v.as_object().ok_or_else(|| bad(format!("{path} must be an object")))

@@ -52,32 +52,19 @@
 //! | upstream: `functionCall` without `id` | id `call_<nuid>` (unique across turns) |
 //! | render_error 402 | `PERMISSION_DENIED` (not retryable; `RESOURCE_EXHAUSTED` would make Gemini CLI retry / fall back) |
 
+use super::walk::{at, bad, Obj};
 use super::{sse, FormatError, Op, ParseContext, StreamDecoder, StreamEncoder};
 use crate::protocol::canonical::{
     ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, ResponseFormat, Role, StreamEvent,
     ThinkingConfig, ToolChoice, ToolDef, Usage,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::collections::HashMap;
 
 /// Prefix of a `thoughtSignature` that carries another API's redacted / encrypted reasoning.
 const REDACTED_PREFIX: &str = "ailurus-redacted:";
 
-type Obj = Map<String, Value>;
-
 // ───────────────────────────── field access ─────────────────────────────
-
-fn bad(message: impl Into<String>) -> FormatError {
-    FormatError::bad_request(message)
-}
-
-fn at(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
-}
 
 fn to_snake(camel: &str) -> String {
     let mut out = String::with_capacity(camel.len() + 4);

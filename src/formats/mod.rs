@@ -23,6 +23,7 @@ pub mod openai_chat;
 pub mod openai_responses;
 pub mod passthrough;
 pub mod sse;
+mod walk;
 
 use crate::protocol::canonical::{ChatRequest, ChatResponse, StreamEvent};
 use std::fmt;

@@ -60,6 +60,7 @@
 //! `rate_limit_exceeded`, 503 and 529 `service_unavailable_error` / `server_is_overloaded`,
 //! other 5xx `server_error`, other 4xx `invalid_request_error`.
 
+use super::walk::{bad, Obj};
 use super::{sse, FormatError, ParseContext, StreamDecoder, StreamEncoder};
 use crate::protocol::canonical::{
     ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, ResponseFormat, Role, StreamEvent,
@@ -68,15 +69,9 @@ use crate::protocol::canonical::{
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
-type Obj = Map<String, Value>;
-
 // ---------------------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------------------
-
-fn bad(message: impl Into<String>) -> FormatError {
-    FormatError::bad_request(message)
-}
 
 /// A field, with JSON `null` treated as absent.
 fn get<'a>(obj: &'a Obj, key: &str) -> Option<&'a Value> {

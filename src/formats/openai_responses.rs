@@ -64,6 +64,7 @@
 //! and `insufficient_quota` 429, `server_is_overloaded` / `slow_down` 503, `server_error` 500,
 //! `invalid_prompt`, `context_length_exceeded` and the image codes 400, anything else 502.
 
+use super::walk::{at as join, bad, get, Obj};
 use super::{sse, FormatError, ParseContext, StreamDecoder, StreamEncoder};
 use crate::protocol::canonical::{
     ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, ResponseFormat, Role, StreamEvent,
@@ -91,28 +92,9 @@ const HOSTED_TOOLS: [&str; 13] = [
     "apply_patch",
 ];
 
-type Obj = Map<String, Value>;
-
 // ---------------------------------------------------------------------------------------------
 // Small JSON helpers (client input: wrong types are 400s that name the field)
 // ---------------------------------------------------------------------------------------------
-
-fn bad(message: impl Into<String>) -> FormatError {
-    FormatError::bad_request(message)
-}
-
-fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
-/// A field, treating JSON `null` as absent.
-fn get<'a>(o: &'a Obj, key: &str) -> Option<&'a Value> {
-    o.get(key).filter(|v| !v.is_null())
-}
 
 fn opt_str<'a>(o: &'a Obj, key: &str, path: &str) -> Result<Option<&'a str>, FormatError> {
     match get(o, key) {
