@@ -91,6 +91,10 @@ pub struct WorkerConfig {
     /// Interval between two scans for orphaned quota holds.
     #[serde(default = "WorkerConfig::default_reaper_ms")]
     pub reaper_ms: u64,
+    /// Serve Prometheus metrics (`GET /metrics`: requests, latency, `gateway_overhead_seconds`)
+    /// on this address, e.g. `127.0.0.1:9464`. Off when unset.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
 }
 
 impl WorkerConfig {
@@ -140,6 +144,7 @@ impl Default for WorkerConfig {
             audit_copy: Self::default_audit_copy(),
             liveness_ms: Self::default_liveness_ms(),
             reaper_ms: Self::default_reaper_ms(),
+            metrics_listen: None,
         }
     }
 }

@@ -56,8 +56,28 @@ pub fn find_binary() -> Result<PathBuf, String> {
     ))
 }
 
-/// A free loopback TCP port (bound then released; the race is acceptable for tests).
+/// A free loopback TCP port for a server started later (bound then released).
+///
+/// Picked below Linux's ephemeral range (32768–60999), which is where `bind(:0)` and every
+/// outgoing connection take their ports: a port from there can be taken by some client's
+/// connection (a cluster node dialling its routes, say) between this call and the server's
+/// bind. A port is never handed out twice by one process.
 pub fn free_port() -> io::Result<u16> {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    const LOW: u16 = 20_000;
+    const HIGH: u16 = 32_000;
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..200 {
+        let port = fastrand::u16(LOW..HIGH);
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    // A crowded range: fall back to the kernel's choice.
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

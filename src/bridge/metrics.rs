@@ -1,5 +1,6 @@
-//! Prometheus metrics of the bridge: requests and errors by route and status, request
-//! latency, and gateway overhead (time the gateway adds to the upstream's own time).
+//! Prometheus metrics of the bridge (and, with another prefix and label, of the worker):
+//! requests and errors by route and status, request latency, and gateway overhead (time the
+//! gateway adds to the upstream's own time).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -52,14 +53,30 @@ struct Inner {
     overhead: BTreeMap<&'static str, Histogram>,
 }
 
-/// Bridge metrics; cheap to share.
-#[derive(Debug, Default)]
+/// Bridge (or worker) metrics; cheap to share.
+#[derive(Debug)]
 pub struct Metrics {
     /// Guarded state (a short critical section per request).
     inner: Mutex<Inner>,
+    /// Metric name prefix: `ailurus_bridge` or `ailurus_worker`.
+    prefix: &'static str,
+    /// Label of the first dimension: `route` (bridge) or `platform` (worker).
+    label: &'static str,
+}
+
+impl Default for Metrics {
+    /// The bridge's metrics.
+    fn default() -> Self {
+        Self::new("ailurus_bridge", "route")
+    }
 }
 
 impl Metrics {
+    /// Metrics named `<prefix>_…`, keyed by `label` and status.
+    pub fn new(prefix: &'static str, label: &'static str) -> Self {
+        Self { inner: Mutex::default(), prefix, label }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -77,26 +94,27 @@ impl Metrics {
     /// The Prometheus text format.
     pub fn render(&self) -> String {
         let m = self.lock();
+        let (p, l) = (self.prefix, self.label);
         let mut out = String::new();
-        out.push_str("# HELP ailurus_bridge_requests_total HTTP requests by route and status.\n");
-        out.push_str("# TYPE ailurus_bridge_requests_total counter\n");
+        let _ = writeln!(out, "# HELP {p}_requests_total Requests by {l} and status.");
+        let _ = writeln!(out, "# TYPE {p}_requests_total counter");
         for ((route, status), n) in &m.requests {
-            let _ = writeln!(out, "ailurus_bridge_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+            let _ = writeln!(out, "{p}_requests_total{{{l}=\"{route}\",status=\"{status}\"}} {n}");
         }
-        out.push_str("# HELP ailurus_bridge_errors_total HTTP requests answered with a status >= 400.\n");
-        out.push_str("# TYPE ailurus_bridge_errors_total counter\n");
+        let _ = writeln!(out, "# HELP {p}_errors_total Requests answered with a status >= 400.");
+        let _ = writeln!(out, "# TYPE {p}_errors_total counter");
         for ((route, status), n) in m.requests.iter().filter(|((_, s), _)| *s >= 400) {
-            let _ = writeln!(out, "ailurus_bridge_errors_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+            let _ = writeln!(out, "{p}_errors_total{{{l}=\"{route}\",status=\"{status}\"}} {n}");
         }
-        out.push_str("# HELP ailurus_bridge_request_duration_seconds Time from request to the end of the response.\n");
-        out.push_str("# TYPE ailurus_bridge_request_duration_seconds histogram\n");
+        let _ = writeln!(out, "# HELP {p}_request_duration_seconds Time from request to the end of the response.");
+        let _ = writeln!(out, "# TYPE {p}_request_duration_seconds histogram");
         for (route, h) in &m.latency {
-            h.render(&mut out, "ailurus_bridge_request_duration_seconds", &format!("route=\"{route}\""));
+            h.render(&mut out, &format!("{p}_request_duration_seconds"), &format!("{l}=\"{route}\""));
         }
         out.push_str("# HELP gateway_overhead_seconds Time the gateway adds: total minus upstream time.\n");
         out.push_str("# TYPE gateway_overhead_seconds histogram\n");
         for (route, h) in &m.overhead {
-            h.render(&mut out, "gateway_overhead_seconds", &format!("route=\"{route}\""));
+            h.render(&mut out, "gateway_overhead_seconds", &format!("{l}=\"{route}\""));
         }
         out
     }
@@ -116,5 +134,14 @@ mod tests {
         assert!(text.contains("ailurus_bridge_errors_total{route=\"/v1/messages\",status=\"503\"} 1"));
         assert!(text.contains("ailurus_bridge_request_duration_seconds_bucket{route=\"/v1/messages\",le=\"0.0025\"} 1"));
         assert!(text.contains("gateway_overhead_seconds_count{route=\"/v1/messages\"} 1"));
+    }
+
+    #[test]
+    fn worker_metrics_have_their_own_names() {
+        let m = Metrics::new("ailurus_worker", "platform");
+        m.record("claude", 200, 0.002, Some(0.0003));
+        let text = m.render();
+        assert!(text.contains("ailurus_worker_requests_total{platform=\"claude\",status=\"200\"} 1"));
+        assert!(text.contains("gateway_overhead_seconds_bucket{platform=\"claude\",le=\"0.0005\"} 1"));
     }
 }

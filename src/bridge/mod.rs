@@ -267,8 +267,8 @@ async fn first_bytes(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
 }
 
 /// A JSON response.
-fn json(status: u16, body: Vec<u8>) -> Response {
-    let mut r = Response::new(Body::from(body));
+fn json(status: u16, body: impl Into<Bytes>) -> Response {
+    let mut r = Response::new(Body::from(body.into()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
     r
@@ -506,7 +506,7 @@ async fn forward(
     let status = first.status.unwrap_or(200);
     match first.kind {
         ReplyKind::Error | ReplyKind::Done => {
-            let mut r = json(status, first.payload.to_vec());
+            let mut r = json(status, first.payload.clone());
             copy_reply_headers(&first, &mut r, &trace);
             replies.detach();
             Ok(r)
@@ -518,6 +518,11 @@ async fn forward(
                 .map(|v| v.as_str().to_string())
                 .unwrap_or_else(|| "application/json".into());
             let streaming = content_type.starts_with("text/event-stream");
+            if !streaming {
+                // A whole answer (one chunk, then the final reply right behind it): answer
+                // with one body of known length, without a pump task and a channel.
+                return Err(whole_body(st, replies, first, content_type, status, &trace, label, started).await);
+            }
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(st.config.buffer_chunks.max(1));
             let events = if streaming { sse_frames(&first.payload) } else { 0 };
             let _ = tx.try_send(Ok(first.payload.clone()));
@@ -539,6 +544,57 @@ async fn forward(
         }
         ReplyKind::Heartbeat => Ok(error(Some(format), 502, "unexpected heartbeat")),
     }
+}
+
+/// `upstream_ms` of a final reply, without decoding the rest of it.
+fn upstream_ms(payload: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Final {
+        #[serde(default)]
+        upstream_ms: Option<u64>,
+    }
+    serde_json::from_slice::<Final>(payload).ok().and_then(|f| f.upstream_ms)
+}
+
+/// The rest of a non-streaming answer: every chunk until the final reply, as one body.
+/// A worker that goes silent (or a reply stream that ends) after the first chunk: what came
+/// is sent, as the pump would have.
+#[allow(clippy::too_many_arguments)]
+async fn whole_body(
+    st: &Arc<AppState>,
+    mut replies: crate::client::Replies,
+    first: Reply,
+    content_type: String,
+    status: u16,
+    trace: &Token,
+    label: &'static str,
+    started: Instant,
+) -> Response {
+    let mut body = first.payload.clone();
+    let mut more: Option<Vec<u8>> = None;
+    let mut upstream = None;
+    while let Some(Ok(r)) = replies.next().await {
+        match r.kind {
+            ReplyKind::Heartbeat => {}
+            ReplyKind::Chunk => more.get_or_insert_with(|| body.to_vec()).extend_from_slice(&r.payload),
+            ReplyKind::Done | ReplyKind::Error => {
+                upstream = upstream_ms(&r.payload);
+                replies.detach();
+                break;
+            }
+        }
+    }
+    if let Some(v) = more {
+        body = Bytes::from(v);
+    }
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    if let Ok(v) = HeaderValue::from_str(&content_type) {
+        r.headers_mut().insert("content-type", v);
+    }
+    copy_reply_headers(&first, &mut r, trace);
+    Finished { state: st.clone(), label, status, started }.record(upstream);
+    r
 }
 
 fn copy_reply_headers(reply: &Reply, r: &mut Response, trace: &Token) {
@@ -641,9 +697,7 @@ async fn pump(
                 },
                 // Final: an error after bytes went out was already written as an event.
                 ReplyKind::Done | ReplyKind::Error => {
-                    upstream_ms = serde_json::from_slice::<crate::protocol::LLMNATSResponse>(&r.payload)
-                        .ok()
-                        .and_then(|s| s.upstream_ms);
+                    upstream_ms = self::upstream_ms(&r.payload);
                     replies.detach();
                     break;
                 }

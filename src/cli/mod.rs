@@ -36,7 +36,11 @@ pub enum Command {
     /// Everything on one box: local nats-server if none answers, streams, worker.
     Up(up::UpArgs),
     /// Serve `llm.request.*` until SIGTERM / Ctrl-C, then drain.
-    Worker,
+    Worker {
+        /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. 127.0.0.1:9464.
+        #[arg(long, env = "AILURUS_METRICS_LISTEN")]
+        metrics_listen: Option<String>,
+    },
     /// Serve the HTTP API (Anthropic, OpenAI, Gemini routes) over NATS.
     Bridge {
         /// Address to listen on (default 127.0.0.1:18100).
@@ -95,7 +99,12 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     }
     match cli.command {
         Command::Up(args) => up::run(config, args).await,
-        Command::Worker => worker::run(config).await,
+        Command::Worker { metrics_listen } => {
+            if metrics_listen.is_some() {
+                config.worker.metrics_listen = metrics_listen;
+            }
+            worker::run(config).await
+        }
         Command::Bridge { listen } => bridge::run(config, listen).await,
         Command::Req(args) => req::run(config, args).await,
         Command::Streams(cmd) => streams::run(config, cmd).await,

@@ -108,7 +108,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         Ok(h) => h,
         Err(err) => {
             let head = Head { encoding: Encoding::Json, format: None, heartbeat: false };
-            reply_rejection(&ctx, &msg, &head, Rejection { err, trace: None }).await;
+            Box::pin(reply_rejection(&ctx, &msg, &head, Rejection { err, trace: None })).await;
             return;
         }
     };
@@ -134,7 +134,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
             return;
         }
         Err(rej) => {
-            reply_rejection(&ctx, &msg, &head, rej).await;
+            Box::pin(reply_rejection(&ctx, &msg, &head, rej)).await;
             return;
         }
     };
@@ -151,16 +151,16 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     // request even while it is still being authenticated and reserved.
     let Some(guard) = ctx.inflight.register(job.trace_id.as_str()) else {
         let err = RequestError::new(409, format!("trace_id {} is already in flight", job.trace_id));
-        finish(&ctx, &replier, &job, started, Err(err), 1.0).await;
+        Box::pin(finish(&ctx, &replier, &job, started, Err(err), 1.0)).await;
         return;
     };
-    let principal = match crate::quota::auth::authenticate(
+    let principal = match Box::pin(crate::quota::auth::authenticate(
         ctx.auth.mode,
         ctx.tokens.as_ref(),
         job.credential.as_ref(),
         job.claimed_user.as_deref(),
         &job.model,
-    )
+    ))
     .await
     {
         Ok(p) => p,
@@ -175,18 +175,18 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
                 };
                 crate::quota::auth::publish_event(&ctx.client, &ev).await;
             }
-            finish(&ctx, &replier, &job, started, Err(RequestError::new(e.status, e.message)), 1.0).await;
+            Box::pin(finish(&ctx, &replier, &job, started, Err(RequestError::new(e.status, e.message)), 1.0)).await;
             return;
         }
     };
     if let Some(p) = &principal {
         job.user_id = p.user.to_string();
-        super::sync::presence(&ctx, &p.user).await;
+        Box::pin(super::sync::presence(&ctx, &p.user)).await;
     }
     // Refuse what no channel can serve before anything is reserved: a bad request leaves
     // the quota and the ledger as they were.
     if let Err(e) = preflight(&ctx, &job) {
-        finish(&ctx, &replier, &job, started, Err(e), 1.0).await;
+        Box::pin(finish(&ctx, &replier, &job, started, Err(e), 1.0)).await;
         return;
     }
     // Rate limits first (cheapest to refuse), then the quota reservation.
@@ -194,11 +194,11 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         job.chat.estimate_prompt_tokens() + job.chat.max_tokens.unwrap_or(ctx.auth.default_output_estimate) as u64;
     let admitted = match (&principal, &ctx.rates) {
         (Some(crate::quota::auth::Principal { token: Some((hash, rec)), .. }), Some(rates)) => {
-            match rates.admit(hash, rec, est_tokens).await {
+            match Box::pin(rates.admit(hash, rec, est_tokens)).await {
                 Ok(a) => a,
                 Err(e) => {
                     let err = RequestError { status: e.status, message: e.message, retry_after: Some(e.retry_after) };
-                    finish(&ctx, &replier, &job, started, Err(err), 1.0).await;
+                    Box::pin(finish(&ctx, &replier, &job, started, Err(err), 1.0)).await;
                     return;
                 }
             }
@@ -223,11 +223,12 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
                 trace_id: job.trace_id.to_string(),
                 ttl: Duration::from_millis(ctx.config.request_timeout_ms),
             };
-            match q.reserve(&p.user, token_limit, estimate, &owner).await {
+            match Box::pin(q.reserve(&p.user, token_limit, estimate, &owner)).await {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    release(None).await;
-                    finish(&ctx, &replier, &job, started, Err(RequestError::new(e.status, e.message)), 1.0).await;
+                    Box::pin(release(None)).await;
+                    Box::pin(finish(&ctx, &replier, &job, started, Err(RequestError::new(e.status, e.message)), 1.0))
+                        .await;
                     return;
                 }
             }
@@ -238,9 +239,11 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         (Some(r), Some(_)) => ctx.group_ratio(&r.group),
         _ => 1.0,
     };
-    super::sync::started(&ctx, &job).await;
-    let work = pipeline::serve(&ctx, &job, &replier);
-    tokio::pin!(work);
+    Box::pin(super::sync::started(&ctx, &job)).await;
+    // Boxed here and above: an async fn's state is the largest of the futures it awaits
+    // (often twice over), and it lives as long as the request. Boxing the ones that are
+    // only briefly alive keeps an idle stream's task small.
+    let mut work = Box::pin(pipeline::serve(&ctx, &job, &replier));
     let every = ctx.config.heartbeat();
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -260,13 +263,13 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         }
     };
     drop(guard);
-    let summary = finish(&ctx, &replier, &job, started, result, ratio).await;
-    super::sync::finished(&ctx, &job, &summary.resp).await;
+    let summary = Box::pin(finish(&ctx, &replier, &job, started, result, ratio)).await;
+    Box::pin(super::sync::finished(&ctx, &job, &summary.resp)).await;
     if msg.reply.is_some() && ctx.config.audit_copy {
-        super::sync::audit_copy(&ctx, &job.trace_id, &summary.resp, summary.status).await;
+        Box::pin(super::sync::audit_copy(&ctx, &job.trace_id, &summary.resp, summary.status)).await;
     }
-    settle(&ctx, &job, principal.as_ref(), reservation, &summary).await;
-    release(Some(summary.usage.map_or(0, |u| u.prompt_total() + u.output_tokens))).await;
+    Box::pin(settle(&ctx, &job, principal.as_ref(), reservation, &summary)).await;
+    Box::pin(release(Some(summary.usage.map_or(0, |u| u.prompt_total() + u.output_tokens)))).await;
 }
 
 /// Whether some channel can take the request: a model no channel serves is a 404, and a
@@ -514,8 +517,10 @@ async fn finish(
     };
     let mut usage = None;
     let mut channel = String::new();
+    let mut upstream = None;
     let failure = match result {
         Ok(d) => {
+            upstream = d.upstream;
             usage = Some(d.usage);
             channel = d.channel.clone();
             let u = d.usage;
@@ -555,5 +560,8 @@ async fn finish(
             }
         }
     }
+    let total = started.elapsed();
+    let overhead = upstream.map(|u| total.saturating_sub(u).as_secs_f64());
+    ctx.metrics.record(job.platform.as_str(), status, total.as_secs_f64(), overhead);
     Summary { resp, usage, channel, status }
 }

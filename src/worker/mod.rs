@@ -56,6 +56,8 @@ pub(crate) struct WorkerCtx {
     pub presence: dashmap::DashMap<String, std::time::Instant>,
     /// This worker's id (its key in `WORKERS`, the owner of its quota holds).
     pub worker_id: String,
+    /// Requests, latency and gateway overhead by platform (`--metrics-listen`).
+    pub metrics: crate::bridge::metrics::Metrics,
 }
 
 impl WorkerCtx {
@@ -129,6 +131,28 @@ impl std::fmt::Display for WorkerError {
 
 impl std::error::Error for WorkerError {}
 
+/// Serve `GET /metrics` (Prometheus text) on `addr` until `shutdown`.
+async fn serve_metrics(addr: &str, ctx: Arc<WorkerCtx>, shutdown: Shutdown) -> Result<(), WorkerError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| WorkerError(format!("metrics cannot listen on {addr}: {e}")))?;
+    tracing::info!(%addr, "worker metrics on /metrics");
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let ctx = ctx.clone();
+            async move { ([("content-type", "text/plain; version=0.0.4")], ctx.metrics.render()) }
+        }),
+    );
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.wait().await });
+        if let Err(e) = serve.await {
+            tracing::warn!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(())
+}
+
 /// Run a worker on `client` until `shutdown` fires, then drain.
 pub async fn run(client: async_nats::Client, config: &Config, shutdown: Shutdown) -> Result<(), WorkerError> {
     let router = Router::new(&config.routing, &config.channels).map_err(WorkerError)?;
@@ -168,6 +192,7 @@ pub async fn run_with_router(
         router,
         prices: PriceTable::new(&config.pricing.models),
         inflight: inflight::InFlight::default(),
+        metrics: crate::bridge::metrics::Metrics::new("ailurus_worker", "platform"),
     });
     tokio::spawn(health::publish_loop(
         client.clone(),
@@ -175,6 +200,9 @@ pub async fn run_with_router(
         format!("worker-{}", nuid::next()),
         shutdown.clone(),
     ));
+    if let Some(addr) = &wc.metrics_listen {
+        serve_metrics(addr, ctx.clone(), shutdown.clone()).await?;
+    }
     // Load the count_tokens vocabulary in the background, so the first count is fast.
     tokio::task::spawn_blocking(|| crate::tokenize::count(""));
     let mut requests = client

@@ -129,7 +129,8 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
         // for good and the channel stuck in `probing`.
         let mut claim = Claim { router: &ctx.router, cand: &cand, settled: false };
         let started = Instant::now();
-        match attempt(job, &cand, replier).await {
+        // Boxed: the attempt's state is large and `serve` would hold it (often twice over).
+        match Box::pin(attempt(job, &cand, replier)).await {
             Ok((mut delivered, ttfb)) => {
                 delivered.upstream = Some(started.elapsed());
                 match &delivered.failure {
@@ -437,7 +438,9 @@ async fn attempt(job: &Job, cand: &Candidate, replier: &Replier) -> Result<(Deli
         stream: job.chat.stream,
         forward_headers: forward,
     };
-    let upstream = match timeout_at(deadline, cand.channel.provider.call(call)).await {
+    // Boxed: the call is over once the answer starts; its state should not stay in the
+    // attempt's for the whole stream.
+    let upstream = match timeout_at(deadline, Box::pin(cand.channel.provider.call(call))).await {
         Ok(r) => r.map_err(AttemptFail::Upstream)?,
         Err(_) => return Err(AttemptFail::Upstream(total_timeout(cand))),
     };

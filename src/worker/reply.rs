@@ -69,7 +69,9 @@ impl Replier {
             h.insert(*k, v.as_str());
         }
         self.last_sent_us.store(self.start.elapsed().as_micros() as u64, Ordering::Relaxed);
-        if let Err(e) = self.client.publish_with_headers(self.subject.clone(), h, payload).await {
+        // Boxed: callers await replies inside long-lived request tasks, whose state would
+        // otherwise carry this future's size for the whole request.
+        if let Err(e) = Box::pin(self.client.publish_with_headers(self.subject.clone(), h, payload)).await {
             tracing::debug!(trace_id = %self.trace_id, error = %e, "reply publish failed");
         }
     }
