@@ -189,6 +189,22 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// `BENCH_MEM_HOOK`, when set: a shell command run while the idle streams are held, with
+/// `WORKER_PID` and `BRIDGE_PID` set (e.g. a heap profiler's snapshot:
+/// `vgdb --pid=$WORKER_PID detailed_snapshot /tmp/w.massif` with `--ailurus` a wrapper that
+/// runs the worker under `valgrind --tool=massif`).
+fn mem_hook(worker: u32, bridge: u32) {
+    if let Ok(hook) = std::env::var("BENCH_MEM_HOOK") {
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(&hook)
+            .env("WORKER_PID", worker.to_string())
+            .env("BRIDGE_PID", bridge.to_string())
+            .status();
+        eprintln!("  BENCH_MEM_HOOK: {status:?}");
+    }
+}
+
 /// A free loopback port below the ephemeral range (10,000 client connections use that).
 fn free_port() -> u16 {
     ailurus::nats_server::free_port().unwrap_or(0)
@@ -760,8 +776,11 @@ async fn bench(args: Args) -> Result<String, String> {
         let bpid = st.bridge.as_ref().map_or(0, Proc::pid);
         let before = (rss_kb(wpid), rss_kb(bpid), rss_kb(st.nats_pid));
         let t = openai_target(st.bridge_addr, "bench-c3-h120000", true, None);
-        let (ok, failed, during) =
-            load::hold_streams(&t, n, 2000.0, || (rss_kb(wpid), rss_kb(bpid), rss_kb(st.nats_pid))).await;
+        let (ok, failed, during) = load::hold_streams(&t, n, 2000.0, || {
+            mem_hook(wpid, bpid);
+            (rss_kb(wpid), rss_kb(bpid), rss_kb(st.nats_pid))
+        })
+        .await;
         eprintln!(
             "  {n} streams: {ok} open, {failed} failed; worker {} → {} kB, bridge {} → {} kB, nats-server {} → {} kB",
             before.0, during.0, before.1, during.1, before.2, during.2

@@ -100,7 +100,13 @@ impl Requester {
     ) -> Result<Replies, ClientError> {
         let inbox = self.client.new_inbox();
         let sub = self.client.subscribe(inbox.clone()).await.map_err(|e| ClientError::Publish(e.to_string()))?;
-        headers.insert(headers::HEARTBEAT, "1");
+        // The first heartbeat may wait a quarter of the first-reply window: a quick answer
+        // then needs no heartbeat message at all, and silence still means "no worker".
+        // A caller's own `Ailurus-Heartbeat` (e.g. `1`: at once) is kept.
+        if headers.get(headers::HEARTBEAT).is_none() {
+            let first = (self.first_reply.as_millis() / 4).max(1);
+            headers.insert(headers::HEARTBEAT, format!("{first}ms").as_str());
+        }
         self.client
             .publish_with_reply_and_headers(subject, inbox, headers, payload)
             .await

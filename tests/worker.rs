@@ -35,12 +35,45 @@ async fn collect(
     panic!("no final reply");
 }
 
+/// `Ailurus-Heartbeat: <n>ms`: the first heartbeat only when nothing else went out in that
+/// time (a quick answer costs no heartbeat message), then every second as usual.
+#[tokio::test]
+async fn a_delayed_first_heartbeat_goes_out_only_for_slow_answers() {
+    let stack = Stack::start().await;
+    let send = |model: &str, first: &str| {
+        let mut h = HeaderMap::new();
+        h.insert(headers::HEARTBEAT, first);
+        let req = request(Platform::Claude, model, "hello", true);
+        let requester = stack.requester();
+        async move { requester.send(&req, Encoding::Json, h).await.expect("send") }
+    };
+    // Answered within the delay: chunks and done, no heartbeat.
+    let (chunks, kind, _, heartbeats) = collect(send("mock-c3", "3000ms").await, Encoding::Json).await;
+    assert_eq!((kind, chunks.len(), heartbeats), (ReplyKind::Done, 3, 0));
+    // A first byte after 1.2 s: the heartbeat comes before it, long before a second.
+    let started = Instant::now();
+    let mut replies = send("mock-c2-f1200", "100ms").await;
+    let first = replies.next().await.expect("a reply").expect("reply");
+    assert_eq!(first.kind, ReplyKind::Heartbeat);
+    assert!(started.elapsed() < Duration::from_millis(900), "{:?}", started.elapsed());
+    let (chunks, kind, _, _) = collect(replies, Encoding::Json).await;
+    assert_eq!((kind, chunks.len()), (ReplyKind::Done, 2));
+    // The default requester's header: a quarter of its first-reply window.
+    let (_, kind, _, _) =
+        collect(stack.send(&request(Platform::Claude, "mock-c2", "hi", true), Encoding::Json).await, Encoding::Json)
+            .await;
+    assert_eq!(kind, ReplyKind::Done);
+}
+
 #[tokio::test]
 async fn stream_gives_chunks_then_done_in_json_and_msgpack() {
     let stack = Stack::start().await;
     for enc in [Encoding::Json, Encoding::MsgPack] {
         let req = request(Platform::Claude, "mock-c12", "hello there gateway", true);
-        let (chunks, kind, resp, heartbeats) = collect(stack.send(&req, enc).await, enc).await;
+        let mut at_once = HeaderMap::new();
+        at_once.insert(headers::HEARTBEAT, "1");
+        let replies = stack.requester().send(&req, enc, at_once).await.expect("send");
+        let (chunks, kind, resp, heartbeats) = collect(replies, enc).await;
         assert_eq!(kind, ReplyKind::Done);
         assert!(heartbeats >= 1, "the requester asked for heartbeats and gets one at once");
         assert_eq!(chunks.len(), 12);

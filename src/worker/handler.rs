@@ -52,8 +52,24 @@ struct Head {
     encoding: Encoding,
     /// Native format, if any.
     format: Option<Format>,
-    /// Whether the requester asked for heartbeats.
-    heartbeat: bool,
+    /// Whether the requester asked for heartbeats (`Ailurus-Heartbeat`), and how long the
+    /// first may wait: zero (any value but `<n>ms`) sends it at once; `<n>ms` only when
+    /// nothing else was sent in that time, so a quick answer costs no heartbeat message.
+    heartbeat: Option<Duration>,
+}
+
+/// Longest first-heartbeat delay a requester may ask for (its "is anyone there" window must
+/// stay short).
+const MAX_FIRST_HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// The first-heartbeat delay an `Ailurus-Heartbeat` value asks for: `<n>ms` waits, anything
+/// else (the classic `1`) means at once.
+fn first_heartbeat(value: &str) -> Duration {
+    value
+        .trim()
+        .strip_suffix("ms")
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, |ms| Duration::from_millis(ms).min(MAX_FIRST_HEARTBEAT))
 }
 
 impl Head {
@@ -65,7 +81,11 @@ impl Head {
                 RequestError::new(400, format!("unknown {} {f:?} (expected anthropic.messages, openai.chat, openai.responses or gemini.generate)", headers::FORMAT))
             })?),
         };
-        Ok(Self { encoding: Encoding::from_headers(headers), format, heartbeat: get(headers::HEARTBEAT).is_some() })
+        Ok(Self {
+            encoding: Encoding::from_headers(headers),
+            format,
+            heartbeat: get(headers::HEARTBEAT).map(|v| first_heartbeat(&v)),
+        })
     }
 }
 
@@ -107,7 +127,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     let head = match Head::read(msg.headers.as_ref()) {
         Ok(h) => h,
         Err(err) => {
-            let head = Head { encoding: Encoding::Json, format: None, heartbeat: false };
+            let head = Head { encoding: Encoding::Json, format: None, heartbeat: None };
             Box::pin(reply_rejection(&ctx, &msg, &head, Rejection { err, trace: None })).await;
             return;
         }
@@ -115,22 +135,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     let mut job = match parse(&msg, &head) {
         Ok(Parsed::Job(job)) => job,
         Ok(Parsed::Models(format)) => {
-            let trace = native_trace(&msg);
-            let replier = replier_for(&ctx, &msg, &head, trace.as_ref());
-            if let Some(replier) = replier {
-                // Listing models needs a valid token like any other call (except in open mode).
-                let credential = crate::quota::auth::credential_from(msg.headers.as_ref(), None);
-                let auth =
-                    crate::quota::auth::authenticate(ctx.auth.mode, ctx.tokens.as_ref(), credential.as_ref(), None, "")
-                        .await;
-                if let Err(e) = auth {
-                    replier.native_error(e.status, format.render_error(e.status, &e.message), None).await;
-                    return;
-                }
-                let body = super::models::render(format, &ctx.router.models());
-                replier.native_chunk(Some((200, "application/json")), body).await;
-                replier.done(&LLMNATSResponse { success: true, ..Default::default() }).await;
-            }
+            Box::pin(list_models(&ctx, &msg, &head, format)).await;
             return;
         }
         Err(rej) => {
@@ -140,13 +145,20 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     };
     let Some(replier) = replier_for(&ctx, &msg, &head, Some(&job.trace_id)) else { return };
     // Heartbeats let a requester tell "no worker" and "dead worker" from "slow"; the first
-    // goes out at once, before any JetStream round trip (auth, holds), so the requester's
-    // one-second "is anyone there" bound holds under load. A plain `stream:false` seed
-    // request (e.g. `nats req`) gets exactly one reply instead.
-    let heartbeats = head.heartbeat || (matches!(job.client, Client::Seed) && job.chat.stream);
-    if heartbeats {
+    // goes out at once (or, when the requester allows a delay, from a timer of its own),
+    // never behind a JetStream round trip (auth, holds), so the requester's one-second "is
+    // anyone there" bound holds under load. A plain `stream:false` seed request (e.g.
+    // `nats req`) gets exactly one reply instead.
+    let heartbeats = head.heartbeat.is_some() || (matches!(job.client, Client::Seed) && job.chat.stream);
+    let first_delay = head.heartbeat.unwrap_or(Duration::ZERO);
+    let mut pending_heartbeat = if !heartbeats {
+        None
+    } else if first_delay.is_zero() {
         replier.heartbeat().await;
-    }
+        None
+    } else {
+        Some(replier.heartbeat_unless_answered(first_delay))
+    };
     // In flight from now on, so a cancel sent right after the first heartbeat finds the
     // request even while it is still being authenticated and reserved.
     let Some(guard) = ctx.inflight.register(job.trace_id.as_str()) else {
@@ -173,7 +185,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
                     reason: Some(&e.message),
                     timestamp: crate::quota::now_rfc3339(),
                 };
-                crate::quota::auth::publish_event(&ctx.client, &ev).await;
+                Box::pin(crate::quota::auth::publish_event(&ctx.client, &ev)).await;
             }
             Box::pin(finish(&ctx, &replier, &job, started, Err(RequestError::new(e.status, e.message)), 1.0)).await;
             return;
@@ -253,6 +265,10 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         tokio::select! {
             res = &mut work => break res,
             _ = ticker.tick(), if heartbeats => {
+                // Answered: the delayed first heartbeat's timer task (and its memory) can go.
+                if pending_heartbeat.is_some() && replier.answered() {
+                    pending_heartbeat = None;
+                }
                 if replier.idle_for() >= every {
                     replier.heartbeat().await;
                 }
@@ -270,6 +286,22 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     }
     Box::pin(settle(&ctx, &job, principal.as_ref(), reservation, &summary)).await;
     Box::pin(release(Some(summary.usage.map_or(0, |u| u.prompt_total() + u.output_tokens)))).await;
+}
+
+/// Answer a model listing in `format` (a valid token needed, except in open mode).
+async fn list_models(ctx: &WorkerCtx, msg: &Message, head: &Head, format: Format) {
+    let trace = native_trace(msg);
+    let Some(replier) = replier_for(ctx, msg, head, trace.as_ref()) else { return };
+    let credential = crate::quota::auth::credential_from(msg.headers.as_ref(), None);
+    let auth =
+        crate::quota::auth::authenticate(ctx.auth.mode, ctx.tokens.as_ref(), credential.as_ref(), None, "").await;
+    if let Err(e) = auth {
+        replier.native_error(e.status, format.render_error(e.status, &e.message), None).await;
+        return;
+    }
+    let body = super::models::render(format, &ctx.router.models());
+    replier.native_chunk(Some((200, "application/json")), body).await;
+    replier.done(&LLMNATSResponse { success: true, ..Default::default() }).await;
 }
 
 /// Whether some channel can take the request: a model no channel serves is a 404, and a
@@ -564,4 +596,18 @@ async fn finish(
     let overhead = upstream.map(|u| total.saturating_sub(u).as_secs_f64());
     ctx.metrics.record(job.platform.as_str(), status, total.as_secs_f64(), overhead);
     Summary { resp, usage, channel, status }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_header_values() {
+        for (value, ms) in
+            [("1", 0), ("", 0), ("yes", 0), ("250ms", 250), (" 40 ms", 40), ("99999ms", 10_000), ("-5ms", 0)]
+        {
+            assert_eq!(first_heartbeat(value), Duration::from_millis(ms), "{value:?}");
+        }
+    }
 }

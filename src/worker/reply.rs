@@ -7,7 +7,8 @@ use crate::bus::headers::{self, ReplyKind};
 use crate::protocol::{ChunkMessage, LLMNATSResponse};
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Sends the replies of one request.
@@ -26,6 +27,17 @@ pub struct Replier {
     last_sent_us: AtomicU64,
     /// Next seed chunk sequence number.
     seq: AtomicU64,
+    /// Whether any reply went out (shared with a delayed first heartbeat's timer task).
+    sent_any: Arc<AtomicBool>,
+}
+
+/// Aborts a delayed first heartbeat when the request ends first.
+pub struct FirstHeartbeat(tokio::task::JoinHandle<()>);
+
+impl Drop for FirstHeartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Replier {
@@ -39,6 +51,7 @@ impl Replier {
             start: Instant::now(),
             last_sent_us: AtomicU64::new(0),
             seq: AtomicU64::new(0),
+            sent_any: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -69,6 +82,7 @@ impl Replier {
             h.insert(*k, v.as_str());
         }
         self.last_sent_us.store(self.start.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.sent_any.store(true, Ordering::Relaxed);
         // Boxed: callers await replies inside long-lived request tasks, whose state would
         // otherwise carry this future's size for the whole request.
         if let Err(e) = Box::pin(self.client.publish_with_headers(self.subject.clone(), h, payload)).await {
@@ -76,9 +90,29 @@ impl Replier {
         }
     }
 
+    /// Whether any reply went out.
+    pub fn answered(&self) -> bool {
+        self.sent_any.load(Ordering::Relaxed)
+    }
+
     /// "Still working."
     pub async fn heartbeat(&self) {
         self.send(ReplyKind::Heartbeat, None, None, &[], Bytes::new()).await
+    }
+
+    /// A heartbeat after `delay` unless some reply went out before; from a timer task of its
+    /// own, so it is never held up by what the request is awaiting. Dropping the guard
+    /// cancels it. A heartbeat that races a first chunk is harmless (requesters skip them).
+    pub fn heartbeat_unless_answered(&self, delay: Duration) -> FirstHeartbeat {
+        let (client, subject, sent) = (self.client.clone(), self.subject.clone(), self.sent_any.clone());
+        FirstHeartbeat(tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if !sent.load(Ordering::Relaxed) {
+                let mut h = HeaderMap::new();
+                h.insert(headers::KIND, ReplyKind::Heartbeat.as_str());
+                let _ = client.publish_with_headers(subject, h, Bytes::new()).await;
+            }
+        }))
     }
 
     /// One seed chunk, `{trace_id, seq, delta}`.
