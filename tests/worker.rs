@@ -65,6 +65,40 @@ async fn a_delayed_first_heartbeat_goes_out_only_for_slow_answers() {
     assert_eq!(kind, ReplyKind::Done);
 }
 
+/// A multiplexed requester (one `<inbox>.*` subscription, as the bridge uses): concurrent
+/// streams each get exactly their own replies, and a request dropped early is cancelled
+/// while the others go on.
+#[tokio::test]
+async fn multiplexed_requests_get_their_own_replies() {
+    let stack = Stack::start().await;
+    let requester = ailurus::client::Requester::multiplexed(stack.client.clone()).await.expect("mux");
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let requester = requester.clone();
+        tasks.push(tokio::spawn(async move {
+            let prompt = format!("question number {i}");
+            let req = request(Platform::Claude, &format!("mock-c{}", 2 + i % 5), &prompt, true);
+            let replies = requester.send(&req, Encoding::Json, HeaderMap::new()).await.expect("send");
+            let (chunks, kind, resp, _) = collect(replies, Encoding::Json).await;
+            assert_eq!(kind, ReplyKind::Done);
+            assert_eq!(chunks.len(), 2 + i % 5, "request {i}");
+            assert_eq!(resp.trace_id, req.trace_id);
+            assert!(resp.content.contains(&prompt), "request {i} got {:?}", resp.content);
+        }));
+    }
+    // One hanging request dropped after its first reply: cancelled, the rest unaffected.
+    let req = request(Platform::Claude, "mock-hang", "never ends", true);
+    let mut hanging = requester.send(&req, Encoding::Json, HeaderMap::new()).await.expect("send");
+    let mut cancels =
+        stack.client.subscribe(subjects::cancel(&Token::new("trace_id", &req.trace_id).unwrap())).await.unwrap();
+    let _ = hanging.next().await.expect("first reply").expect("reply");
+    drop(hanging);
+    assert!(tokio::time::timeout(Duration::from_secs(2), cancels.next()).await.is_ok(), "cancel published");
+    for t in tasks {
+        t.await.expect("request task");
+    }
+}
+
 #[tokio::test]
 async fn stream_gives_chunks_then_done_in_json_and_msgpack() {
     let stack = Stack::start().await;

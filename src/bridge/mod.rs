@@ -161,7 +161,8 @@ pub async fn serve(
     config: BridgeConfig,
     shutdown: Shutdown,
 ) -> Result<(), String> {
-    let mut requester = Requester::new(client.clone());
+    // One shared reply subscription for every request (no SUB/UNSUB per request).
+    let mut requester = Requester::multiplexed(client.clone()).await.map_err(|e| e.to_string())?;
     requester.first_reply = Duration::from_millis(config.first_reply_ms);
     requester.silence = Duration::from_millis(config.silence_ms);
     let limits = Limits {

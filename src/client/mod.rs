@@ -2,6 +2,12 @@
 //! request, then read replies with two bounded waits — the first reply (a worker answers
 //! a heartbeat at once, so silence means "no worker") and the gap between replies (a dead
 //! worker stops heartbeating). Used by `ailurus req`, the bridge and the tests.
+//!
+//! A requester subscribes one inbox per request, or (made with
+//! [`Requester::multiplexed`], as the bridge is) takes every request's replies on one
+//! shared wildcard subscription ([`mux`]).
+
+mod mux;
 
 use crate::bus::codec::{decode, encode, Encoding};
 use crate::bus::headers::{self, ReplyKind};
@@ -11,6 +17,7 @@ use async_nats::{HeaderMap, StatusCode, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long to wait for the first reply before deciding no worker is listening.
@@ -81,12 +88,21 @@ pub struct Requester {
     pub first_reply: Duration,
     /// Longest allowed gap between replies.
     pub silence: Duration,
+    /// The shared reply subscription, when multiplexed; else one inbox per request.
+    mux: Option<Arc<mux::Mux>>,
 }
 
 impl Requester {
-    /// A requester with the default waits.
+    /// A requester with the default waits, subscribing one inbox per request.
     pub fn new(client: async_nats::Client) -> Self {
-        Self { client, first_reply: DEFAULT_FIRST_REPLY, silence: DEFAULT_SILENCE }
+        Self { client, first_reply: DEFAULT_FIRST_REPLY, silence: DEFAULT_SILENCE, mux: None }
+    }
+
+    /// A requester whose requests share one reply subscription (`<inbox>.*`): for
+    /// long-lived, busy requesters (the bridge). Fails when the subscription cannot be made.
+    pub async fn multiplexed(client: async_nats::Client) -> Result<Self, ClientError> {
+        let mux = mux::Mux::start(&client).await.map_err(ClientError::Publish)?;
+        Ok(Self { mux: Some(mux), ..Self::new(client) })
     }
 
     /// Publish raw bytes on `subject` with `headers` (plus the heartbeat request), reply
@@ -98,8 +114,18 @@ impl Requester {
         payload: Bytes,
         trace_id: Option<Token>,
     ) -> Result<Replies, ClientError> {
-        let inbox = self.client.new_inbox();
-        let sub = self.client.subscribe(inbox.clone()).await.map_err(|e| ClientError::Publish(e.to_string()))?;
+        let (inbox, source) = match &self.mux {
+            Some(mux) => {
+                let entry = mux.register();
+                (entry.subject.clone(), Source::Shared(entry))
+            }
+            None => {
+                let inbox = self.client.new_inbox();
+                let sub =
+                    self.client.subscribe(inbox.clone()).await.map_err(|e| ClientError::Publish(e.to_string()))?;
+                (inbox, Source::Own(sub))
+            }
+        };
         // The first heartbeat may wait a quarter of the first-reply window: a quick answer
         // then needs no heartbeat message at all, and silence still means "no worker".
         // A caller's own `Ailurus-Heartbeat` (e.g. `1`: at once) is kept.
@@ -112,7 +138,7 @@ impl Requester {
             .await
             .map_err(|e| ClientError::Publish(e.to_string()))?;
         Ok(Replies {
-            sub,
+            source,
             client: self.client.clone(),
             trace_id,
             first_reply: self.first_reply,
@@ -135,8 +161,8 @@ impl Requester {
 /// The replies of one request. Dropping it before the final reply publishes
 /// `llm.cancel.<trace_id>`, so the worker stops.
 pub struct Replies {
-    /// The inbox subscription.
-    sub: Subscriber,
+    /// Where the replies arrive.
+    source: Source,
     /// For the cancel on drop.
     client: async_nats::Client,
     /// For the cancel on drop.
@@ -159,7 +185,7 @@ impl Replies {
         }
         loop {
             let wait = if self.seen { self.silence } else { self.first_reply };
-            let msg = match tokio::time::timeout(wait, self.sub.next()).await {
+            let msg = match tokio::time::timeout(wait, self.source.recv()).await {
                 Ok(Some(msg)) => msg,
                 Ok(None) => return Some(Err(self.fail(ClientError::Closed))),
                 Err(_) if self.seen => return Some(Err(self.fail(ClientError::WorkerSilent(wait)))),
@@ -203,6 +229,23 @@ impl Replies {
     /// Mark the sequence finished without a cancel (e.g. the caller got what it needed).
     pub fn detach(mut self) {
         self.finished = true;
+    }
+}
+
+/// Where one request's replies arrive.
+enum Source {
+    /// Its own inbox subscription (unsubscribed on drop).
+    Own(Subscriber),
+    /// Its entry in the requester's shared subscription (forgotten on drop).
+    Shared(mux::Entry),
+}
+
+impl Source {
+    async fn recv(&mut self) -> Option<async_nats::Message> {
+        match self {
+            Self::Own(sub) => sub.next().await,
+            Self::Shared(entry) => futures::future::poll_fn(|cx| entry.slot.poll_next(cx)).await,
+        }
     }
 }
 
