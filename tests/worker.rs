@@ -71,7 +71,7 @@ async fn a_delayed_first_heartbeat_goes_out_only_for_slow_answers() {
 #[tokio::test]
 async fn multiplexed_requests_get_their_own_replies() {
     let stack = Stack::start().await;
-    let requester = ailurus::client::Requester::multiplexed(stack.client.clone()).await.expect("mux");
+    let requester = ailurus::client::Requester::multiplexed(stack.client.clone(), None).await.expect("mux");
     let mut tasks = Vec::new();
     for i in 0..60 {
         let requester = requester.clone();

@@ -162,7 +162,13 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<(), String> {
     // One shared reply subscription for every request (no SUB/UNSUB per request).
-    let mut requester = Requester::multiplexed(client.clone()).await.map_err(|e| e.to_string())?;
+    // A client that stops reading: cancelled once `buffer_chunks` replies wait unread for
+    // `slow_client_ms`.
+    let slow = crate::client::SlowReader {
+        max_buffered: config.buffer_chunks.max(1),
+        max_wait: Duration::from_millis(config.slow_client_ms),
+    };
+    let mut requester = Requester::multiplexed(client.clone(), Some(slow)).await.map_err(|e| e.to_string())?;
     requester.first_reply = Duration::from_millis(config.first_reply_ms);
     requester.silence = Duration::from_millis(config.silence_ms);
     let limits = Limits {
@@ -339,7 +345,7 @@ async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
             };
             match forward(&st, req, *platform, *format, op_name, model.clone(), label, started).await {
                 Ok(r) => r,
-                // Streamed: the pump records the metrics when the body ends.
+                // Streamed: the body records the metrics when it ends.
                 Err(r) => return r,
             }
         }
@@ -453,7 +459,7 @@ fn credential_hash(http: &HeaderMap, query: Option<&str>) -> Option<String> {
 }
 
 /// Forward one request and turn its replies into the HTTP response: `Ok` for a response
-/// that is complete now, `Err` for one whose body is still being pumped (the pump records
+/// that is complete now, `Err` for one whose body is still streaming (the body records
 /// its metrics).
 #[allow(clippy::too_many_arguments)]
 async fn forward(
@@ -521,18 +527,20 @@ async fn forward(
             let streaming = content_type.starts_with("text/event-stream");
             if !streaming {
                 // A whole answer (one chunk, then the final reply right behind it): answer
-                // with one body of known length, without a pump task and a channel.
+                // with one body of known length, without a streamed body.
                 return Err(whole_body(st, replies, first, content_type, status, &trace, label, started).await);
             }
-            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(st.config.buffer_chunks.max(1));
             let events = if streaming { sse_frames(&first.payload) } else { 0 };
-            let _ = tx.try_send(Ok(first.payload.clone()));
-            let slow = Duration::from_millis(st.config.slow_client_ms);
-            let model_name = model.unwrap_or_default();
-            let done = Finished { state: st.clone(), label, status, started };
-            let ctx = PumpCtx { slow, format, streaming, model: model_name, trace: trace.clone(), events };
-            tokio::spawn(pump(replies, tx, ctx, done));
-            let mut r = Response::new(Body::from_stream(tokio_stream_from(rx)));
+            let body = BodyState {
+                replies,
+                format,
+                streaming,
+                model: model.unwrap_or_default(),
+                events,
+                ended: false,
+                done: Some(Finished { state: st.clone(), label, status, started }),
+            };
+            let mut r = Response::new(Body::from_stream(reply_body(first.payload.clone(), body)));
             *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             if let Ok(v) = HeaderValue::from_str(&content_type) {
                 r.headers_mut().insert("content-type", v);
@@ -559,7 +567,7 @@ fn upstream_ms(payload: &[u8]) -> Option<u64> {
 
 /// The rest of a non-streaming answer: every chunk until the final reply, as one body.
 /// A worker that goes silent (or a reply stream that ends) after the first chunk: what came
-/// is sent, as the pump would have.
+/// is sent.
 #[allow(clippy::too_many_arguments)]
 async fn whole_body(
     st: &Arc<AppState>,
@@ -620,21 +628,76 @@ fn client_error(format: Format, e: &ClientError) -> Response {
     }
 }
 
-/// What the pump needs besides the replies and the channel.
-struct PumpCtx {
-    /// How long a full buffer may stay full.
-    slow: Duration,
+/// The rest of a streamed response: read by the body stream as the client takes it.
+struct BodyState {
+    /// The replies still to come.
+    replies: crate::client::Replies,
     /// The client's format, for an in-stream error event.
     format: Format,
     /// Whether the body is an event stream.
     streaming: bool,
     /// Model from the URL, for the error event.
     model: String,
-    /// For logs.
-    trace: Token,
     /// SSE events written so far (counted by frame terminators, not parsed), so an error
     /// event can continue the stream's numbering.
     events: u64,
+    /// Nothing more to send.
+    ended: bool,
+    /// Records the metrics once: at the final reply (with the upstream time), else when
+    /// the body is dropped (client gone, worker lost).
+    done: Option<Finished>,
+}
+
+impl Drop for BodyState {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            done.record(None);
+        }
+    }
+}
+
+/// The HTTP body of a streamed answer: `first`, then each reply chunk as the client takes
+/// it, without a task of its own; the request's replies wake the connection directly. A
+/// client that disconnects drops the body, and with it the replies: `llm.cancel.<trace_id>`.
+/// A client that stops reading is cancelled by the requester (see `SlowReader`).
+fn reply_body(first: Bytes, state: BodyState) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
+    let rest = futures::stream::unfold(state, |mut s| async move {
+        if s.ended {
+            return None;
+        }
+        loop {
+            match s.replies.next().await {
+                Some(Ok(r)) => match r.kind {
+                    ReplyKind::Heartbeat => {}
+                    ReplyKind::Chunk => {
+                        if s.streaming {
+                            s.events += sse_frames(&r.payload);
+                        }
+                        return Some((Ok(r.payload), s));
+                    }
+                    // Final: an error after bytes went out was already written as an event.
+                    ReplyKind::Done | ReplyKind::Error => {
+                        if let Some(done) = s.done.take() {
+                            done.record(upstream_ms(&r.payload));
+                        }
+                        return None;
+                    }
+                },
+                Some(Err(e)) => {
+                    s.ended = true;
+                    if s.streaming && e != ClientError::Closed {
+                        // The worker is gone mid-stream: end the client's stream with an error
+                        // event that continues it (no second preamble, numbering goes on).
+                        let out = s.format.continuation_error("", &s.model, s.events, 504, &e.to_string());
+                        return Some((Ok(Bytes::from(out)), s));
+                    }
+                    return None;
+                }
+                None => return None,
+            }
+        }
+    });
+    futures::StreamExt::chain(futures::stream::once(std::future::ready(Ok(first))), rest)
 }
 
 /// SSE frames in a chunk of an event stream: its blank-line terminators. The bridge only
@@ -643,7 +706,7 @@ fn sse_frames(bytes: &[u8]) -> u64 {
     bytes.windows(2).filter(|w| *w == b"\n\n").count() as u64
 }
 
-/// Records a pumped response's metrics when its body ends.
+/// Records a streamed response's metrics when its body ends.
 struct Finished {
     /// For the metrics.
     state: Arc<AppState>,
@@ -661,64 +724,4 @@ impl Finished {
         let overhead = upstream_ms.map(|u| total - u as f64 / 1000.0);
         self.state.metrics.record(self.label, self.status, total, overhead);
     }
-}
-
-/// Copy the remaining replies into the HTTP body. A client that stops reading makes the
-/// buffer fill; after `slow` the request is cancelled (dropping `replies` publishes
-/// `llm.cancel.<trace_id>`). A client that disconnects closes the channel: same cancel.
-async fn pump(
-    mut replies: crate::client::Replies,
-    tx: tokio::sync::mpsc::Sender<Result<Bytes, Infallible>>,
-    ctx: PumpCtx,
-    done: Finished,
-) {
-    let PumpCtx { slow, format, streaming, model, trace, mut events } = ctx;
-    let mut upstream_ms = None;
-    loop {
-        let next = tokio::select! {
-            r = replies.next() => r,
-            _ = tx.closed() => {
-                tracing::debug!(%trace, "client went away; cancelling");
-                break;
-            }
-        };
-        match next {
-            Some(Ok(r)) => match r.kind {
-                ReplyKind::Heartbeat => {}
-                ReplyKind::Chunk => match tx.send_timeout(Ok(r.payload.clone()), slow).await {
-                    Ok(()) => {
-                        if streaming {
-                            events += sse_frames(&r.payload);
-                        }
-                    }
-                    Err(_) => {
-                        tracing::info!(%trace, "client too slow or gone; cancelling");
-                        break;
-                    }
-                },
-                // Final: an error after bytes went out was already written as an event.
-                ReplyKind::Done | ReplyKind::Error => {
-                    upstream_ms = self::upstream_ms(&r.payload);
-                    replies.detach();
-                    break;
-                }
-            },
-            Some(Err(e)) => {
-                if streaming {
-                    // The worker is gone mid-stream: end the client's stream with an error
-                    // event that continues it (no second preamble, numbering goes on).
-                    let out = format.continuation_error("", &model, events, 504, &e.to_string());
-                    let _ = tx.send_timeout(Ok(Bytes::from(out)), slow).await;
-                }
-                break;
-            }
-            None => break,
-        }
-    }
-    done.record(upstream_ms);
-}
-
-/// An mpsc receiver as a stream.
-fn tokio_stream_from<T>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

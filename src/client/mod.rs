@@ -9,6 +9,8 @@
 
 mod mux;
 
+pub use mux::SlowReader;
+
 use crate::bus::codec::{decode, encode, Encoding};
 use crate::bus::headers::{self, ReplyKind};
 use crate::bus::subjects::{self, Token};
@@ -100,8 +102,10 @@ impl Requester {
 
     /// A requester whose requests share one reply subscription (`<inbox>.*`): for
     /// long-lived, busy requesters (the bridge). Fails when the subscription cannot be made.
-    pub async fn multiplexed(client: async_nats::Client) -> Result<Self, ClientError> {
-        let mux = mux::Mux::start(&client).await.map_err(ClientError::Publish)?;
+    /// With `slow`, a request whose replies go unread (see [`SlowReader`]) is cancelled and
+    /// its replies end.
+    pub async fn multiplexed(client: async_nats::Client, slow: Option<SlowReader>) -> Result<Self, ClientError> {
+        let mux = mux::Mux::start(&client, slow).await.map_err(ClientError::Publish)?;
         Ok(Self { mux: Some(mux), ..Self::new(client) })
     }
 
@@ -116,7 +120,7 @@ impl Requester {
     ) -> Result<Replies, ClientError> {
         let (inbox, source) = match &self.mux {
             Some(mux) => {
-                let entry = mux.register();
+                let entry = mux.register(trace_id.as_ref().map(subjects::cancel));
                 (entry.subject.clone(), Source::Shared(entry))
             }
             None => {
@@ -244,7 +248,7 @@ impl Source {
     async fn recv(&mut self) -> Option<async_nats::Message> {
         match self {
             Self::Own(sub) => sub.next().await,
-            Self::Shared(entry) => futures::future::poll_fn(|cx| entry.slot.poll_next(cx)).await,
+            Self::Shared(entry) => futures::future::poll_fn(|cx| entry.poll_next(cx)).await,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! two interest-graph changes in nats-server), and no per-request subscription channel
 //! (async-nats allocates a 32-message block, about 6 KB, for each, which an idle stream
 //! keeps). One dispatcher task routes each reply, by the last token of its subject, to the
-//! queue of its request.
+//! queue of its request, and wakes the request's reader directly.
 
 use async_nats::{Message, Subscriber};
 use dashmap::DashMap;
@@ -13,13 +13,32 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 /// Replies one request may have waiting before it counts as stuck; the requester ends it
 /// (as if its subscription closed) instead of queueing without bound.
 const MAX_QUEUED: usize = 8192;
 
+/// When a request whose replies are not being read is cancelled: `max_buffered` replies
+/// waiting and none taken for `max_wait` (its HTTP client stopped reading, say). The
+/// dispatcher checks as replies arrive, so a reader that is never polled (the body of an
+/// HTTP response whose client does not read) is still caught.
+#[derive(Debug, Clone, Copy)]
+pub struct SlowReader {
+    /// Replies waiting.
+    pub max_buffered: usize,
+    /// Time since a reply was last taken.
+    pub max_wait: Duration,
+}
+
 /// The shared reply subscription.
 pub(crate) struct Mux {
+    /// For the cancels of slow readers.
+    client: async_nats::Client,
+    /// Cancel requests whose replies go unread, if set.
+    slow: Option<SlowReader>,
+    /// Base of the slots' `last_taken_us`.
+    epoch: Instant,
     /// `<inbox>.`: a request's reply subject is this plus its id.
     prefix: String,
     /// The next request id.
@@ -38,14 +57,17 @@ impl std::fmt::Debug for Mux {
 }
 
 /// The replies waiting for one request.
-#[derive(Default)]
-pub(crate) struct Slot {
+struct Slot {
     /// Replies in arrival order.
     queue: Mutex<VecDeque<Message>>,
-    /// The request's task, woken by a new reply.
+    /// The request's reader, woken by a new reply.
     waker: AtomicWaker,
-    /// No more replies will come (subscription ended, or too many unread).
+    /// No more replies will come (subscription ended, slow reader, or too many unread).
     closed: AtomicBool,
+    /// Microseconds after the mux's epoch when a reply was last taken (or the slot made).
+    last_taken_us: AtomicU64,
+    /// `llm.cancel.<trace_id>`, published if the reader is too slow.
+    cancel: Option<String>,
 }
 
 impl Slot {
@@ -53,17 +75,24 @@ impl Slot {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn push(&self, msg: Message) {
-        {
+    /// Queue a reply. `true`: the reader is too slow (or `MAX_QUEUED` replies wait); the
+    /// slot is closed and emptied, and the request should be cancelled.
+    fn push(&self, msg: Message, slow: Option<SlowReader>, now_us: u64) -> bool {
+        let stuck = {
             let mut q = self.lock();
-            if q.len() >= MAX_QUEUED {
-                tracing::warn!("{MAX_QUEUED} replies unread for one request; ending it");
+            let idle = Duration::from_micros(now_us.saturating_sub(self.last_taken_us.load(Ordering::Relaxed)));
+            let slow = slow.is_some_and(|s| q.len() >= s.max_buffered.max(1) && idle >= s.max_wait);
+            if slow || q.len() >= MAX_QUEUED {
                 self.closed.store(true, Ordering::Release);
+                q.clear();
+                true
             } else {
                 q.push_back(msg);
+                false
             }
-        }
+        };
         self.waker.wake();
+        stuck
     }
 
     fn close(&self) {
@@ -72,9 +101,10 @@ impl Slot {
     }
 
     /// The next reply; `None` once closed and drained.
-    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+    fn poll_next(&self, cx: &mut Context<'_>, now_us: u64) -> Poll<Option<Message>> {
         self.waker.register(cx.waker());
         if let Some(m) = self.lock().pop_front() {
+            self.last_taken_us.store(now_us, Ordering::Relaxed);
             return Poll::Ready(Some(m));
         }
         if self.closed.load(Ordering::Acquire) {
@@ -92,9 +122,16 @@ pub(crate) struct Entry {
     /// Key in `routes`.
     id: u64,
     /// Where its replies land.
-    pub(crate) slot: Arc<Slot>,
+    slot: Arc<Slot>,
     /// Its reply subject.
     pub(crate) subject: String,
+}
+
+impl Entry {
+    /// The next reply; `None` once the slot is closed and drained.
+    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.slot.poll_next(cx, self.mux.now_us())
+    }
 }
 
 impl Drop for Entry {
@@ -105,19 +142,36 @@ impl Drop for Entry {
 
 impl Mux {
     /// Subscribe to a fresh `<inbox>.*` and start the dispatcher.
-    pub(crate) async fn start(client: &async_nats::Client) -> Result<Arc<Self>, String> {
+    pub(crate) async fn start(client: &async_nats::Client, slow: Option<SlowReader>) -> Result<Arc<Self>, String> {
         let prefix = format!("{}.", client.new_inbox());
         let sub = client.subscribe(format!("{prefix}*")).await.map_err(|e| e.to_string())?;
-        let mux =
-            Arc::new(Self { prefix, next: AtomicU64::new(1), routes: DashMap::new(), closed: AtomicBool::new(false) });
+        let mux = Arc::new(Self {
+            client: client.clone(),
+            slow,
+            epoch: Instant::now(),
+            prefix,
+            next: AtomicU64::new(1),
+            routes: DashMap::new(),
+            closed: AtomicBool::new(false),
+        });
         tokio::spawn(dispatch(Arc::downgrade(&mux), sub));
         Ok(mux)
     }
 
-    /// A new request's entry.
-    pub(crate) fn register(self: &Arc<Self>) -> Entry {
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// A new request's entry; `cancel` is the subject that stops it if its reader is slow.
+    pub(crate) fn register(self: &Arc<Self>, cancel: Option<String>) -> Entry {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let slot = Arc::new(Slot::default());
+        let slot = Arc::new(Slot {
+            queue: Mutex::default(),
+            waker: AtomicWaker::new(),
+            closed: AtomicBool::new(false),
+            last_taken_us: AtomicU64::new(self.now_us()),
+            cancel,
+        });
         if self.closed.load(Ordering::Acquire) {
             slot.close();
         }
@@ -127,15 +181,22 @@ impl Mux {
 }
 
 /// Route every reply to its request until the subscription ends (or the mux is gone), then
-/// close every open request.
+/// close every open request. A request found too slow is cancelled here.
 async fn dispatch(mux: Weak<Mux>, mut sub: Subscriber) {
     while let Some(msg) = sub.next().await {
         let Some(mux) = mux.upgrade() else { return };
         let id = msg.subject.as_str().rsplit('.').next().and_then(|t| t.parse::<u64>().ok());
-        let slot = id.and_then(|id| mux.routes.get(&id).map(|s| s.value().clone()));
-        match slot {
-            Some(slot) => slot.push(msg),
-            None => tracing::debug!(subject = %msg.subject, "reply for a request no longer waiting"),
+        let Some(slot) = id.and_then(|id| mux.routes.get(&id).map(|s| s.value().clone())) else {
+            tracing::debug!(subject = %msg.subject, "reply for a request no longer waiting");
+            continue;
+        };
+        if slot.push(msg, mux.slow, mux.now_us()) {
+            tracing::info!(cancel = ?slot.cancel, "replies unread for too long; cancelling");
+            if let Some(cancel) = &slot.cancel {
+                if let Err(e) = mux.client.publish(cancel.clone(), bytes::Bytes::new()).await {
+                    tracing::debug!(error = %e, "cancel publish failed");
+                }
+            }
         }
     }
     if let Some(mux) = mux.upgrade() {
