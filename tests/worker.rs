@@ -467,3 +467,27 @@ async fn sigterm_drains_ten_in_flight_streams() {
     let status = worker.wait_exit(Duration::from_secs(10)).expect("worker exits after draining");
     assert!(status.success(), "{status:?}");
 }
+
+/// `[worker] metrics_listen`: Prometheus text on `GET /metrics`, with the worker's own
+/// overhead (`gateway_overhead_seconds`: total minus the upstream call) per platform.
+#[tokio::test]
+async fn worker_serves_its_metrics_with_gateway_overhead() {
+    let mut stack = Stack::server_only().await;
+    let port = ailurus::nats_server::free_port().expect("port");
+    let mut config = common::open_config();
+    config.worker.metrics_listen = Some(format!("127.0.0.1:{port}"));
+    stack.add_worker(config).await;
+    for _ in 0..3 {
+        let req = request(Platform::Claude, "mock-c2", "count me", false);
+        let replies = stack.requester().send(&req, Encoding::Json, HeaderMap::new()).await.expect("send");
+        let (_, kind, _, _) = collect(replies, Encoding::Json).await;
+        assert_eq!(kind, ReplyKind::Done);
+    }
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.expect("GET").text().await.expect("body");
+    assert!(text.contains("ailurus_worker_requests_total{platform=\"claude\",status=\"200\"} 3"), "{text}");
+    assert!(text.contains("gateway_overhead_seconds_count{platform=\"claude\"} 3"), "{text}");
+    assert!(
+        text.contains("ailurus_worker_request_duration_seconds_bucket{platform=\"claude\",le=\"+Inf\"} 3"),
+        "{text}"
+    );
+}
