@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 /// (as if its subscription closed) instead of queueing without bound.
 const MAX_QUEUED: usize = 8192;
 
+/// `last_taken_us` of a slot whose reader has taken nothing yet.
+const NOT_READING: u64 = u64::MAX;
+
 /// When a request whose replies are not being read is cancelled: `max_buffered` replies
 /// waiting and none taken for `max_wait` (its HTTP client stopped reading, say). The
 /// dispatcher checks as replies arrive, so a reader that is never polled (the body of an
@@ -64,7 +67,8 @@ struct Slot {
     waker: AtomicWaker,
     /// No more replies will come (subscription ended, slow reader, or too many unread).
     closed: AtomicBool,
-    /// Microseconds after the mux's epoch when a reply was last taken (or the slot made).
+    /// Microseconds after the mux's epoch when a reply was last taken; `NOT_READING` before
+    /// the first.
     last_taken_us: AtomicU64,
     /// `llm.cancel.<trace_id>`, published if the reader is too slow.
     cancel: Option<String>,
@@ -80,8 +84,12 @@ impl Slot {
     fn push(&self, msg: Message, slow: Option<SlowReader>, now_us: u64) -> bool {
         let stuck = {
             let mut q = self.lock();
-            let idle = Duration::from_micros(now_us.saturating_sub(self.last_taken_us.load(Ordering::Relaxed)));
-            let slow = slow.is_some_and(|s| q.len() >= s.max_buffered.max(1) && idle >= s.max_wait);
+            // Judged only once the reader has taken a reply (the response has started): a
+            // requester still waiting for its first reply is not a slow reader.
+            let last = self.last_taken_us.load(Ordering::Relaxed);
+            let idle = Duration::from_micros(now_us.saturating_sub(last));
+            let slow =
+                last != NOT_READING && slow.is_some_and(|s| q.len() >= s.max_buffered.max(1) && idle >= s.max_wait);
             if slow || q.len() >= MAX_QUEUED {
                 self.closed.store(true, Ordering::Release);
                 q.clear();
@@ -169,7 +177,7 @@ impl Mux {
             queue: Mutex::default(),
             waker: AtomicWaker::new(),
             closed: AtomicBool::new(false),
-            last_taken_us: AtomicU64::new(self.now_us()),
+            last_taken_us: AtomicU64::new(NOT_READING),
             cancel,
         });
         if self.closed.load(Ordering::Acquire) {
