@@ -572,7 +572,15 @@ async fn a_client_that_stops_reading_is_cancelled_and_the_worker_sees_the_cancel
         .await;
         let mut stack = Stack::server_only().await;
         stack.add_worker(upstream_config(&up, "RELIABILITY_SLOW_READER_KEY", "")).await;
-        let cfg = BridgeConfig { buffer_chunks: 4, slow_client_ms: 800, silence_ms: 10_000, ..Default::default() };
+        // Generous liveness windows: this test is about slow readers, and it runs beside the
+        // suite's heaviest tests (10,000 connections, SIGKILLs) on two cores.
+        let cfg = BridgeConfig {
+            buffer_chunks: 4,
+            slow_client_ms: 800,
+            first_reply_ms: 5_000,
+            silence_ms: 10_000,
+            ..Default::default()
+        };
         let base = http::bridge(stack.client.clone(), cfg, stack.shutdown.clone()).await;
         let mut cancels = stack.client.subscribe("llm.cancel.*").await.unwrap();
         let mut finals = stack.client.subscribe("llm.response.*").await.unwrap();

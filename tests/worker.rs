@@ -58,7 +58,7 @@ async fn a_delayed_first_heartbeat_goes_out_only_for_slow_answers() {
     assert!(started.elapsed() < Duration::from_millis(900), "{:?}", started.elapsed());
     let (chunks, kind, _, _) = collect(replies, Encoding::Json).await;
     assert_eq!((kind, chunks.len()), (ReplyKind::Done, 2));
-    // The default requester's header: a quarter of its first-reply window.
+    // The default requester's header: a tenth of its first-reply window.
     let (_, kind, _, _) =
         collect(stack.send(&request(Platform::Claude, "mock-c2", "hi", true), Encoding::Json).await, Encoding::Json)
             .await;

@@ -130,11 +130,11 @@ impl Requester {
                 (inbox, Source::Own(sub))
             }
         };
-        // The first heartbeat may wait a quarter of the first-reply window: a quick answer
+        // The first heartbeat may wait a tenth of the first-reply window: a quick answer
         // then needs no heartbeat message at all, and silence still means "no worker".
         // A caller's own `Ailurus-Heartbeat` (e.g. `1`: at once) is kept.
         if headers.get(headers::HEARTBEAT).is_none() {
-            let first = (self.first_reply.as_millis() / 4).max(1);
+            let first = (self.first_reply.as_millis() / 10).max(1);
             headers.insert(headers::HEARTBEAT, format!("{first}ms").as_str());
         }
         self.client
