@@ -524,19 +524,16 @@ async fn forward(
                 .get(headers::CONTENT_TYPE)
                 .map(|v| v.as_str().to_string())
                 .unwrap_or_else(|| "application/json".into());
-            let streaming = content_type.starts_with("text/event-stream");
-            if !streaming {
+            if !content_type.starts_with("text/event-stream") {
                 // A whole answer (one chunk, then the final reply right behind it): answer
                 // with one body of known length, without a streamed body.
                 return Err(whole_body(st, replies, first, content_type, status, &trace, label, started).await);
             }
-            let events = if streaming { sse_frames(&first.payload) } else { 0 };
             let body = BodyState {
                 replies,
                 format,
-                streaming,
                 model: model.unwrap_or_default(),
-                events,
+                events: sse_frames(&first.payload),
                 ended: false,
                 done: Some(Finished { state: st.clone(), label, status, started }),
             };
@@ -545,9 +542,7 @@ async fn forward(
             if let Ok(v) = HeaderValue::from_str(&content_type) {
                 r.headers_mut().insert("content-type", v);
             }
-            if streaming {
-                r.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
-            }
+            r.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
             copy_reply_headers(&first, &mut r, &trace);
             Err(r)
         }
@@ -628,14 +623,12 @@ fn client_error(format: Format, e: &ClientError) -> Response {
     }
 }
 
-/// The rest of a streamed response: read by the body stream as the client takes it.
+/// The rest of an event-stream response: read by the body stream as the client takes it.
 struct BodyState {
     /// The replies still to come.
     replies: crate::client::Replies,
     /// The client's format, for an in-stream error event.
     format: Format,
-    /// Whether the body is an event stream.
-    streaming: bool,
     /// Model from the URL, for the error event.
     model: String,
     /// SSE events written so far (counted by frame terminators, not parsed), so an error
@@ -670,9 +663,7 @@ fn reply_body(first: Bytes, state: BodyState) -> impl futures::Stream<Item = Res
                 Some(Ok(r)) => match r.kind {
                     ReplyKind::Heartbeat => {}
                     ReplyKind::Chunk => {
-                        if s.streaming {
-                            s.events += sse_frames(&r.payload);
-                        }
+                        s.events += sse_frames(&r.payload);
                         return Some((Ok(r.payload), s));
                     }
                     // Final: an error after bytes went out was already written as an event.
@@ -685,7 +676,7 @@ fn reply_body(first: Bytes, state: BodyState) -> impl futures::Stream<Item = Res
                 },
                 Some(Err(e)) => {
                     s.ended = true;
-                    if s.streaming && e != ClientError::Closed {
+                    if e != ClientError::Closed {
                         // The worker is gone mid-stream: end the client's stream with an error
                         // event that continues it (no second preamble, numbering goes on).
                         let out = s.format.continuation_error("", &s.model, s.events, 504, &e.to_string());

@@ -84,6 +84,11 @@ impl Slot {
     fn push(&self, msg: Message, slow: Option<SlowReader>, now_us: u64) -> bool {
         let stuck = {
             let mut q = self.lock();
+            // Ended (slow reader, too many unread, subscription gone): later replies are
+            // dropped, so a cancelled request is cancelled once and holds no memory.
+            if self.closed.load(Ordering::Acquire) {
+                return false;
+            }
             // Judged only once the reader has taken a reply (the response has started): a
             // requester still waiting for its first reply is not a slow reader.
             let last = self.last_taken_us.load(Ordering::Relaxed);
