@@ -23,6 +23,8 @@
 //!   `CHAT_MESSAGES`; never prints a token.
 //! - [`bridge`]: the HTTP front door: route table → subject + format tag, bytes copied both
 //!   ways, cancel on disconnect. Knows no format beyond its route table.
+//! - [`metrics`]: Prometheus text of the bridge and the worker, `gateway_overhead_seconds`
+//!   among them.
 //! - [`client`]: the requester side of the reply protocol (used by `ailurus req` and tests).
 //! - [`streams`]: applies `streams/*.json` to JetStream, idempotently.
 //! - [`nats_server`]: finds and spawns a pinned local `nats-server` (for `ailurus up` and tests).
@@ -38,6 +40,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod formats;
+pub mod metrics;
 pub mod nats_server;
 pub mod pricing;
 pub mod protocol;

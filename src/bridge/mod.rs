@@ -7,7 +7,6 @@
 //! failures (no worker, body too large, a silent worker), rendered by
 //! [`crate::formats::Format::render_error`].
 
-pub mod metrics;
 pub mod routes;
 
 use crate::bus::headers::{self, ReplyKind};
@@ -129,7 +128,7 @@ struct AppState {
     /// Settings.
     config: BridgeConfig,
     /// Counters.
-    metrics: metrics::Metrics,
+    metrics: crate::metrics::Metrics,
 }
 
 /// Serve HTTP on `config.listen` until `shutdown`.
@@ -175,7 +174,7 @@ pub async fn serve(
         header_read: Duration::from_millis(config.header_read_timeout_ms.max(1)),
         max_connections: config.max_connections.max(1),
     };
-    let state = Arc::new(AppState { requester, client, config, metrics: metrics::Metrics::default() });
+    let state = Arc::new(AppState { requester, client, config, metrics: crate::metrics::Metrics::default() });
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, "bridge listening");
     let app = axum::Router::new().fallback(handle).with_state(state);

@@ -18,9 +18,29 @@ pub const TRACE: &str = "Ailurus-Trace";
 /// sha256 (hex) of the caller's API token. The bridge and Ailurus's own clients send this
 /// instead of the token, so the token never travels on NATS nor lands in `LLM_REQUESTS`.
 pub const TOKEN_SHA256: &str = "Ailurus-Token-Sha256";
-/// Sent by a requester that wants heartbeats, including one at once on receipt, so it can
-/// tell "no worker" from "slow worker" even when a JetStream stream hides no-responders.
+/// Sent by a requester that wants heartbeats, so it can tell "no worker" from "slow worker"
+/// even when a JetStream stream hides no-responders. `1` asks for the first at once;
+/// `<n>ms` ([`heartbeat_after`]) for the first only after n ms without a reply.
 pub const HEARTBEAT: &str = "Ailurus-Heartbeat";
+
+/// Longest first-heartbeat delay a requester may ask for (its "is anyone there" window must
+/// stay short).
+pub const MAX_FIRST_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The [`HEARTBEAT`] value asking for the first heartbeat only after `delay` without a reply.
+pub fn heartbeat_after(delay: std::time::Duration) -> String {
+    format!("{}ms", delay.as_millis().max(1))
+}
+
+/// The first-heartbeat delay a [`HEARTBEAT`] value asks for: `<n>ms` waits (at most
+/// [`MAX_FIRST_HEARTBEAT`]), anything else (the classic `1`) means at once.
+pub fn first_heartbeat(value: &str) -> std::time::Duration {
+    value
+        .trim()
+        .strip_suffix("ms")
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .map_or(std::time::Duration::ZERO, |ms| std::time::Duration::from_millis(ms).min(MAX_FIRST_HEARTBEAT))
+}
 /// Seconds a requester should wait before retrying an overloaded gateway.
 pub const RETRY_AFTER: &str = "Retry-After";
 /// Payload encoding, see [`super::codec::Encoding`].
@@ -69,5 +89,22 @@ impl ReplyKind {
     /// The kind a message's headers declare.
     pub fn of(headers: Option<&HeaderMap>) -> Option<Self> {
         headers.and_then(|h| h.get(KIND)).and_then(|v| Self::parse(v.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn heartbeat_header_values() {
+        for (value, ms) in
+            [("1", 0), ("", 0), ("yes", 0), ("250ms", 250), (" 40 ms", 40), ("99999ms", 10_000), ("-5ms", 0)]
+        {
+            assert_eq!(first_heartbeat(value), Duration::from_millis(ms), "{value:?}");
+        }
+        // What a requester writes is what a worker reads.
+        assert_eq!(first_heartbeat(&heartbeat_after(Duration::from_millis(100))), Duration::from_millis(100));
     }
 }

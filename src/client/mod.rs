@@ -134,8 +134,7 @@ impl Requester {
         // then needs no heartbeat message at all, and silence still means "no worker".
         // A caller's own `Ailurus-Heartbeat` (e.g. `1`: at once) is kept.
         if headers.get(headers::HEARTBEAT).is_none() {
-            let first = (self.first_reply.as_millis() / 10).max(1);
-            headers.insert(headers::HEARTBEAT, format!("{first}ms").as_str());
+            headers.insert(headers::HEARTBEAT, headers::heartbeat_after(self.first_reply / 10).as_str());
         }
         self.client
             .publish_with_reply_and_headers(subject, inbox, headers, payload)

@@ -58,20 +58,6 @@ struct Head {
     heartbeat: Option<Duration>,
 }
 
-/// Longest first-heartbeat delay a requester may ask for (its "is anyone there" window must
-/// stay short).
-const MAX_FIRST_HEARTBEAT: Duration = Duration::from_secs(10);
-
-/// The first-heartbeat delay an `Ailurus-Heartbeat` value asks for: `<n>ms` waits, anything
-/// else (the classic `1`) means at once.
-fn first_heartbeat(value: &str) -> Duration {
-    value
-        .trim()
-        .strip_suffix("ms")
-        .and_then(|n| n.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, |ms| Duration::from_millis(ms).min(MAX_FIRST_HEARTBEAT))
-}
-
 impl Head {
     fn read(headers: Option<&HeaderMap>) -> Result<Self, RequestError> {
         let get = |k: &str| headers.and_then(|h| h.get(k)).map(|v| v.as_str().to_string());
@@ -84,7 +70,7 @@ impl Head {
         Ok(Self {
             encoding: Encoding::from_headers(headers),
             format,
-            heartbeat: get(headers::HEARTBEAT).map(|v| first_heartbeat(&v)),
+            heartbeat: get(headers::HEARTBEAT).map(|v| headers::first_heartbeat(&v)),
         })
     }
 }
@@ -596,18 +582,4 @@ async fn finish(
     let overhead = upstream.map(|u| total.saturating_sub(u).as_secs_f64());
     ctx.metrics.record(job.platform.as_str(), status, total.as_secs_f64(), overhead);
     Summary { resp, usage, channel, status }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn heartbeat_header_values() {
-        for (value, ms) in
-            [("1", 0), ("", 0), ("yes", 0), ("250ms", 250), (" 40 ms", 40), ("99999ms", 10_000), ("-5ms", 0)]
-        {
-            assert_eq!(first_heartbeat(value), Duration::from_millis(ms), "{value:?}");
-        }
-    }
 }

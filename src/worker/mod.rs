@@ -57,7 +57,7 @@ pub(crate) struct WorkerCtx {
     /// This worker's id (its key in `WORKERS`, the owner of its quota holds).
     pub worker_id: String,
     /// Requests, latency and gateway overhead by platform (`--metrics-listen`).
-    pub metrics: crate::bridge::metrics::Metrics,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl WorkerCtx {
@@ -192,7 +192,7 @@ pub async fn run_with_router(
         router,
         prices: PriceTable::new(&config.pricing.models),
         inflight: inflight::InFlight::default(),
-        metrics: crate::bridge::metrics::Metrics::new("ailurus_worker", "platform"),
+        metrics: crate::metrics::Metrics::new("ailurus_worker", "platform"),
     });
     tokio::spawn(health::publish_loop(
         client.clone(),

@@ -1,4 +1,4 @@
-//! Prometheus metrics of the bridge (and, with another prefix and label, of the worker):
+//! Prometheus metrics of the bridge and, with another prefix and label, of the worker:
 //! requests and errors by route and status, request latency, and gateway overhead (time the
 //! gateway adds to the upstream's own time).
 
