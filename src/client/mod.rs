@@ -131,11 +131,13 @@ impl Requester {
             }
         };
         // The first heartbeat may wait a tenth of the first-reply window: a quick answer
-        // then needs no heartbeat message at all, and silence still means "no worker".
-        // A caller's own `Ailurus-Heartbeat` (e.g. `1`: at once) is kept.
+        // then needs no heartbeat message at all. A caller's own `Ailurus-Heartbeat` (e.g.
+        // `1`: at once) is kept. Whatever delay was asked for is added to the first-reply
+        // wait, so a worker still has the whole window after its heartbeat is due.
         if headers.get(headers::HEARTBEAT).is_none() {
             headers.insert(headers::HEARTBEAT, headers::heartbeat_after(self.first_reply / 10).as_str());
         }
+        let delay = headers.get(headers::HEARTBEAT).map_or(Duration::ZERO, |v| headers::first_heartbeat(v.as_str()));
         self.client
             .publish_with_reply_and_headers(subject, inbox, headers, payload)
             .await
@@ -144,7 +146,7 @@ impl Requester {
             source,
             client: self.client.clone(),
             trace_id,
-            first_reply: self.first_reply,
+            first_reply: self.first_reply + delay,
             silence: self.silence,
             seen: false,
             finished: false,
@@ -170,7 +172,7 @@ pub struct Replies {
     client: async_nats::Client,
     /// For the cancel on drop.
     trace_id: Option<Token>,
-    /// Wait for the first reply.
+    /// Wait for the first reply: the requester's window plus the first-heartbeat delay asked for.
     first_reply: Duration,
     /// Longest gap between replies.
     silence: Duration,
