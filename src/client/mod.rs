@@ -1,7 +1,7 @@
 //! The requester side of the reply protocol: subscribe to a fresh inbox, publish the
-//! request, then read replies with two bounded waits — the first reply (a worker answers
-//! a heartbeat at once, so silence means "no worker") and the gap between replies (a dead
-//! worker stops heartbeating). Used by `ailurus req`, the bridge and the tests.
+//! request, then read replies with two bounded waits — the first reply (a worker sends a
+//! heartbeat within the delay the requester asked for, so silence past that and the window
+//! means "no worker") and the gap between replies (a dead worker stops heartbeating). Used by `ailurus req`, the bridge and the tests.
 //!
 //! A requester subscribes one inbox per request, or (made with
 //! [`Requester::multiplexed`], as the bridge is) takes every request's replies on one
