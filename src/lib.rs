@@ -53,3 +53,6 @@ pub mod streams;
 pub mod tokenize;
 pub mod wildcard;
 pub mod worker;
+
+// Lets code shared with the integration tests (tests/support) name this crate `ailurus` here too.
+extern crate self as ailurus;

@@ -9,6 +9,9 @@ use ailurus::formats::Format;
 use common::upstream::{Answer, Api, Fault, Upstream};
 use common::Stack;
 use std::time::{Duration, Instant};
+#[path = "support/grammar/mod.rs"]
+mod grammar;
+use grammar::ValidateStream;
 
 /// A bridge on a free port; returns its base URL.
 async fn bridge(stack: &Stack, config: BridgeConfig) -> String {

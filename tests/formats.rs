@@ -13,6 +13,9 @@ use ailurus::protocol::canonical::{ChatRequest, ChatResponse, FinishReason, Part
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;
+#[path = "support/grammar/mod.rs"]
+mod grammar;
+use grammar::ValidateStream;
 
 const ANTHROPIC: Format = Format::AnthropicMessages;
 const CHAT: Format = Format::OpenAiChat;

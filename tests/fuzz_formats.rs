@@ -18,6 +18,9 @@ use proptest::test_runner::Config;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::OnceLock;
+#[path = "support/grammar/mod.rs"]
+mod grammar;
+use grammar::ValidateStream;
 
 /// `cases` per property, unless `PROPTEST_CASES` asks for more (a longer local run).
 fn config(cases: u32) -> Config {

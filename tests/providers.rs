@@ -20,6 +20,9 @@ use futures::StreamExt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+#[path = "support/grammar/mod.rs"]
+mod grammar;
+use grammar::ValidateStream;
 
 /// Longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(20);

@@ -28,6 +28,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+#[path = "support/grammar/mod.rs"]
+mod grammar;
+use grammar::ValidateStream;
 
 /// Run a test body under one bound.
 async fn bounded<T>(limit: Duration, f: impl Future<Output = T>) -> T {

@@ -12,7 +12,6 @@
 //! | `build_request(req, model)` | `ChatRequest` → upstream request body |
 //! | `parse_response(body)` | upstream JSON body → `ChatResponse` |
 //! | `decoder()` | upstream SSE events → `StreamEvent`s |
-//! | `validate_stream(bytes)` | checks a stream against the API's event grammar (tests) |
 //!
 //! Adding a fifth format: a new module with these functions, a [`Format`] variant, and the
 //! arms in the `match`es below (the compiler lists them).
@@ -24,6 +23,11 @@ pub mod openai_responses;
 pub mod passthrough;
 pub mod sse;
 mod walk;
+
+/// The stream grammar checkers of `tests/support/grammar`, for the unit tests.
+#[cfg(test)]
+#[path = "../../tests/support/grammar/mod.rs"]
+pub(crate) mod grammar;
 
 use crate::protocol::canonical::{ChatRequest, ChatResponse, StreamEvent};
 use std::fmt;
@@ -271,15 +275,5 @@ impl Format {
             }
         }
         out
-    }
-
-    /// Check a whole client stream against this API's event grammar (tests, fuzzing).
-    pub fn validate_stream(self, bytes: &[u8]) -> Result<(), String> {
-        match self {
-            Self::AnthropicMessages => anthropic::validate_stream(bytes),
-            Self::OpenAiChat => openai_chat::validate_stream(bytes),
-            Self::OpenAiResponses => openai_responses::validate_stream(bytes),
-            Self::GeminiGenerate => gemini::validate_stream(bytes),
-        }
     }
 }
