@@ -65,7 +65,7 @@ pub fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
     if let Ok(t) = OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
         return Ok(t);
     }
-    let secs = crate::quota::tokens::parse_duration(s)
+    let secs = crate::clock::parse_duration(s)
         .map_err(|_| format!("{s:?} is neither a duration like 1h nor an RFC 3339 time"))?;
     Ok(OffsetDateTime::now_utc() - time::Duration::seconds(secs))
 }
@@ -271,7 +271,7 @@ pub fn tail_line(subject: &str, headers_map: Option<&async_nats::HeaderMap>, pay
     if text.chars().count() > 160 {
         short.push('…');
     }
-    let now = crate::quota::now_rfc3339();
+    let now = crate::clock::now_rfc3339();
     format!("{now} {subject} [{kind}] {}", crate::redact::redact(&short, &[]))
 }
 

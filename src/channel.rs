@@ -2,7 +2,7 @@
 //! Secrets come from environment variables (`api_key_env`) and are never written back,
 //! logged or shown: [`Secret`] prints as `***`.
 
-use crate::providers::ProviderKind;
+use crate::providers::kind::ProviderKind;
 use crate::wildcard;
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -28,7 +28,7 @@ fn stack_client(js: &async_nats::jetstream::Context) -> async_nats::Client {
 
 fn auth(token: &str) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert(headers::TOKEN_SHA256, ailurus::quota::tokens::hash(token).as_str());
+    h.insert(headers::TOKEN_SHA256, ailurus::credential::hash(token).as_str());
     h
 }
 

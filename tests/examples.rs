@@ -24,7 +24,7 @@ use ailurus::bus::subjects::Token;
 use ailurus::config::Config;
 use ailurus::nats_server::{free_port, SpawnOptions};
 use ailurus::quota::account::QuotaStore;
-use ailurus::quota::tokens::{self, TokenStore};
+use ailurus::quota::tokens::TokenStore;
 use async_nats::jetstream;
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -87,7 +87,7 @@ impl Live {
             assert!(Instant::now() < deadline, "the WebSocket listener did not open");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let sha = tokens::hash(&token);
+        let sha = ailurus::credential::hash(&token);
         Self { stack, token, sha, ws_url: format!("ws://127.0.0.1:{ws_port}"), bridge_url }
     }
 
@@ -785,7 +785,7 @@ fn has_final(got: &[Got]) -> bool {
 /// Every subject pattern of `subjects.toml` has at least one recipe that touches it.
 #[test]
 fn nats_cli_recipes_cover_every_subject_in_subjects_toml() {
-    let doc = Doc::load("sk-ail-example", &tokens::hash("sk-ail-example"));
+    let doc = Doc::load("sk-ail-example", &ailurus::credential::hash("sk-ail-example"));
     let text = std::fs::read_to_string(Path::new(MANIFEST).join("subjects.toml")).unwrap();
     let table: toml::Table = text.parse().unwrap();
     let subjects = table["subjects"].as_table().unwrap();

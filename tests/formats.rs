@@ -7,9 +7,10 @@
 //! timestamps are replaced by placeholders before comparing. `UPDATE_GOLDEN=1 cargo test
 //! --test formats` rewrites the expected files; otherwise a mismatch fails with a line diff.
 
-use ailurus::formats::{passthrough, sse, Format, Op, ParseContext};
+use ailurus::formats::{passthrough, Format, Op, ParseContext};
 use ailurus::protocol::accumulate::Accumulator;
 use ailurus::protocol::canonical::{ChatRequest, ChatResponse, FinishReason, Part, Role, StreamEvent, Usage};
+use ailurus::sse;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -10,9 +10,10 @@
 //! that found a bug is kept below as a named regression test.
 
 use ailurus::bus::subjects::Token;
-use ailurus::formats::{passthrough, sse, Format, FormatError, Op, ParseContext};
+use ailurus::formats::{passthrough, Format, FormatError, Op, ParseContext};
 use ailurus::protocol::accumulate::to_events;
 use ailurus::protocol::canonical::{FinishReason, StreamEvent, Usage};
+use ailurus::sse;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::{json, Value};

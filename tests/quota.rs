@@ -31,7 +31,7 @@ async fn billing_stack(workers: usize) -> (Stack, TokenStore, QuotaStore) {
 
 fn auth(token: &str) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert(headers::TOKEN_SHA256, ailurus::quota::tokens::hash(token).as_str());
+    h.insert(headers::TOKEN_SHA256, ailurus::credential::hash(token).as_str());
     h
 }
 

@@ -72,7 +72,7 @@ async fn billing(stack: &Stack, user: &str) -> Billing {
 
 fn hashed(token: &str) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert(headers::TOKEN_SHA256, ailurus::quota::tokens::hash(token).as_str());
+    h.insert(headers::TOKEN_SHA256, ailurus::credential::hash(token).as_str());
     h
 }
 

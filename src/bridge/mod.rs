@@ -12,7 +12,7 @@ pub mod routes;
 use crate::bus::headers::{self, ReplyKind};
 use crate::bus::subjects::{self, Token};
 use crate::client::{ClientError, Reply, Requester};
-use crate::formats::{Format, Op};
+use crate::protocol::{Format, Op};
 use crate::shutdown::Shutdown;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -454,7 +454,7 @@ fn credential_hash(http: &HeaderMap, query: Option<&str>) -> Option<String> {
         .or_else(|| header("x-api-key"))
         .or_else(|| header("x-goog-api-key"))
         .or_else(|| query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("key="))))?;
-    (!token.is_empty()).then(|| crate::quota::tokens::hash(token))
+    (!token.is_empty()).then(|| crate::credential::hash(token))
 }
 
 /// Forward one request and turn its replies into the HTTP response: `Ok` for a response

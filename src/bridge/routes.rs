@@ -1,8 +1,8 @@
 //! The route table: HTTP method + path → (platform, format, operation). This is everything
 //! the bridge knows about the APIs it serves.
 
-use crate::formats::{Format, Op};
 use crate::protocol::Platform;
+use crate::protocol::{Format, Op};
 
 /// What a request maps to.
 #[derive(Debug, Clone, PartialEq, Eq)]

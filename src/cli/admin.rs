@@ -115,7 +115,7 @@ pub async fn token(config: Config, cmd: TokenCmd) -> Result<ExitCode, String> {
     match cmd {
         TokenCmd::Create { user, name, quota, expires, models, rpm, tpm, concurrency } => {
             let limit = quota.as_deref().map(parse_amount).transpose()?;
-            let secs = expires.as_deref().map(tokens::parse_duration).transpose()?;
+            let secs = expires.as_deref().map(crate::clock::parse_duration).transpose()?;
             let models: Vec<String> = models
                 .map(|m| m.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
                 .unwrap_or_default();
@@ -128,7 +128,7 @@ pub async fn token(config: Config, cmd: TokenCmd) -> Result<ExitCode, String> {
                     user_id: &rec.user_id,
                     token_id: Some(&rec.id),
                     reason: None,
-                    timestamp: crate::quota::now_rfc3339(),
+                    timestamp: crate::clock::now_rfc3339(),
                 },
             )
             .await;
@@ -164,7 +164,7 @@ pub async fn token(config: Config, cmd: TokenCmd) -> Result<ExitCode, String> {
                     user_id: &rec.user_id,
                     token_id: Some(&rec.id),
                     reason: None,
-                    timestamp: crate::quota::now_rfc3339(),
+                    timestamp: crate::clock::now_rfc3339(),
                 },
             )
             .await;

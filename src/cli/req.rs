@@ -71,7 +71,7 @@ pub async fn run(config: Config, args: ReqArgs) -> Result<ExitCode, String> {
     });
     if let Some(t) = &token {
         // Only the hash travels on NATS (and so into the audit stream).
-        headers.insert(crate::bus::headers::TOKEN_SHA256, crate::quota::tokens::hash(t).as_str());
+        headers.insert(crate::bus::headers::TOKEN_SHA256, crate::credential::hash(t).as_str());
     }
     let mut replies = Requester::new(client).send(&req, enc, headers).await.map_err(|e| e.to_string())?;
     let mut stdout = std::io::stdout();

@@ -21,8 +21,10 @@ pub mod gemini;
 pub mod openai_chat;
 pub mod openai_responses;
 pub mod passthrough;
-pub mod sse;
 mod walk;
+
+// Transitional: the format modules still name SSE framing through `formats`.
+pub use crate::sse;
 
 /// The stream grammar checkers of `tests/support/grammar`, for the unit tests.
 #[cfg(test)]
@@ -30,75 +32,8 @@ mod walk;
 pub(crate) mod grammar;
 
 use crate::protocol::canonical::{ChatRequest, ChatResponse, StreamEvent};
+pub use crate::protocol::tag::{Format, Op};
 use std::fmt;
-
-/// A wire format (the `Ailurus-Format` header value).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Format {
-    /// Anthropic Messages (`/v1/messages`).
-    AnthropicMessages,
-    /// OpenAI Chat Completions (`/v1/chat/completions`).
-    OpenAiChat,
-    /// OpenAI Responses (`/v1/responses`).
-    OpenAiResponses,
-    /// Gemini `generateContent` / `streamGenerateContent` / `countTokens`.
-    GeminiGenerate,
-}
-
-impl Format {
-    /// Every format.
-    pub const ALL: [Format; 4] =
-        [Self::AnthropicMessages, Self::OpenAiChat, Self::OpenAiResponses, Self::GeminiGenerate];
-
-    /// The header spelling.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::AnthropicMessages => "anthropic.messages",
-            Self::OpenAiChat => "openai.chat",
-            Self::OpenAiResponses => "openai.responses",
-            Self::GeminiGenerate => "gemini.generate",
-        }
-    }
-
-    /// Parse the header spelling.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|f| f.as_str() == s)
-    }
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What the client asked to do (the `Ailurus-Op` header; the bridge sets it from the route).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Op {
-    /// Generate an answer; streaming is decided by the body (`stream: true`).
-    #[default]
-    Generate,
-    /// Generate, streamed (Gemini `streamGenerateContent`, where the URL decides).
-    StreamGenerate,
-    /// Count input tokens (Anthropic `count_tokens`, Gemini `countTokens`).
-    CountTokens,
-}
-
-impl Op {
-    /// The header spelling.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Generate => "generate",
-            Self::StreamGenerate => "stream",
-            Self::CountTokens => "count_tokens",
-        }
-    }
-
-    /// Parse the header spelling.
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Generate, Self::StreamGenerate, Self::CountTokens].into_iter().find(|o| o.as_str() == s)
-    }
-}
 
 /// What a parser needs besides the body.
 #[derive(Debug, Clone, Default)]
@@ -133,6 +68,12 @@ impl FormatError {
     /// A 502 for upstream data that breaks its own format.
     pub fn malformed(message: impl Into<String>) -> Self {
         Self { status: 502, message: message.into() }
+    }
+}
+
+impl From<FormatError> for crate::error::RequestError {
+    fn from(e: FormatError) -> Self {
+        Self::new(e.status, e.message)
     }
 }
 

@@ -2,7 +2,7 @@
 //! `POST {base_url}/v1/messages`, `x-api-key`, `anthropic-version`. On pass-through the
 //! client's `anthropic-version` and `anthropic-beta` headers are forwarded instead.
 
-use super::http::Endpoint;
+use super::endpoint::Endpoint;
 
 /// The API version sent when the client did not name one.
 pub const DEFAULT_VERSION: &str = "2023-06-01";

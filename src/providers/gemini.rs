@@ -1,7 +1,7 @@
 //! Gemini upstreams: `POST {base_url}/v1beta/models/{model}:generateContent` or
 //! `:streamGenerateContent?alt=sse`, `x-goog-api-key`.
 
-use super::http::Endpoint;
+use super::endpoint::Endpoint;
 
 /// Where and how to call. A `base_url` that already ends in a version (`/v1`, `/v1beta`)
 /// is used as is.

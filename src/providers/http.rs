@@ -2,10 +2,13 @@
 //! round-robin keys, connect / first-byte / idle timeouts, SSE framing, upstream error
 //! classification (status, `Retry-After`) with secrets removed.
 
-use super::{ProviderError, ProviderErrorKind, ProviderKind, SseStream, UpstreamBody, UpstreamCall};
+use super::call::{SseStream, UpstreamBody, UpstreamCall};
+use super::endpoint::Endpoint;
+use super::error::{ProviderError, ProviderErrorKind};
+use super::kind::ProviderKind;
 use crate::channel::{ChannelConfig, Secret, Timeouts};
-use crate::formats::sse::SseEvent;
 use crate::redact::redact;
+use crate::sse::SseEvent;
 use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
@@ -16,15 +19,6 @@ use std::time::Duration;
 const MAX_BODY: usize = 64 * 1024 * 1024;
 /// Largest error body kept for the message.
 const MAX_ERROR_BODY: usize = 16 * 1024;
-
-/// URL and auth headers of one call.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    /// Full URL.
-    pub url: String,
-    /// Headers (auth, versions).
-    pub headers: Vec<(String, String)>,
-}
 
 /// An HTTP upstream.
 #[derive(Debug)]

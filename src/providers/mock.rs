@@ -15,7 +15,9 @@
 //!
 //! Example: `mock-c100-d5` streams 100 chunks 5 ms apart; `mock-slow` is `mock-d200`.
 
-use super::{EventStream, ProviderError, ProviderErrorKind, StreamEvent};
+use super::call::EventStream;
+use super::error::{ProviderError, ProviderErrorKind};
+use crate::protocol::canonical::StreamEvent;
 use crate::protocol::canonical::{estimate_tokens, ChatRequest, FinishReason, Usage};
 use futures::stream::{self, StreamExt};
 use std::sync::atomic::{AtomicU64, Ordering};

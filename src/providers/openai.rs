@@ -1,7 +1,7 @@
 //! OpenAI Chat Completions upstreams (OpenAI, DeepSeek, Qwen compatible mode, Ollama, vLLM,
 //! OpenRouter, NEW-API): `POST {base_url}/chat/completions`, `Authorization: Bearer`.
 
-use super::http::Endpoint;
+use super::endpoint::Endpoint;
 
 /// Where and how to call.
 pub fn endpoint(base_url: &str, key: &str) -> Endpoint {

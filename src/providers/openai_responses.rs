@@ -1,6 +1,6 @@
 //! OpenAI Responses upstreams: `POST {base_url}/responses`, `Authorization: Bearer`.
 
-use super::http::Endpoint;
+use super::endpoint::Endpoint;
 
 /// Where and how to call.
 pub fn endpoint(base_url: &str, key: &str) -> Endpoint {

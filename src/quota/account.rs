@@ -7,20 +7,15 @@
 
 use super::holds::{CasError, Did, Hold, HoldOwner, HoldState};
 use super::ledger::{self, UsageRecord};
+use super::store::OP_TIMEOUT;
+pub use super::store::{QuotaStore, BUCKET, COUNTERS};
+use super::store_error;
 use crate::bus::subjects::{self, Token};
+use crate::error::RequestError;
 use crate::protocol::QuotaChangeEvent;
-use async_nats::jetstream::{self, kv};
-use async_nats::HeaderMap;
+use async_nats::jetstream::kv;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
-
-/// The KV bucket name.
-pub const BUCKET: &str = "QUOTA";
-/// The counter stream.
-pub const COUNTERS: &str = "QUOTA_COUNTERS";
-/// Round-trip bound for quota operations.
-pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What `QUOTA` stores per user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,21 +50,6 @@ pub struct Balance {
     pub request_count: i64,
 }
 
-/// A quota failure, with the status to answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QuotaError {
-    /// 402 (insufficient quota) or 503 (quota store unreachable).
-    pub status: u16,
-    /// Safe to show.
-    pub message: String,
-}
-
-impl QuotaError {
-    pub(crate) fn store(e: impl std::fmt::Display) -> Self {
-        Self { status: 503, message: format!("quota store unavailable: {e}") }
-    }
-}
-
 /// Units held for one request until it settles: a durable hold (see [`super::holds`]).
 #[derive(Debug)]
 pub struct Reservation {
@@ -97,145 +77,18 @@ impl Reservation {
     }
 }
 
-/// Quota operations over NATS.
-#[derive(Clone)]
-pub struct QuotaStore {
-    /// For counters, events and the ledger.
-    js: jetstream::Context,
-    /// For events.
-    client: async_nats::Client,
-    /// The `QUOTA` bucket.
-    kv: kv::Store,
-    /// The counter stream (direct gets).
-    counters: jetstream::stream::Stream,
-    /// The holds (`QUOTA_HOLDS`).
-    holds: jetstream::stream::Stream,
-    /// Live workers (`WORKERS`).
-    workers: kv::Store,
-}
-
-/// The value of a counter message body `{"val":"123"}`.
-fn counter_value(payload: &[u8]) -> Option<i64> {
-    #[derive(Deserialize)]
-    struct Val {
-        val: String,
-    }
-    serde_json::from_slice::<Val>(payload).ok()?.val.parse().ok()
-}
-
 impl QuotaStore {
-    /// Open the bucket and the counter stream (created by `ailurus streams apply`).
-    pub async fn open(client: async_nats::Client) -> Result<Self, String> {
-        let js = jetstream::new(client.clone());
-        let kv = js
-            .get_key_value(BUCKET)
-            .await
-            .map_err(|e| format!("KV bucket {BUCKET}: {e} (run `ailurus streams apply`)"))?;
-        let counters = js
-            .get_stream(COUNTERS)
-            .await
-            .map_err(|e| format!("stream {COUNTERS}: {e} (run `ailurus streams apply`)"))?;
-        let holds = js
-            .get_stream(super::holds::STREAM)
-            .await
-            .map_err(|e| format!("stream {}: {e} (run `ailurus streams apply`)", super::holds::STREAM))?;
-        let workers = js
-            .get_key_value(super::holds::WORKERS)
-            .await
-            .map_err(|e| format!("KV bucket {}: {e} (run `ailurus streams apply`)", super::holds::WORKERS))?;
-        Ok(Self { js, client, kv, counters, holds, workers })
-    }
-
-    /// The JetStream context (for the ledger).
-    pub fn jetstream(&self) -> &jetstream::Context {
-        &self.js
-    }
-
-    /// The `QUOTA_HOLDS` stream.
-    pub(crate) fn holds(&self) -> &jetstream::stream::Stream {
-        &self.holds
-    }
-
-    /// The `WORKERS` bucket.
-    pub(crate) fn workers(&self) -> &kv::Store {
-        &self.workers
-    }
-
-    /// Add `delta` to a counter exactly once per `msg_id` (JetStream drops a repeated
-    /// `Nats-Msg-Id` inside the stream's duplicate window, counter streams included).
-    /// Returns the new value, or `None` when this was such a duplicate. Retried: a retry of
-    /// an increment that landed is a duplicate.
-    pub(crate) async fn incr_raw(&self, subject: String, delta: i64, msg_id: &str) -> Result<Option<i64>, QuotaError> {
-        let mut last = QuotaError::store("counter increment failed");
-        for attempt in 0..3u32 {
-            let mut h = HeaderMap::new();
-            h.insert("Nats-Incr", format!("{delta:+}").as_str());
-            h.insert("Nats-Msg-Id", msg_id);
-            let res = tokio::time::timeout(OP_TIMEOUT, async {
-                self.js
-                    .publish_with_headers(subject.clone(), h, Bytes::new())
-                    .await
-                    .map_err(QuotaError::store)?
-                    .await
-                    .map_err(QuotaError::store)
-            })
-            .await
-            .unwrap_or_else(|_| Err(QuotaError::store("counter increment timed out")));
-            match res {
-                Ok(ack) if ack.duplicate => return Ok(None),
-                Ok(ack) => {
-                    return ack
-                        .value
-                        .as_deref()
-                        .and_then(|v| v.parse().ok())
-                        .map(Some)
-                        .ok_or_else(|| QuotaError::store("counter ack without a value (is the server ≥ 2.12?)"))
-                }
-                Err(e) => last = e,
-            }
-            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-        }
-        Err(last)
-    }
-
-    /// [`Self::incr_raw`] that always returns the counter's value (read when the increment
-    /// was a duplicate, or is 0).
-    pub(crate) async fn incr_once(&self, subject: String, delta: i64, msg_id: &str) -> Result<i64, QuotaError> {
-        if delta == 0 {
-            return self.counter(subject).await;
-        }
-        match self.incr_raw(subject.clone(), delta, msg_id).await? {
-            Some(v) => Ok(v),
-            None => self.counter(subject).await,
-        }
-    }
-
-    /// Add `delta` to a counter with a fresh id (admin repairs).
-    async fn incr(&self, subject: String, delta: i64) -> Result<i64, QuotaError> {
-        self.incr_once(subject, delta, &format!("adm-{}", nuid::next())).await
-    }
-
-    /// A counter's value (0 when it has never been incremented).
-    async fn counter(&self, subject: String) -> Result<i64, QuotaError> {
-        match tokio::time::timeout(OP_TIMEOUT, self.counters.direct_get_last_for_subject(subject)).await {
-            Err(_) => Err(QuotaError::store("counter read timed out")),
-            Ok(Ok(msg)) => Ok(counter_value(&msg.payload).unwrap_or(0)),
-            Ok(Err(e)) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => Ok(0),
-            Ok(Err(e)) => Err(QuotaError::store(e)),
-        }
-    }
-
     /// The account, if the user has one.
-    pub async fn account(&self, user: &Token) -> Result<Option<Account>, QuotaError> {
+    pub async fn account(&self, user: &Token) -> Result<Option<Account>, RequestError> {
         let v = tokio::time::timeout(OP_TIMEOUT, self.kv.get(user.as_str()))
             .await
-            .map_err(|_| QuotaError::store("account read timed out"))?
-            .map_err(QuotaError::store)?;
+            .map_err(|_| store_error("account read timed out"))?
+            .map_err(store_error)?;
         Ok(v.and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
     /// The user's balance.
-    pub async fn balance(&self, user: &Token) -> Result<Balance, QuotaError> {
+    pub async fn balance(&self, user: &Token) -> Result<Balance, RequestError> {
         let acct = self.account(user).await?.unwrap_or(Account { total: 0, group: Account::default_group() });
         let used = self.counter(subjects::quota_used(user)).await?;
         let request_count = self.counter(subjects::quota_requests(user)).await?;
@@ -250,7 +103,7 @@ impl QuotaStore {
     }
 
     /// Units spent through one token.
-    pub async fn token_used(&self, token_hash: &Token) -> Result<i64, QuotaError> {
+    pub async fn token_used(&self, token_hash: &Token) -> Result<i64, RequestError> {
         self.counter(subjects::quota_token_used(token_hash)).await
     }
 
@@ -264,7 +117,7 @@ impl QuotaStore {
         token: Option<(&Token, i64)>,
         units: i64,
         owner: &HoldOwner,
-    ) -> Result<Reservation, QuotaError> {
+    ) -> Result<Reservation, RequestError> {
         let units = units.max(1);
         let id = super::holds::new_id();
         let hold = Hold {
@@ -276,7 +129,7 @@ impl QuotaStore {
             counted: false,
             worker: owner.worker.clone(),
             trace_id: owner.trace_id.clone(),
-            deadline_ms: super::holds::now_ms()
+            deadline_ms: crate::clock::now_ms()
                 + (owner.ttl + super::holds::SETTLE_GRACE).as_millis().min(i64::MAX as u128) as i64,
             actual: None,
             record: None,
@@ -285,10 +138,10 @@ impl QuotaStore {
         let (acct, seq) = tokio::join!(self.account(user), self.put_hold(&hold, 0));
         let seq = match seq {
             Ok(seq) => seq,
-            Err(CasError::Lost(_)) => return Err(QuotaError::store("hold id collision")),
+            Err(CasError::Lost(_)) => return Err(store_error("hold id collision")),
             Err(CasError::Store(e)) => return Err(e),
         };
-        let refuse = |message: String| QuotaError { status: 402, message };
+        let refuse = |message: String| RequestError::new(402, message);
         let acct = match acct {
             Ok(a) => a,
             Err(e) => {
@@ -354,7 +207,12 @@ impl QuotaStore {
     /// reservation, even against a worker that released it as orphaned meanwhile, and safe to
     /// call again after an error (every step is keyed by the hold id; call again within the
     /// duplicate window, two minutes).
-    pub async fn settle(&self, res: &mut Reservation, actual: i64, mut record: UsageRecord) -> Result<(), QuotaError> {
+    pub async fn settle(
+        &self,
+        res: &mut Reservation,
+        actual: i64,
+        mut record: UsageRecord,
+    ) -> Result<(), RequestError> {
         record.quota = actual;
         record.hold_id = Some(res.hold.id.clone());
         if let Some(marking) = res.marking.take() {
@@ -379,7 +237,7 @@ impl QuotaStore {
                 }
                 self.incr_once(subjects::quota_requests(&res.user), 1, &late("r")).await?;
                 record.hold_id = Some(format!("{}-late", res.hold.id));
-                ledger::append(&self.js, &res.user, &record).await.map_err(QuotaError::store)?;
+                ledger::append(&self.js, &res.user, &record).await.map_err(store_error)?;
                 Some(used)
             }
             // Our own settling hold, completed by a scan meanwhile (or by an earlier attempt
@@ -399,12 +257,10 @@ impl QuotaStore {
                                 res.seq = seq;
                             }
                         }
-                        return Err(QuotaError::store("hold moved; settle again"));
+                        return Err(store_error("hold moved; settle again"));
                     }
                     Some(h) if h.state == HoldState::Done => None,
-                    Some(_) => {
-                        return Err(QuotaError::store(format!("hold {} is in an unexpected state", res.hold.id)))
-                    }
+                    Some(_) => return Err(store_error(format!("hold {} is in an unexpected state", res.hold.id))),
                     None => None,
                 }
             }
@@ -449,7 +305,7 @@ impl QuotaStore {
             last_cost: last,
             model,
             trace_id: trace,
-            timestamp: super::now_rfc3339(),
+            timestamp: crate::clock::now_rfc3339(),
         };
         if let Ok(body) = serde_json::to_vec(&ev) {
             if let Err(e) = self.client.publish(subjects::quota(user), body.into()).await {
@@ -464,9 +320,9 @@ impl QuotaStore {
         user: &Token,
         group: Option<&str>,
         f: impl Fn(i64) -> i64,
-    ) -> Result<Account, QuotaError> {
+    ) -> Result<Account, RequestError> {
         for _ in 0..20 {
-            let entry = self.kv.entry(user.as_str()).await.map_err(QuotaError::store)?;
+            let entry = self.kv.entry(user.as_str()).await.map_err(store_error)?;
             let (old, revision) = match &entry {
                 Some(e) if e.operation == kv::Operation::Put => {
                     (serde_json::from_slice::<Account>(&e.value).ok(), e.revision)
@@ -476,7 +332,7 @@ impl QuotaStore {
             };
             let old = old.unwrap_or(Account { total: 0, group: Account::default_group() });
             let new = Account { total: f(old.total), group: group.map_or(old.group, str::to_string) };
-            let body: Bytes = serde_json::to_vec(&new).map_err(QuotaError::store)?.into();
+            let body: Bytes = serde_json::to_vec(&new).map_err(store_error)?.into();
             let res = if revision == 0 {
                 self.kv.create(user.as_str(), body).await.map(|_| ()).map_err(|e| e.to_string())
             } else {
@@ -486,24 +342,24 @@ impl QuotaStore {
                 return Ok(new);
             }
         }
-        Err(QuotaError::store("too many concurrent changes to the account"))
+        Err(store_error("too many concurrent changes to the account"))
     }
 
     /// Add `units` to the total (an admin top-up), with a ledger record and an event.
-    pub async fn topup(&self, user: &Token, units: i64) -> Result<Balance, QuotaError> {
+    pub async fn topup(&self, user: &Token, units: i64) -> Result<Balance, RequestError> {
         let acct = self.update_total(user, None, |t| t + units).await?;
         let rec = UsageRecord::admin("topup", user.as_str(), units);
-        ledger::append(&self.js, user, &rec).await.map_err(QuotaError::store)?;
+        ledger::append(&self.js, user, &rec).await.map_err(store_error)?;
         let bal = self.balance(user).await?;
         self.event(user, acct.total, bal.used, units, None, None).await;
         Ok(bal)
     }
 
     /// Set the total (and optionally the group), with a ledger record and an event.
-    pub async fn set(&self, user: &Token, total: i64, group: Option<&str>) -> Result<Balance, QuotaError> {
+    pub async fn set(&self, user: &Token, total: i64, group: Option<&str>) -> Result<Balance, RequestError> {
         let acct = self.update_total(user, group, |_| total).await?;
         let rec = UsageRecord::admin("set", user.as_str(), total);
-        ledger::append(&self.js, user, &rec).await.map_err(QuotaError::store)?;
+        ledger::append(&self.js, user, &rec).await.map_err(store_error)?;
         let bal = self.balance(user).await?;
         self.event(user, acct.total, bal.used, 0, None, None).await;
         Ok(bal)
@@ -511,7 +367,7 @@ impl QuotaStore {
 
     /// Repair a user from the ledger's figures: put `total` and move the used counter to
     /// `used`.
-    pub async fn repair(&self, user: &Token, total: i64, used: i64) -> Result<(), QuotaError> {
+    pub async fn repair(&self, user: &Token, total: i64, used: i64) -> Result<(), RequestError> {
         self.update_total(user, None, |_| total).await?;
         let current = self.counter(subjects::quota_used(user)).await?;
         if current != used {
@@ -521,26 +377,14 @@ impl QuotaStore {
     }
 
     /// Every user with an account.
-    pub async fn users(&self) -> Result<Vec<String>, QuotaError> {
+    pub async fn users(&self) -> Result<Vec<String>, RequestError> {
         use futures::StreamExt;
-        let mut keys = self.kv.keys().await.map_err(QuotaError::store)?;
+        let mut keys = self.kv.keys().await.map_err(store_error)?;
         let mut out = Vec::new();
         while let Some(k) = keys.next().await {
-            out.push(k.map_err(QuotaError::store)?);
+            out.push(k.map_err(store_error)?);
         }
         out.sort();
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::counter_value;
-
-    #[test]
-    fn counter_bodies() {
-        assert_eq!(counter_value(br#"{"val":"42"}"#), Some(42));
-        assert_eq!(counter_value(br#"{"val":"-3"}"#), Some(-3));
-        assert_eq!(counter_value(b"nope"), None);
     }
 }

@@ -2,9 +2,10 @@
 //! `x-goog-api-key` (forwarded by the bridge) or the seed request's `token` field; its
 //! sha256 is looked up in the workers' in-memory copy of `TOKENS`.
 
-use super::tokens::{self, TokenRecord, TokenStatus, TokenStore};
+use super::tokens::{TokenRecord, TokenStatus, TokenStore};
 use super::AuthMode;
 use crate::bus::subjects::{self, Token};
+use crate::error::RequestError;
 use async_nats::HeaderMap;
 use serde::Serialize;
 
@@ -17,20 +18,25 @@ pub struct Principal {
     pub token: Option<(Token, TokenRecord)>,
 }
 
-/// A refusal: 401 (no, unknown, revoked or expired token) or 403 (not allowed).
+/// A refusal: 401 (no, unknown, revoked or expired token) or 403 (not allowed), with the
+/// user concerned when known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthError {
-    /// 401 or 403.
-    pub status: u16,
-    /// Safe to show: never contains the token.
-    pub message: String,
+    /// The refusal; its message never contains the token.
+    pub error: RequestError,
     /// The user concerned, when known (for the `user.<id>.auth` event).
     pub user: Option<String>,
 }
 
 impl AuthError {
     fn new(status: u16, message: impl Into<String>, user: Option<&str>) -> Self {
-        Self { status, message: message.into(), user: user.map(str::to_string) }
+        Self { error: RequestError::new(status, message), user: user.map(str::to_string) }
+    }
+}
+
+impl From<AuthError> for RequestError {
+    fn from(e: AuthError) -> Self {
+        e.error
     }
 }
 
@@ -53,7 +59,7 @@ impl Credential {
     /// The `TOKENS` key.
     pub fn hash(&self) -> String {
         match self {
-            Credential::Plain(t) => tokens::hash(t),
+            Credential::Plain(t) => crate::credential::hash(t),
             Credential::Sha256(h) => h.to_ascii_lowercase(),
         }
     }

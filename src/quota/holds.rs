@@ -35,17 +35,16 @@
 //! at zero cost, or its settle finished with the recorded amount. RELIABILITY.md has the
 //! whole argument and its residual risks.
 
-use super::account::{QuotaError, QuotaStore};
 use super::ledger::UsageRecord;
+use super::store::{QuotaStore, OP_TIMEOUT};
+use super::store_error;
 use crate::bus::subjects::{self, Token};
+use crate::error::RequestError;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// The stream of holds.
-pub const STREAM: &str = "QUOTA_HOLDS";
-/// The KV bucket in which live workers announce themselves.
-pub const WORKERS: &str = "WORKERS";
+pub use super::store::{HOLDS as STREAM, WORKERS};
 /// How long a half-done settle or release is left to its owner before another worker
 /// completes it.
 pub const SETTLE_GRACE: Duration = Duration::from_secs(30);
@@ -117,11 +116,6 @@ pub struct HoldOwner {
     pub ttl: Duration,
 }
 
-/// Unix time in milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 /// A fresh hold id.
 pub(crate) fn new_id() -> Token {
     Token::random()
@@ -153,7 +147,7 @@ pub(crate) enum CasError {
     /// hold was completed and purged).
     Lost(Option<Box<Hold>>),
     /// The store did not answer.
-    Store(QuotaError),
+    Store(RequestError),
 }
 
 impl QuotaStore {
@@ -161,15 +155,15 @@ impl QuotaStore {
     /// subject is empty). Returns the new sequence. Retried on timeouts; a retry of a write
     /// that did land is recognised by its `Nats-Msg-Id` and counts as success.
     pub(crate) async fn put_hold(&self, hold: &Hold, expected: u64) -> Result<u64, CasError> {
-        let id = Token::new("hold_id", &hold.id).map_err(|e| CasError::Store(QuotaError::store(e)))?;
-        let body: bytes::Bytes = serde_json::to_vec(hold).map_err(|e| CasError::Store(QuotaError::store(e)))?.into();
+        let id = Token::new("hold_id", &hold.id).map_err(|e| CasError::Store(store_error(e)))?;
+        let body: bytes::Bytes = serde_json::to_vec(hold).map_err(|e| CasError::Store(store_error(e)))?.into();
         let msg_id = format!("{}:{:?}{}", hold.id, hold.state, if hold.counted { "-counted" } else { "" });
         let mut last = String::new();
         for attempt in 0..3u32 {
             let mut h = async_nats::HeaderMap::new();
             h.insert("Nats-Expected-Last-Subject-Sequence", expected.to_string().as_str());
             h.insert("Nats-Msg-Id", msg_id.as_str());
-            let res = tokio::time::timeout(super::account::OP_TIMEOUT, async {
+            let res = tokio::time::timeout(OP_TIMEOUT, async {
                 self.jetstream().publish_with_headers(subjects::quota_hold(&id), h, body.clone()).await?.await
             })
             .await;
@@ -188,17 +182,17 @@ impl QuotaStore {
             }
             tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
         }
-        Err(CasError::Store(QuotaError::store(last)))
+        Err(CasError::Store(store_error(last)))
     }
 
     /// The hold on `quota.hold.<id>` now, with its sequence.
-    pub(crate) async fn current_hold(&self, id: &Token) -> Result<Option<(Hold, u64)>, QuotaError> {
+    pub(crate) async fn current_hold(&self, id: &Token) -> Result<Option<(Hold, u64)>, RequestError> {
         let get = self.holds().direct_get_last_for_subject(subjects::quota_hold(id));
-        match tokio::time::timeout(super::account::OP_TIMEOUT, get).await {
-            Err(_) => Err(QuotaError::store("hold read timed out")),
+        match tokio::time::timeout(OP_TIMEOUT, get).await {
+            Err(_) => Err(store_error("hold read timed out")),
             Ok(Ok(m)) => Ok(serde_json::from_slice(&m.payload).ok().map(|h| (h, m.sequence))),
             Ok(Err(e)) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => Ok(None),
-            Ok(Err(e)) => Err(QuotaError::store(e)),
+            Ok(Err(e)) => Err(store_error(e)),
         }
     }
 
@@ -217,7 +211,7 @@ impl QuotaStore {
                     .await?
                     .await
             };
-            match tokio::time::timeout(super::account::OP_TIMEOUT, write).await {
+            match tokio::time::timeout(OP_TIMEOUT, write).await {
                 Ok(Ok(_)) => return,
                 Ok(Err(e)) => tracing::debug!(hold = %hold.id, error = %e, "hold done-mark failed"),
                 Err(_) => tracing::debug!(hold = %hold.id, "hold done-mark timed out"),
@@ -245,7 +239,7 @@ impl QuotaStore {
             released.state = HoldState::Released;
             self.put_hold(&released, seq).await?;
         }
-        let bad = |e: crate::bus::subjects::InvalidToken| CasError::Store(QuotaError::store(e));
+        let bad = |e: crate::bus::subjects::InvalidToken| CasError::Store(store_error(e));
         let user = Token::new("user_id", &hold.user).map_err(bad)?;
         let mut steps = vec![(subjects::quota_used(&user), "u", did[0])];
         if let Some(t) = &hold.token {
@@ -271,12 +265,10 @@ impl QuotaStore {
                 status: 0,
                 quota: 0,
                 channel: "released: the serving worker was lost".into(),
-                timestamp: super::now_rfc3339(),
+                timestamp: crate::clock::now_rfc3339(),
                 ..Default::default()
             };
-            super::ledger::append(self.jetstream(), &user, &rec)
-                .await
-                .map_err(|e| CasError::Store(QuotaError::store(e)))?;
+            super::ledger::append(self.jetstream(), &user, &rec).await.map_err(|e| CasError::Store(store_error(e)))?;
         }
         self.drop_hold(hold).await;
         Ok(())
@@ -284,8 +276,8 @@ impl QuotaStore {
 
     /// The steps of a settle after its compare-and-swap: counter corrections, the request
     /// count, the ledger record, purge. Idempotent (every write is keyed by the hold id).
-    pub(crate) async fn finish_settle(&self, hold: &Hold) -> Result<i64, QuotaError> {
-        let user = Token::new("user_id", &hold.user).map_err(QuotaError::store)?;
+    pub(crate) async fn finish_settle(&self, hold: &Hold) -> Result<i64, RequestError> {
+        let user = Token::new("user_id", &hold.user).map_err(store_error)?;
         let actual = hold.actual.unwrap_or(0);
         let delta = actual - hold.units;
         let step = |s: &str| format!("{}:{s}", hold.id);
@@ -293,7 +285,7 @@ impl QuotaStore {
         // (a settle may come long after the hold, outside the duplicate window).
         let used = self.incr_once(subjects::quota_used(&user), delta, &step("us")).await?;
         if let Some(t) = &hold.token {
-            let t = Token::new("token_id", t).map_err(QuotaError::store)?;
+            let t = Token::new("token_id", t).map_err(store_error)?;
             self.incr_once(subjects::quota_token_used(&t), delta, &step("ts")).await?;
         }
         self.incr_once(subjects::quota_requests(&user), 1, &step("r")).await?;
@@ -301,7 +293,7 @@ impl QuotaStore {
             let mut rec = rec.clone();
             rec.quota = actual;
             rec.hold_id = Some(hold.id.clone());
-            super::ledger::append(self.jetstream(), &user, &rec).await.map_err(QuotaError::store)?;
+            super::ledger::append(self.jetstream(), &user, &rec).await.map_err(store_error)?;
         }
         self.drop_hold(hold).await;
         Ok(used)
@@ -309,43 +301,43 @@ impl QuotaStore {
 
     /// Announce a live worker for `ttl` (a KV put with a per-message TTL: the key vanishes
     /// on its own when the worker stops refreshing it).
-    pub async fn announce(&self, worker: &str, ttl: Duration) -> Result<(), QuotaError> {
-        let key = Token::new("worker_id", worker).map_err(QuotaError::store)?;
+    pub async fn announce(&self, worker: &str, ttl: Duration) -> Result<(), RequestError> {
+        let key = Token::new("worker_id", worker).map_err(store_error)?;
         let mut h = async_nats::HeaderMap::new();
         h.insert("Nats-TTL", format!("{}s", ttl.as_secs().max(1)).as_str());
         let subject = format!("$KV.{WORKERS}.{key}");
-        tokio::time::timeout(super::account::OP_TIMEOUT, async {
+        tokio::time::timeout(OP_TIMEOUT, async {
             self.jetstream().publish_with_headers(subject, h, bytes::Bytes::from_static(b"alive")).await?.await
         })
         .await
-        .map_err(|_| QuotaError::store("worker announce timed out"))?
-        .map_err(QuotaError::store)?;
+        .map_err(|_| store_error("worker announce timed out"))?
+        .map_err(store_error)?;
         Ok(())
     }
 
     /// Whether a worker's key is in `WORKERS`.
-    pub async fn worker_alive(&self, worker: &str) -> Result<bool, QuotaError> {
+    pub async fn worker_alive(&self, worker: &str) -> Result<bool, RequestError> {
         if Token::new("worker_id", worker).is_err() {
             return Ok(false);
         }
-        let get = tokio::time::timeout(super::account::OP_TIMEOUT, self.workers().get(worker))
+        let get = tokio::time::timeout(OP_TIMEOUT, self.workers().get(worker))
             .await
-            .map_err(|_| QuotaError::store("worker lookup timed out"))?
-            .map_err(QuotaError::store)?;
+            .map_err(|_| store_error("worker lookup timed out"))?
+            .map_err(store_error)?;
         Ok(get.is_some())
     }
 
     /// Holds not yet `done` (for tests and tooling; reads every hold, at most 100,000).
-    pub async fn holds_in_flight(&self) -> Result<u64, QuotaError> {
+    pub async fn holds_in_flight(&self) -> Result<u64, RequestError> {
         let mut open = 0;
         let mut next = 1u64;
         for _ in 0..100_000 {
             let get = self.holds().direct_get_next_for_subject(subjects::quota_hold_all(), Some(next));
-            let msg = match tokio::time::timeout(super::account::OP_TIMEOUT, get).await {
-                Err(_) => return Err(QuotaError::store("hold scan timed out")),
+            let msg = match tokio::time::timeout(OP_TIMEOUT, get).await {
+                Err(_) => return Err(store_error("hold scan timed out")),
                 Ok(Ok(m)) => m,
                 Ok(Err(e)) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => break,
-                Ok(Err(e)) => return Err(QuotaError::store(e)),
+                Ok(Err(e)) => return Err(store_error(e)),
             };
             next = msg.sequence + 1;
             if self.is_current(&msg).await? {
@@ -359,13 +351,13 @@ impl QuotaStore {
 
     /// Whether `msg` is the last message of its subject (older ones may be deleted
     /// messages that a crash brought back).
-    async fn is_current(&self, msg: &async_nats::jetstream::message::StreamMessage) -> Result<bool, QuotaError> {
+    async fn is_current(&self, msg: &async_nats::jetstream::message::StreamMessage) -> Result<bool, RequestError> {
         let get = self.holds().direct_get_last_for_subject(msg.subject.to_string());
-        match tokio::time::timeout(super::account::OP_TIMEOUT, get).await {
-            Err(_) => Err(QuotaError::store("hold read timed out")),
+        match tokio::time::timeout(OP_TIMEOUT, get).await {
+            Err(_) => Err(store_error("hold read timed out")),
             Ok(Ok(last)) => Ok(last.sequence == msg.sequence),
             Ok(Err(e)) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => Ok(false),
-            Ok(Err(e)) => Err(QuotaError::store(e)),
+            Ok(Err(e)) => Err(store_error(e)),
         }
     }
 }
@@ -391,13 +383,13 @@ impl Reaper {
     /// Read the hold messages appended since the last scan that are older than a liveness
     /// period (one ordered consumer from the cursor, not one request per message): open
     /// holds join the watch list, `done` ones leave it.
-    async fn read_new(&mut self) -> Result<(), QuotaError> {
+    async fn read_new(&mut self) -> Result<(), RequestError> {
         use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
         let mut info = self.store.holds().clone();
-        let last = tokio::time::timeout(super::account::OP_TIMEOUT, info.info())
+        let last = tokio::time::timeout(OP_TIMEOUT, info.info())
             .await
-            .map_err(|_| QuotaError::store("hold stream info timed out"))?
-            .map_err(QuotaError::store)?
+            .map_err(|_| store_error("hold stream info timed out"))?
+            .map_err(store_error)?
             .state
             .last_sequence;
         if last < self.cursor {
@@ -409,16 +401,16 @@ impl Reaper {
             deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: self.cursor },
             ..Default::default()
         };
-        let consumer = tokio::time::timeout(super::account::OP_TIMEOUT, self.store.holds().create_consumer(config))
+        let consumer = tokio::time::timeout(OP_TIMEOUT, self.store.holds().create_consumer(config))
             .await
-            .map_err(|_| QuotaError::store("hold consumer timed out"))?
-            .map_err(QuotaError::store)?;
-        let mut messages = consumer.messages().await.map_err(QuotaError::store)?;
+            .map_err(|_| store_error("hold consumer timed out"))?
+            .map_err(store_error)?;
+        let mut messages = consumer.messages().await.map_err(store_error)?;
         use futures::StreamExt;
         for _ in 0..SCAN_LIMIT {
             let msg = match tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
                 Ok(Some(Ok(m))) => m,
-                Ok(Some(Err(e))) => return Err(QuotaError::store(e)),
+                Ok(Some(Err(e))) => return Err(store_error(e)),
                 Ok(None) | Err(_) => break,
             };
             let Ok(meta) = msg.info() else { break };
@@ -455,7 +447,7 @@ impl Reaper {
     ///
     /// Each watched hold costs one direct get per scan; the watch list holds only holds
     /// older than a liveness period that are not done (long requests and orphans).
-    pub async fn scan(&mut self) -> Result<usize, QuotaError> {
+    pub async fn scan(&mut self) -> Result<usize, RequestError> {
         self.read_new().await?;
         let mut alive: HashMap<String, bool> = HashMap::new();
         let mut completed = 0;
@@ -464,14 +456,14 @@ impl Reaper {
             // The last message of the subject is the hold's state (older ones may be deleted
             // messages that a nats-server crash brought back).
             let get = self.store.holds().direct_get_last_for_subject(subject);
-            let msg = match tokio::time::timeout(super::account::OP_TIMEOUT, get).await {
-                Err(_) => return Err(QuotaError::store("hold read timed out")),
+            let msg = match tokio::time::timeout(OP_TIMEOUT, get).await {
+                Err(_) => return Err(store_error("hold read timed out")),
                 Ok(Ok(m)) => m,
                 Ok(Err(e)) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => {
                     self.watch.remove(&id);
                     continue;
                 }
-                Ok(Err(e)) => return Err(QuotaError::store(e)),
+                Ok(Err(e)) => return Err(store_error(e)),
             };
             let hold = match serde_json::from_slice::<Hold>(&msg.payload) {
                 Ok(h) if h.state != HoldState::Done => h,
@@ -500,7 +492,7 @@ impl Reaper {
             };
             let age = time::OffsetDateTime::now_utc() - msg.time;
             let overdue = match hold.state {
-                HoldState::Held => now_ms() > hold.deadline_ms,
+                HoldState::Held => crate::clock::now_ms() > hold.deadline_ms,
                 HoldState::Settling | HoldState::Released => age > SETTLE_GRACE,
                 HoldState::Done => false,
             };

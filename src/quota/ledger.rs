@@ -79,7 +79,7 @@ impl UsageRecord {
             user_id: user.into(),
             quota,
             status: 200,
-            timestamp: super::now_rfc3339(),
+            timestamp: crate::clock::now_rfc3339(),
             ..Default::default()
         }
     }
@@ -196,7 +196,7 @@ pub struct Drift {
 
 /// Compare every account with the ledger; unless `dry_run`, repair the drifting ones.
 /// Returns the number of records read and the drifts found.
-pub async fn rebuild(store: &super::account::QuotaStore, dry_run: bool) -> Result<(usize, Vec<Drift>), String> {
+pub async fn rebuild(store: &super::store::QuotaStore, dry_run: bool) -> Result<(usize, Vec<Drift>), String> {
     let records = read_all(store.jetstream(), None).await?;
     let from_ledger = totals(&records);
     let mut users: std::collections::BTreeSet<String> = from_ledger.keys().cloned().collect();

@@ -19,8 +19,10 @@ pub mod auth;
 pub mod holds;
 pub mod ledger;
 pub mod ratelimit;
+pub mod store;
 pub mod tokens;
 
+use crate::error::RequestError;
 use serde::Deserialize;
 
 /// How requests are authenticated.
@@ -61,9 +63,7 @@ impl Default for AuthConfig {
     }
 }
 
-/// Now as RFC 3339 (UTC).
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+/// A 503 for a quota operation whose JetStream store did not answer.
+pub(crate) fn store_error(e: impl std::fmt::Display) -> RequestError {
+    RequestError::unavailable("quota store", e)
 }

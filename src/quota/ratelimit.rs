@@ -13,6 +13,7 @@
 
 use super::tokens::TokenRecord;
 use crate::bus::subjects::{self, Token};
+use crate::error::RequestError;
 use async_nats::jetstream;
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -20,17 +21,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The counter stream.
 pub const STREAM: &str = "RATE_COUNTERS";
-
-/// A refusal: 429 with the seconds to wait.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateError {
-    /// Always 429 (503 when the counters are unreachable).
-    pub status: u16,
-    /// Safe to show.
-    pub message: String,
-    /// Seconds until a retry can succeed.
-    pub retry_after: u64,
-}
 
 /// What an admitted request holds until [`RateLimiter::release`].
 #[derive(Debug, Clone)]
@@ -83,13 +73,13 @@ impl RateLimiter {
         Some(Self { js })
     }
 
-    fn unavailable(e: String) -> RateError {
-        RateError { status: 503, message: format!("rate limit store unavailable: {e}"), retry_after: 1 }
+    fn unavailable(e: String) -> RequestError {
+        RequestError::unavailable("rate limit store", e).retry_after(1)
     }
 
     /// Admit a request of about `tokens` tokens for the token `hash`, or refuse with 429.
     /// `Ok(None)` when the token has no limits.
-    pub async fn admit(&self, hash: &Token, rec: &TokenRecord, tokens: u64) -> Result<Option<Admitted>, RateError> {
+    pub async fn admit(&self, hash: &Token, rec: &TokenRecord, tokens: u64) -> Result<Option<Admitted>, RequestError> {
         if rec.rpm.is_none() && rec.tpm.is_none() && rec.concurrency.is_none() {
             return Ok(None);
         }
@@ -102,11 +92,11 @@ impl RateLimiter {
             let v = incr(&self.js, subjects::rate_rpm(hash, window), 1).await.map_err(Self::unavailable)?;
             if v > rpm as i64 {
                 let _ = incr(&self.js, subjects::rate_rpm(hash, window), -1).await;
-                return Err(RateError {
-                    status: 429,
-                    message: format!("rate limit: token {} allows {rpm} requests per minute", rec.id),
-                    retry_after: to_next_minute,
-                });
+                return Err(RequestError::new(
+                    429,
+                    format!("rate limit: token {} allows {rpm} requests per minute", rec.id),
+                )
+                .retry_after(to_next_minute));
             }
             rpm_held = true;
         }
@@ -118,11 +108,11 @@ impl RateLimiter {
                 if rpm_held {
                     let _ = incr(&self.js, subjects::rate_rpm(hash, window), -1).await;
                 }
-                return Err(RateError {
-                    status: 429,
-                    message: format!("rate limit: token {} allows {tpm} tokens per minute", rec.id),
-                    retry_after: to_next_minute,
-                });
+                return Err(RequestError::new(
+                    429,
+                    format!("rate limit: token {} allows {tpm} tokens per minute", rec.id),
+                )
+                .retry_after(to_next_minute));
             }
             held.tokens = tokens;
         }
@@ -134,11 +124,11 @@ impl RateLimiter {
                 if rpm_held {
                     let _ = incr(&self.js, subjects::rate_rpm(hash, window), -1).await;
                 }
-                return Err(RateError {
-                    status: 429,
-                    message: format!("rate limit: token {} allows {max} requests at once", rec.id),
-                    retry_after: 1,
-                });
+                return Err(RequestError::new(
+                    429,
+                    format!("rate limit: token {} allows {max} requests at once", rec.id),
+                )
+                .retry_after(1));
             }
             held.slot = true;
         }

@@ -7,7 +7,6 @@ use async_nats::jetstream::{self, kv};
 use dashmap::DashMap;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
@@ -84,12 +83,6 @@ pub struct RateLimits {
     pub concurrency: Option<u32>,
 }
 
-/// sha256 of a token, lowercase hex: the `TOKENS` key and the counter token.
-pub fn hash(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A new random token: `sk-ail-` + 40 base62 characters from the OS's CSPRNG.
 pub fn generate() -> Result<String, String> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -104,20 +97,6 @@ pub fn generate() -> Result<String, String> {
         return generate();
     }
     Ok(out)
-}
-
-/// Parse `30d`, `12h`, `90m` into seconds.
-pub fn parse_duration(s: &str) -> Result<i64, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 30d, 12h or 90m"))?;
-    let mult = match unit {
-        "d" => 86_400,
-        "h" => 3_600,
-        "m" => 60,
-        "s" | "" => 1,
-        _ => return Err(format!("{s:?}: unit must be d, h, m or s")),
-    };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too long"))
 }
 
 /// The token store: KV plus the in-memory copy.
@@ -213,7 +192,7 @@ impl TokenStore {
     ) -> Result<(String, TokenRecord), String> {
         crate::bus::subjects::Token::new("user_id", user_id).map_err(|e| e.to_string())?;
         let plain = generate()?;
-        let h = hash(&plain);
+        let h = crate::credential::hash(&plain);
         let now = OffsetDateTime::now_utc();
         let fmt = &time::format_description::well_known::Rfc3339;
         let expires_at = match expires_in_secs {
@@ -277,14 +256,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_hash_and_parse() {
+    fn tokens_generate_and_expire() {
         let t = generate().unwrap();
         assert!(t.starts_with("sk-ail-") && t.len() == 47, "{t}");
         assert_ne!(t, generate().unwrap());
-        assert_eq!(hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-        assert_eq!(parse_duration("30d").unwrap(), 2_592_000);
-        assert_eq!(parse_duration("90m").unwrap(), 5_400);
-        assert!(parse_duration("3w").is_err() && parse_duration("x").is_err());
         let mut rec = TokenRecord {
             id: "x".into(),
             user_id: "u".into(),

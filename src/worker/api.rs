@@ -40,7 +40,7 @@ async fn answer(ctx: &WorkerCtx, msg: &Message) -> (u16, Value) {
     let principal = match authenticate(ctx.auth.mode, ctx.tokens.as_ref(), token.as_ref(), None, "").await {
         Ok(Some(p)) => p,
         Ok(None) => return failure(401, "no user"),
-        Err(e) => return failure(e.status, &e.message),
+        Err(e) => return failure(e.error.status, &e.error.message),
     };
     let (Some(quota), Some(tokens)) = (&ctx.quota, &ctx.tokens) else {
         return failure(503, "quota store unavailable");

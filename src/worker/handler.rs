@@ -2,16 +2,18 @@
 //! validate the body (seed `LLMNATSRequest` or a native API body), then serve it under the
 //! heartbeat, cancel and timeout watch, and send the final `done` or `error`.
 
-use super::pipeline::{self, Client, Delivered, Job};
+use super::job::{Client, Delivered, Job};
+use super::pipeline;
 use super::reply::Replier;
 use super::WorkerCtx;
 use crate::bus::codec::{decode, Encoding};
 use crate::bus::headers::{self, OP, TRACE};
 use crate::bus::subjects::{self, Token};
+use crate::error::RequestError;
 use crate::formats::{Format, Op, ParseContext};
 use crate::protocol::canonical::ChatRequest;
 use crate::protocol::{LLMNATSRequest, LLMNATSResponse, Platform};
-use crate::providers::ProviderError;
+use crate::quota::auth::AuthError;
 use async_nats::{HeaderMap, Message, Subject};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,29 +24,6 @@ const SESSION_HEADERS: [&str; 4] = ["Ailurus-Session", "x-claude-code-session-id
 const SETTLE_RETRY: Duration = Duration::from_secs(90);
 /// Client headers forwarded upstream on pass-through.
 const FORWARDED: [&str; 2] = ["anthropic-version", "anthropic-beta"];
-
-/// A request-level failure with its HTTP-like status; the message is safe to show.
-#[derive(Debug, Clone)]
-pub(crate) struct RequestError {
-    /// HTTP-like status (`Ailurus-Status`).
-    pub status: u16,
-    /// What went wrong.
-    pub message: String,
-    /// Seconds to wait before retrying, for 429 / 503.
-    pub retry_after: Option<u64>,
-}
-
-impl RequestError {
-    pub(crate) fn new(status: u16, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), retry_after: None }
-    }
-}
-
-impl From<ProviderError> for RequestError {
-    fn from(e: ProviderError) -> Self {
-        Self { status: e.status(), message: e.to_string(), retry_after: e.retry_after.map(|d| d.as_secs().max(1)) }
-    }
-}
 
 /// What the headers say about a request.
 struct Head {
@@ -168,12 +147,12 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
                     event: "rejected",
                     user_id: user,
                     token_id: None,
-                    reason: Some(&e.message),
-                    timestamp: crate::quota::now_rfc3339(),
+                    reason: Some(&e.error.message),
+                    timestamp: crate::clock::now_rfc3339(),
                 };
                 Box::pin(crate::quota::auth::publish_event(&ctx.client, &ev)).await;
             }
-            Box::pin(finish(&ctx, &replier, &job, started, Err(RequestError::new(e.status, e.message)), 1.0)).await;
+            Box::pin(finish(&ctx, &replier, &job, started, Err(e.into()), 1.0)).await;
             return;
         }
     };
@@ -195,8 +174,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
             match Box::pin(rates.admit(hash, rec, est_tokens)).await {
                 Ok(a) => a,
                 Err(e) => {
-                    let err = RequestError { status: e.status, message: e.message, retry_after: Some(e.retry_after) };
-                    Box::pin(finish(&ctx, &replier, &job, started, Err(err), 1.0)).await;
+                    Box::pin(finish(&ctx, &replier, &job, started, Err(e), 1.0)).await;
                     return;
                 }
             }
@@ -225,8 +203,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
                 Ok(r) => Some(r),
                 Err(e) => {
                     Box::pin(release(None)).await;
-                    Box::pin(finish(&ctx, &replier, &job, started, Err(RequestError::new(e.status, e.message)), 1.0))
-                        .await;
+                    Box::pin(finish(&ctx, &replier, &job, started, Err(e), 1.0)).await;
                     return;
                 }
             }
@@ -281,7 +258,7 @@ async fn list_models(ctx: &WorkerCtx, msg: &Message, head: &Head, format: Format
     let credential = crate::quota::auth::credential_from(msg.headers.as_ref(), None);
     let auth =
         crate::quota::auth::authenticate(ctx.auth.mode, ctx.tokens.as_ref(), credential.as_ref(), None, "").await;
-    if let Err(e) = auth {
+    if let Err(AuthError { error: e, .. }) = auth {
         replier.native_error(e.status, format.render_error(e.status, &e.message), None).await;
         return;
     }
@@ -352,7 +329,7 @@ async fn settle(
         status: summary.status,
         estimated: u.estimated,
         session_id: job.session_id.clone(),
-        timestamp: crate::quota::now_rfc3339(),
+        timestamp: crate::clock::now_rfc3339(),
         hold_id: None,
     };
     // Every step of a settle is keyed by the hold id, so it is retried (while the quota store

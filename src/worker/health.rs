@@ -39,7 +39,7 @@ pub async fn publish_loop(client: async_nats::Client, router: Arc<Router>, worke
         tokio::select! {
             _ = shutdown.wait() => break,
             _ = tick.tick() => {
-                let report = WorkerHealth { worker: worker.clone(), timestamp: crate::quota::now_rfc3339(), channels: router.snapshot() };
+                let report = WorkerHealth { worker: worker.clone(), timestamp: crate::clock::now_rfc3339(), channels: router.snapshot() };
                 if let Ok(body) = serde_json::to_vec(&report) {
                     if let Err(e) = tokio::time::timeout(Duration::from_secs(2), kv.put(&worker, body.into())).await {
                         tracing::debug!(error = %e, "channel health put timed out");

@@ -6,6 +6,7 @@
 //! - [`inflight`]: trace id → cancellation handle, for cancels and duplicate detection.
 //! - [`reply`]: the reply protocol (`Ailurus-Kind` chunk / heartbeat / done / error).
 //! - [`handler`]: one request from message to final reply (parse, heartbeats, cancel, final).
+//! - `job`: the parsed request a worker serves, how its client talks, what was delivered.
 //! - `pipeline`: routing with failover before the first byte, pass-through or conversion.
 
 pub mod admission;
@@ -13,6 +14,7 @@ mod api;
 mod handler;
 pub mod health;
 pub mod inflight;
+pub(crate) mod job;
 mod models;
 mod pipeline;
 pub mod reply;
@@ -68,7 +70,7 @@ impl WorkerCtx {
 
     /// Quota units to hold for a request: its prompt estimate plus `max_tokens` (or the
     /// configured default), priced. At least 1.
-    pub(crate) fn reserve_estimate(&self, job: &pipeline::Job) -> i64 {
+    pub(crate) fn reserve_estimate(&self, job: &job::Job) -> i64 {
         let usage = crate::protocol::canonical::Usage {
             input_tokens: job.chat.estimate_prompt_tokens(),
             output_tokens: job.chat.max_tokens.unwrap_or(self.auth.default_output_estimate) as u64,

@@ -6,76 +6,19 @@
 //! yet (Anthropic `message_start`, pings) are held back, so an error event right after them
 //! still fails over.
 
-use super::handler::RequestError;
+use super::job::{Client, Delivered, Job};
 use super::reply::Replier;
 use super::WorkerCtx;
-use crate::bus::subjects::Token;
+use crate::error::RequestError;
 use crate::formats::{self, Format, Op, StreamEncoder};
 use crate::protocol::accumulate::{to_events, Accumulator};
 use crate::protocol::canonical::{estimate_tokens, ChatRequest, StreamEvent, Usage};
-use crate::protocol::Platform;
 use crate::providers::{ProviderError, UpstreamBody, UpstreamCall};
 use crate::router::{Candidate, Router};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::time::{Duration, Instant};
 use tokio::time::timeout_at;
-
-/// How the client talks.
-pub(crate) enum Client {
-    /// The seed's `LLMNATSRequest` (its encoding lives in the replier).
-    Seed,
-    /// A native API body forwarded by the bridge (or any client).
-    Native {
-        /// Its format.
-        format: Format,
-        /// What it asked for.
-        op: Op,
-        /// The untouched body, for pass-through.
-        body: Bytes,
-        /// Headers forwarded upstream on pass-through (`anthropic-beta`, …).
-        forward: Vec<(String, String)>,
-    },
-}
-
-/// A parsed, validated request.
-pub(crate) struct Job {
-    /// Validated trace id.
-    pub trace_id: Token,
-    /// Who is billed.
-    pub user_id: String,
-    /// Chat session, for sync.
-    pub session_id: Option<String>,
-    /// From the subject.
-    pub platform: Platform,
-    /// The model as the client named it.
-    pub model: String,
-    /// The canonical request.
-    pub chat: ChatRequest,
-    /// How the client talks.
-    pub client: Client,
-    /// The API token (or its hash) the request carries (never logged).
-    pub credential: Option<crate::quota::auth::Credential>,
-    /// A seed request's `user_id` (checked against the token's user).
-    pub claimed_user: Option<String>,
-    /// Set when the native body failed strict parsing: it may still go byte for byte to an
-    /// upstream of its own format, but no conversion is possible (this is the answer then).
-    pub strict_error: Option<formats::FormatError>,
-}
-
-/// What was delivered.
-pub(crate) struct Delivered {
-    /// The answer as accumulated.
-    pub acc: Accumulator,
-    /// Usage as reported, else estimated from what was delivered.
-    pub usage: Usage,
-    /// The channel that served it.
-    pub channel: String,
-    /// Set when the upstream failed after the first byte.
-    pub failure: Option<RequestError>,
-    /// Time spent on the successful attempt (upstream call and stream).
-    pub upstream: Option<Duration>,
-}
 
 /// Why an attempt produced nothing for the client.
 enum AttemptFail {
@@ -479,7 +422,7 @@ async fn attempt(job: &Job, cand: &Candidate, replier: &Replier) -> Result<(Deli
                     Ok(evs) => {
                         if passthrough {
                             let mut frame = Vec::with_capacity(sse.data.len() + 32);
-                            formats::sse::frame(&mut frame, sse.event.as_deref(), &sse.data);
+                            crate::sse::frame(&mut frame, sse.event.as_deref(), &sse.data);
                             out.raw(&frame);
                             // The raw frame carries the answer; mark what it holds.
                             out.substantive |=
@@ -544,8 +487,12 @@ async fn attempt(job: &Job, cand: &Candidate, replier: &Replier) -> Result<(Deli
 /// An upstream error event or error body as a provider error, with the channel's keys
 /// masked: upstreams echo keys in such messages, and only the transport's own errors are
 /// redacted before this point.
+/// Malformed upstream data (a format's 502) is a protocol error; an error event carries the
+/// upstream's own status.
 fn upstream_error(cand: &Candidate, e: formats::FormatError) -> ProviderError {
-    let mut e = ProviderError::from(e);
+    use crate::providers::ProviderErrorKind;
+    let kind = if e.status == 502 { ProviderErrorKind::Protocol } else { ProviderErrorKind::Status(e.status) };
+    let mut e = ProviderError::new(kind, e.message);
     let secrets = cand.channel.provider.secrets();
     let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
     e.message = crate::redact::redact(&e.message, &refs);

@@ -81,9 +81,9 @@ pub(crate) fn session_tokens(user: &str, session: Option<&str>) -> Option<(Token
 }
 
 /// The user turn and the `streaming` status, at the start of a request.
-pub(crate) async fn started(ctx: &WorkerCtx, job: &super::pipeline::Job) {
+pub(crate) async fn started(ctx: &WorkerCtx, job: &super::job::Job) {
     let Some((u, s)) = session_tokens(&job.user_id, job.session_id.as_deref()) else { return };
-    let now = crate::quota::now_rfc3339();
+    let now = crate::clock::now_rfc3339();
     let record = ChatRecord {
         role: "user".into(),
         content: job.chat.last_user_text().unwrap_or_default(),
@@ -100,9 +100,9 @@ pub(crate) async fn started(ctx: &WorkerCtx, job: &super::pipeline::Job) {
 }
 
 /// The assistant turn and the `idle` / `error` status, at the end of a request.
-pub(crate) async fn finished(ctx: &WorkerCtx, job: &super::pipeline::Job, resp: &LLMNATSResponse) {
+pub(crate) async fn finished(ctx: &WorkerCtx, job: &super::job::Job, resp: &LLMNATSResponse) {
     let Some((u, s)) = session_tokens(&job.user_id, job.session_id.as_deref()) else { return };
-    let now = crate::quota::now_rfc3339();
+    let now = crate::clock::now_rfc3339();
     if !resp.content.is_empty() {
         let record = ChatRecord {
             role: "assistant".into(),
@@ -138,7 +138,7 @@ pub(crate) async fn presence(ctx: &WorkerCtx, user: &Token) {
     ctx.presence.insert(user.to_string(), now);
     let mut h = HeaderMap::new();
     h.insert("Nats-TTL", PRESENCE_TTL);
-    let p = Presence { status: "online".into(), source: "gateway".into(), timestamp: crate::quota::now_rfc3339() };
+    let p = Presence { status: "online".into(), source: "gateway".into(), timestamp: crate::clock::now_rfc3339() };
     publish_json(ctx, subjects::presence(user), &p, Some(h)).await;
 }
 

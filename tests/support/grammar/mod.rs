@@ -11,7 +11,8 @@ mod gemini;
 mod openai_chat;
 mod openai_responses;
 
-use ailurus::formats::{sse, Format};
+use ailurus::formats::Format;
+use ailurus::sse;
 use serde_json::{Map, Value};
 
 /// A JSON object.
