@@ -232,12 +232,14 @@ impl<'a, 'p> Fields<'a, 'p> {
         }
     }
 
-    /// An integer value: a JSON number without fraction; in proto3 JSON also a decimal string.
+    /// An integer value: a JSON integer; in proto3 JSON also a number without fraction
+    /// (`1024.0`) or a decimal string (`"1024"`), as that mapping allows.
     fn int(&self, v: &Value) -> Option<i64> {
         match v {
-            Value::Number(n) => {
+            Value::Number(n) if self.proto3 => {
                 n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
             }
+            Value::Number(n) => n.as_i64(),
             Value::String(s) if self.proto3 => s.trim().parse().ok(),
             _ => None,
         }
@@ -301,6 +303,8 @@ mod tests {
         check(json!({"k": 4294967296u64}), false, u, "error 400: a.b.k must be an integer from 0 to 4294967295");
         check(json!({"k": "7"}), false, u, "error 400: a.b.k must be an integer from 0 to 4294967295");
         check(json!({"k": "7"}), true, u, "Some(7)");
+        check(json!({"k": 7.0}), true, u, "Some(7)");
+        check(json!({"k": 7.0}), false, u, "error 400: a.b.k must be an integer from 0 to 4294967295");
         let a = |f: Fields<'_, '_>| f.array("k").map(|v| format!("{v:?}"));
         check(json!({"k": {}}), false, a, "error 400: a.b.k must be an array, not an object");
         let o = |f: Fields<'_, '_>| f.object("k").map(|v| format!("{}", v.is_some()));

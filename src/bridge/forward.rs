@@ -1,0 +1,315 @@
+//! One HTTP request → one NATS request: route, refuse what is ambiguous or too large, build
+//! the NATS headers (format tag, operation, model, trace, the credential's sha256, API
+//! headers), send the body untouched, and turn the first reply into the HTTP answer.
+
+use super::body::{reply_body, sse_frames, whole_body, BodyState, Finished};
+use super::response::{client_error, copy_reply_headers, error, json};
+use super::routes::{self, Route};
+use super::state::AppState;
+use crate::bus::headers::{self, ReplyKind};
+use crate::bus::subjects::{self, Token};
+use crate::protocol::{Format, Op};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Headers copied to NATS as they are (API headers; never credentials, see
+/// [`credential_hash`]).
+const FORWARD: [&str; 9] = [
+    "anthropic-version",
+    "anthropic-beta",
+    "openai-beta",
+    "user-agent",
+    "x-claude-code-session-id",
+    "session_id",
+    "x-session-id",
+    "conversation_id",
+    "openai-organization",
+];
+
+/// Which API's client sent `req`, from its headers (see [`routes::Dialect`]).
+fn dialect(req: &Request) -> routes::Dialect {
+    let h = req.headers();
+    if h.contains_key("anthropic-version") || h.contains_key("x-api-key") {
+        routes::Dialect::Anthropic
+    } else if h.contains_key("x-goog-api-key")
+        || req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv.starts_with("key=")))
+    {
+        routes::Dialect::Gemini
+    } else {
+        routes::Dialect::Neutral
+    }
+}
+
+/// Every HTTP request: match a route, then answer it or forward it.
+pub(super) async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let Some(route) = routes::match_route(method.as_str(), &path, dialect(&req)) else {
+        let resp = error(None, 404, &format!("no route for {method} {path}"));
+        st.metrics.record("unmatched", 404, started.elapsed().as_secs_f64(), None);
+        return resp;
+    };
+    let label = route.label();
+    let resp = match &route {
+        Route::Root => {
+            let body = if method == Method::HEAD { Body::empty() } else { Body::from("ailurus bridge\n") };
+            Response::new(body)
+        }
+        Route::Health => {
+            let ok = st.client.connection_state() == async_nats::connection::State::Connected;
+            let body = serde_json::json!({"status": if ok {"ok"} else {"degraded"}, "nats": format!("{:?}", st.client.connection_state()).to_lowercase()});
+            json(if ok { 200 } else { 503 }, body.to_string().into_bytes())
+        }
+        Route::Metrics => {
+            let mut r = Response::new(Body::from(st.metrics.render()));
+            r.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; version=0.0.4"));
+            r
+        }
+        Route::UserApi { what } => user_api(&st, req.headers(), what).await,
+        Route::Models { platform, format, .. } => {
+            match forward(
+                &st,
+                req,
+                Target { platform: *platform, format: *format, op: Some("models"), model: None, label, started },
+            )
+            .await
+            {
+                Answer::Complete(r) => r,
+                Answer::Streaming(r) => return r,
+            }
+        }
+        Route::Llm { platform, format, op, model, .. } => {
+            let op_name = match op {
+                Op::Generate => None,
+                other => Some(other.as_str()),
+            };
+            match forward(
+                &st,
+                req,
+                Target { platform: *platform, format: *format, op: op_name, model: model.clone(), label, started },
+            )
+            .await
+            {
+                Answer::Complete(r) => r,
+                // The body records the metrics when it ends.
+                Answer::Streaming(r) => return r,
+            }
+        }
+    };
+    st.metrics.record(label, resp.status().as_u16(), started.elapsed().as_secs_f64(), None);
+    resp
+}
+
+/// `GET /api/user/self|token`: one NATS request to `ailurus.api.user_<what>` with the
+/// caller's credentials; the worker's JSON answer is returned as is.
+async fn user_api(st: &Arc<AppState>, http: &HeaderMap, what: &str) -> Response {
+    for name in ["authorization", "x-api-key", "x-goog-api-key"] {
+        if http.get_all(name).iter().count() > 1 {
+            return error(None, 400, &format!("more than one {name} header"));
+        }
+    }
+    let mut h = async_nats::HeaderMap::new();
+    if let Some(hash) = credential_hash(http, None) {
+        h.insert(headers::TOKEN_SHA256, hash.as_str());
+    }
+    let subject = subjects::api(&format!("user_{what}"));
+    let req = st.client.request_with_headers(subject, h, Bytes::new());
+    match tokio::time::timeout(Duration::from_millis(st.config.silence_ms), req).await {
+        Ok(Ok(msg)) if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) => {
+            error(None, 503, "no Ailurus worker is serving the user API")
+        }
+        Ok(Ok(msg)) => {
+            let status = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(headers::STATUS))
+                .and_then(|v| v.as_str().parse().ok())
+                .unwrap_or(200);
+            json(status, msg.payload.to_vec())
+        }
+        Ok(Err(e)) => error(None, 503, &format!("user API request failed: {e}")),
+        Err(_) => error(None, 504, "the user API did not answer in time"),
+    }
+}
+
+/// Build the NATS headers: format tag, operation, model, trace, credentials, API headers.
+fn nats_headers(
+    http: &HeaderMap,
+    query: Option<&str>,
+    format: Format,
+    op: Option<&str>,
+    model: Option<&str>,
+    trace: &Token,
+) -> async_nats::HeaderMap {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(headers::FORMAT, format.as_str());
+    if let Some(op) = op {
+        h.insert(headers::OP, op);
+    }
+    if let Some(m) = model {
+        h.insert(headers::MODEL, m);
+    }
+    h.insert(headers::TRACE, trace.as_str());
+    for name in FORWARD {
+        if let Some(v) = http.get(name).and_then(|v| v.to_str().ok()) {
+            h.insert(name, v);
+        }
+    }
+    if let Some(hash) = credential_hash(http, query) {
+        h.insert(headers::TOKEN_SHA256, hash.as_str());
+    }
+    h
+}
+
+/// Refuse ambiguous or unreadable requests before forwarding: a credential header sent twice
+/// (which token is meant?) is a 400, and a body declared as something other than JSON is a
+/// 415 (a missing `Content-Type` is taken as JSON).
+fn check_headers(http: &HeaderMap, format: Format, has_body: bool) -> Result<(), Response> {
+    for name in ["authorization", "x-api-key", "x-goog-api-key"] {
+        if http.get_all(name).iter().count() > 1 {
+            return Err(error(Some(format), 400, &format!("more than one {name} header")));
+        }
+    }
+    if !has_body {
+        return Ok(());
+    }
+    let types: Vec<_> = http.get_all("content-type").iter().collect();
+    if types.len() > 1 {
+        return Err(error(Some(format), 400, "more than one content-type header"));
+    }
+    if let Some(ct) = types.first() {
+        let ct = ct.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if !(ct == "application/json" || ct == "text/json" || ct.ends_with("+json")) {
+            return Err(error(
+                Some(format),
+                415,
+                &format!("content-type {ct:?} is not supported: send application/json"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// sha256 of the caller's token (`Authorization: Bearer`, `x-api-key`, `x-goog-api-key`,
+/// or Gemini's `?key=`). Only the hash goes on NATS: the token never reaches the bus or
+/// the `LLM_REQUESTS` audit stream.
+fn credential_hash(http: &HeaderMap, query: Option<&str>) -> Option<String> {
+    let header = |n: &str| http.get(n).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    let token = header("authorization")
+        .map(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")).unwrap_or(a).trim())
+        .or_else(|| header("x-api-key"))
+        .or_else(|| header("x-goog-api-key"))
+        .or_else(|| query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("key="))))?;
+    (!token.is_empty()).then(|| crate::credential::hash(token))
+}
+
+/// What [`forward`] made of a request.
+enum Answer {
+    /// A response that is complete now; the caller records its metrics.
+    Complete(Response),
+    /// A response whose body is still to come; the body records the metrics when it ends.
+    Streaming(Response),
+}
+
+/// Where a forwarded request goes, from its route.
+struct Target {
+    /// The platform of its subject (`llm.request.<platform>`).
+    platform: crate::protocol::Platform,
+    /// The format tag of its body.
+    format: Format,
+    /// The operation (`Ailurus-Op`), when not a plain generate.
+    op: Option<&'static str>,
+    /// The model from the URL (Gemini), else the body names it.
+    model: Option<String>,
+    /// The route's metrics label.
+    label: &'static str,
+    /// When the HTTP request arrived.
+    started: Instant,
+}
+
+/// Forward one request and turn its first reply into the HTTP response.
+async fn forward(st: &Arc<AppState>, req: Request, target: Target) -> Answer {
+    let Target { platform, format, op, model, label, started } = target;
+    let (parts, body) = req.into_parts();
+    if let Err(r) = check_headers(&parts.headers, format, op != Some("models")) {
+        return Answer::Complete(r);
+    }
+    let read = axum::body::to_bytes(body, st.config.max_body_bytes);
+    let body = match tokio::time::timeout(Duration::from_millis(st.config.body_read_timeout_ms), read).await {
+        Err(_) => {
+            let mut r = error(
+                Some(format),
+                408,
+                &format!("the request body did not arrive within {} ms", st.config.body_read_timeout_ms),
+            );
+            r.headers_mut().insert("connection", HeaderValue::from_static("close"));
+            return Answer::Complete(r);
+        }
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            let too_big = std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit"))
+                || e.to_string().contains("length limit");
+            return Answer::Complete(if too_big {
+                error(Some(format), 413, &format!("request body is over the {} byte limit", st.config.max_body_bytes))
+            } else {
+                error(Some(format), 400, &format!("cannot read the request body: {e}"))
+            });
+        }
+    };
+    let trace = Token::random();
+    let headers = nats_headers(&parts.headers, parts.uri.query(), format, op, model.as_deref(), &trace);
+    let mut replies = match st.requester.send_raw(subjects::request(platform), headers, body, Some(trace.clone())).await
+    {
+        Ok(r) => r,
+        Err(e) => return Answer::Complete(client_error(format, &e)),
+    };
+    let first = match replies.next_content().await {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => return Answer::Complete(client_error(format, &e)),
+        None => return Answer::Complete(error(Some(format), 502, "the worker closed the reply stream")),
+    };
+    let status = first.status.unwrap_or(200);
+    match first.kind {
+        ReplyKind::Error | ReplyKind::Done => {
+            let mut r = json(status, first.payload.clone());
+            copy_reply_headers(&first, &mut r, &trace);
+            replies.detach();
+            Answer::Complete(r)
+        }
+        ReplyKind::Chunk => {
+            let content_type = first
+                .headers
+                .get(headers::CONTENT_TYPE)
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_else(|| "application/json".into());
+            if !content_type.starts_with("text/event-stream") {
+                // A whole answer (one chunk, then the final reply right behind it): answer
+                // with one body of known length, without a streamed body.
+                let done = Finished { state: st.clone(), label, status, started };
+                return Answer::Complete(whole_body(replies, first, content_type, &trace, done).await);
+            }
+            let body = BodyState {
+                replies,
+                format,
+                model: model.unwrap_or_default(),
+                events: sse_frames(&first.payload),
+                ended: false,
+                done: Some(Finished { state: st.clone(), label, status, started }),
+            };
+            let mut r = Response::new(Body::from_stream(reply_body(first.payload.clone(), body)));
+            *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            if let Ok(v) = HeaderValue::from_str(&content_type) {
+                r.headers_mut().insert("content-type", v);
+            }
+            r.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
+            copy_reply_headers(&first, &mut r, &trace);
+            Answer::Streaming(r)
+        }
+        ReplyKind::Heartbeat => Answer::Complete(error(Some(format), 502, "unexpected heartbeat")),
+    }
+}
