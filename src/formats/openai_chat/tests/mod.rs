@@ -1,0 +1,112 @@
+//! Unit tests of the OpenAI Chat format, one file per concern; the fixtures and helpers they
+//! share are here.
+
+mod build;
+mod decode;
+mod encode;
+mod garbage;
+mod request;
+mod response;
+mod validate;
+
+use super::{build_request, decoder, encoder, parse_request, parse_response, render_error, render_response};
+use crate::formats::{sse, Format, FormatError, ParseContext, StreamDecoder, StreamEncoder};
+use crate::protocol::canonical::{
+    ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, ResponseFormat, Role, StreamEvent,
+    ThinkingConfig, ToolChoice, ToolDef, Usage,
+};
+use serde_json::{json, Value};
+
+use crate::formats::grammar::ValidateStream as _;
+
+/// The OpenAI Chat stream grammar (`tests/support/grammar/openai_chat.rs`).
+fn validate_stream(bytes: &[u8]) -> Result<(), String> {
+    crate::formats::Format::OpenAiChat.validate_stream(bytes)
+}
+
+const FIX_REQ: [(&str, &str, &str); 4] = [
+    (
+        "plain",
+        include_str!("../../../../tests/fixtures/openai_chat/req_plain.json"),
+        include_str!("../../../../tests/fixtures/openai_chat/req_plain.canonical.json"),
+    ),
+    (
+        "tools",
+        include_str!("../../../../tests/fixtures/openai_chat/req_tools.json"),
+        include_str!("../../../../tests/fixtures/openai_chat/req_tools.canonical.json"),
+    ),
+    (
+        "image",
+        include_str!("../../../../tests/fixtures/openai_chat/req_image.json"),
+        include_str!("../../../../tests/fixtures/openai_chat/req_image.canonical.json"),
+    ),
+    (
+        "json_schema",
+        include_str!("../../../../tests/fixtures/openai_chat/req_json_schema.json"),
+        include_str!("../../../../tests/fixtures/openai_chat/req_json_schema.canonical.json"),
+    ),
+];
+const STREAM_TOOLS: &str = include_str!("../../../../tests/fixtures/openai_chat/stream_openai_tools.sse");
+const STREAM_DEEPSEEK: &str = include_str!("../../../../tests/fixtures/openai_chat/stream_deepseek_reasoner.sse");
+const STREAM_OPENROUTER: &str = include_str!("../../../../tests/fixtures/openai_chat/stream_openrouter_reasoning.sse");
+const STREAM_OLLAMA: &str = include_str!("../../../../tests/fixtures/openai_chat/stream_ollama_tool.sse");
+const RESP_TOOLS: &str = include_str!("../../../../tests/fixtures/openai_chat/resp_openai_tools.json");
+const RESP_DEEPSEEK: &str = include_str!("../../../../tests/fixtures/openai_chat/resp_deepseek_reasoner.json");
+
+fn parse(body: &str) -> Result<ChatRequest, FormatError> {
+    parse_request(body.as_bytes(), &ParseContext::default())
+}
+
+fn canonical(text: &str) -> ChatRequest {
+    serde_json::from_str(text).unwrap()
+}
+
+fn decode(bytes: &[u8]) -> Result<Vec<StreamEvent>, FormatError> {
+    let mut d = decoder();
+    let mut out = Vec::new();
+    for ev in sse::parse(bytes).map_err(FormatError::malformed)? {
+        out.extend(d.feed(ev.event.as_deref(), &ev.data)?);
+    }
+    out.extend(d.end()?);
+    Ok(out)
+}
+
+fn encode(events: &[StreamEvent], error: Option<(u16, &str)>) -> Vec<u8> {
+    let mut e = encoder("client-model");
+    let mut out = Vec::new();
+    for ev in events {
+        e.event(ev, &mut out);
+    }
+    match error {
+        Some((status, msg)) => e.error(status, msg, &mut out),
+        None => e.finish(&mut out),
+    }
+    out
+}
+
+fn usage(input: u64, output: u64, read: u64, write: u64, reasoning: u64) -> Usage {
+    Usage {
+        input_tokens: input,
+        output_tokens: output,
+        cache_read_tokens: read,
+        cache_write_tokens: write,
+        reasoning_tokens: reasoning,
+        estimated: false,
+    }
+}
+
+fn start(id: &str, model: &str) -> StreamEvent {
+    StreamEvent::Start { id: id.into(), model: model.into() }
+}
+fn text(t: &str) -> StreamEvent {
+    StreamEvent::Text(t.into())
+}
+fn think(t: &str) -> StreamEvent {
+    StreamEvent::Thinking(t.into())
+}
+fn tstart(index: u32, id: &str, name: &str) -> StreamEvent {
+    StreamEvent::ToolCallStart { index, id: id.into(), name: name.into(), signature: None }
+}
+fn targs(index: u32, delta: &str) -> StreamEvent {
+    StreamEvent::ToolCallArgs { index, delta: delta.into() }
+}
