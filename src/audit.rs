@@ -155,7 +155,7 @@ pub async fn replay(
                 .ok()
                 .and_then(|i| i.published.format(&time::format_description::well_known::Rfc3339).ok())
                 .unwrap_or_default();
-            if let Some(platform) = subject.strip_prefix("llm.request.") {
+            if let Some(platform) = subjects::token_of(subjects::REQUEST, &subject) {
                 let enc = Encoding::from_headers(m.headers.as_ref());
                 let format = header(&m, headers::FORMAT).map(str::to_string);
                 let mut body: Value = match format {
@@ -182,7 +182,7 @@ pub async fn replay(
                 ex.model = model;
                 ex.format = format.unwrap_or_else(|| "seed".into());
                 ex.request = body;
-            } else if let Some(trace) = subject.strip_prefix("llm.response.") {
+            } else if let Some(trace) = subjects::token_of(subjects::RESPONSE, &subject) {
                 let kind = ReplyKind::of(m.headers.as_ref());
                 let enc = Encoding::from_headers(m.headers.as_ref());
                 let ex = by_trace

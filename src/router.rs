@@ -224,10 +224,9 @@ impl Router {
         &self.channels
     }
 
-    /// Candidates for a request, best first, at most `max_attempts`.
     /// The upstream formats of the enabled channels that serve `model` on `platform` (`None`
     /// for a channel without a wire format, the mock): a cheap check before any work.
-    pub fn serving_formats(&self, model: &str, platform: &str) -> Vec<Option<crate::formats::Format>> {
+    pub fn serving_formats(&self, model: &str, platform: &str) -> Vec<Option<crate::protocol::Format>> {
         self.channels
             .iter()
             .filter(|c| c.config.enabled && c.config.serves(model) && c.config.serves_platform(platform))
@@ -235,6 +234,7 @@ impl Router {
             .collect()
     }
 
+    /// Candidates for a request, best first, at most `max_attempts`.
     pub fn candidates(&self, model: &str, platform: &str) -> Vec<Candidate> {
         let now = Instant::now();
         let mut eligible: Vec<&Arc<Channel>> = self

@@ -150,6 +150,20 @@ fn render(spec: SubjectSpec, tokens: &[&str]) -> String {
     out
 }
 
+/// The one placeholder's token of `subject` if it has the shape of `spec` (a pattern with a
+/// single placeholder), e.g. `llm.request.claude` under [`REQUEST`] → `claude`. The reverse
+/// of the builders below, for readers of streams.
+pub fn token_of<'a>(spec: SubjectSpec, subject: &'a str) -> Option<&'a str> {
+    let open = spec.pattern.find('{')?;
+    let close = spec.pattern[open..].find('}')? + open;
+    let suffix = &spec.pattern[close + 1..];
+    if suffix.contains('{') {
+        return None;
+    }
+    let token = subject.strip_prefix(&spec.pattern[..open])?.strip_suffix(suffix)?;
+    (!token.is_empty() && !token.contains('.')).then_some(token)
+}
+
 /// `llm.request.<platform>`
 pub fn request(platform: Platform) -> String {
     render(REQUEST, &[platform.as_str()])
@@ -303,6 +317,21 @@ mod tests {
             "ailurus.api.user_self",
         ] {
             assert!(!is_safe_reply(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn token_of_reverses_single_placeholder_builders() {
+        for (spec, subject, want) in [
+            (REQUEST, "llm.request.claude", Some("claude")),
+            (RESPONSE, "llm.response.t-1", Some("t-1")),
+            (QUOTA, "user.alice.quota", Some("alice")),
+            (REQUEST, "llm.request.", None),
+            (REQUEST, "llm.request.a.b", None),
+            (REQUEST, "llm.response.x", None),
+            (CHAT_MSG, "chat.u.s.msg", None),
+        ] {
+            assert_eq!(token_of(spec, subject), want, "{subject}");
         }
     }
 

@@ -21,6 +21,8 @@ pub mod gemini;
 pub mod openai_chat;
 pub mod openai_responses;
 pub mod passthrough;
+#[cfg(test)]
+mod testing;
 mod walk;
 
 // Transitional: the format modules still name SSE framing through `formats`.

@@ -9,9 +9,6 @@
 //! The messages: `<path> is required`, `<path> must be <a type>, not <the type sent>`,
 //! `<path> must be an integer from 0 to 4294967295`.
 
-// Removed once every format walks with it (the format split lands in the same series).
-#![allow(dead_code)]
-
 use super::FormatError;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -31,11 +28,6 @@ pub(crate) fn at(path: &str, key: &str) -> String {
     } else {
         format!("{path}.{key}")
     }
-}
-
-/// A field, with JSON `null` treated as absent.
-pub(crate) fn get<'a>(o: &'a Obj, key: &str) -> Option<&'a Value> {
-    o.get(key).filter(|v| !v.is_null())
 }
 
 /// A string field of upstream data, read leniently: absent or another type is `None`.
@@ -109,11 +101,6 @@ impl<'a, 'p> Fields<'a, 'p> {
     /// spelling, and integers may be decimal strings.
     pub(crate) const fn proto3(obj: &'a Obj, path: &'p str) -> Self {
         Self { obj, path, proto3: true }
-    }
-
-    /// The object itself.
-    pub(crate) const fn obj(&self) -> &'a Obj {
-        self.obj
     }
 
     /// The object's path.

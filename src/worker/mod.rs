@@ -5,9 +5,14 @@
 //! - [`admission`]: the concurrency slots and the bounded wait queue in front of them.
 //! - [`inflight`]: trace id → cancellation handle, for cancels and duplicate detection.
 //! - [`reply`]: the reply protocol (`Ailurus-Kind` chunk / heartbeat / done / error).
-//! - [`handler`]: one request from message to final reply (parse, heartbeats, cancel, final).
-//! - `job`: the parsed request a worker serves, how its client talks, what was delivered.
+//! - `handler`: one request from message to final reply (parse, auth, rate limits, reserve,
+//!   heartbeats, cancel, timeout, final reply, settle).
+//! - [`job`]: the parsed request a worker serves, how its client talks, what was delivered.
 //! - `pipeline`: routing with failover before the first byte, pass-through or conversion.
+//! - [`sync`]: chat sync, presence and the audit copy of each answer.
+//! - `api`: the NEW-API user API (`ailurus.api.user_*`).
+//! - `models`: model lists in each API's shape.
+//! - [`health`]: channel health into the `CHANNEL_HEALTH` bucket.
 
 pub mod admission;
 mod api;

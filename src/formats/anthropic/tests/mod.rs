@@ -41,24 +41,12 @@ fn parse_value(v: &Value) -> Result<ChatRequest, FormatError> {
 
 /// Encode `events` as a whole client stream.
 fn encode(events: &[StreamEvent], model: &str) -> Vec<u8> {
-    let mut enc = encoder(model);
-    let mut out = Vec::new();
-    for ev in events {
-        enc.event(ev, &mut out);
-    }
-    enc.finish(&mut out);
-    out
+    crate::formats::testing::encode_all(encoder(model), events, None)
 }
 
 /// Decode a whole upstream stream.
 fn decode(bytes: &[u8]) -> Result<Vec<StreamEvent>, FormatError> {
-    let mut d = decoder();
-    let mut out = Vec::new();
-    for ev in sse::parse(bytes).map_err(FormatError::malformed)? {
-        out.extend(d.feed(ev.event.as_deref(), &ev.data)?);
-    }
-    out.extend(d.end()?);
-    Ok(out)
+    crate::formats::testing::decode_all(decoder(), bytes)
 }
 
 /// The event names of a stream.

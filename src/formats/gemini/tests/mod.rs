@@ -87,23 +87,11 @@ fn usage(input: u64, output: u64, cache: u64, reasoning: u64) -> Usage {
 }
 
 fn decode_stream(bytes: &[u8]) -> Result<Vec<StreamEvent>, FormatError> {
-    let mut d = decoder();
-    let mut out = Vec::new();
-    for ev in sse::parse(bytes).map_err(FormatError::malformed)? {
-        out.extend(d.feed(ev.event.as_deref(), &ev.data)?);
-    }
-    out.extend(d.end()?);
-    Ok(out)
+    crate::formats::testing::decode_all(decoder(), bytes)
 }
 
 fn encode(events: &[StreamEvent]) -> Vec<u8> {
-    let mut e = encoder("gemini-client");
-    let mut out = Vec::new();
-    for ev in events {
-        e.event(ev, &mut out);
-    }
-    e.finish(&mut out);
-    out
+    crate::formats::testing::encode_all(encoder("gemini-client"), events, None)
 }
 
 fn fold(events: &[StreamEvent]) -> ChatResponse {

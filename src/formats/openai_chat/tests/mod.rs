@@ -10,6 +10,7 @@ mod response;
 mod validate;
 
 use super::{build_request, decoder, encoder, parse_request, parse_response, render_error, render_response};
+use crate::formats::testing::{start, targs, text, think, tstart};
 use crate::formats::{sse, Format, FormatError, ParseContext, StreamDecoder, StreamEncoder};
 use crate::protocol::canonical::{
     ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, ResponseFormat, Role, StreamEvent,
@@ -62,26 +63,11 @@ fn canonical(text: &str) -> ChatRequest {
 }
 
 fn decode(bytes: &[u8]) -> Result<Vec<StreamEvent>, FormatError> {
-    let mut d = decoder();
-    let mut out = Vec::new();
-    for ev in sse::parse(bytes).map_err(FormatError::malformed)? {
-        out.extend(d.feed(ev.event.as_deref(), &ev.data)?);
-    }
-    out.extend(d.end()?);
-    Ok(out)
+    crate::formats::testing::decode_all(decoder(), bytes)
 }
 
 fn encode(events: &[StreamEvent], error: Option<(u16, &str)>) -> Vec<u8> {
-    let mut e = encoder("client-model");
-    let mut out = Vec::new();
-    for ev in events {
-        e.event(ev, &mut out);
-    }
-    match error {
-        Some((status, msg)) => e.error(status, msg, &mut out),
-        None => e.finish(&mut out),
-    }
-    out
+    crate::formats::testing::encode_all(encoder("client-model"), events, error)
 }
 
 fn usage(input: u64, output: u64, read: u64, write: u64, reasoning: u64) -> Usage {
@@ -93,20 +79,4 @@ fn usage(input: u64, output: u64, read: u64, write: u64, reasoning: u64) -> Usag
         reasoning_tokens: reasoning,
         estimated: false,
     }
-}
-
-fn start(id: &str, model: &str) -> StreamEvent {
-    StreamEvent::Start { id: id.into(), model: model.into() }
-}
-fn text(t: &str) -> StreamEvent {
-    StreamEvent::Text(t.into())
-}
-fn think(t: &str) -> StreamEvent {
-    StreamEvent::Thinking(t.into())
-}
-fn tstart(index: u32, id: &str, name: &str) -> StreamEvent {
-    StreamEvent::ToolCallStart { index, id: id.into(), name: name.into(), signature: None }
-}
-fn targs(index: u32, delta: &str) -> StreamEvent {
-    StreamEvent::ToolCallArgs { index, delta: delta.into() }
 }

@@ -10,6 +10,7 @@ mod stream_encoder;
 mod stream_grammar;
 
 use crate::formats::grammar::ValidateStream as _;
+use crate::formats::testing::{targs, text, think, tstart};
 
 fn validate_stream(bytes: &[u8]) -> Result<(), String> {
     crate::formats::Format::OpenAiResponses.validate_stream(bytes)
@@ -43,39 +44,11 @@ fn usage(input: u64, output: u64, cached: u64, reasoning: u64) -> Usage {
 }
 
 fn encode(events: &[StreamEvent]) -> Vec<u8> {
-    let mut enc = encoder("client-model");
-    let mut out = Vec::new();
-    for ev in events {
-        enc.event(ev, &mut out);
-    }
-    enc.finish(&mut out);
-    out
+    crate::formats::testing::encode_all(encoder("client-model"), events, None)
 }
 
 fn decode(bytes: &[u8]) -> Result<Vec<StreamEvent>, FormatError> {
-    let mut dec = decoder();
-    let mut events = Vec::new();
-    for ev in sse::parse(bytes).unwrap() {
-        events.extend(dec.feed(ev.event.as_deref(), &ev.data)?);
-    }
-    events.extend(dec.end()?);
-    Ok(events)
-}
-
-fn tstart(index: u32, id: &str, name: &str) -> StreamEvent {
-    StreamEvent::ToolCallStart { index, id: id.into(), name: name.into(), signature: None }
-}
-
-fn targs(index: u32, delta: &str) -> StreamEvent {
-    StreamEvent::ToolCallArgs { index, delta: delta.into() }
-}
-
-fn text(t: &str) -> StreamEvent {
-    StreamEvent::Text(t.into())
-}
-
-fn think(t: &str) -> StreamEvent {
-    StreamEvent::Thinking(t.into())
+    crate::formats::testing::decode_all(decoder(), bytes)
 }
 
 fn sequences() -> Vec<(&'static str, Vec<StreamEvent>)> {
