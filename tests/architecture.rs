@@ -101,6 +101,79 @@ fn each_part_knows_only_what_it_may() {
     assert!(all.is_empty(), "{}", all.join("\n"));
 }
 
+/// The layer of each top-level module, as ARCHITECTURE.md's "Layers" lists them.
+const LAYERS: [(&str, u8); 28] = [
+    ("protocol", 1),
+    ("sse", 1),
+    ("clock", 1),
+    ("credential", 1),
+    ("error", 1),
+    ("redact", 1),
+    ("wildcard", 1),
+    ("shutdown", 1),
+    ("metrics", 1),
+    ("streams", 1),
+    ("nats_server", 1),
+    ("bus", 2),
+    ("formats", 2),
+    ("pricing", 2),
+    ("tokenize", 2),
+    ("providers", 3),
+    ("channel", 3),
+    ("quota", 3),
+    ("client", 3),
+    ("router", 4),
+    ("bridge", 4),
+    ("config", 5),
+    ("worker", 5),
+    ("audit", 5),
+    ("cli", 6),
+    ("main", 6),
+    ("lib", 6),
+    ("tests", 0),
+];
+
+fn layer(module: &str) -> Option<u8> {
+    LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)
+}
+
+#[test]
+fn no_module_uses_a_higher_layer() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut found = Vec::new();
+    for (path, lines) in sources("src") {
+        let rel = path.strip_prefix(&root).unwrap_or(&path);
+        let first = rel.components().next().map(|c| c.as_os_str().to_string_lossy().to_string()).unwrap_or_default();
+        let own = first.trim_end_matches(".rs").to_string();
+        let Some(own_layer) = layer(&own) else {
+            found.push(format!("{}: module {own} is in no layer of ARCHITECTURE.md", rel.display()));
+            continue;
+        };
+        let mut in_tests = false;
+        for line in &lines {
+            // A unit-test module may reach up (it is not part of the layer's code).
+            if line.trim_start().starts_with("mod tests") {
+                in_tests = true;
+            }
+            if in_tests {
+                continue;
+            }
+            for (i, _) in line.match_indices("crate::") {
+                let used: String =
+                    line[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                match layer(&used) {
+                    Some(l) if l > own_layer => {
+                        found.push(format!("{}: {own} (layer {own_layer}) uses {used} (layer {l})", rel.display()))
+                    }
+                    Some(_) => {}
+                    None => found.push(format!("{}: {used} is in no layer of ARCHITECTURE.md", rel.display())),
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
 #[test]
 fn subjects_are_spelled_only_in_bus_subjects() {
     let mut found = Vec::new();

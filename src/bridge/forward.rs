@@ -168,11 +168,11 @@ fn nats_headers(
 
 /// Refuse ambiguous or unreadable requests before forwarding: a credential header sent twice
 /// (which token is meant?) is a 400, and a body declared as something other than JSON is a
-/// 415 (a missing `Content-Type` is taken as JSON).
-fn check_headers(http: &HeaderMap, format: Format, has_body: bool) -> Result<(), Response> {
+/// 415 (a missing `Content-Type` is taken as JSON). The refusal is a status and a message.
+fn check_headers(http: &HeaderMap, has_body: bool) -> Result<(), (u16, String)> {
     for name in ["authorization", "x-api-key", "x-goog-api-key"] {
         if http.get_all(name).iter().count() > 1 {
-            return Err(error(Some(format), 400, &format!("more than one {name} header")));
+            return Err((400, format!("more than one {name} header")));
         }
     }
     if !has_body {
@@ -180,16 +180,12 @@ fn check_headers(http: &HeaderMap, format: Format, has_body: bool) -> Result<(),
     }
     let types: Vec<_> = http.get_all("content-type").iter().collect();
     if types.len() > 1 {
-        return Err(error(Some(format), 400, "more than one content-type header"));
+        return Err((400, "more than one content-type header".into()));
     }
     if let Some(ct) = types.first() {
         let ct = ct.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         if !(ct == "application/json" || ct == "text/json" || ct.ends_with("+json")) {
-            return Err(error(
-                Some(format),
-                415,
-                &format!("content-type {ct:?} is not supported: send application/json"),
-            ));
+            return Err((415, format!("content-type {ct:?} is not supported: send application/json")));
         }
     }
     Ok(())
@@ -236,8 +232,8 @@ struct Target {
 async fn forward(st: &Arc<AppState>, req: Request, target: Target) -> Answer {
     let Target { platform, format, op, model, label, started } = target;
     let (parts, body) = req.into_parts();
-    if let Err(r) = check_headers(&parts.headers, format, op != Some("models")) {
-        return Answer::Complete(r);
+    if let Err((status, message)) = check_headers(&parts.headers, op != Some("models")) {
+        return Answer::Complete(error(Some(format), status, &message));
     }
     let read = axum::body::to_bytes(body, st.config.max_body_bytes);
     let body = match tokio::time::timeout(Duration::from_millis(st.config.body_read_timeout_ms), read).await {

@@ -153,7 +153,7 @@ fn render(spec: SubjectSpec, tokens: &[&str]) -> String {
 /// The one placeholder's token of `subject` if it has the shape of `spec` (a pattern with a
 /// single placeholder), e.g. `llm.request.claude` under [`REQUEST`] → `claude`. The reverse
 /// of the builders below, for readers of streams.
-pub fn token_of<'a>(spec: SubjectSpec, subject: &'a str) -> Option<&'a str> {
+pub fn token_of(spec: SubjectSpec, subject: &str) -> Option<&str> {
     let open = spec.pattern.find('{')?;
     let close = spec.pattern[open..].find('}')? + open;
     let suffix = &spec.pattern[close + 1..];
@@ -162,6 +162,12 @@ pub fn token_of<'a>(spec: SubjectSpec, subject: &'a str) -> Option<&'a str> {
     }
     let token = subject.strip_prefix(&spec.pattern[..open])?.strip_suffix(suffix)?;
     (!token.is_empty() && !token.contains('.')).then_some(token)
+}
+
+/// `$KV.<bucket>.<key>`: JetStream's own subject for a key of a KV bucket (not one of ours,
+/// so not in `subjects.toml`), for a put with headers the KV API does not take (`Nats-TTL`).
+pub fn kv_key(bucket: &str, key: &Token) -> String {
+    format!("$KV.{bucket}.{key}")
 }
 
 /// `llm.request.<platform>`

@@ -305,7 +305,7 @@ impl QuotaStore {
         let key = Token::new("worker_id", worker).map_err(store_error)?;
         let mut h = async_nats::HeaderMap::new();
         h.insert("Nats-TTL", format!("{}s", ttl.as_secs().max(1)).as_str());
-        let subject = format!("$KV.{WORKERS}.{key}");
+        let subject = subjects::kv_key(WORKERS, &key);
         tokio::time::timeout(OP_TIMEOUT, async {
             self.jetstream().publish_with_headers(subject, h, bytes::Bytes::from_static(b"alive")).await?.await
         })

@@ -83,31 +83,31 @@
 //! | `request.rs` | client request body → `ChatRequest` ([`parse_request`]) |
 //! | `response.rs` | `ChatResponse` / error → client body ([`render_response`], [`render_error`]) |
 //! | `encoder.rs` | `StreamEvent`s → client SSE ([`encoder`]) |
-//! | `build.rs` | `ChatRequest` → upstream body ([`build_request`]) |
-//! | `parse.rs` | upstream body → `ChatResponse` ([`parse_response`]) |
+//! | `upstream_request.rs` | `ChatRequest` → upstream body ([`build_request`]) |
+//! | `upstream_response.rs` | upstream body → `ChatResponse` ([`parse_response`]) |
 //! | `decoder.rs` | upstream SSE → `StreamEvent`s ([`decoder`]) |
 //! | `errors.rs` | Anthropic `error.type` ↔ HTTP status, error bodies |
 //! | this file | the wire helpers several of them share |
 
-mod build;
 mod decoder;
 mod encoder;
 mod errors;
-mod parse;
 mod request;
 mod response;
 #[cfg(test)]
 mod tests;
+mod upstream_request;
+mod upstream_response;
 
-pub use build::{
-    build_request, DEFAULT_MAX_TOKENS, DEFAULT_THINKING_BUDGET, JSON_OBJECT_INSTRUCTION, MIN_THINKING_BUDGET,
-};
 pub use decoder::{decoder, Decoder};
 pub use encoder::{encoder, Encoder};
 pub use errors::{error_type_for_status, status_for_error_type};
-pub use parse::parse_response;
 pub use request::parse_request;
 pub use response::{render_error, render_response};
+pub use upstream_request::{
+    build_request, DEFAULT_MAX_TOKENS, DEFAULT_THINKING_BUDGET, JSON_OBJECT_INSTRUCTION, MIN_THINKING_BUDGET,
+};
+pub use upstream_response::parse_response;
 
 use super::FormatError;
 use crate::protocol::canonical::{FinishReason, Part, Usage};

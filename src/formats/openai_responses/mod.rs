@@ -64,7 +64,6 @@
 //! and `insufficient_quota` 429, `server_is_overloaded` / `slow_down` 503, `server_error` 500,
 //! `invalid_prompt`, `context_length_exceeded` and the image codes 400, anything else 502.
 
-mod build;
 mod decoder;
 mod encoder;
 mod items;
@@ -72,13 +71,14 @@ mod request;
 mod response;
 #[cfg(test)]
 mod tests;
+mod upstream_request;
 mod upstream_response;
 
-pub use build::build_request;
 pub use decoder::{decoder, Decoder};
 pub use encoder::{encoder, Encoder};
 pub use request::parse_request;
 pub use response::{render_error, render_response};
+pub use upstream_request::build_request;
 pub use upstream_response::parse_response;
 
 use serde_json::{json, Value};
