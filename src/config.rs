@@ -154,9 +154,13 @@ impl Default for WorkerConfig {
 #[serde(deny_unknown_fields)]
 pub struct PricingConfig {
     /// Entries tried in order; the first whose pattern matches the model wins, then the
-    /// built-in defaults. A model with no price costs 0.
+    /// built-in defaults.
     #[serde(default)]
     pub models: Vec<PriceEntry>,
+    /// A model no entry prices: `refuse` (the default: a clear error before any upstream
+    /// call) or `free` (served at no charge). Auth mode `open` bills nothing either way.
+    #[serde(default)]
+    pub unpriced: crate::pricing::Unpriced,
     /// Price multiplier per user group (NEW-API group ratios); a group not listed pays 1.0.
     #[serde(default)]
     pub groups: std::collections::BTreeMap<String, f64>,

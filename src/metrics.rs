@@ -51,6 +51,10 @@ struct Inner {
     latency: BTreeMap<&'static str, Histogram>,
     /// route → gateway overhead.
     overhead: BTreeMap<&'static str, Histogram>,
+    /// Answers billed above what their hold reserved (the upstream ignored the cap).
+    overage_requests: u64,
+    /// Quota units billed above the holds, in all.
+    overage_units: u64,
 }
 
 /// Bridge (or worker) metrics; cheap to share.
@@ -91,6 +95,13 @@ impl Metrics {
         }
     }
 
+    /// One answer billed `units` above what its hold reserved.
+    pub fn record_overage(&self, units: u64) {
+        let mut m = self.lock();
+        m.overage_requests += 1;
+        m.overage_units += units;
+    }
+
     /// The Prometheus text format.
     pub fn render(&self) -> String {
         let m = self.lock();
@@ -110,6 +121,14 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE {p}_request_duration_seconds histogram");
         for (route, h) in &m.latency {
             h.render(&mut out, &format!("{p}_request_duration_seconds"), &format!("{l}=\"{route}\""));
+        }
+        if m.overage_requests > 0 {
+            let _ = writeln!(out, "# HELP {p}_billing_overage_total Answers billed above their reservation.");
+            let _ = writeln!(out, "# TYPE {p}_billing_overage_total counter");
+            let _ = writeln!(out, "{p}_billing_overage_total {}", m.overage_requests);
+            let _ = writeln!(out, "# HELP {p}_billing_overage_units_total Quota units billed above reservations.");
+            let _ = writeln!(out, "# TYPE {p}_billing_overage_units_total counter");
+            let _ = writeln!(out, "{p}_billing_overage_units_total {}", m.overage_units);
         }
         out.push_str("# HELP gateway_overhead_seconds Time the gateway adds: total minus upstream time.\n");
         out.push_str("# TYPE gateway_overhead_seconds histogram\n");
@@ -143,5 +162,11 @@ mod tests {
         let text = m.render();
         assert!(text.contains("ailurus_worker_requests_total{platform=\"claude\",status=\"200\"} 1"));
         assert!(text.contains("gateway_overhead_seconds_bucket{platform=\"claude\",le=\"0.0005\"} 1"));
+        assert!(!text.contains("overage"));
+        m.record_overage(70);
+        m.record_overage(30);
+        let text = m.render();
+        assert!(text.contains("ailurus_worker_billing_overage_total 2"));
+        assert!(text.contains("ailurus_worker_billing_overage_units_total 100"));
     }
 }

@@ -224,6 +224,11 @@ async fn official_python_sdks_against_the_bridge() {
     let upstream = scripted_upstream(seen.clone(), stack.shutdown.clone()).await;
     let config = Config::from_toml(&format!(
         r#"
+[[pricing.models]]
+pattern = "tooly-*"
+input = 1.0
+output = 2.0
+
 [[channels]]
 name = "tooly"
 kind = "openai"

@@ -22,6 +22,9 @@ struct Row {
     ttfb_ms: f64,
     /// Workers where it is not healthy.
     states: Vec<String>,
+    /// How much of its models the local config's price table covers (`all`, `partial`,
+    /// `none`; `?` for a channel this config does not define).
+    prices: &'static str,
 }
 
 /// Print per-channel totals across workers, then each worker's state.
@@ -35,6 +38,15 @@ pub async fn run(config: Config, json: bool) -> Result<ExitCode, String> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let table = crate::pricing::PriceTable::new(&config.pricing.models);
+    let prices = |name: &str| {
+        match config.channels.iter().find(|c| c.name == name) {
+            Some(c) => table.coverage(&c.models).0.as_str(),
+            // The built-in mock serves `mock*`, which the built-in prices cover.
+            None if name == "mock" => table.coverage(&["mock*".to_string()]).0.as_str(),
+            None => "?",
+        }
+    };
     let mut by_channel: BTreeMap<String, Row> = BTreeMap::new();
     for r in &reports {
         for c in &r.channels {
@@ -42,6 +54,7 @@ pub async fn run(config: Config, json: bool) -> Result<ExitCode, String> {
                 kind: c.kind.clone(),
                 priority: c.priority,
                 weight: c.weight,
+                prices: prices(&c.channel),
                 ..Default::default()
             });
             e.ok += c.successes;
@@ -54,14 +67,14 @@ pub async fn run(config: Config, json: bool) -> Result<ExitCode, String> {
     }
     println!("{} live worker(s)", reports.len());
     println!(
-        "{:<20} {:<17} {:>8} {:>6} {:>9} {:>9} {:>10}  state",
-        "channel", "kind", "priority", "weight", "ok", "failed", "ttfb ms"
+        "{:<20} {:<17} {:>8} {:>6} {:>9} {:>9} {:>10} {:>7}  state",
+        "channel", "kind", "priority", "weight", "ok", "failed", "ttfb ms", "prices"
     );
     for (name, r) in by_channel {
         let state = if r.states.is_empty() { "ok".to_string() } else { r.states.join(", ") };
         println!(
-            "{name:<20} {:<17} {:>8} {:>6} {:>9} {:>9} {:>10.1}  {state}",
-            r.kind, r.priority, r.weight, r.ok, r.failed, r.ttfb_ms
+            "{name:<20} {:<17} {:>8} {:>6} {:>9} {:>9} {:>10.1} {:>7}  {state}",
+            r.kind, r.priority, r.weight, r.ok, r.failed, r.ttfb_ms, r.prices
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -172,6 +172,42 @@ pub fn body(format: Format, raw: &[u8], model: &str, stream: bool) -> Result<Vec
     }
 }
 
+/// `body` (already a pass-through body for `model`) with the answer capped at `cap` tokens,
+/// for a request that set no cap of its own (billing bounds every answer): Anthropic
+/// `max_tokens`, OpenAI Chat `max_tokens` (`max_completion_tokens` for the reasoning models
+/// that refuse it), Responses `max_output_tokens` (at least 16, its minimum), Gemini
+/// `generationConfig.maxOutputTokens`. Everything else stays byte for byte; Gemini's
+/// `generationConfig` object, when present, is re-encoded with the key added.
+pub fn with_output_cap(format: Format, body: &[u8], model: &str, cap: u32) -> Result<Vec<u8>, FormatError> {
+    match format {
+        Format::AnthropicMessages => set_top_level(body, "max_tokens", &cap.to_string()),
+        Format::OpenAiChat => {
+            let key = if super::openai_chat::wants_max_completion_tokens(model) {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            };
+            set_top_level(body, key, &cap.to_string())
+        }
+        Format::OpenAiResponses => set_top_level(body, "max_output_tokens", &cap.max(16).to_string()),
+        Format::GeminiGenerate => {
+            for key in ["generationConfig", "generation_config"] {
+                if let Some((s, e)) = top_level_value(body, key)? {
+                    let mut gc: serde_json::Value = serde_json::from_slice(&body[s..e])
+                        .map_err(|e| FormatError::bad_request(format!("{key} is not valid JSON: {e}")))?;
+                    let Some(obj) = gc.as_object_mut() else {
+                        return Err(FormatError::bad_request(format!("{key} must be an object")));
+                    };
+                    obj.remove("max_output_tokens");
+                    obj.insert("maxOutputTokens".into(), cap.into());
+                    return set_top_level(body, key, &gc.to_string());
+                }
+            }
+            set_top_level(body, "generationConfig", &format!("{{\"maxOutputTokens\":{cap}}}"))
+        }
+    }
+}
+
 /// The little a gateway needs of a body it forwards without understanding it: the model
 /// (URL first, then the body's `model`), whether to stream, and `max_tokens` for the
 /// reservation. Used when strict parsing refused a field that only a same-format upstream
@@ -198,6 +234,37 @@ pub fn minimal_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_caps_go_where_each_api_reads_them() {
+        let check = |format, body: &str, model, want: &str| {
+            let out = with_output_cap(format, body.as_bytes(), model, 300).expect(body);
+            assert_eq!(String::from_utf8(out).expect("utf-8"), want, "{body}");
+        };
+        check(Format::AnthropicMessages, r#"{"model":"c","x":1}"#, "c", r#"{"max_tokens":300,"model":"c","x":1}"#);
+        check(Format::OpenAiChat, r#"{"model":"g"}"#, "gpt-4o", r#"{"max_tokens":300,"model":"g"}"#);
+        check(Format::OpenAiChat, r#"{"model":"o"}"#, "o3-mini", r#"{"max_completion_tokens":300,"model":"o"}"#);
+        check(Format::OpenAiResponses, r#"{"model":"r"}"#, "r", r#"{"max_output_tokens":300,"model":"r"}"#);
+        check(
+            Format::GeminiGenerate,
+            r#"{"contents":[]}"#,
+            "g",
+            r#"{"generationConfig":{"maxOutputTokens":300},"contents":[]}"#,
+        );
+        check(
+            Format::GeminiGenerate,
+            r#"{"contents":[],"generationConfig":{"temperature":0.5}}"#,
+            "g",
+            r#"{"contents":[],"generationConfig":{"maxOutputTokens":300,"temperature":0.5}}"#,
+        );
+        check(
+            Format::GeminiGenerate,
+            r#"{"generation_config":{"max_output_tokens":9}}"#,
+            "g",
+            r#"{"generation_config":{"maxOutputTokens":300}}"#,
+        );
+        assert!(with_output_cap(Format::GeminiGenerate, br#"{"generationConfig":3}"#, "g", 1).is_err());
+    }
 
     #[test]
     fn only_the_model_changes() {

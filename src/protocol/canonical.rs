@@ -373,6 +373,10 @@ pub fn estimate_tokens(text: &str) -> u64 {
     }
 }
 
+/// The most tokens one image fetched by URL is taken to cost: above what the major APIs
+/// charge for one image at their largest accepted size.
+pub const IMAGE_URL_TOKENS: u64 = 10_000;
+
 impl ChatRequest {
     /// Estimated prompt tokens (system, messages, tool schemas), for reservations and
     /// fallbacks.
@@ -381,6 +385,59 @@ impl ChatRequest {
         let tools: u64 = self.tools.iter().map(|t| 8 + estimate_tokens(&t.parameters.to_string())).sum();
         // ~4 tokens of framing per message, as the major tokenizers do.
         sys + tools + self.messages.iter().map(|m| 4 + estimate_tokens(&m.joined_text())).sum::<u64>()
+    }
+
+    /// A proven upper bound of the prompt's tokens for any byte-level tokenizer (every token
+    /// is at least one byte): the UTF-8 bytes of everything sent as the prompt, plus framing
+    /// per message and tool, plus [`IMAGE_URL_TOKENS`] for each image the upstream fetches
+    /// by URL (inline images count their base64 bytes, more than their tokens).
+    pub fn prompt_token_bound(&self) -> u64 {
+        fn parts(ps: &[Part]) -> u64 {
+            ps.iter()
+                .map(|p| match p {
+                    Part::Text { text } => text.len() as u64,
+                    Part::Thinking { text, signature } => {
+                        (text.len() + signature.as_ref().map_or(0, String::len)) as u64
+                    }
+                    Part::RedactedThinking { data } => data.len() as u64,
+                    Part::ToolCall { id, name, arguments, signature } => {
+                        (id.len() + name.len() + arguments.len() + signature.as_ref().map_or(0, String::len)) as u64
+                    }
+                    Part::ToolResult { call_id, name, content, .. } => {
+                        (call_id.len() + name.as_ref().map_or(0, String::len)) as u64 + parts(content)
+                    }
+                    Part::Image { source: ImageSource::Base64 { media_type, data } } => {
+                        (media_type.len() + data.len()) as u64
+                    }
+                    Part::Image { source: ImageSource::Url { url } } => url.len() as u64 + IMAGE_URL_TOKENS,
+                })
+                .sum::<u64>()
+                + 4 * ps.len() as u64
+        }
+        let sys = self.system.as_ref().map_or(0, |s| s.len() as u64);
+        let tools: u64 = self
+            .tools
+            .iter()
+            .map(|t| {
+                16 + (t.name.len() + t.description.as_ref().map_or(0, String::len)) as u64
+                    + t.parameters.to_string().len() as u64
+            })
+            .sum();
+        16 + sys + tools + self.messages.iter().map(|m| 8 + parts(&m.content)).sum::<u64>()
+    }
+
+    /// How many images the upstream fetches by URL (each billed up to [`IMAGE_URL_TOKENS`]).
+    pub fn url_images(&self) -> u64 {
+        fn count(ps: &[Part]) -> u64 {
+            ps.iter()
+                .map(|p| match p {
+                    Part::Image { source: ImageSource::Url { .. } } => 1,
+                    Part::ToolResult { content, .. } => count(content),
+                    _ => 0,
+                })
+                .sum()
+        }
+        self.messages.iter().map(|m| count(&m.content)).sum()
     }
 
     /// The text of the last user message, if any.

@@ -68,6 +68,14 @@ pub struct UsageRecord {
     /// The quota hold this record settles or releases (the ledger's de-duplication key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_id: Option<String>,
+    /// Units charged above what the request's hold reserved (an upstream that ignored the
+    /// output cap); 0 for almost every record.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub overage: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl UsageRecord {

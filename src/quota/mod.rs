@@ -40,27 +40,12 @@ pub enum AuthMode {
 }
 
 /// Authentication and quota settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// `token`, `trusted` or `open`.
     #[serde(default)]
     pub mode: AuthMode,
-    /// Output tokens assumed when a request sets no `max_tokens`, for the reservation.
-    #[serde(default = "AuthConfig::default_output_estimate")]
-    pub default_output_estimate: u32,
-}
-
-impl AuthConfig {
-    const fn default_output_estimate() -> u32 {
-        1024
-    }
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self { mode: AuthMode::default(), default_output_estimate: Self::default_output_estimate() }
-    }
 }
 
 /// A 503 for a quota operation whose JetStream store did not answer.

@@ -20,8 +20,6 @@ use std::time::{Duration, Instant};
 
 /// Headers that name a native client's chat session.
 const SESSION_HEADERS: [&str; 4] = ["Ailurus-Session", "x-claude-code-session-id", "session_id", "x-session-id"];
-/// How long a failed settle is retried (well inside JetStream's two-minute duplicate window).
-const SETTLE_RETRY: Duration = Duration::from_secs(90);
 /// Client headers forwarded upstream on pass-through.
 const FORWARDED: [&str; 2] = ["anthropic-version", "anthropic-beta"];
 
@@ -131,89 +129,29 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         Box::pin(finish(&ctx, &replier, &job, started, Err(err), 1.0)).await;
         return;
     };
-    let principal = match Box::pin(crate::quota::auth::authenticate(
-        ctx.auth.mode,
-        ctx.tokens.as_ref(),
-        job.credential.as_ref(),
-        job.claimed_user.as_deref(),
-        &job.model,
-    ))
-    .await
-    {
+    let principal = match Box::pin(super::billing::identify(&ctx, &mut job)).await {
         Ok(p) => p,
         Err(e) => {
-            if let Some(user) = &e.user {
-                let ev = crate::quota::auth::AuthEvent {
-                    event: "rejected",
-                    user_id: user,
-                    token_id: None,
-                    reason: Some(&e.error.message),
-                    timestamp: crate::clock::now_rfc3339(),
-                };
-                Box::pin(crate::quota::auth::publish_event(&ctx.client, &ev)).await;
-            }
-            Box::pin(finish(&ctx, &replier, &job, started, Err(e.into()), 1.0)).await;
+            Box::pin(finish(&ctx, &replier, &job, started, Err(e), 1.0)).await;
             return;
         }
     };
-    if let Some(p) = &principal {
-        job.user_id = p.user.to_string();
-        Box::pin(super::sync::presence(&ctx, &p.user)).await;
-    }
     // Refuse what no channel can serve before anything is reserved: a bad request leaves
     // the quota and the ledger as they were.
     if let Err(e) = preflight(&ctx, &job) {
         Box::pin(finish(&ctx, &replier, &job, started, Err(e), 1.0)).await;
         return;
     }
-    // Rate limits first (cheapest to refuse), then the quota reservation.
-    let est_tokens =
-        job.chat.estimate_prompt_tokens() + job.chat.max_tokens.unwrap_or(ctx.auth.default_output_estimate) as u64;
-    let admitted = match (&principal, &ctx.rates) {
-        (Some(crate::quota::auth::Principal { token: Some((hash, rec)), .. }), Some(rates)) => {
-            match Box::pin(rates.admit(hash, rec, est_tokens)).await {
-                Ok(a) => a,
-                Err(e) => {
-                    Box::pin(finish(&ctx, &replier, &job, started, Err(e), 1.0)).await;
-                    return;
-                }
-            }
-        }
-        _ => None,
-    };
-    let release = |actual: Option<u64>| {
-        let (rates, admitted) = (ctx.rates.clone(), admitted.clone());
-        async move {
-            if let (Some(r), Some(a)) = (rates, admitted) {
-                r.release(a, actual).await;
-            }
+    // Unpriced models, rate limits, the output bound and the worst-case hold: refused here,
+    // before any upstream work, a request leaves quota and ledger as they were.
+    let ticket = match Box::pin(super::billing::admit(&ctx, &mut job, principal)).await {
+        Ok(t) => t,
+        Err(e) => {
+            Box::pin(finish(&ctx, &replier, &job, started, Err(e), 1.0)).await;
+            return;
         }
     };
-    // Reserve before any upstream work; refuse with 402 when the quota cannot cover it.
-    let reservation = match (&principal, &ctx.quota) {
-        (Some(p), Some(q)) => {
-            let token_limit = p.token.as_ref().and_then(|(h, r)| r.quota_limit.map(|l| (h, l)));
-            let estimate = ctx.reserve_estimate(&job);
-            let owner = crate::quota::holds::HoldOwner {
-                worker: ctx.worker_id.clone(),
-                trace_id: job.trace_id.to_string(),
-                ttl: Duration::from_millis(ctx.config.request_timeout_ms),
-            };
-            match Box::pin(q.reserve(&p.user, token_limit, estimate, &owner)).await {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    Box::pin(release(None)).await;
-                    Box::pin(finish(&ctx, &replier, &job, started, Err(e), 1.0)).await;
-                    return;
-                }
-            }
-        }
-        _ => None,
-    };
-    let ratio = match (&reservation, &ctx.quota) {
-        (Some(r), Some(_)) => ctx.group_ratio(&r.group),
-        _ => 1.0,
-    };
+    let ratio = ticket.ratio;
     Box::pin(super::sync::started(&ctx, &job)).await;
     // Boxed here and above: an async fn's state is the largest of the futures it awaits
     // (often twice over), and it lives as long as the request. Boxing the ones that are
@@ -247,8 +185,14 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     if msg.reply.is_some() && ctx.config.audit_copy {
         Box::pin(super::sync::audit_copy(&ctx, &job.trace_id, &summary.resp, summary.status)).await;
     }
-    Box::pin(settle(&ctx, &job, principal.as_ref(), reservation, &summary)).await;
-    Box::pin(release(Some(summary.usage.map_or(0, |u| u.prompt_total() + u.output_tokens)))).await;
+    let outcome = super::billing::Outcome {
+        usage: summary.usage.as_ref(),
+        cost: summary.resp.cost,
+        channel: &summary.channel,
+        duration_ms: summary.resp.duration_ms,
+        status: summary.status,
+    };
+    Box::pin(ticket.settle(&ctx, &job, &outcome)).await;
 }
 
 /// Answer a model listing in `format` (a valid token needed, except in open mode).
@@ -296,61 +240,6 @@ struct Summary {
     channel: String,
     /// HTTP-like status of the outcome.
     status: u16,
-}
-
-/// Settle the reservation at the delivered cost (0 when nothing was delivered) and append
-/// the ledger record. Runs after the final reply, off the client's critical path.
-async fn settle(
-    ctx: &WorkerCtx,
-    job: &Job,
-    principal: Option<&crate::quota::auth::Principal>,
-    reservation: Option<crate::quota::account::Reservation>,
-    summary: &Summary,
-) {
-    let (Some(mut res), Some(q)) = (reservation, &ctx.quota) else { return };
-    let actual = if summary.usage.is_some() { crate::pricing::usd_to_quota(summary.resp.cost) } else { 0 };
-    let u = summary.usage.unwrap_or_default();
-    let record = crate::quota::ledger::UsageRecord {
-        kind: "usage".into(),
-        trace_id: job.trace_id.to_string(),
-        user_id: res.user.to_string(),
-        token_id: principal.and_then(|p| p.token.as_ref()).map(|(_, r)| r.id.clone()),
-        platform: job.platform.as_str().into(),
-        model: job.model.clone(),
-        channel: summary.channel.clone(),
-        input_tokens: u.input_tokens,
-        output_tokens: u.output_tokens,
-        cache_read_tokens: u.cache_read_tokens,
-        cache_write_tokens: u.cache_write_tokens,
-        reasoning_tokens: u.reasoning_tokens,
-        cost_usd: if summary.usage.is_some() { summary.resp.cost } else { 0.0 },
-        quota: actual,
-        duration_ms: summary.resp.duration_ms,
-        status: summary.status,
-        estimated: u.estimated,
-        session_id: job.session_id.clone(),
-        timestamp: crate::clock::now_rfc3339(),
-        hold_id: None,
-    };
-    // Every step of a settle is keyed by the hold id, so it is retried (while the quota store
-    // is unreachable, e.g. a nats-server restart) inside JetStream's two-minute duplicate
-    // window; after that the hold stays for a scan to complete.
-    let mut pause = Duration::from_millis(250);
-    let started = Instant::now();
-    loop {
-        match q.settle(&mut res, actual, record.clone()).await {
-            Ok(()) => break,
-            Err(e) if started.elapsed() + pause < SETTLE_RETRY => {
-                tracing::warn!(trace_id = %job.trace_id, error = %e.message, "settle failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(8));
-            }
-            Err(e) => {
-                tracing::error!(trace_id = %job.trace_id, error = %e.message, "settle failed; the hold stays and a scan completes it");
-                break;
-            }
-        }
-    }
 }
 
 fn native_trace(msg: &Message) -> Option<Token> {
@@ -412,6 +301,7 @@ fn parse_seed(msg: &Message, encoding: Encoding, subject_platform: &str) -> Resu
         credential: crate::quota::auth::credential_from(msg.headers.as_ref(), seed.token.as_deref()),
         claimed_user: Some(seed.user_id.clone()),
         strict_error: None,
+        output_cap: None,
     })))
 }
 
@@ -461,6 +351,7 @@ fn parse_native(msg: &Message, format: Format, subject_platform: &str) -> Result
         credential: crate::quota::auth::credential_from(msg.headers.as_ref(), None),
         claimed_user: None,
         strict_error,
+        output_cap: None,
     })))
 }
 

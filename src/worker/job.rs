@@ -51,6 +51,9 @@ pub(crate) struct Job {
     /// Set when the native body failed strict parsing: it may still go byte for byte to an
     /// upstream of its own format, but no conversion is possible (this is the answer then).
     pub strict_error: Option<formats::FormatError>,
+    /// The output cap the gateway set because the request set none (billing bounds every
+    /// answer); written into a pass-through body too.
+    pub output_cap: Option<u32>,
 }
 
 /// What was delivered.

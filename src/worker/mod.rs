@@ -7,6 +7,8 @@
 //! - [`reply`]: the reply protocol (`Ailurus-Kind` chunk / heartbeat / done / error).
 //! - `handler`: one request from message to final reply (parse, auth, rate limits, reserve,
 //!   heartbeats, cancel, timeout, final reply, settle).
+//! - `billing`: admission (unpriced models, rate limits, output cap, worst-case hold) and
+//!   settle, the one quota interface the handler calls.
 //! - [`job`]: the parsed request a worker serves, how its client talks, what was delivered.
 //! - `pipeline`: routing with failover before the first byte, pass-through or conversion.
 //! - [`sync`]: chat sync, presence and the audit copy of each answer.
@@ -16,6 +18,7 @@
 
 pub mod admission;
 mod api;
+mod billing;
 mod handler;
 pub mod health;
 pub mod inflight;
@@ -59,6 +62,8 @@ pub(crate) struct WorkerCtx {
     pub rates: Option<crate::quota::ratelimit::RateLimiter>,
     /// Price multipliers per group.
     pub group_ratios: std::collections::BTreeMap<String, f64>,
+    /// What a request for a model without a price gets (`[pricing] unpriced`).
+    pub unpriced: crate::pricing::Unpriced,
     /// When each user's presence was last published (throttle).
     pub presence: dashmap::DashMap<String, std::time::Instant>,
     /// This worker's id (its key in `WORKERS`, the owner of its quota holds).
@@ -73,15 +78,10 @@ impl WorkerCtx {
         self.group_ratios.get(group).copied().unwrap_or(1.0)
     }
 
-    /// Quota units to hold for a request: its prompt estimate plus `max_tokens` (or the
-    /// configured default), priced. At least 1.
-    pub(crate) fn reserve_estimate(&self, job: &job::Job) -> i64 {
-        let usage = crate::protocol::canonical::Usage {
-            input_tokens: job.chat.estimate_prompt_tokens(),
-            output_tokens: job.chat.max_tokens.unwrap_or(self.auth.default_output_estimate) as u64,
-            ..Default::default()
-        };
-        crate::pricing::usd_to_quota(self.prices.cost(&job.model, &usage)).max(1)
+    /// The largest price multiplier any user may have (at least 1.0): a hold is taken before
+    /// the user's group is read, so it covers the dearest group.
+    pub(crate) fn group_ratio_bound(&self) -> f64 {
+        self.group_ratios.values().copied().fold(1.0, f64::max)
     }
 }
 
@@ -185,19 +185,31 @@ pub async fn run_with_router(
         let rates = crate::quota::ratelimit::RateLimiter::open(client.clone()).await;
         (Some(tokens), Some(quota), rates)
     };
+    let prices = PriceTable::new(&config.pricing.models);
+    if config.auth.mode != crate::quota::AuthMode::Open && config.pricing.unpriced == crate::pricing::Unpriced::Refuse {
+        for ch in config.channels.iter().filter(|c| c.enabled) {
+            let (_, missing) = prices.coverage(&ch.models);
+            for pattern in missing {
+                tracing::warn!(channel = %ch.name, models = %pattern,
+                    "no price covers these models: requests for them are refused until [[pricing.models]] has them \
+                     (or [pricing] unpriced = \"free\")");
+            }
+        }
+    }
     let ctx = Arc::new(WorkerCtx {
         auth: config.auth.clone(),
         tokens,
         quota,
         rates,
         group_ratios: config.pricing.groups.clone(),
+        unpriced: config.pricing.unpriced,
         presence: dashmap::DashMap::new(),
         worker_id: nuid::next().to_string(),
         client: client.clone(),
         admission: admission::Admission::new(wc.concurrency, wc.max_queued, Duration::from_millis(wc.queue_timeout_ms)),
         config: wc.clone(),
         router,
-        prices: PriceTable::new(&config.pricing.models),
+        prices,
         inflight: inflight::InFlight::default(),
         metrics: crate::metrics::Metrics::new("ailurus_worker", "platform"),
     });

@@ -368,9 +368,15 @@ async fn attempt(job: &Job, cand: &Candidate, replier: &Replier) -> Result<(Deli
     }
     let body: Bytes = match upstream_format {
         None => Bytes::new(),
-        Some(f) if passthrough => formats::passthrough::body(f, raw_body, &cand.upstream_model, job.chat.stream)
-            .map_err(AttemptFail::Unmappable)?
-            .into(),
+        Some(f) if passthrough => {
+            let mut b = formats::passthrough::body(f, raw_body, &cand.upstream_model, job.chat.stream)
+                .map_err(AttemptFail::Unmappable)?;
+            if let Some(cap) = job.output_cap {
+                b = formats::passthrough::with_output_cap(f, &b, &cand.upstream_model, cap)
+                    .map_err(AttemptFail::Unmappable)?;
+            }
+            b.into()
+        }
         Some(f) => f.build_request(&job.chat, &cand.upstream_model).map_err(AttemptFail::Unmappable)?.into(),
     };
     let deadline = tokio::time::Instant::now() + cand.channel.config.timeouts.total();

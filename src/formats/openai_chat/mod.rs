@@ -87,6 +87,7 @@ pub use encoder::{encoder, Encoder};
 pub use request::parse_request;
 pub use response::{render_error, render_response};
 pub use upstream_request::build_request;
+pub(crate) use upstream_request::wants_max_completion_tokens;
 pub use upstream_response::parse_response;
 
 /// The current Unix time in seconds (`created` of responses and chunks).

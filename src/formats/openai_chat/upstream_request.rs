@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 pub(super) const IMAGE_NOTE: &str = "[image omitted: OpenAI Chat tool results carry text only]";
 
 /// OpenAI reasoning models reject `max_tokens`.
-fn wants_max_completion_tokens(model: &str) -> bool {
+pub(crate) fn wants_max_completion_tokens(model: &str) -> bool {
     let m = model.rsplit('/').next().unwrap_or(model);
     ["o1", "o3", "o4", "gpt-5"].iter().any(|p| m.starts_with(p))
 }
