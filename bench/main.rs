@@ -342,6 +342,11 @@ listen = "{bridge}"
 [routing]
 builtin_mock = false
 
+[[pricing.models]]
+pattern = "bench*"
+input = 1.0
+output = 2.0
+
 [[channels]]
 name = "bench-openai"
 kind = "openai"
