@@ -672,7 +672,11 @@ async fn cluster() {
     let lone = ailurus::bus::connect_with(&nodes[victim].url(), "lone", &ConnectAuth::default()).await.unwrap();
     let lone_js = async_nats::jetstream::new(lone.clone());
     let lone_tokens = TokenStore::open(&lone_js).await.unwrap();
-    let rec = lone_tokens.lookup(&ailurus::credential::hash(&token)).await.expect("token record on the restarted node");
+    let rec = lone_tokens
+        .lookup(&ailurus::credential::hash(&token))
+        .await
+        .expect("the restarted node answers")
+        .expect("token record on the restarted node");
     assert_eq!(rec.user_id, "carol");
     let lone_quota = QuotaStore::open(lone).await.unwrap();
     assert_eq!(lone_quota.account(&carol).await.unwrap().map(|a| a.total), Some(50_000_000));

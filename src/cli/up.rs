@@ -40,7 +40,7 @@ async fn seed_demo(client: &async_nats::Client, data_dir: &std::path::Path) -> R
     let path = data_dir.join("demo-token");
     if let Ok(saved) = std::fs::read_to_string(&path) {
         let saved = saved.trim().to_string();
-        if let Some(rec) = store.lookup(&crate::credential::hash(&saved)).await {
+        if let Ok(Some(rec)) = store.lookup(&crate::credential::hash(&saved)).await {
             if rec.status == tokens::TokenStatus::Active && !rec.expired(time::OffsetDateTime::now_utc()) {
                 return Ok(saved);
             }

@@ -127,8 +127,18 @@ pub async fn authenticate(
         return Err(AuthError::new(503, "token store unavailable", None));
     };
     let hash = token.hash();
-    let Some(rec) = store.lookup(&hash).await else {
-        return Err(AuthError::new(401, "invalid API token", None));
+    let rec = match store.lookup(&hash).await {
+        Ok(Some(rec)) => rec,
+        Ok(None) => return Err(AuthError::new(401, "invalid API token", None)),
+        // The bucket did not answer (the cache was not proven current, or did not hold the
+        // token): refuse rather than trust a copy that may miss a revocation.
+        Err(e) => {
+            tracing::warn!(error = %e, "token lookup failed; refusing");
+            return Err(AuthError {
+                error: RequestError::new(503, "token store unavailable; retry shortly").retry_after(1),
+                user: None,
+            });
+        }
     };
     let user = Some(rec.user_id.as_str());
     if rec.status == TokenStatus::Revoked {

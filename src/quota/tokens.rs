@@ -1,13 +1,19 @@
 //! API tokens. The plain token (`sk-ail-…`) is shown once at creation; the `TOKENS` bucket
 //! keeps only its sha256 (the key) and a record. Workers hold every record in memory and
 //! follow the bucket with a KV watch, so a revocation reaches every worker in milliseconds.
+//! The copy is trusted only while it is proven current (see [`MAX_STALE`]); otherwise a
+//! lookup reads the bucket, and refuses when the bucket does not answer.
 
 use crate::shutdown::Shutdown;
+use async_nats::connection::State;
 use async_nats::jetstream::{self, kv};
 use dashmap::DashMap;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 /// The KV bucket name.
@@ -99,13 +105,92 @@ pub fn generate() -> Result<String, String> {
     Ok(out)
 }
 
+/// How long the in-memory copy is trusted after the last proof that it was current: a
+/// lookup answers from the cache only if, at most `MAX_STALE` before, the server's last
+/// revision of the bucket (asked every [`PROBE_EVERY`]) was already applied to the cache.
+/// Otherwise — watch ended, failed, fell behind, connection lost, or a reload not finished —
+/// the lookup reads the bucket itself (within [`LOOKUP_TIMEOUT`]) and refuses if it cannot.
+/// So a revocation acknowledged by the server at time `t` is honoured by every lookup from
+/// `t + MAX_STALE` on, whatever happens to the watch (normally within milliseconds).
+pub const MAX_STALE: Duration = Duration::from_secs(2);
+
+/// How often the follower asks the server for the bucket's last revision.
+pub const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// Bound on a lookup's own read of the bucket (when the cache is not trusted, or misses).
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Bound on each request of the follower (stream info, opening the watch).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Bound on loading every key when the follower (re)starts.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// First pause before following again after the watch was lost; doubles up to
+/// [`BACKOFF_MAX`], back to this once a watch has lasted [`BACKOFF_RESET`].
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+const BACKOFF_RESET: Duration = Duration::from_secs(10);
+
+/// A record and the bucket revision it came from.
+#[derive(Debug, Clone)]
+struct Cached {
+    revision: u64,
+    record: TokenRecord,
+}
+
+/// When the cache was last proven current.
+#[derive(Debug)]
+struct Freshness {
+    /// Origin of `verified`.
+    epoch: Instant,
+    /// Microseconds from `epoch` to the sending of the last probe whose revision the cache
+    /// had reached, plus one; 0: not trusted.
+    verified: AtomicU64,
+}
+
+impl Freshness {
+    fn new() -> Self {
+        Self { epoch: Instant::now(), verified: AtomicU64::new(0) }
+    }
+
+    /// Whether lookups may answer from the cache now.
+    fn trusted(&self) -> bool {
+        match self.verified.load(Ordering::Acquire) {
+            0 => false,
+            v => self.epoch.elapsed() < Duration::from_micros(v - 1) + MAX_STALE,
+        }
+    }
+
+    /// The cache held every revision the bucket had when `sent`.
+    fn verify(&self, sent: Instant) {
+        let us = u64::try_from(sent.saturating_duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX - 1);
+        self.verified.store(us + 1, Ordering::Release);
+    }
+
+    /// Stop trusting the cache until the next proof.
+    fn distrust(&self) {
+        self.verified.store(0, Ordering::Release);
+    }
+}
+
 /// The token store: KV plus the in-memory copy.
 #[derive(Clone)]
 pub struct TokenStore {
     /// The bucket.
     kv: kv::Store,
+    /// The connection, to see it drop.
+    client: async_nats::Client,
     /// hash → record, kept fresh by [`TokenStore::follow`].
-    cache: Arc<DashMap<String, TokenRecord>>,
+    cache: Arc<DashMap<String, Cached>>,
+    /// Whether the cache may be trusted.
+    fresh: Arc<Freshness>,
+}
+
+/// The watch being followed and the highest bucket revision applied to the cache.
+struct Live {
+    watch: kv::Watch,
+    revision: u64,
 }
 
 impl TokenStore {
@@ -115,57 +200,212 @@ impl TokenStore {
             .get_key_value(BUCKET)
             .await
             .map_err(|e| format!("KV bucket {BUCKET}: {e} (run `ailurus streams apply`)"))?;
-        Ok(Self { kv, cache: Arc::new(DashMap::new()) })
+        Ok(Self { kv, client: js.client(), cache: Arc::new(DashMap::new()), fresh: Arc::new(Freshness::new()) })
     }
 
     /// Follow the bucket until `shutdown`: every put and delete updates the cache. Returns
-    /// once the current contents are loaded.
+    /// once the current contents are loaded (an error if they cannot be). When the watch
+    /// ends, fails, falls behind or the connection drops, the cache is distrusted (lookups
+    /// read the bucket, see [`MAX_STALE`]), and after a short backoff a new watch is opened
+    /// and every key loaded again, so revoked, deleted and purged tokens leave the cache.
     pub async fn follow(&self, shutdown: Shutdown) -> Result<(), String> {
-        let mut watch = self.kv.watch_with_history(">").await.map_err(|e| format!("watch {BUCKET}: {e}"))?;
-        // Load what exists now, synchronously, so the first requests hit the cache.
-        let mut keys = self.kv.keys().await.map_err(|e| format!("keys {BUCKET}: {e}"))?;
-        while let Some(Ok(key)) = keys.next().await {
-            if let Ok(Some(v)) = self.kv.get(key.as_str()).await {
-                if let Ok(rec) = serde_json::from_slice::<TokenRecord>(&v) {
-                    self.cache.insert(key, rec);
-                }
-            }
-        }
-        let cache = self.cache.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.wait() => break,
-                    entry = watch.next() => match entry {
-                        Some(Ok(e)) => match e.operation {
-                            kv::Operation::Put => match serde_json::from_slice::<TokenRecord>(&e.value) {
-                                Ok(rec) => { cache.insert(e.key, rec); }
-                                Err(err) => tracing::warn!(key = %e.key, error = %err, "unreadable token record"),
-                            },
-                            kv::Operation::Delete | kv::Operation::Purge => { cache.remove(&e.key); }
-                        },
-                        Some(Err(err)) => tracing::warn!(error = %err, "token watch error"),
-                        None => {
-                            tracing::warn!("token watch ended");
-                            break;
-                        }
-                    },
-                }
-            }
-        });
+        let live = self.load().await?;
+        let this = self.clone();
+        tokio::spawn(async move { this.follow_loop(live, shutdown).await });
         Ok(())
     }
 
-    /// The record for a token hash: the cache, else the bucket (a token created a moment
-    /// ago on another process).
-    pub async fn lookup(&self, token_hash: &str) -> Option<TokenRecord> {
-        if let Some(r) = self.cache.get(token_hash) {
-            return Some(r.clone());
+    /// Whether lookups currently answer from the cache (it was proven current within
+    /// [`MAX_STALE`]).
+    pub fn cache_trusted(&self) -> bool {
+        self.fresh.trusted()
+    }
+
+    /// Follow `live`; when it is lost, back off, load again and follow that, until `shutdown`.
+    async fn follow_loop(self, live: Live, shutdown: Shutdown) {
+        let mut live = Some(live);
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if let Some(l) = live.take() {
+                let started = Instant::now();
+                match self.follow_live(l, &shutdown).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "token watch lost; lookups read the bucket until it is followed again")
+                    }
+                }
+                self.fresh.distrust();
+                if started.elapsed() >= BACKOFF_RESET {
+                    backoff = BACKOFF_MIN;
+                }
+            }
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            if self.client.connection_state() != State::Connected {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                loaded = self.load() => match loaded {
+                    Ok(l) => {
+                        tracing::info!("token watch following {BUCKET} again");
+                        live = Some(l);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "token watch not reopened yet"),
+                },
+            }
         }
-        let v = self.kv.get(token_hash).await.ok().flatten()?;
-        let rec: TokenRecord = serde_json::from_slice(&v).ok()?;
-        self.cache.insert(token_hash.to_string(), rec.clone());
-        Some(rec)
+    }
+
+    /// The bucket's last revision and message count, from the server.
+    async fn bucket_state(kv: &kv::Store) -> Result<(u64, u64), String> {
+        let info = tokio::time::timeout(REQUEST_TIMEOUT, kv.stream.get_info())
+            .await
+            .map_err(|_| format!("stream info of {BUCKET} timed out"))?
+            .map_err(|e| format!("stream info of {BUCKET}: {e}"))?;
+        Ok((info.state.last_sequence, info.state.messages))
+    }
+
+    /// Open a watch that starts with the last value of every key, read it until it has
+    /// delivered what the bucket held when we started, and replace the cache with that set.
+    /// The cache is distrusted meanwhile.
+    async fn load(&self) -> Result<Live, String> {
+        self.fresh.distrust();
+        let asked = Instant::now();
+        let (last, messages) = Self::bucket_state(&self.kv).await?;
+        let mut watch = tokio::time::timeout(REQUEST_TIMEOUT, self.kv.watch_with_history(">"))
+            .await
+            .map_err(|_| format!("watch {BUCKET} timed out"))?
+            .map_err(|e| format!("watch {BUCKET}: {e}"))?;
+        let mut set: HashMap<String, Cached> = HashMap::new();
+        let mut revision = 0;
+        // Nothing to read when the bucket was empty; else read until the last revision we saw
+        // (deliveries are in revision order) or until nothing is pending.
+        if messages > 0 {
+            let deadline = tokio::time::Instant::now() + LOAD_TIMEOUT;
+            loop {
+                let entry = tokio::time::timeout_at(deadline, watch.next())
+                    .await
+                    .map_err(|_| format!("loading {BUCKET} timed out"))?
+                    .ok_or_else(|| format!("watch {BUCKET} ended while loading"))?
+                    .map_err(|e| format!("watch {BUCKET} while loading: {e}"))?;
+                revision = revision.max(entry.revision);
+                let done = entry.revision >= last || entry.delta == 0;
+                match parse(&entry) {
+                    Some(c) => set.insert(entry.key, c),
+                    None => set.remove(&entry.key),
+                };
+                if done {
+                    break;
+                }
+            }
+        }
+        self.cache.retain(|k, _| set.contains_key(k));
+        for (k, c) in set {
+            self.cache.insert(k, c);
+        }
+        // Everything up to `last` is applied: trusted as of when we asked for it.
+        self.fresh.verify(asked);
+        Ok(Live { watch, revision: revision.max(last) })
+    }
+
+    /// Apply updates from `live` and prove the cache current every [`PROBE_EVERY`]. `Ok` on
+    /// shutdown; `Err` when the watch ends or fails, the connection drops, or no proof
+    /// succeeds for [`MAX_STALE`].
+    async fn follow_live(&self, live: Live, shutdown: &Shutdown) -> Result<(), String> {
+        let Live { mut watch, mut revision } = live;
+        let mut tick = tokio::time::interval(PROBE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        type Probe = std::pin::Pin<Box<dyn std::future::Future<Output = (Instant, Result<(u64, u64), String>)> + Send>>;
+        let mut probe: Option<Probe> = None;
+        // A probe's answer not reached yet: (when it was asked, last revision).
+        let mut target: Option<(Instant, u64)> = None;
+        let mut proven = Instant::now();
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return Ok(()),
+                entry = watch.next() => match entry {
+                    Some(Ok(e)) => {
+                        revision = revision.max(e.revision);
+                        self.apply(e);
+                    }
+                    Some(Err(e)) => return Err(format!("watch {BUCKET}: {e}")),
+                    None => return Err(format!("watch {BUCKET} ended")),
+                },
+                _ = tick.tick() => {
+                    if self.client.connection_state() != State::Connected {
+                        return Err("NATS connection lost".into());
+                    }
+                    if proven.elapsed() > MAX_STALE {
+                        return Err(format!("cache not proven current for {:?}", proven.elapsed()));
+                    }
+                    if probe.is_none() && target.is_none() {
+                        let kv = self.kv.clone();
+                        probe = Some(Box::pin(async move {
+                            let asked = Instant::now();
+                            (asked, Self::bucket_state(&kv).await)
+                        }));
+                    }
+                }
+                (asked, answer) = async {
+                    match probe.as_mut() {
+                        Some(p) => p.await,
+                        None => std::future::pending().await,
+                    }
+                }, if probe.is_some() => {
+                    probe = None;
+                    match answer {
+                        // An empty bucket has nothing to catch up with.
+                        Ok((last, messages)) => target = Some((asked, if messages == 0 { 0 } else { last })),
+                        Err(e) => tracing::debug!(error = %e, "token cache probe failed"),
+                    }
+                }
+            }
+            if let Some((asked, last)) = target {
+                if revision >= last {
+                    self.fresh.verify(asked);
+                    proven = asked;
+                    target = None;
+                }
+            }
+        }
+    }
+
+    /// Apply one watch entry, unless the cache already holds a later revision of its key.
+    fn apply(&self, e: kv::Entry) {
+        let newer = self.cache.get(&e.key).is_none_or(|c| c.revision < e.revision);
+        if !newer {
+            return;
+        }
+        match parse(&e) {
+            Some(c) => {
+                self.cache.insert(e.key, c);
+            }
+            None => {
+                self.cache.remove(&e.key);
+            }
+        }
+    }
+
+    /// The record for a token hash: the cache while it is trusted, else (or on a miss: a
+    /// token created a moment ago on another process) the bucket. `Err` when the cache is
+    /// not trusted and the bucket does not answer within [`LOOKUP_TIMEOUT`]: the caller must
+    /// refuse. The message never contains the hash.
+    pub async fn lookup(&self, token_hash: &str) -> Result<Option<TokenRecord>, String> {
+        if self.fresh.trusted() {
+            if let Some(c) = self.cache.get(token_hash) {
+                return Ok(Some(c.record.clone()));
+            }
+        }
+        // Not stored in the cache: only the watch writes it, in revision order.
+        let v = tokio::time::timeout(LOOKUP_TIMEOUT, self.kv.get(token_hash))
+            .await
+            .map_err(|_| format!("reading {BUCKET} timed out after {LOOKUP_TIMEOUT:?}"))?
+            .map_err(|e| format!("reading {BUCKET}: {}", e.kind()))?;
+        Ok(v.and_then(|v| serde_json::from_slice::<TokenRecord>(&v).ok()))
     }
 
     /// Create a token; returns the plain token (shown once) and its record.
@@ -251,6 +491,22 @@ impl TokenStore {
     }
 }
 
+/// A watch entry as cached: `None` for a deleted, purged or unreadable record.
+fn parse(e: &kv::Entry) -> Option<Cached> {
+    match e.operation {
+        kv::Operation::Put => match serde_json::from_slice::<TokenRecord>(&e.value) {
+            Ok(record) => Some(Cached { revision: e.revision, record }),
+            Err(err) => {
+                // The key is a credential (the hash is accepted as one): log only its id.
+                let id = e.key.get(..12).unwrap_or_default();
+                tracing::warn!(id, error = %err, "unreadable token record");
+                None
+            }
+        },
+        kv::Operation::Delete | kv::Operation::Purge => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,5 +533,23 @@ mod tests {
         assert!(rec.expired(OffsetDateTime::now_utc()));
         rec.expires_at = None;
         assert!(!rec.expired(OffsetDateTime::now_utc()));
+    }
+
+    #[test]
+    fn tokens_cache_is_trusted_only_within_max_stale_of_a_proof() {
+        let f = Freshness::new();
+        assert!(!f.trusted(), "never proven");
+        f.verify(Instant::now());
+        assert!(f.trusted());
+        // Proven longer than MAX_STALE ago: no longer trusted.
+        if let Some(epoch) = Instant::now().checked_sub(MAX_STALE + Duration::from_millis(100)) {
+            let old = Freshness { epoch, verified: AtomicU64::new(0) };
+            old.verify(epoch);
+            assert!(!old.trusted());
+            old.verify(epoch + Duration::from_millis(200));
+            assert!(old.trusted());
+        }
+        f.distrust();
+        assert!(!f.trusted(), "distrusted until the next proof");
     }
 }
