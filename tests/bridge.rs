@@ -89,6 +89,15 @@ fn cases() -> Vec<Case> {
             ..case("POST", "/v1/responses", RESP_STREAM, 200, "text/event-stream", "response.completed")
         },
         case("POST", "/v1/chat/completions", CHAT, 200, "application/json", "chat.completion"),
+        // JSON as `curl -d` sends it (form content type) is JSON all the same.
+        Case {
+            header: Some(("content-type", "application/x-www-form-urlencoded")),
+            ..case("POST", "/v1/chat/completions", CHAT, 200, "application/json", "chat.completion")
+        },
+        Case {
+            header: Some(("content-type", "application/x-www-form-urlencoded")),
+            ..case("POST", "/v1/messages", ANTH, 200, "application/json", "\"type\":\"message\"")
+        },
         Case {
             stream: Some(Format::OpenAiChat),
             ..case("POST", "/chat/completions", CHAT_STREAM, 200, "text/event-stream", "[DONE]")

@@ -45,15 +45,30 @@ async fn the_cli_applies_and_lists() {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_ailurus"))
             .args(args)
             .env("NATS_URL", &stack.server.url)
+            .env_remove("AILURUS_LOG")
+            .env_remove("RUST_LOG")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        // A one-shot command prints its output, not the service log ("NATS connection
+        // (re-)established" and the like).
+        assert!(!stderr.contains("INFO"), "{args:?} logged at info: {stderr}");
         String::from_utf8(out.stdout).unwrap()
     };
     assert_eq!(run(&["streams", "apply"]).matches("created").count(), streams::EMBEDDED.len());
     assert_eq!(run(&["streams", "apply"]).matches("unchanged").count(), streams::EMBEDDED.len());
     let list = run(&["streams", "list"]);
     assert!(list.contains("LLM_USAGE") && list.contains("llm.request.*"), "{list}");
+    // RUST_LOG (or AILURUS_LOG) still raises the level.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ailurus"))
+        .args(["streams", "list"])
+        .env("NATS_URL", &stack.server.url)
+        .env_remove("AILURUS_LOG")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("INFO"), "RUST_LOG=info was not honoured");
 }
 
 #[tokio::test]
@@ -80,4 +95,6 @@ async fn channel_health_is_published_for_ailurus_channels() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("1 live worker") && text.contains("mock"), "{text}");
+    // The built-in mock's models are priced by the built-in table.
+    assert!(text.contains("prices") && text.lines().any(|l| l.starts_with("mock") && l.contains(" all ")), "{text}");
 }

@@ -167,8 +167,9 @@ fn nats_headers(
 }
 
 /// Refuse ambiguous or unreadable requests before forwarding: a credential header sent twice
-/// (which token is meant?) is a 400, and a body declared as something other than JSON is a
-/// 415 (a missing `Content-Type` is taken as JSON). The refusal is a status and a message.
+/// (which token is meant?) is a 400, and a body declared as something clearly not JSON
+/// (multipart, XML, text) is a 415. A missing `Content-Type`, and the form type `curl -d`
+/// sends, are taken as JSON. The refusal is a status and a message.
 fn check_headers(http: &HeaderMap, has_body: bool) -> Result<(), (u16, String)> {
     for name in ["authorization", "x-api-key", "x-goog-api-key"] {
         if http.get_all(name).iter().count() > 1 {
@@ -184,7 +185,10 @@ fn check_headers(http: &HeaderMap, has_body: bool) -> Result<(), (u16, String)> 
     }
     if let Some(ct) = types.first() {
         let ct = ct.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        if !(ct == "application/json" || ct == "text/json" || ct.ends_with("+json")) {
+        // `curl -d` sends form-encoded: taken as what it carries (the worker refuses a body
+        // that is not JSON, in the route's format).
+        let form = ct == "application/x-www-form-urlencoded";
+        if !(form || ct == "application/json" || ct == "text/json" || ct.ends_with("+json")) {
             return Err((415, format!("content-type {ct:?} is not supported: send application/json")));
         }
     }

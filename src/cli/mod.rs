@@ -75,7 +75,9 @@ pub enum Command {
 /// Parse arguments, run, map errors to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // Services log what they do; one-shot commands print only their output and warnings.
+    let service = matches!(cli.command, Command::Up(_) | Command::Worker { .. } | Command::Bridge { .. });
+    init_tracing(if service { "info,async_nats=warn" } else { "warn" });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -116,9 +118,11 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     }
 }
 
-fn init_tracing() {
+/// Log to stderr at `AILURUS_LOG`, else `RUST_LOG`, else `default`.
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AILURUS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
