@@ -467,6 +467,7 @@ async fn rate_limits_hold_across_two_workers() {
         let ended = epoch_secs();
         if started / 60 != ended / 60 {
             assert!(run < 2, "two runs in a row crossed a minute boundary ({started}..{ended})");
+            println!("the tpm run crossed a minute boundary ({started}..{ended}); running it again");
             continue;
         }
         assert_eq!(first.0, ReplyKind::Done, "{first:?}");
