@@ -44,7 +44,9 @@ pub struct Timeouts {
     /// Longest gap between two stream events.
     #[serde(default = "Timeouts::default_idle_ms")]
     pub idle_ms: u64,
-    /// Whole attempt, end to end.
+    /// Whole attempt, end to end: the request, the first byte and every stream event or body
+    /// byte after it. Past the first byte a stream cut by it ends with an in-stream error in
+    /// the client's format (no failover), billed for what was delivered.
     #[serde(default = "Timeouts::default_total_ms")]
     pub total_ms: u64,
 }

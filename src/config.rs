@@ -91,6 +91,12 @@ pub struct WorkerConfig {
     /// Interval between two scans for orphaned quota holds.
     #[serde(default = "WorkerConfig::default_reaper_ms")]
     pub reaper_ms: u64,
+    /// How long a user's presence record (`user.<id>.presence`) lives without a refresh, in
+    /// milliseconds, rounded up to whole seconds (the unit of a message TTL). A user's
+    /// requests refresh it at most every third of this, and at most every 30 s, so an active
+    /// user stays online and one who stops goes offline by itself. At least 1000.
+    #[serde(default = "WorkerConfig::default_presence_ttl_ms")]
+    pub presence_ttl_ms: u64,
     /// Serve Prometheus metrics (`GET /metrics`: requests, latency, `gateway_overhead_seconds`)
     /// on this address, e.g. `127.0.0.1:9464`. Off when unset.
     #[serde(default)]
@@ -125,6 +131,9 @@ impl WorkerConfig {
     const fn default_reaper_ms() -> u64 {
         5_000
     }
+    const fn default_presence_ttl_ms() -> u64 {
+        90_000
+    }
 
     /// [`Self::heartbeat_ms`] as a duration.
     pub fn heartbeat(&self) -> Duration {
@@ -144,6 +153,7 @@ impl Default for WorkerConfig {
             audit_copy: Self::default_audit_copy(),
             liveness_ms: Self::default_liveness_ms(),
             reaper_ms: Self::default_reaper_ms(),
+            presence_ttl_ms: Self::default_presence_ttl_ms(),
             metrics_listen: None,
         }
     }
@@ -219,6 +229,11 @@ impl Config {
         if w.liveness_ms < 1_000 {
             return Err(ConfigError("worker.liveness_ms must be at least 1000 (key TTLs are whole seconds)".into()));
         }
+        if w.presence_ttl_ms < 1_000 {
+            return Err(ConfigError(
+                "worker.presence_ttl_ms must be at least 1000 (message TTLs are whole seconds)".into(),
+            ));
+        }
         if w.reaper_ms == 0 {
             return Err(ConfigError("worker.reaper_ms must be positive".into()));
         }
@@ -259,6 +274,7 @@ mod tests {
         Config::default().validate().unwrap();
         let cfg = Config::from_toml("").unwrap();
         assert_eq!(cfg.worker.heartbeat_ms, 1000);
+        assert_eq!(cfg.worker.presence_ttl_ms, 90_000);
     }
 
     #[test]
@@ -267,6 +283,8 @@ mod tests {
         assert!(err.0.contains("concurency"), "{err}");
         let err = Config::from_toml("[worker]\nconcurrency = 0\n").unwrap_err();
         assert!(err.0.contains("worker.concurrency"), "{err}");
+        let err = Config::from_toml("[worker]\npresence_ttl_ms = 500\n").unwrap_err();
+        assert!(err.0.contains("worker.presence_ttl_ms"), "{err}");
         let err = Config::from_toml("[[pricing.models]]\npattern = \"x\"\ninput = -1.0\n").unwrap_err();
         assert!(err.0.contains("pricing.models[0].input"), "{err}");
     }

@@ -10,14 +10,20 @@ use ailurus::config::Config;
 use ailurus::protocol::Platform;
 use ailurus::quota::account::QuotaStore;
 use ailurus::quota::tokens::TokenStore;
+use async_nats::jetstream::stream::DirectGetErrorKind;
 use async_nats::HeaderMap;
 use common::{request, Stack};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 async fn stack() -> (Stack, TokenStore, QuotaStore) {
+    stack_with(Config::default()).await
+}
+
+/// A server with the streams and one worker on `config`, and the token and quota stores.
+async fn stack_with(config: Config) -> (Stack, TokenStore, QuotaStore) {
     let mut stack = Stack::server_only().await;
     stack.apply_streams().await;
-    stack.add_worker(Config::default()).await;
+    stack.add_worker(config).await;
     let js = async_nats::jetstream::new(stack.client.clone());
     (stack, TokenStore::open(&js).await.unwrap(), QuotaStore::open(stack_client(&js)).await.unwrap())
 }
@@ -166,17 +172,48 @@ async fn two_interleaved_sessions_come_back_in_order() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 8);
 }
 
+/// A request marks its user online on `user.<id>.presence` with the configured TTL
+/// (`worker.presence_ttl_ms`, 90 s by default; 2 s here), and the record vanishes from the
+/// stream once the TTL has passed — not before.
 #[tokio::test]
 async fn presence_is_published_and_expires() {
-    let (stack, tokens, quota) = stack().await;
+    assert_eq!(Config::default().worker.presence_ttl_ms, 90_000, "the production TTL");
+    let ttl = Duration::from_secs(2);
+    let mut config = Config::default();
+    config.worker.presence_ttl_ms = ttl.as_millis() as u64;
+    let (stack, tokens, quota) = stack_with(config).await;
     quota.topup(&Token::new("user_id", "dan").unwrap(), 10_000_000).await.unwrap();
     let (token, _) = tokens.create("dan", "t", None, vec![], None).await.unwrap();
-    run(&stack, &token, "dan", "mock", "hi", false, None).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let js = async_nats::jetstream::new(stack.client.clone());
     let stream = js.get_stream("USER_EVENTS").await.unwrap();
-    let msg = stream.direct_get_last_for_subject("user.dan.presence").await.unwrap();
+    let subject = ailurus::bus::subjects::presence(&Token::new("user_id", "dan").unwrap());
+    let sent = Instant::now();
+    run(&stack, &token, "dan", "mock", "hi", false, None).await;
+    // Published (the worker publishes it on the side: poll, bounded).
+    let msg = loop {
+        match stream.direct_get_last_for_subject(subject.as_str()).await {
+            Ok(m) => break m,
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound && sent.elapsed() < Duration::from_secs(5) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("no presence record: {e}"),
+        }
+    };
     let p: ailurus::worker::sync::Presence = serde_json::from_slice(&msg.payload).unwrap();
     assert_eq!(p.status, "online");
-    assert_eq!(msg.headers.get("Nats-TTL").map(|v| v.as_str()), Some("90s"));
+    assert_eq!(msg.headers.get("Nats-TTL").map(|v| v.as_str()), Some("2s"));
+    // Gone once the TTL has passed: poll until the stream no longer holds it, bounded.
+    let gone = loop {
+        match stream.direct_get_last_for_subject(subject.as_str()).await {
+            Ok(_) => {
+                assert!(sent.elapsed() < ttl + Duration::from_secs(5), "the presence record never expired");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => break sent.elapsed(),
+            Err(e) => panic!("reading the presence record: {e}"),
+        }
+    };
+    // It was published after `sent`, so it cannot have expired sooner than the TTL after it.
+    assert!(gone >= ttl, "expired after {gone:?}, before its {ttl:?} TTL");
+    println!("the presence record with a {ttl:?} TTL was gone {gone:?} after the request was sent");
 }

@@ -84,7 +84,12 @@ async fn seed(stack: &Stack, model: &str, stream: bool) -> Seed {
 }
 
 async fn seed_req(stack: &Stack, req: &ailurus::protocol::LLMNATSRequest) -> Seed {
-    let mut replies = stack.send(req, Encoding::Json).await;
+    seed_req_with(stack, req, HeaderMap::new()).await
+}
+
+/// A seed request with these headers (a credential, say).
+async fn seed_req_with(stack: &Stack, req: &ailurus::protocol::LLMNATSRequest, h: HeaderMap) -> Seed {
+    let mut replies = stack.requester().send(req, Encoding::Json, h).await.expect("send");
     let mut chunks = Vec::new();
     loop {
         let r = tokio::time::timeout(WAIT, replies.next()).await.expect("reply in time").expect("a final reply");
@@ -1060,6 +1065,301 @@ async fn an_upstream_gone_quiet_mid_stream_ends_with_an_error_within_the_idle_bo
         assert_eq!(st.in_flight, 0, "the quiet connection was closed: {st:?}");
         assert_eq!(spare.count(), 0, "no failover after the first byte");
         assert_eq!(health(&router, "quiet").state, "cooling");
+    })
+    .await;
+}
+
+/// A `mock` channel serving exactly `model`, as the mock's `upstream_model`.
+fn mock_chan(model: &str, upstream_model: &str, extra: &str) -> String {
+    format!(
+        "\n[[channels]]\nname = \"{model}\"\nkind = \"mock\"\npriority = 10\nmodels = [\"{model}\"]\n{extra}\n[channels.model_map]\n\"{model}\" = \"{upstream_model}\"\n"
+    )
+}
+
+/// The total bound of the stream tests: long enough for a few pieces, far below the
+/// streams' own length and the idle timeout.
+const TOTAL_MS: u64 = 1200;
+/// What the total bound may be overrun by on a loaded machine (reply hops, settle).
+const TOTAL_SLACK: Duration = Duration::from_millis(900);
+
+/// A stream that outlives the channel's `timeouts.total_ms` after the first byte — one that
+/// keeps trickling (every gap well inside `idle_ms`) and one that stalls after its first
+/// pieces — from every upstream API and the built-in mock, to a seed client and a native
+/// client of each format: the client keeps what it got, then the usual in-stream error in
+/// its own format (a valid stream), no failover, the request ends within `total_ms` plus a
+/// small margin, the upstream connection is closed, and the ledger and the quota counter
+/// bill exactly the delivered output (the upstreams report a huge usage that only a full
+/// answer would carry).
+#[tokio::test]
+async fn total_timeout_bounds_streams_after_the_first_byte() {
+    use ailurus::quota::account::QuotaStore;
+    use ailurus::quota::ledger;
+    use ailurus::quota::tokens::TokenStore;
+    bounded(Duration::from_secs(150), async {
+        let k = key("AILURUS_T_TOTAL_KEY");
+        // Pieces of exactly four bytes: each is one estimated token, so the billed output
+        // tokens are the number of pieces delivered.
+        let pieces: Vec<String> = (0..40).map(|i| format!("w{i:02} ")).collect();
+        let script = |trickle: bool| Script {
+            answer: Answer::Text(pieces.clone()),
+            usage: Usage { input: 11, output: 100_000, ..Default::default() },
+            fault: if trickle { Fault::None } else { Fault::Hang(3) },
+            piece_delay: Duration::from_millis(if trickle { 150 } else { 0 }),
+            ..Default::default()
+        };
+        let spare = Upstream::with(answer("must not be used")).await;
+        let timeouts = format!("[channels.timeouts]\ntotal_ms = {TOTAL_MS}\nidle_ms = 20000\n");
+        let mut cfg = format!(
+            "[worker]\nrequest_timeout_ms = 20000\n[routing]\nbuiltin_mock = false\n{}",
+            chan("spare", Api::OpenAi, &spare, k, 1, "")
+        );
+        let clients = ["seed", "anthropic", "openai", "responses", "gemini"];
+        // (upstream name, fault name, scripted upstream or the mock); one channel per client
+        // (named as its model), so that each request meets a fresh (not cooling) one.
+        let mut groups: Vec<(String, &str, Option<Upstream>)> = Vec::new();
+        for api in Api::ALL {
+            for fault in ["trickle", "stall"] {
+                let up = Upstream::with(script(fault == "trickle")).await;
+                let name = format!("mock-tt-{}-{fault}", api.kind());
+                for client in clients {
+                    let model = format!("{name}-{client}");
+                    cfg.push_str(&chan(&model, api, &up, k, 10, &format!("models = [\"{model}\"]\n{timeouts}")));
+                }
+                groups.push((name, fault, Some(up)));
+            }
+        }
+        for (fault, upstream_model) in [("trickle", "mock-c60-d150"), ("stall", "mock-hang")] {
+            let name = format!("mock-tt-mock-{fault}");
+            for client in clients {
+                cfg.push_str(&mock_chan(&format!("{name}-{client}"), upstream_model, &timeouts));
+            }
+            groups.push((name, fault, None));
+        }
+        let config: Config = toml::from_str(&cfg).unwrap_or_else(|e| panic!("{e}\n{cfg}"));
+        config.validate().unwrap_or_else(|e| panic!("{e}\n{cfg}"));
+        let router = Arc::new(Router::new(&config.routing, &config.channels).expect("router"));
+        let mut stack = Stack::server_only().await;
+        stack.apply_streams().await;
+        stack.add_routed_worker(config, router.clone()).await;
+        let js = async_nats::jetstream::new(stack.client.clone());
+        let tokens = TokenStore::open(&js).await.unwrap();
+        let quota = QuotaStore::open(stack.client.clone()).await.unwrap();
+        let user = Token::new("user_id", "tina").unwrap();
+        quota.topup(&user, 1_000_000_000).await.unwrap();
+        let (token, _) = tokens.create("tina", "t", None, vec![], None).await.unwrap();
+        let hash = ailurus::credential::hash(&token);
+        let auth = || {
+            let mut h = HeaderMap::new();
+            h.insert(headers::TOKEN_SHA256, hash.as_str());
+            h
+        };
+        let formats = [
+            ("anthropic", Format::AnthropicMessages),
+            ("openai", Format::OpenAiChat),
+            ("responses", Format::OpenAiResponses),
+            ("gemini", Format::GeminiGenerate),
+        ];
+        let total = Duration::from_millis(TOTAL_MS);
+        let longest = std::cell::Cell::new(Duration::ZERO);
+        let in_bound = |took: Duration| {
+            longest.set(longest.get().max(took));
+            took >= total - Duration::from_millis(50) && took < total + TOTAL_SLACK
+        };
+        let mut failures = Vec::new();
+        // Delivered output tokens per model (client), as the client saw them.
+        let mut delivered: Vec<(String, u64)> = Vec::new();
+        for (name, fault, up) in &groups {
+            // The five clients of one upstream at once.
+            let seed_model = format!("{name}-seed");
+            let mut req = request(Platform::Claude, &seed_model, "hello upstream", true);
+            req.user_id = "tina".into();
+            let seed_call = async {
+                let t = Instant::now();
+                let s = seed_req_with(&stack, &req, auth()).await;
+                (s, t.elapsed())
+            };
+            let natives = futures::future::join_all(formats.iter().map(|(client, format)| {
+                let model = format!("{name}-{client}");
+                let hash = hash.clone();
+                let stack = &stack;
+                async move {
+                    let t = Instant::now();
+                    let body = native_body(*format, &model, true);
+                    let n =
+                        native_raw(stack, *format, &model, true, body, &[(headers::TOKEN_SHA256, hash.as_str())]).await;
+                    (model, *format, n, t.elapsed())
+                }
+            }));
+            let ((s, took), natives) = futures::join!(seed_call, natives);
+
+            let check_seed = || -> Result<(), String> {
+                if s.chunks.is_empty() {
+                    return Err("nothing delivered before the cut".into());
+                }
+                if (s.kind, s.status) != (ReplyKind::Error, Some(504)) {
+                    return Err(format!("final {:?} {:?}", s.kind, s.status));
+                }
+                let err = s.resp.error.as_deref().unwrap_or("");
+                if !(err.contains("mid-stream") && err.contains(&format!("{TOTAL_MS} ms total timeout"))) {
+                    return Err(format!("error {err:?}"));
+                }
+                if s.resp.content != s.chunks.concat() {
+                    return Err("the final content is not what was streamed".into());
+                }
+                let want = ailurus::protocol::canonical::estimate_tokens(&s.chunks.concat());
+                if (s.resp.tokens_output, s.resp.usage_estimated) != (want, true) {
+                    return Err(format!("billed {} output tokens, delivered {want}", s.resp.tokens_output));
+                }
+                if !in_bound(took) {
+                    return Err(format!("took {took:?}"));
+                }
+                Ok(())
+            };
+            if let Err(e) = check_seed() {
+                failures.push(format!("{seed_model} (seed): {e}\n{s:?}"));
+            }
+            delivered.push((seed_model, s.resp.tokens_output));
+            for (model, format, n, took) in natives {
+                let text = n.text();
+                // The scripted pieces delivered; the mock's words are counted from the ledger.
+                let got = pieces.iter().filter(|p| text.contains(p.trim_end())).count() as u64;
+                let check = || -> Result<(), String> {
+                    if n.first_status != Some(200) {
+                        return Err(format!("first status {:?}", n.first_status));
+                    }
+                    if up.is_some() && got == 0 {
+                        return Err("nothing delivered before the cut".into());
+                    }
+                    format.validate_stream(&n.bytes).map_err(|e| format!("invalid stream: {e}"))?;
+                    if !text.contains("total timeout") {
+                        return Err("no error event naming the total timeout".into());
+                    }
+                    if n.kind != ReplyKind::Error {
+                        return Err(format!("final {:?}", n.kind));
+                    }
+                    if !in_bound(took) {
+                        return Err(format!("took {took:?}"));
+                    }
+                    Ok(())
+                };
+                if let Err(e) = check() {
+                    failures.push(format!("{model} ({format} client, {fault}): {e}\n{text}"));
+                }
+                if up.is_some() {
+                    delivered.push((model, got));
+                }
+            }
+            if let Some(up) = up {
+                let st = up.wait_for(Duration::from_secs(3), |s| s.dropped == 5).await;
+                if (st.received, st.dropped, st.in_flight) != (5, 5, 0) {
+                    failures.push(format!("{name}: the upstream connections were not all closed: {st:?}"));
+                }
+            }
+            for client in clients {
+                let h = health(&router, &format!("{name}-{client}"));
+                if (h.failures, h.state.as_str()) != (1, "cooling") {
+                    failures.push(format!("{name}-{client}: channel {h:?}"));
+                }
+            }
+        }
+        assert_eq!(spare.count(), 0, "no failover after the first byte");
+        assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n---\n"));
+        println!("total_ms {TOTAL_MS}: the longest request took {:?}", longest.get());
+
+        // The ledger: one usage record per request, its output the delivered tokens, its
+        // charge their price; the quota counter holds exactly the sum.
+        let want = groups.len() * 5;
+        let deadline = Instant::now() + WAIT;
+        let records = loop {
+            let recs: Vec<_> =
+                ledger::read_all(&js, Some(&user)).await.unwrap().into_iter().filter(|r| r.kind == "usage").collect();
+            if recs.len() >= want || Instant::now() > deadline {
+                break recs;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(records.len(), want, "one record per request");
+        let prices = ailurus::pricing::PriceTable::new(&[]);
+        for r in &records {
+            assert!(r.estimated && r.status == 504, "{r:?}");
+            assert!(r.output_tokens > 0 && r.output_tokens < 40, "only a part was delivered: {r:?}");
+            if let Some((_, got)) = delivered.iter().find(|(m, _)| *m == r.model) {
+                assert_eq!(r.output_tokens, *got, "{}: billed output = delivered output", r.model);
+            }
+            let usage = ailurus::protocol::canonical::Usage {
+                input_tokens: r.input_tokens,
+                output_tokens: r.output_tokens,
+                ..Default::default()
+            };
+            assert_eq!(r.quota, ailurus::pricing::usd_to_quota(prices.cost(&r.model, &usage)), "{r:?}");
+        }
+        let used = quota.balance(&user).await.unwrap().used;
+        assert_eq!(used, records.iter().map(|r| r.quota).sum::<i64>(), "the counter holds the ledger's sum");
+    })
+    .await;
+}
+
+/// A whole (non-stream) answer whose body does not come within `total_ms` — headers at
+/// once, then half the body and silence, or the body only after a long pause, or the mock
+/// hanging — is given up at the total bound and fails over (nothing reached the client yet).
+#[tokio::test]
+async fn total_timeout_bounds_a_whole_body() {
+    bounded(Duration::from_secs(60), async {
+        let k = key("AILURUS_T_TOTAL_BODY_KEY");
+        let (half, late) = (Upstream::start().await, Upstream::start().await);
+        half.fault(Fault::Hang(0));
+        late.fault(Fault::SlowStream(Duration::from_secs(10)));
+        let spare = Upstream::with(answer("from spare")).await;
+        let t = format!("[channels.timeouts]\ntotal_ms = {TOTAL_MS}\nidle_ms = 20000\n");
+        let mut cfg = format!("{BASE}{}", chan("spare", Api::Gemini, &spare, k, 1, ""));
+        // One channel per client (named as its model): the first failure cools a channel.
+        for client in ["seed", "native"] {
+            let model = |c: &str| format!("{c}-{client}");
+            cfg.push_str(&chan(
+                &model("half"),
+                Api::OpenAi,
+                &half,
+                k,
+                10,
+                &format!("models = [\"{}\"]\n{t}", model("half")),
+            ));
+            cfg.push_str(&chan(
+                &model("late"),
+                Api::Anthropic,
+                &late,
+                k,
+                10,
+                &format!("models = [\"{}\"]\n{t}", model("late")),
+            ));
+            cfg.push_str(&mock_chan(&model("hang"), "mock-hang", &t));
+        }
+        let (stack, router) = gateway(&cfg).await;
+        let total = Duration::from_millis(TOTAL_MS);
+        for channel in ["half", "late", "hang"] {
+            let start = Instant::now();
+            let s = seed(&stack, &format!("{channel}-seed"), false).await;
+            let took = start.elapsed();
+            assert_eq!((s.kind, s.resp.content.as_str()), (ReplyKind::Done, "from spare"), "{channel}: {s:?}");
+            assert!(took >= total && took < total + TOTAL_SLACK, "{channel}: {took:?}");
+            let start = Instant::now();
+            let n = native(&stack, Format::AnthropicMessages, &format!("{channel}-native"), false).await;
+            let took = start.elapsed();
+            assert_eq!((n.kind, n.first_status), (ReplyKind::Done, Some(200)), "{channel}: {}", n.text());
+            assert!(n.text().contains("from spare"), "{channel}: {}", n.text());
+            assert!(took >= total && took < total + TOTAL_SLACK, "{channel}: {took:?}");
+        }
+        for (name, up) in [("half", &half), ("late", &late)] {
+            let st = up.wait_for(Duration::from_secs(3), |s| s.dropped == 2).await;
+            assert_eq!((st.received, st.dropped, st.in_flight), (2, 2, 0), "{name}: {st:?}");
+        }
+        for channel in ["half", "late", "hang"] {
+            for client in ["seed", "native"] {
+                // (Its cooldown may be over by now.)
+                let h = health(&router, &format!("{channel}-{client}"));
+                assert_eq!((h.successes, h.failures), (0, 1), "{h:?}");
+            }
+        }
+        assert_eq!(spare.count(), 6);
     })
     .await;
 }

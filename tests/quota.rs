@@ -37,12 +37,30 @@ fn auth(token: &str) -> HeaderMap {
 
 /// Send one seed request; return (final kind, status, response).
 async fn call(stack: &Stack, token: &str, user: &str, model: &str) -> (ReplyKind, u16, LLMNATSResponse) {
+    let (kind, status, resp, _) = call_full(stack, token, user, model).await;
+    (kind, status, resp)
+}
+
+/// [`call`], plus the reply's `Retry-After` header as it was sent (if any).
+async fn call_full(
+    stack: &Stack,
+    token: &str,
+    user: &str,
+    model: &str,
+) -> (ReplyKind, u16, LLMNATSResponse, Option<String>) {
     let mut req = request(Platform::Claude, model, "bill me", false);
     req.user_id = user.into();
     req.max_tokens = Some(50);
     let mut replies = stack.requester().send(&req, Encoding::Json, auth(token)).await.unwrap();
     let r = tokio::time::timeout(Duration::from_secs(30), replies.next_content()).await.unwrap().unwrap().unwrap();
-    (r.kind, r.status.unwrap_or(0), r.response(Encoding::Json).unwrap())
+    let retry_after = r.headers.get(headers::RETRY_AFTER).map(|v| v.as_str().to_string());
+    (r.kind, r.status.unwrap_or(0), r.response(Encoding::Json).unwrap(), retry_after)
+}
+
+/// Seconds since the Unix epoch. The rate-limit window is the wall-clock minute of this
+/// clock (`now / 60` in `src/quota/ratelimit.rs`; the workers here run in this process).
+fn epoch_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
 /// Wait until the ledger holds `n` usage records for `user`.
@@ -384,20 +402,42 @@ async fn tokens_never_reach_replies_streams_or_logs() {
 async fn rate_limits_hold_across_two_workers() {
     let (stack, tokens, quota) = billing_stack(2).await;
     quota.topup(&Token::new("user_id", "rita").unwrap(), 10_000_000).await.unwrap();
-    let limits = ailurus::quota::tokens::RateLimits { rpm: Some(5), ..Default::default() };
-    let (token, _) = tokens.create_with_limits("rita", "rpm", None, vec![], None, limits).await.unwrap();
-    // Requests per minute: 5 pass (whichever worker takes them), the rest get 429.
-    // (A minute boundary in the middle would reset the window: retry once if it does.)
-    let mut outcomes = Vec::new();
-    for _ in 0..9 {
-        let (kind, status, resp) = call(&stack, &token, "rita", "mock").await;
-        outcomes.push((kind, status, resp));
+    // Requests per minute: 5 pass (whichever worker takes them), the other 4 get 429 with
+    // the limit named and a Retry-After that points at the next minute. The window is the
+    // wall-clock minute: a run that crosses a minute boundary counts in two windows, so it
+    // runs again, once, with a fresh token (a second crossing would need a run over a
+    // minute long).
+    let mut run = 0;
+    let (outcomes, started, ended) = loop {
+        run += 1;
+        let limits = ailurus::quota::tokens::RateLimits { rpm: Some(5), ..Default::default() };
+        let (token, _) =
+            tokens.create_with_limits("rita", &format!("rpm-{run}"), None, vec![], None, limits).await.unwrap();
+        let started = epoch_secs();
+        let mut outcomes = Vec::new();
+        for _ in 0..9 {
+            outcomes.push(call_full(&stack, &token, "rita", "mock").await);
+        }
+        let ended = epoch_secs();
+        if started / 60 == ended / 60 {
+            break (outcomes, started, ended);
+        }
+        assert!(run < 2, "two runs in a row crossed a minute boundary ({started}..{ended})");
+        println!("the rpm run crossed a minute boundary ({started}..{ended}); running it again");
+    };
+    let kinds: Vec<_> = outcomes.iter().map(|o| o.0).collect();
+    let mut want = vec![ReplyKind::Done; 5];
+    want.extend([ReplyKind::Error; 4]);
+    assert_eq!(kinds, want, "{outcomes:#?}");
+    for (_, status, resp, retry_after) in &outcomes[5..] {
+        assert_eq!(*status, 429, "{resp:?}");
+        assert!(resp.error.as_deref().unwrap_or("").contains("allows 5 requests per minute"), "{resp:?}");
+        // Seconds to the next minute, at some instant of the run.
+        let secs: u64 = retry_after.as_deref().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+            panic!("no numeric Retry-After: {retry_after:?} {resp:?}");
+        });
+        assert!((60 - ended % 60..=60 - started % 60).contains(&secs), "Retry-After {secs} ({started}..{ended})");
     }
-    let ok = outcomes.iter().filter(|o| o.0 == ReplyKind::Done).count();
-    let limited: Vec<_> = outcomes.iter().filter(|o| o.1 == 429).collect();
-    assert!(ok == 5 || ok == 10 - limited.len(), "ok {ok}, limited {}", limited.len());
-    assert!(ok <= 9 && !limited.is_empty() && ok + limited.len() == 9);
-    assert!(limited[0].2.error.as_deref().unwrap().contains("5 requests per minute"));
 
     // Concurrency 2: two hanging streams hold both slots; a third is refused at once; a
     // cancel frees a slot.
@@ -424,13 +464,27 @@ async fn rate_limits_hold_across_two_workers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Tokens per minute: a tiny budget refuses the second request.
-    let limits = ailurus::quota::tokens::RateLimits { tpm: Some(80), ..Default::default() };
-    let (t3, _) = tokens.create_with_limits("rita", "tpm", None, vec![], None, limits).await.unwrap();
-    assert_eq!(call(&stack, &t3, "rita", "mock").await.0, ReplyKind::Done);
-    let (_, status, resp) = call(&stack, &t3, "rita", "mock").await;
-    assert_eq!(status, 429, "{resp:?}");
-    assert!(resp.error.unwrap().contains("tokens per minute"));
+    // Tokens per minute: a tiny budget refuses the second request (in the same minute: a run
+    // across a boundary runs again, once, with a fresh token, as above).
+    for run in 1.. {
+        let limits = ailurus::quota::tokens::RateLimits { tpm: Some(80), ..Default::default() };
+        let (t3, _) =
+            tokens.create_with_limits("rita", &format!("tpm-{run}"), None, vec![], None, limits).await.unwrap();
+        let started = epoch_secs();
+        let first = call(&stack, &t3, "rita", "mock").await;
+        let (_, status, resp, retry_after) = call_full(&stack, &t3, "rita", "mock").await;
+        let ended = epoch_secs();
+        if started / 60 != ended / 60 {
+            assert!(run < 2, "two runs in a row crossed a minute boundary ({started}..{ended})");
+            println!("the tpm run crossed a minute boundary ({started}..{ended}); running it again");
+            continue;
+        }
+        assert_eq!(first.0, ReplyKind::Done, "{first:?}");
+        assert_eq!(status, 429, "{resp:?}");
+        assert!(resp.error.unwrap().contains("tokens per minute"));
+        assert!(retry_after.is_some_and(|v| v.parse::<u64>().is_ok_and(|s| (1..=60).contains(&s))));
+        break;
+    }
 }
 
 #[tokio::test]

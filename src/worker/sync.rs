@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 
 /// Marks a message as the audit copy of a final reply.
 pub const AUDIT: &str = "Ailurus-Audit";
-/// How often a user's presence is refreshed at most.
+/// The longest interval between two refreshes of a user's presence (shorter when a third of
+/// `worker.presence_ttl_ms` is shorter).
 const PRESENCE_EVERY: Duration = Duration::from_secs(30);
-/// How long a presence record lives without a refresh.
-const PRESENCE_TTL: &str = "90s";
 
 /// One chat turn on `chat.<user>.<session>.msg`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,12 +123,15 @@ pub(crate) async fn finished(ctx: &WorkerCtx, job: &super::job::Job, resp: &LLMN
     publish_json(ctx, subjects::chat_status(&u, &s), &status, None).await;
 }
 
-/// Mark an authenticated user online (at most every 30 s; the record expires after 90 s,
-/// so a user who stops sending requests goes offline by itself).
+/// Mark an authenticated user online (at most every third of `worker.presence_ttl_ms`, and
+/// at most every 30 s; the record expires after the TTL, 90 s by default, so a user who stops
+/// sending requests goes offline by itself).
 pub(crate) async fn presence(ctx: &WorkerCtx, user: &Token) {
+    let ttl_secs = ctx.config.presence_ttl_ms.div_ceil(1000).max(1);
+    let every = PRESENCE_EVERY.min(Duration::from_secs(ttl_secs) / 3);
     let now = Instant::now();
     let due = match ctx.presence.get(user.as_str()) {
-        Some(last) => now.duration_since(*last) >= PRESENCE_EVERY,
+        Some(last) => now.duration_since(*last) >= every,
         None => true,
     };
     if !due {
@@ -137,7 +139,7 @@ pub(crate) async fn presence(ctx: &WorkerCtx, user: &Token) {
     }
     ctx.presence.insert(user.to_string(), now);
     let mut h = HeaderMap::new();
-    h.insert("Nats-TTL", PRESENCE_TTL);
+    h.insert("Nats-TTL", format!("{ttl_secs}s").as_str());
     let p = Presence { status: "online".into(), source: "gateway".into(), timestamp: crate::clock::now_rfc3339() };
     publish_json(ctx, subjects::presence(user), &p, Some(h)).await;
 }
