@@ -61,6 +61,21 @@ pub struct Presence {
     pub timestamp: String,
 }
 
+impl ChatRecord {
+    /// One turn of `job`'s chat session `s` of user `u`, stamped `now`.
+    fn turn(role: &str, content: String, job: &super::job::Job, now: &str, u: &Token, s: &Token) -> Self {
+        Self {
+            role: role.into(),
+            content,
+            trace_id: job.trace_id.to_string(),
+            model: job.model.clone(),
+            timestamp: now.to_string(),
+            user_id: u.to_string(),
+            session_id: s.to_string(),
+        }
+    }
+}
+
 async fn publish_json<T: Serialize>(ctx: &WorkerCtx, subject: String, value: &T, headers: Option<HeaderMap>) {
     let Ok(body) = serde_json::to_vec(value) else { return };
     let res = match headers {
@@ -83,15 +98,7 @@ pub(crate) fn session_tokens(user: &str, session: Option<&str>) -> Option<(Token
 pub(crate) async fn started(ctx: &WorkerCtx, job: &super::job::Job) {
     let Some((u, s)) = session_tokens(&job.user_id, job.session_id.as_deref()) else { return };
     let now = crate::clock::now_rfc3339();
-    let record = ChatRecord {
-        role: "user".into(),
-        content: job.chat.last_user_text().unwrap_or_default(),
-        trace_id: job.trace_id.to_string(),
-        model: job.model.clone(),
-        timestamp: now.clone(),
-        user_id: u.to_string(),
-        session_id: s.to_string(),
-    };
+    let record = ChatRecord::turn("user", job.chat.last_user_text().unwrap_or_default(), job, &now, &u, &s);
     publish_json(ctx, subjects::chat_msg(&u, &s), &record, None).await;
     let status =
         StatusRecord { status: "streaming".into(), trace_id: job.trace_id.to_string(), error: None, timestamp: now };
@@ -103,15 +110,7 @@ pub(crate) async fn finished(ctx: &WorkerCtx, job: &super::job::Job, resp: &LLMN
     let Some((u, s)) = session_tokens(&job.user_id, job.session_id.as_deref()) else { return };
     let now = crate::clock::now_rfc3339();
     if !resp.content.is_empty() {
-        let record = ChatRecord {
-            role: "assistant".into(),
-            content: resp.content.clone(),
-            trace_id: job.trace_id.to_string(),
-            model: job.model.clone(),
-            timestamp: now.clone(),
-            user_id: u.to_string(),
-            session_id: s.to_string(),
-        };
+        let record = ChatRecord::turn("assistant", resp.content.clone(), job, &now, &u, &s);
         publish_json(ctx, subjects::chat_msg(&u, &s), &record, None).await;
     }
     let status = StatusRecord {
