@@ -16,7 +16,7 @@ use ailurus::quota::ledger::{self, UsageRecord};
 use ailurus::quota::tokens::TokenStore;
 use async_nats::HeaderMap;
 use common::upstream::{Api, Upstream, Usage};
-use common::Stack;
+use common::{platform_of, Stack};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -59,15 +59,6 @@ fn format_of(api: Api) -> Format {
         Api::Anthropic => Format::AnthropicMessages,
         Api::Responses => Format::OpenAiResponses,
         Api::Gemini => Format::GeminiGenerate,
-    }
-}
-
-fn platform_of(format: Format) -> Platform {
-    match format {
-        Format::AnthropicMessages => Platform::Claude,
-        Format::OpenAiChat => Platform::Openai,
-        Format::OpenAiResponses => Platform::Codex,
-        Format::GeminiGenerate => Platform::Gemini,
     }
 }
 

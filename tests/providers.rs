@@ -15,7 +15,7 @@ use ailurus::router::{HealthSnapshot, Router};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use common::upstream::{Answer, Api, Fault, Script, Upstream, Usage};
-use common::{request, Stack};
+use common::{platform_of, request, Stack};
 use futures::StreamExt;
 use std::future::Future;
 use std::sync::Arc;
@@ -123,15 +123,6 @@ struct Native {
 impl Native {
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.bytes).into_owned()
-    }
-}
-
-fn platform_of(format: Format) -> Platform {
-    match format {
-        Format::AnthropicMessages => Platform::Claude,
-        Format::OpenAiChat => Platform::Openai,
-        Format::OpenAiResponses => Platform::Codex,
-        Format::GeminiGenerate => Platform::Gemini,
     }
 }
 

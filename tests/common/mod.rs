@@ -18,6 +18,17 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The platform (subject) a client of `format` sends on, as the bridge's routes do.
+pub fn platform_of(format: ailurus::formats::Format) -> Platform {
+    use ailurus::formats::Format;
+    match format {
+        Format::AnthropicMessages => Platform::Claude,
+        Format::OpenAiChat => Platform::Openai,
+        Format::OpenAiResponses => Platform::Codex,
+        Format::GeminiGenerate => Platform::Gemini,
+    }
+}
+
 /// A nats-server plus the workers started on it. Everything stops on drop.
 pub struct Stack {
     /// The server (killed on drop).
