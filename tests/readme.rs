@@ -1,0 +1,295 @@
+//! README.md's shell commands, run as typed against a live `ailurus up`, so the docs cannot
+//! drift from the code.
+//!
+//! The test starts `ailurus up` (this build's binary) in a temporary directory on free ports,
+//! then runs every ```` ```sh ```` block of README.md with bash in that directory, one command
+//! after another, each bounded in time and required to succeed. What it changes, and why:
+//!
+//! - `alias ailurus='cargo run -q --release --'` becomes a function calling this build's
+//!   binary (a non-interactive shell does not expand aliases, and a release build does not
+//!   belong in a test);
+//! - the bridge's default address `127.0.0.1:18100` / `localhost:18100` becomes the test's;
+//! - `BRIDGE` and `TOKEN` are set as the README's prose defines them;
+//! - the two set-up commands of "Fresh machine" are not run here: `.ci/run` runs the first
+//!   half of each, this test runs `ailurus up`, and the second is the command running it;
+//! - a command with a trailing `# needs: <program>` comment runs only when that program is on
+//!   `PATH`; otherwise it is skipped with a printed reason;
+//! - a command with a trailing `# runs until Ctrl-C` comment runs for two seconds and must still
+//!   be running then.
+//!
+//! A `curl` command must also answer without an error body.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest one command may take.
+const COMMAND_LIMIT: Duration = Duration::from_secs(60);
+
+/// One command of a block, as the shell will read it.
+#[derive(Debug, Clone)]
+struct Cmd {
+    /// The line (continuations joined).
+    text: String,
+    /// Where it is in README.md (1-based line of its first line).
+    line: usize,
+}
+
+/// The commands of every `sh` block, in order, block by block.
+fn blocks(readme: &str) -> Vec<Vec<Cmd>> {
+    let mut out = Vec::new();
+    // Inside a fenced block, and the commands so far when it is an `sh` one.
+    let mut open: Option<Option<Vec<Cmd>>> = None;
+    let mut pending: Option<Cmd> = None;
+    for (i, raw) in readme.lines().enumerate() {
+        let trimmed = raw.trim_start();
+        if let Some(info) = trimmed.strip_prefix("```") {
+            match open.take() {
+                Some(Some(block)) => out.push(block),
+                Some(None) => {}
+                None => open = Some((info.trim() == "sh").then(Vec::new)),
+            }
+            continue;
+        }
+        let Some(Some(block)) = open.as_mut() else { continue };
+        let cmd = match pending.take() {
+            Some(p) => Cmd { text: format!("{}\n{raw}", p.text), line: p.line },
+            None if trimmed.is_empty() || trimmed.starts_with('#') => continue,
+            None => Cmd { text: raw.to_string(), line: i + 1 },
+        };
+        if cmd.text.ends_with('\\') {
+            pending = Some(cmd);
+        } else {
+            block.push(Cmd { text: cmd.text.trim().to_string(), line: cmd.line });
+        }
+    }
+    out
+}
+
+/// Whether `cmd` only sets a variable (`T=$(cat file)`, `export X=1`), which the next
+/// commands of its block need.
+fn sets_a_variable(cmd: &str) -> bool {
+    if cmd.starts_with("export ") {
+        return true;
+    }
+    let Some((name, value)) = cmd.split_once('=') else { return false };
+    let identifier = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    identifier && (!value.contains(char::is_whitespace) || (value.starts_with("$(") && value.ends_with(')')))
+}
+
+/// Everything after an unquoted `#` that starts a comment, if any (good enough for the
+/// README: markers are plain trailing comments).
+fn comment(cmd: &str) -> Option<&str> {
+    let mut quote: Option<char> = None;
+    let mut prev = ' ';
+    for (i, c) in cmd.char_indices() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '#') if prev.is_whitespace() => return Some(cmd[i + 1..].trim()),
+            _ => {}
+        }
+        prev = c;
+    }
+    None
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// `ailurus up` running in a temporary directory; killed on drop.
+struct Up {
+    child: Child,
+    dir: tempfile::TempDir,
+    bridge: String,
+    nats: String,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        // SIGTERM lets it drain and stop the nats-server it started.
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn up() -> Up {
+    let port = |what: &str| ailurus::nats_server::free_port().unwrap_or_else(|e| panic!("a free port for {what}: {e}"));
+    let (nats_port, bridge_port, monitor, ws) = (port("nats"), port("bridge"), port("monitor"), port("ws"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nats = format!("nats://127.0.0.1:{nats_port}");
+    let bridge = format!("127.0.0.1:{bridge_port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ailurus"))
+        .arg("up")
+        .current_dir(dir.path())
+        .env("NATS_URL", &nats)
+        .env("AILURUS__NATS__URL", &nats)
+        .env("AILURUS__BRIDGE__LISTEN", &bridge)
+        .env("AILURUS_MONITOR_PORT", monitor.to_string())
+        .env("AILURUS_WS_PORT", ws.to_string())
+        .env("NATS_SERVER_BIN", nats_server_bin())
+        .env_remove("AILURUS_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ailurus up");
+    // Ready when it prints its banner; keep draining its stderr afterwards.
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut said = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            said.push(line.clone());
+            if line.contains("Ailurus is up") {
+                let _ = tx.send(Ok(said.join("\n")));
+            }
+        }
+        let _ = tx.send(Err(said.join("\n")));
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(_)) => {}
+        Ok(Err(said)) => panic!("ailurus up stopped before it was up:\n{said}"),
+        Err(_) => panic!("ailurus up was not up within 60 s"),
+    }
+    Up { child, dir, bridge, nats }
+}
+
+fn nats_server_bin() -> PathBuf {
+    ailurus::nats_server::find_binary().expect("nats-server (run ./deploy/setup.sh)")
+}
+
+/// Run `cmd` with bash in `dir`, after `prelude`; its output, or why it failed.
+fn run(
+    dir: &Path,
+    env: &[(&str, String)],
+    prelude: &str,
+    cmd: &str,
+    until_interrupted: bool,
+) -> Result<String, String> {
+    let script = if until_interrupted {
+        format!("{prelude}\ntimeout 2 bash -c {} ; [ $? -eq 124 ]", shell_quote(&format!("{prelude}\n{cmd}")))
+    } else {
+        format!("{prelude}\n{cmd}")
+    };
+    let mut c = Command::new("bash");
+    c.arg("-o").arg("pipefail").arg("-c").arg(&script).current_dir(dir);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("bash: {e}"))?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(COMMAND_LIMIT) {
+        Ok(Ok(out)) => {
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            if out.status.success() {
+                Ok(stdout)
+            } else {
+                Err(format!("exit {:?}\nstdout: {stdout}\nstderr: {stderr}", out.status.code()))
+            }
+        }
+        Ok(Err(e)) => Err(format!("bash: {e}")),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            Err(format!("did not finish within {COMMAND_LIMIT:?}"))
+        }
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[test]
+fn every_readme_command_runs_as_typed() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let all = blocks(&readme);
+    assert!(all.len() >= 5, "README.md's sh blocks were not found ({} blocks)", all.len());
+    let stack = up();
+    let dir = stack.dir.path();
+    let token =
+        std::fs::read_to_string(dir.join(".ailurus-data/demo-token")).expect("the demo token").trim().to_string();
+    let env = [
+        ("NATS_URL", stack.nats.clone()),
+        ("BRIDGE", format!("http://{}", stack.bridge)),
+        ("TOKEN", token),
+        ("NATS_SERVER_BIN", nats_server_bin().display().to_string()),
+    ];
+    let prelude = format!("ailurus() {{ {} \"$@\"; }}", shell_quote(env!("CARGO_BIN_EXE_ailurus")));
+    let (mut ran, mut skipped, mut failed) = (0, Vec::new(), Vec::new());
+    for block in &all {
+        // Variables set by one command (T=…) are seen by the next ones of its block.
+        let mut before = String::new();
+        for cmd in block {
+            let text = cmd.text.replace("127.0.0.1:18100", &stack.bridge).replace("localhost:18100", &stack.bridge);
+            let where_ = format!("README.md:{}: {}", cmd.line, cmd.text.lines().next().unwrap_or(""));
+            if text.starts_with("./deploy/setup.sh") {
+                skipped.push(format!("{where_} — a set-up command: .ci/run runs it, and this test runs `ailurus up`"));
+                continue;
+            }
+            if text.starts_with("alias ailurus=") {
+                continue; // replaced by the prelude's function
+            }
+            let note = comment(&text).unwrap_or("");
+            if let Some(program) = note.strip_prefix("needs:").map(str::trim) {
+                let program = program.split_whitespace().next().unwrap_or("");
+                if !on_path(program) {
+                    skipped.push(format!("{where_} — needs `{program}`, which is not installed here"));
+                    continue;
+                }
+            }
+            let until = note.contains("runs until Ctrl-C");
+            match run(dir, &env, &format!("{prelude}\n{before}"), &text, until) {
+                Ok(out) if text.starts_with("curl") && out.contains("\"error\"") => {
+                    failed.push(format!("{where_}\n  answered an error: {out}"))
+                }
+                Ok(_) => ran += 1,
+                Err(e) => failed.push(format!("{where_}\n  {e}")),
+            }
+            // Assignments and exports carry over to the next commands of the block.
+            if sets_a_variable(&text) {
+                before.push_str(&format!("{text}\n"));
+            }
+        }
+    }
+    for s in &skipped {
+        println!("skipped {s}");
+    }
+    println!("README.md: {ran} commands ran, {} skipped", skipped.len());
+    assert!(failed.is_empty(), "{} README commands failed:\n{}", failed.len(), failed.join("\n"));
+    assert!(ran >= 10, "only {ran} README commands ran");
+}
+
+#[test]
+fn blocks_and_comments_are_read_as_the_shell_reads_them() {
+    let md = "text\n```sh\na 1 \\\n  2   # c\n# only a comment\n\nb '#not' # needs: nats\n```\n```toml\nx = 1\n```\n```sh\nc\n```\n";
+    let b = blocks(md);
+    assert_eq!(b.len(), 2);
+    assert_eq!(
+        b[0].iter().map(|c| c.text.as_str()).collect::<Vec<_>>(),
+        ["a 1 \\\n  2   # c", "b '#not' # needs: nats"]
+    );
+    assert_eq!(b[0][1].line, 7);
+    assert_eq!(b[1][0].text, "c");
+    assert_eq!(comment("b '#not' # needs: nats"), Some("needs: nats"));
+    assert_eq!(comment("curl -d '{\"a\":\"#\"}'"), None);
+    assert!(sets_a_variable("T=$(cat .ailurus-data/demo-token)"));
+    assert!(sets_a_variable("export A=1 B=2"));
+    assert!(!sets_a_variable("AILURUS_API_KEY=$TOKEN codex exec \"say hi\""));
+    assert!(!sets_a_variable("ailurus req claude \"hello\""));
+}
