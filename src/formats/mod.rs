@@ -25,9 +25,6 @@ pub mod passthrough;
 mod testing;
 mod walk;
 
-// Transitional: the format modules still name SSE framing through `formats`.
-pub use crate::sse;
-
 /// The stream grammar checkers of `tests/support/grammar`, for the unit tests.
 #[cfg(test)]
 #[path = "../../tests/support/grammar/mod.rs"]
@@ -35,6 +32,7 @@ pub(crate) mod grammar;
 
 use crate::protocol::canonical::{ChatRequest, ChatResponse, StreamEvent};
 pub use crate::protocol::tag::{Format, Op};
+use crate::sse;
 use std::fmt;
 
 /// What a parser needs besides the body.

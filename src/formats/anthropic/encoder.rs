@@ -2,8 +2,9 @@
 
 use super::errors::error_json;
 use super::{message_id, new_id, stop_reason, usage_json};
-use crate::formats::{sse, StreamEncoder};
+use crate::formats::StreamEncoder;
 use crate::protocol::canonical::{FinishReason, StreamEvent, Usage};
+use crate::sse;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 

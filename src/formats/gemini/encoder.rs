@@ -4,8 +4,9 @@ use super::parts::{args_object, function_name, sig_part, with_sig};
 use super::response::{error_json, finish_str, usage_json};
 use super::{new_id, REDACTED_PREFIX};
 use crate::formats::walk::Obj;
-use crate::formats::{sse, StreamEncoder};
+use crate::formats::StreamEncoder;
 use crate::protocol::canonical::{FinishReason, StreamEvent, Usage};
+use crate::sse;
 use serde_json::{json, Value};
 
 /// A tool call being streamed: sent whole once its arguments are complete.

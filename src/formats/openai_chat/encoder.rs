@@ -2,8 +2,9 @@
 
 use super::response::{chat_id, error_json, finish_str, usage_json};
 use super::{new_id, now_unix};
-use crate::formats::{sse, StreamEncoder};
+use crate::formats::StreamEncoder;
 use crate::protocol::canonical::{StreamEvent, Usage};
+use crate::sse;
 use serde_json::{json, Value};
 
 /// Writes `chat.completion.chunk` frames, then `data: [DONE]`.

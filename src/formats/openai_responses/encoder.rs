@@ -5,8 +5,9 @@ use super::items::{
     ResponseMeta,
 };
 use super::{new_id, normalize_args, now, REDACTED_PREFIX};
-use crate::formats::{sse, StreamEncoder};
+use crate::formats::StreamEncoder;
 use crate::protocol::canonical::{FinishReason, StreamEvent, Usage};
+use crate::sse;
 use serde_json::{json, Map, Value};
 
 /// `response.failed` error code for an HTTP-like status.

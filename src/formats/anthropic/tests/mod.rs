@@ -10,8 +10,9 @@ mod robustness;
 
 use super::*;
 use crate::formats::grammar::ValidateStream as _;
-use crate::formats::{sse, Format, Op, ParseContext, StreamDecoder as _, StreamEncoder as _};
+use crate::formats::{Format, Op, ParseContext, StreamDecoder as _, StreamEncoder as _};
 use crate::protocol::canonical::{ChatRequest, ChatResponse, ImageSource, Message, Role, StreamEvent, ThinkingConfig};
+use crate::sse;
 use std::collections::HashMap;
 
 /// The stream grammar checker of `tests/support/grammar`, for Anthropic Messages.

@@ -16,11 +16,12 @@ use super::chunk::upstream_error;
 use super::parts::args_object;
 use super::upstream_response::fold_events;
 use super::*;
-use crate::formats::{sse, FormatError, Op, ParseContext, StreamDecoder, StreamEncoder};
+use crate::formats::{FormatError, Op, ParseContext, StreamDecoder, StreamEncoder};
 use crate::protocol::canonical::{
     ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, ResponseFormat, Role, StreamEvent,
     ThinkingConfig, ToolChoice, ToolDef, Usage,
 };
+use crate::sse;
 use serde_json::{json, Value};
 
 const CLI_GENERATE: &str = include_str!("../../../../tests/fixtures/gemini/cli_generate.json");

@@ -11,11 +11,12 @@ mod validate;
 
 use super::{build_request, decoder, encoder, parse_request, parse_response, render_error, render_response};
 use crate::formats::testing::{start, targs, text, think, tstart};
-use crate::formats::{sse, Format, FormatError, ParseContext, StreamDecoder, StreamEncoder};
+use crate::formats::{Format, FormatError, ParseContext, StreamDecoder, StreamEncoder};
 use crate::protocol::canonical::{
     ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, ResponseFormat, Role, StreamEvent,
     ThinkingConfig, ToolChoice, ToolDef, Usage,
 };
+use crate::sse;
 use serde_json::{json, Value};
 
 use crate::formats::grammar::ValidateStream as _;

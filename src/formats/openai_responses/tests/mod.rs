@@ -20,10 +20,11 @@ use super::{
     build_request, decoder, encoder, normalize_args, parse_request, parse_response, render_error, render_response,
     Decoder,
 };
-use crate::formats::{sse, FormatError, ParseContext, StreamDecoder, StreamEncoder};
+use crate::formats::{FormatError, ParseContext, StreamDecoder, StreamEncoder};
 use crate::protocol::canonical::{
     ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, Role, StreamEvent, Usage,
 };
+use crate::sse;
 use serde_json::{json, Value};
 
 const CODEX: &str = include_str!("../../../../tests/fixtures/openai_responses/codex_request.json");

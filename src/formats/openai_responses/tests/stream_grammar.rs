@@ -1,7 +1,7 @@
 //! The stream grammar checker rejects broken Responses streams.
 
 use super::*;
-use crate::formats::sse::SseEvent;
+use crate::sse::SseEvent;
 
 fn reframe(events: &[SseEvent], renumber: bool) -> Vec<u8> {
     let mut out = Vec::new();
