@@ -128,7 +128,11 @@ fn plan(client: Client, home: &Path, bridge: &str, token: &str, model: Option<&s
             if let Some(m) = model {
                 env.extend([("ANTHROPIC_MODEL", s(m)), ("ANTHROPIC_DEFAULT_HAIKU_MODEL", s(m))]);
             }
-            notes.push("ANTHROPIC_AUTH_TOKEN is sent as `Authorization: Bearer`; leave ANTHROPIC_API_KEY unset (it would be sent too, as x-api-key)".into());
+            notes.push(
+                "ANTHROPIC_AUTH_TOKEN goes as `Authorization: Bearer`, which Ailurus reads first; leave ANTHROPIC_API_KEY \
+                 unset (Claude Code would send it too, as x-api-key, and warn of the conflict)"
+                    .into(),
+            );
             let sets = env.iter().map(|(k, v)| (vec!["env", *k], Value::String(v.clone()))).collect();
             Plan {
                 title: format!("Claude Code → Ailurus at {bridge}"),
