@@ -9,7 +9,7 @@
 
 use crate::config::Config;
 use clap::{Args, ValueEnum};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -261,11 +261,6 @@ fn shell_word(v: &str) -> String {
     }
 }
 
-/// A path as messages show it.
-fn show(path: &Path) -> String {
-    path.display().to_string()
-}
-
 fn render(plan: &Plan, client: Client) -> Result<String, String> {
     let mut out = String::new();
     let _ = writeln!(out, "# {}", plan.title);
@@ -275,7 +270,7 @@ fn render(plan: &Plan, client: Client) -> Result<String, String> {
     }
     for f in &plan.files {
         let snippet = f.edit.apply("")?;
-        let _ = writeln!(out, "\n# {} {}:", f.role, show(&f.path));
+        let _ = writeln!(out, "\n# {} {}:", f.role, f.path.display());
         out.push_str(&snippet);
     }
     if !plan.files.is_empty() {
@@ -291,13 +286,8 @@ fn render(plan: &Plan, client: Client) -> Result<String, String> {
     Ok(out)
 }
 
-fn name(client: Client) -> &'static str {
-    match client {
-        Client::Claude => "claude",
-        Client::Codex => "codex",
-        Client::Gemini => "gemini",
-        Client::Openai => "openai",
-    }
+fn name(client: Client) -> String {
+    format!("{client:?}").to_lowercase()
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
@@ -309,9 +299,9 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 /// The file's text, `None` if it does not exist.
 fn read(path: &Path) -> Result<Option<String>, String> {
     match std::fs::read(path) {
-        Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| format!("{}: not UTF-8 text", show(path))),
+        Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| format!("{}: not UTF-8 text", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", show(path))),
+        Err(e) => Err(format!("{}: {e}", path.display())),
     }
 }
 
@@ -321,7 +311,7 @@ fn write(plan: &Plan, client: Client) -> Result<String, String> {
     for f in &plan.files {
         let old = read(&f.path)?;
         let new = f.edit.apply(old.as_deref().unwrap_or("")).map_err(|e| {
-            format!("{}: {e}; nothing was written (fix or move the file, or edit it by hand)", show(&f.path))
+            format!("{}: {e}; nothing was written (fix or move the file, or edit it by hand)", f.path.display())
         })?;
         changes.push((f, old, new));
     }
@@ -330,24 +320,25 @@ fn write(plan: &Plan, client: Client) -> Result<String, String> {
     for (f, old, new) in changes {
         let path = &f.path;
         if old.as_deref() == Some(new.as_str()) {
-            let _ = writeln!(out, "unchanged {}", show(path));
+            let _ = writeln!(out, "unchanged {}", path.display());
             continue;
         }
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", show(parent)))?;
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
         }
         let (backup, created) = (sibling(path, BACKUP), sibling(path, CREATED));
         let kept = if backup.exists() || created.exists() {
             "the backup of the original is kept".to_string()
         } else if old.is_some() {
-            std::fs::copy(path, &backup).map_err(|e| format!("{}: cannot back up: {e}", show(&backup)))?;
-            format!("backup {}", show(&backup))
+            std::fs::copy(path, &backup).map_err(|e| format!("{}: cannot back up: {e}", backup.display()))?;
+            format!("backup {}", backup.display())
         } else {
-            let note = format!("{} did not exist before `ailurus connect --write`; --undo removes it\n", show(path));
-            std::fs::write(&created, note).map_err(|e| format!("{}: {e}", show(&created)))?;
+            let note =
+                format!("{} did not exist before `ailurus connect --write`; --undo removes it\n", path.display());
+            std::fs::write(&created, note).map_err(|e| format!("{}: {e}", created.display()))?;
             "it did not exist: --undo removes it".to_string()
         };
-        std::fs::write(path, &new).map_err(|e| format!("{}: {e}", show(path)))?;
+        std::fs::write(path, &new).map_err(|e| format!("{}: {e}", path.display()))?;
         #[cfg(unix)]
         if old.is_none() {
             // A new file holds the token: readable by its owner only.
@@ -355,7 +346,7 @@ fn write(plan: &Plan, client: Client) -> Result<String, String> {
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
         let verb = if old.is_some() { "updated" } else { "created" };
-        let _ = writeln!(out, "{verb} {} ({kept})", show(path));
+        let _ = writeln!(out, "{verb} {} ({kept})", path.display());
     }
     if plan.files.is_empty() {
         let _ = writeln!(out, "no file to write for {}: set the environment instead", name(client));
@@ -377,18 +368,18 @@ fn undo(files: &[PathBuf]) -> Result<String, String> {
     for path in files {
         let (backup, created) = (sibling(path, BACKUP), sibling(path, CREATED));
         if backup.exists() {
-            std::fs::rename(&backup, path).map_err(|e| format!("{}: cannot restore: {e}", show(&backup)))?;
-            let _ = writeln!(out, "restored {}", show(path));
+            std::fs::rename(&backup, path).map_err(|e| format!("{}: cannot restore: {e}", backup.display()))?;
+            let _ = writeln!(out, "restored {}", path.display());
         } else if created.exists() {
             match std::fs::remove_file(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(format!("{}: {e}", show(path))),
+                Err(e) => return Err(format!("{}: {e}", path.display())),
             }
-            std::fs::remove_file(&created).map_err(|e| format!("{}: {e}", show(&created)))?;
-            let _ = writeln!(out, "removed {} (it did not exist before)", show(path));
+            std::fs::remove_file(&created).map_err(|e| format!("{}: {e}", created.display()))?;
+            let _ = writeln!(out, "removed {} (it did not exist before)", path.display());
         } else {
-            let _ = writeln!(out, "nothing to undo for {}", show(path));
+            let _ = writeln!(out, "nothing to undo for {}", path.display());
         }
     }
     if files.is_empty() {
@@ -401,28 +392,106 @@ fn undo(files: &[PathBuf]) -> Result<String, String> {
 // Pure editors
 // ---------------------------------------------------------------------------------------------
 
-/// Set values at key paths of a JSON object; keys not named are kept (serde_json writes the
-/// object's keys in sorted order). Empty text is an empty object.
+/// Set values at key paths of a JSON object, creating the objects on the way; every other key
+/// is kept, in the file's order. Empty text is an empty object.
 fn edit_json(old: &str, sets: &[(Vec<&'static str>, Value)]) -> Result<String, String> {
-    let mut root: Value = if old.trim().is_empty() {
-        Value::Object(Map::new())
+    let mut root = if old.trim().is_empty() {
+        Json::Object(Vec::new())
     } else {
         serde_json::from_str(old).map_err(|e| format!("not valid JSON ({e}); comments are not supported"))?
     };
     for (path, value) in sets {
-        let Some((last, parents)) = path.split_last() else { continue };
         let mut at = &mut root;
-        let mut walked = Vec::new();
-        for key in parents {
-            let obj = at.as_object_mut().ok_or_else(|| not_object(&walked))?;
-            walked.push(*key);
-            at = obj.entry(*key).or_insert_with(|| Value::Object(Map::new()));
+        for (i, key) in path.iter().enumerate() {
+            let Json::Object(fields) = at else { return Err(not_object(&path[..i])) };
+            let pos = fields.iter().position(|(k, _)| k == key).unwrap_or_else(|| {
+                fields.push(((*key).to_string(), Json::Object(Vec::new())));
+                fields.len() - 1
+            });
+            if i + 1 == path.len() {
+                fields[pos].1 = Json::Leaf(value.clone());
+                break;
+            }
+            at = &mut fields[pos].1;
         }
-        at.as_object_mut().ok_or_else(|| not_object(&walked))?.insert((*last).to_string(), value.clone());
     }
     let mut text = serde_json::to_string_pretty(&root).map_err(|e| e.to_string())?;
     text.push('\n');
     Ok(text)
+}
+
+/// A JSON value whose objects keep the file's key order (serde_json's `Map` sorts them).
+#[derive(Debug)]
+enum Json {
+    Leaf(Value),
+    List(Vec<Json>),
+    Object(Vec<(String, Json)>),
+}
+
+impl<'de> serde::Deserialize<'de> for Json {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Json;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Json, E> {
+                Ok(Json::Leaf(Value::Null))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+                Ok(Json::Leaf(Value::Bool(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+                Ok(Json::Leaf(Value::from(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+                Ok(Json::Leaf(Value::from(v)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
+                Ok(Json::Leaf(Value::from(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+                Ok(Json::Leaf(Value::String(v.to_string())))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Json::List(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+                let mut fields: Vec<(String, Json)> = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, Json>()? {
+                    // A repeated key: the last value wins (as in serde_json), at the first place.
+                    match fields.iter_mut().find(|(name, _)| *name == k) {
+                        Some(field) => field.1 = v,
+                        None => fields.push((k, v)),
+                    }
+                }
+                Ok(Json::Object(fields))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl serde::Serialize for Json {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Json::Leaf(v) => v.serialize(s),
+            Json::List(items) => items.serialize(s),
+            Json::Object(fields) => {
+                let mut m = s.serialize_map(Some(fields.len()))?;
+                for (k, v) in fields {
+                    m.serialize_entry(k, v)?;
+                }
+                m.end()
+            }
+        }
+    }
 }
 
 fn not_object(path: &[&str]) -> String {
@@ -542,6 +611,12 @@ mod tests {
         let want = r#"{"security":{"auth":{"selectedType":"gemini-api-key"},"folderTrust":{"enabled":true}}}"#;
         assert_eq!(serde_json::from_str::<Value>(&got).unwrap(), serde_json::from_str::<Value>(want).unwrap());
         assert!(edit_json(r#"{"security":{"auth":3}}"#, &sets).unwrap_err().contains("`security.auth`"));
+        // The file's key order and every kind of value survive.
+        let old = r#"{"z":null,"a":{"y":[1,-2,1.5,{"k":true}],"b":18446744073709551615},"env":{"Z":"1"},"d":1,"d":2}"#;
+        let sets = vec![(vec!["env", "A"], Value::String("x".into())), (vec!["new", "k"], Value::String("v".into()))];
+        let got = edit_json(old, &sets).unwrap();
+        let want = r#"{"z":null,"a":{"y":[1,-2,1.5,{"k":true}],"b":18446744073709551615},"env":{"Z":"1","A":"x"},"d":2,"new":{"k":"v"}}"#;
+        assert_eq!(got.split_whitespace().collect::<String>(), want);
     }
 
     const BLOCK: &str = "[model_providers.ailurus]\nname = \"Ailurus\"\nbase_url = \"http://h:1/v1\"\nwire_api = \"responses\"\nenv_key = \"AILURUS_API_KEY\"\n";
