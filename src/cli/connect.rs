@@ -37,7 +37,7 @@ pub struct ConnectArgs {
     /// saved in `<data-dir>/demo-token`).
     #[arg(long, env = "AILURUS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Bridge URL the client talks to (default: `http://` + the config's `[bridge] listen`).
+    /// Bridge URL, without `/v1` (default: `http://` + the config's `[bridge] listen`).
     #[arg(long)]
     pub bridge: Option<String>,
     /// Model the client asks for (e.g. `mock` on the demo stack; default: the client's own).
@@ -236,7 +236,8 @@ fn token(given: Option<String>, data_dir: &Path) -> Result<String, String> {
 /// `--bridge`, else `http://<listen>` with a wildcard host replaced by loopback; no trailing `/`.
 fn bridge_url(given: Option<&str>, listen: &str) -> Result<String, String> {
     let url = match given {
-        Some(u) => u.trim().trim_end_matches('/').to_string(),
+        // The root: each client gets the suffix it needs (`/v1` for OpenAI and Codex).
+        Some(u) => u.trim().trim_end_matches('/').trim_end_matches("/v1").to_string(),
         None => {
             let local = listen.replacen("0.0.0.0:", "127.0.0.1:", 1).replacen("[::]:", "[::1]:", 1);
             format!("http://{local}")
@@ -253,12 +254,16 @@ fn bridge_url(given: Option<&str>, listen: &str) -> Result<String, String> {
 
 /// A value as one shell word.
 fn shell_word(v: &str) -> String {
-    let plain = !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:/=+@%,".contains(c));
-    if plain {
+    if plain(v) {
         v.to_string()
     } else {
         format!("'{}'", v.replace('\'', r"'\''"))
     }
+}
+
+/// Needs no quotes, in a shell or a dotenv file.
+fn plain(v: &str) -> bool {
+    !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:/=+@%,".contains(c))
 }
 
 fn render(plan: &Plan, client: Client) -> Result<String, String> {
@@ -534,14 +539,7 @@ fn edit_codex_toml(old: &str, bridge: &str, model: Option<&str>) -> Result<Strin
 /// Set `KEY=value` lines of a dotenv file: a line of the key (or `export KEY=`) is replaced in
 /// place (later duplicates dropped), a missing key appended, every other line kept.
 fn edit_dotenv(old: &str, sets: &[(&'static str, String)]) -> String {
-    let line_of = |k: &str, v: &str| {
-        let plain = v.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:/=+@%,".contains(c));
-        if plain {
-            format!("{k}={v}")
-        } else {
-            format!("{k}=\"{v}\"")
-        }
-    };
+    let line_of = |k: &str, v: &str| if plain(v) { format!("{k}={v}") } else { format!("{k}=\"{v}\"") };
     let mut done = vec![false; sets.len()];
     let mut lines = Vec::new();
     for line in old.lines() {
@@ -683,6 +681,7 @@ mod tests {
         assert_eq!(bridge_url(None, "0.0.0.0:8080").unwrap(), "http://127.0.0.1:8080");
         assert_eq!(bridge_url(None, "[::]:8080").unwrap(), "http://[::1]:8080");
         assert_eq!(bridge_url(Some("https://gw.example/ "), "x").unwrap(), "https://gw.example");
+        assert_eq!(bridge_url(Some("http://h:1/v1/"), "x").unwrap(), "http://h:1");
         assert!(bridge_url(Some("gw.example"), "x").is_err());
         let dir = Path::new("/nonexistent-ailurus");
         assert_eq!(token(Some(" sk-ail-x\n".into()), dir).unwrap(), "sk-ail-x");
