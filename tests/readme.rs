@@ -9,7 +9,8 @@
 //!   binary (a non-interactive shell does not expand aliases, and a release build does not
 //!   belong in a test);
 //! - the bridge's default address `127.0.0.1:18100` / `localhost:18100` becomes the test's;
-//! - `BRIDGE` and `TOKEN` are set as the README's prose defines them;
+//! - `BRIDGE` and `TOKEN` are set as the README's prose defines them, and `HOME` is a
+//!   directory of the test's own (`ailurus connect --write` writes client settings there);
 //! - the two set-up commands of "Fresh machine" are not run here: `.ci/run` runs the first
 //!   half of each, this test runs `ailurus up`, and the second is the command running it;
 //! - a command with a trailing `# needs: <program>` comment runs only when that program is on
@@ -224,7 +225,12 @@ fn every_readme_command_runs_as_typed() {
     let dir = stack.dir.path();
     let token =
         std::fs::read_to_string(dir.join(".ailurus-data/demo-token")).expect("the demo token").trim().to_string();
+    // Commands that write a client's settings (`ailurus connect … --write`) write them here,
+    // never into the home of whoever runs the tests.
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).expect("a home for the commands");
     let env = [
+        ("HOME", home.display().to_string()),
         ("NATS_URL", stack.nats.clone()),
         ("BRIDGE", format!("http://{}", stack.bridge)),
         ("TOKEN", token),

@@ -5,6 +5,7 @@ mod admin;
 mod audit;
 mod bridge;
 mod channels;
+mod connect;
 mod req;
 mod streams;
 mod up;
@@ -70,6 +71,8 @@ pub enum Command {
     /// Manage the JetStream streams declared in `streams/`.
     #[command(subcommand)]
     Streams(streams::StreamsCmd),
+    /// Print (or `--write`, `--undo`) what Claude Code, Codex, Gemini CLI or the OpenAI SDKs need.
+    Connect(connect::ConnectArgs),
 }
 
 /// Parse arguments, run, map errors to an exit code.
@@ -115,6 +118,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Audit(cmd) => audit::run(config, cmd).await,
         Command::Chat(cmd) => audit::chat(config, cmd).await,
         Command::Quota(cmd) => admin::quota(config, cmd).await,
+        Command::Connect(args) => connect::run(&config, args),
     }
 }
 
