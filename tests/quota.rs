@@ -282,7 +282,7 @@ async fn tokens_never_reach_replies_streams_or_logs() {
     std::fs::write(
         &config,
         format!(
-            "[[pricing.models]]\npattern = \"up-*\"\ninput = 1.0\noutput = 2.0\n\
+            "[routing]\nbuiltin_mock = true\n[[pricing.models]]\npattern = \"up-*\"\ninput = 1.0\noutput = 2.0\n\
              [[channels]]\nname = \"secret-upstream\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\napi_key_env = [\"AILURUS_TEST_UPSTREAM_KEY\"]\nmodels = [\"up-*\"]\n",
             up.url
         ),
