@@ -20,8 +20,9 @@
 //! The answer is prose, except: when the request asks for JSON with a schema
 //! (`response_format`), it is a minimal JSON instance of the schema (any JSON object: an
 //! object holding the prose); when `tool_choice` forces a tool, or the user's last message
-//! names an offered tool, it is one call of that tool with arguments valid against its
-//! schema (see [`super::mock_schema`]). Every answer is deterministic.
+//! asks for an offered tool by name ("use get_weather", "the search tool"), it is one call
+//! of that tool with arguments valid against its schema (see [`super::mock_schema`]).
+//! Every answer is deterministic.
 
 use super::call::EventStream;
 use super::error::{ProviderError, ProviderErrorKind};

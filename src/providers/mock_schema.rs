@@ -185,20 +185,31 @@ fn typed_last(req: &ChatRequest) -> Option<&str> {
     })
 }
 
-/// Whether `text` names `name` as a whole word.
+/// Whether `text` asks for `name`: the name as a whole word (case-sensitive), after "use",
+/// "call", "run" or "invoke" (and an optional "the"), or before "tool" or "function". So
+/// "use get_weather" and "the Read tool" ask for a tool, "Write a poem" does not ask for
+/// `Write`.
 fn names(text: &str, name: &str) -> bool {
     let word = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
     !name.is_empty()
         && text.match_indices(name).any(|(at, _)| {
-            let before = text[..at].chars().next_back();
-            let after = text[at + name.len()..].chars().next();
-            !before.is_some_and(word) && !after.is_some_and(word)
+            let (head, tail) = (&text[..at], &text[at + name.len()..]);
+            if head.chars().next_back().is_some_and(word) || tail.chars().next().is_some_and(word) {
+                return false;
+            }
+            let head = head.trim_end().to_lowercase();
+            let head = head.strip_suffix(" the").unwrap_or(&head).trim_end();
+            let verb = ["use", "call", "run", "invoke"]
+                .iter()
+                .any(|v| head.strip_suffix(v).is_some_and(|h| !h.chars().next_back().is_some_and(word)));
+            let tail = tail.trim_start().to_lowercase();
+            verb || tail.starts_with("tool") || tail.starts_with("function")
         })
 }
 
 /// The tool the answer calls: the one `tool_choice` forces; with `required`, the one the
-/// user's last message names, else the first; with `auto` (or unset), the one the user's
-/// last message names (longest name first), if any. Never after a tool result unless forced.
+/// user's last message asks for, else the first; with `auto` (or unset), the one the user's
+/// last message asks for ("use get_weather", "the search tool"; longest name first), if any. Never after a tool result unless forced.
 pub fn chosen_tool(req: &ChatRequest) -> Option<ToolDef> {
     let typed = typed_last(req);
     let named = || {
@@ -299,6 +310,10 @@ mod tests {
         assert_eq!(name(&req("use search.", Some(ToolChoice::Auto))), Some("search".into()));
         assert_eq!(name(&req("hello there", None)), None);
         assert_eq!(name(&req("the research is done", None)), None, "whole words only");
+        assert_eq!(name(&req("search for cats", None)), None, "a name alone is not a request");
+        assert_eq!(name(&req("Try the search tool", None)), Some("search".into()));
+        assert_eq!(name(&req("please call the get function", None)), Some("get".into()));
+        assert_eq!(name(&req("reuse search", None)), None);
         assert_eq!(name(&req("hello", Some(ToolChoice::Required))), Some("get".into()));
         assert_eq!(name(&req("use search", Some(ToolChoice::Required))), Some("search".into()));
         assert_eq!(name(&req("use search", Some(ToolChoice::Tool { name: "get".into() }))), Some("get".into()));
