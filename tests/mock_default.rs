@@ -2,7 +2,8 @@
 //! CLIs use by default, in every client format, lists them in `/v1/models`, and bills them
 //! in token mode; with a real channel configured it is off unless turned on. The mock's
 //! structured answers: JSON valid against the requested schema, and tool calls (forced, or
-//! named by the user) with arguments valid against the tool's schema, in all four formats.
+//! named by the user) with arguments valid against the tool's schema, in all four formats,
+//! whole and streamed (each stream checked against its API's grammar).
 
 mod common;
 
@@ -425,6 +426,32 @@ async fn forced_or_named_tools_are_called_with_schema_valid_arguments() {
                     assert!(answer_text(format, &v).is_some_and(|t| t.starts_with("Mock answer")), "{v}");
                 }
             }
+        }
+    }
+}
+
+#[tokio::test]
+async fn streamed_tool_calls_and_json_answers_keep_each_stream_grammar() {
+    let (_stack, base, _, _) = gateway("[auth]\nmode = \"open\"\n").await;
+    let schema = json!({"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"}}});
+    for format in FORMATS {
+        let cases = [
+            (with_tools(format, "weather?", Some("get_weather")), "get_weather"),
+            (structured(format, &schema, true), "ok"),
+        ];
+        for ((path, mut body), want) in cases {
+            let path = if format == Format::GeminiGenerate {
+                path.replace(":generateContent", ":streamGenerateContent?alt=sse")
+            } else {
+                body["stream"] = json!(true);
+                path
+            };
+            let resp = http().post(format!("{base}{path}")).json(&body).send().await.expect("post");
+            assert_eq!(resp.status().as_u16(), 200, "{format:?} {want}");
+            let bytes = resp.bytes().await.expect("body");
+            let text = String::from_utf8_lossy(&bytes);
+            format.validate_stream(&bytes).unwrap_or_else(|e| panic!("{format:?} {want}: {e}\n{text}"));
+            assert!(text.contains(want), "{format:?}: {text}");
         }
     }
 }
