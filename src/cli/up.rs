@@ -139,17 +139,18 @@ pub async fn run(config: Config, args: UpArgs) -> Result<ExitCode, String> {
         );
     }
     let serving = match config.routing.mock_scope(&config.channels) {
-        crate::router::MockScope::AllNames => {
-            "the built-in mock answers every model name (claude-sonnet-4-5, gpt-5-codex, gemini-2.5-pro, mock-slow …)"
-                .to_string()
-        }
+        crate::router::MockScope::AllNames => "the built-in mock answers every model name, so Claude Code, Codex \
+                                               and Gemini CLI work with their default models (mock-slow, \
+                                               mock-error … pick its behaviour)"
+            .to_string(),
         crate::router::MockScope::MockNames => {
             format!("{} channel(s), and the built-in mock for mock* names", config.channels.len())
         }
         crate::router::MockScope::Off => format!("{} channel(s), no built-in mock", config.channels.len()),
     };
     eprintln!(
-        "\nAilurus is up: worker on llm.request.* ({serving}), HTTP bridge on http://{listen}\n\
+        "\nAilurus is up: worker on llm.request.*, HTTP bridge on http://{listen}\n\
+         Models: {serving}\n\
          Try, in another terminal:\n\
          \n  ailurus req claude \"hello\" --stream\n  curl -s http://{listen}/v1/chat/completions -d '{{\"model\":\"mock\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'\n  ailurus streams list\n\
          \nCtrl-C stops everything this command started."
