@@ -306,6 +306,52 @@ mod tests {
         assert!(MockOptions::for_model("mock-x9").is_err());
     }
 
+    /// Every event of a mock answer to `req` on `model`.
+    async fn events(req: &ChatRequest, model: &str) -> Vec<StreamEvent> {
+        let stream = MockProvider::default().stream(req, model).unwrap();
+        stream.map(|e| e.unwrap()).collect().await
+    }
+
+    #[tokio::test]
+    async fn structured_answers_and_tool_calls() {
+        use crate::protocol::canonical::{Message, Role, ToolChoice, ToolDef};
+        let schema = serde_json::json!({"type": "object", "required": ["kind", "n"],
+            "properties": {"kind": {"enum": ["x", "y"]}, "n": {"type": "integer"}}});
+        let mut req = ChatRequest {
+            messages: vec![Message::text(Role::User, "classify")],
+            response_format: Some(ResponseFormat::JsonSchema {
+                name: "r".into(),
+                schema: schema.clone(),
+                strict: None,
+            }),
+            ..Default::default()
+        };
+        for model in ["mock", "mock-c3", "gemini-2.5-flash-lite"] {
+            let got = events(&req, model).await;
+            let text: String =
+                got.iter().filter_map(|e| if let StreamEvent::Text(t) = e { Some(t.as_str()) } else { None }).collect();
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+                serde_json::json!({"kind": "x", "n": 0}),
+                "{model}"
+            );
+            assert_eq!(got.last(), Some(&StreamEvent::Finish(FinishReason::Stop)));
+        }
+        req.response_format = Some(ResponseFormat::JsonObject);
+        let got = events(&req, "mock").await;
+        let text: String =
+            got.iter().filter_map(|e| if let StreamEvent::Text(t) = e { Some(t.as_str()) } else { None }).collect();
+        assert!(serde_json::from_str::<serde_json::Value>(&text).unwrap()["answer"].is_string());
+        req.tools = vec![ToolDef { name: "lookup".into(), description: None, parameters: schema }];
+        req.tool_choice = Some(ToolChoice::Tool { name: "lookup".into() });
+        let got = events(&req, "claude-sonnet-4-5").await;
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(matches!(&got[0], StreamEvent::ToolCallStart { index: 0, name, .. } if name == "lookup"));
+        assert_eq!(got[1], StreamEvent::ToolCallArgs { index: 0, delta: r#"{"kind":"x","n":0}"#.into() });
+        assert_eq!(got[3], StreamEvent::Finish(FinishReason::ToolUse));
+        assert_eq!(got, events(&req, "claude-sonnet-4-5").await, "deterministic");
+    }
+
     #[test]
     fn answers_are_deterministic_and_prompt_dependent() {
         let a = answer_chunks("hello there", 5);
