@@ -94,16 +94,32 @@ impl PriceEntry {
 /// The output cap of a model whose price entry sets no `max_output_tokens`.
 pub const DEFAULT_MAX_OUTPUT_TOKENS: u32 = 32_000;
 
-/// Built-in prices for the mock models, so demos show non-zero, realistic costs.
-fn builtin() -> Vec<PriceEntry> {
-    vec![PriceEntry {
-        pattern: "mock*".into(),
+/// Which built-in prices a table gets: they follow what the built-in mock serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BuiltinPrices {
+    /// `mock*` at the mock's demo prices (the mock serves only `mock*` names, or is off).
+    #[default]
+    MockNames,
+    /// `mock*`, then `*`, at the mock's demo prices: only when the built-in mock serves every
+    /// model name, which it does only when no channel is configured, so a real channel never
+    /// gets a price nobody wrote.
+    AllNames,
+}
+
+/// Built-in prices for the mock, so demos show non-zero, realistic costs.
+fn builtin(which: BuiltinPrices) -> Vec<PriceEntry> {
+    let demo = |pattern: &str| PriceEntry {
+        pattern: pattern.into(),
         input: 3.0,
         output: 15.0,
         cache_read: 0.3,
         cache_write: 3.75,
         max_output_tokens: None,
-    }]
+    };
+    match which {
+        BuiltinPrices::MockNames => vec![demo("mock*")],
+        BuiltinPrices::AllNames => vec![demo("mock*"), demo("*")],
+    }
 }
 
 /// What happens to a request for a model the price table does not cover.
@@ -126,10 +142,10 @@ pub struct PriceTable {
 }
 
 impl PriceTable {
-    /// Configured entries, then built-ins.
-    pub fn new(configured: &[PriceEntry]) -> Self {
+    /// Configured entries, then the built-ins `which` names (see [`BuiltinPrices`]).
+    pub fn new(configured: &[PriceEntry], which: BuiltinPrices) -> Self {
         let mut entries = configured.to_vec();
-        entries.extend(builtin());
+        entries.extend(builtin(which));
         Self { entries }
     }
 
@@ -217,14 +233,17 @@ mod tests {
 
     #[test]
     fn prices_and_units() {
-        let table = PriceTable::new(&[PriceEntry {
-            pattern: "gpt-4o*".into(),
-            input: 2.5,
-            output: 10.0,
-            cache_read: 1.25,
-            cache_write: 0.0,
-            max_output_tokens: None,
-        }]);
+        let table = PriceTable::new(
+            &[PriceEntry {
+                pattern: "gpt-4o*".into(),
+                input: 2.5,
+                output: 10.0,
+                cache_read: 1.25,
+                cache_write: 0.0,
+                max_output_tokens: None,
+            }],
+            BuiltinPrices::MockNames,
+        );
         let usage = Usage {
             input_tokens: 1_000_000,
             output_tokens: 500_000,
@@ -272,7 +291,7 @@ mod tests {
             cache_write: 0.0,
             max_output_tokens: None,
         };
-        let table = PriceTable::new(&[entry("deepseek-*"), entry("gpt-4o")]);
+        let table = PriceTable::new(&[entry("deepseek-*"), entry("gpt-4o")], BuiltinPrices::MockNames);
         assert_eq!(table.covers("deepseek-chat"), Some(true));
         assert_eq!(table.covers("deepseek-*"), Some(true));
         assert_eq!(table.covers("gpt-*"), Some(false));
@@ -283,5 +302,22 @@ mod tests {
         assert_eq!(table.coverage(&pats(&["deepseek-*", "claude-*"])), (Coverage::Some, pats(&["claude-*"])));
         assert_eq!(table.coverage(&pats(&["claude-*"])), (Coverage::None, pats(&["claude-*"])));
         assert_eq!(table.coverage(&[]).0, Coverage::Some);
+    }
+
+    #[test]
+    fn every_name_is_priced_only_when_the_mock_serves_every_name() {
+        let usage = Usage { input_tokens: 1000, output_tokens: 100, ..Default::default() };
+        let mock_only = PriceTable::new(&[], BuiltinPrices::MockNames);
+        let every = PriceTable::new(&[], BuiltinPrices::AllNames);
+        for model in ["claude-sonnet-4-5", "gpt-5-codex", "gemini-2.5-pro"] {
+            assert!(mock_only.lookup(model).is_none(), "{model} has no silent price");
+            assert!((every.cost(model, &usage) - 0.0045).abs() < 1e-12, "{model} at the mock's demo price");
+        }
+        assert_eq!(every.coverage(&["*".to_string()]), (Coverage::All, vec![]));
+        assert_eq!(mock_only.coverage(&["*".to_string()]).0, Coverage::Some);
+        // A configured entry still comes first.
+        let entry = PriceEntry { pattern: "gpt-5*".into(), input: 1.0, output: 1.0, ..every.entries[0].clone() };
+        let table = PriceTable::new(&[entry], BuiltinPrices::AllNames);
+        assert_eq!(table.lookup("gpt-5-codex").map(|e| e.pattern.as_str()), Some("gpt-5*"));
     }
 }

@@ -5,6 +5,7 @@
 //! with a doubled cooldown (or the upstream's `Retry-After`).
 
 use crate::channel::ChannelConfig;
+use crate::pricing::BuiltinPrices;
 use crate::providers::{http::HttpProvider, mock::MockProvider, Provider, ProviderError, ProviderKind};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -24,9 +25,44 @@ pub struct RoutingConfig {
     /// Longest cooldown.
     #[serde(default = "RoutingConfig::default_cooldown_max_ms")]
     pub cooldown_max_ms: u64,
-    /// Serve `mock*` models with the built-in mock provider (a channel named `mock`).
+    /// The built-in mock provider (a channel named `mock`). Unset (the default): on only
+    /// when no `[[channels]]` are configured, and then it answers every model name (so
+    /// Claude Code, Codex and Gemini CLI work with their default models). `true`: on beside
+    /// the configured channels, serving only `mock*` names at the lowest priority. `false`:
+    /// off.
     #[serde(default = "RoutingConfig::default_builtin_mock")]
-    pub builtin_mock: bool,
+    pub builtin_mock: Option<bool>,
+}
+
+/// What the built-in mock serves, from `routing.builtin_mock` and the configured channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MockScope {
+    /// Not built in.
+    Off,
+    /// `mock*` names only, below every configured channel.
+    MockNames,
+    /// Every model name (no channels are configured).
+    AllNames,
+}
+
+impl MockScope {
+    /// The built-in prices that go with it: the mock's demo price for every name only when
+    /// the mock serves every name, so a configured channel never gets a silent `*` price.
+    pub const fn builtin_prices(self) -> BuiltinPrices {
+        match self {
+            Self::AllNames => BuiltinPrices::AllNames,
+            Self::Off | Self::MockNames => BuiltinPrices::MockNames,
+        }
+    }
+
+    /// The model patterns the built-in mock channel serves (none when off).
+    pub fn patterns(self) -> Vec<String> {
+        match self {
+            Self::Off => Vec::new(),
+            Self::MockNames => vec!["mock*".into()],
+            Self::AllNames => vec!["*".into()],
+        }
+    }
 }
 
 impl RoutingConfig {
@@ -39,8 +75,20 @@ impl RoutingConfig {
     const fn default_cooldown_max_ms() -> u64 {
         300_000
     }
-    const fn default_builtin_mock() -> bool {
-        true
+    const fn default_builtin_mock() -> Option<bool> {
+        None
+    }
+
+    /// What the built-in mock serves beside `channels`: unset, it is on (for every name)
+    /// only when there are no channels; `true` adds it for `mock*` names beside them (for
+    /// every name when there are none); `false` turns it off.
+    pub fn mock_scope(&self, channels: &[ChannelConfig]) -> MockScope {
+        match (self.builtin_mock, channels.is_empty()) {
+            (Some(false), _) => MockScope::Off,
+            (_, true) => MockScope::AllNames,
+            (Some(true), false) => MockScope::MockNames,
+            (None, false) => MockScope::Off,
+        }
     }
 }
 
@@ -185,6 +233,8 @@ pub struct Router {
     channels: Vec<Arc<Channel>>,
     /// Settings.
     config: RoutingConfig,
+    /// What the built-in mock serves.
+    scope: MockScope,
 }
 
 impl Router {
@@ -199,10 +249,11 @@ impl Router {
             };
             built.push(Arc::new(Channel { config: c.clone(), kind, provider, health: Health::default() }));
         }
-        if config.builtin_mock && !built.iter().any(|c| c.config.name == "mock") {
-            let cfg: ChannelConfig =
-                toml::from_str("name = \"mock\"\nkind = \"mock\"\nmodels = [\"mock*\"]\npriority = -1000\n")
-                    .map_err(|e| e.to_string())?;
+        let scope = config.mock_scope(channels);
+        if scope != MockScope::Off && !built.iter().any(|c| c.config.name == "mock") {
+            let mut cfg: ChannelConfig =
+                toml::from_str("name = \"mock\"\nkind = \"mock\"\npriority = -1000\n").map_err(|e| e.to_string())?;
+            cfg.models = scope.patterns();
             built.push(Arc::new(Channel {
                 config: cfg,
                 kind: ProviderKind::Mock,
@@ -210,13 +261,21 @@ impl Router {
                 health: Health::default(),
             }));
         }
-        Ok(Self { channels: built, config: config.clone() })
+        Ok(Self { channels: built, config: config.clone(), scope })
+    }
+
+    /// What the built-in mock serves on this router.
+    pub const fn mock_scope(&self) -> MockScope {
+        self.scope
     }
 
     /// A router with only the built-in mock.
     pub fn mock_only() -> Self {
-        Self::new(&RoutingConfig::default(), &[])
-            .unwrap_or(Self { channels: Vec::new(), config: RoutingConfig::default() })
+        Self::new(&RoutingConfig::default(), &[]).unwrap_or(Self {
+            channels: Vec::new(),
+            config: RoutingConfig::default(),
+            scope: MockScope::Off,
+        })
     }
 
     /// Every channel.
@@ -380,7 +439,10 @@ impl Router {
                 continue;
             }
             let names: Vec<String> = if c.kind == ProviderKind::Mock {
-                vec!["mock".into(), "mock-slow".into(), "mock-flaky".into(), "mock-error".into()]
+                // A mock serving every name lists the names the CLIs use by default first.
+                let every = c.config.models.iter().any(|m| m == "*");
+                let clients = if every { crate::providers::mock::CLIENT_DEFAULT_MODELS } else { &[] };
+                clients.iter().chain(crate::providers::mock::LISTED_MODELS).map(|m| m.to_string()).collect()
             } else {
                 c.config
                     .models
@@ -413,7 +475,8 @@ mod tests {
     }
 
     fn router(chs: &[ChannelConfig]) -> Router {
-        let cfg = RoutingConfig { builtin_mock: false, max_attempts: 10, cooldown_base_ms: 50, ..Default::default() };
+        let cfg =
+            RoutingConfig { builtin_mock: Some(false), max_attempts: 10, cooldown_base_ms: 50, ..Default::default() };
         Router::new(&cfg, chs).unwrap()
     }
 
@@ -484,9 +547,42 @@ mod tests {
         let r = router(&[only_gemini, mock_channel("all", 1, 1)]);
         assert_eq!(names(&r.candidates("m", "claude")), ["all"]);
         assert_eq!(r.candidates("m", "gemini").len(), 2);
-        let cfg = RoutingConfig { builtin_mock: true, max_attempts: 1, ..Default::default() };
+        let cfg = RoutingConfig { builtin_mock: Some(true), max_attempts: 1, ..Default::default() };
         let r = Router::new(&cfg, &[mock_channel("a", 1, 1), mock_channel("b", 1, 1)]).unwrap();
         assert_eq!(r.candidates("m", "claude").len(), 1);
         assert_eq!(names(&r.candidates("mock-slow", "claude")), ["mock"]);
+    }
+
+    #[test]
+    fn the_builtin_mock_serves_every_name_only_without_channels() {
+        let real = mock_channel("real", 1, 1);
+        let with = |builtin_mock: Option<bool>, chs: &[ChannelConfig]| {
+            Router::new(&RoutingConfig { builtin_mock, ..Default::default() }, chs).unwrap()
+        };
+        // (builtin_mock, channels configured, scope, serves claude-sonnet-4-5, serves mock-slow)
+        let cases = [
+            (None, false, MockScope::AllNames, true, true),
+            (Some(true), false, MockScope::AllNames, true, true),
+            (Some(false), false, MockScope::Off, false, false),
+            (None, true, MockScope::Off, false, false),
+            (Some(true), true, MockScope::MockNames, false, true),
+            (Some(false), true, MockScope::Off, false, false),
+        ];
+        for (setting, channels, scope, any_name, mock_name) in cases {
+            let chs = if channels { vec![real.clone()] } else { Vec::new() };
+            let r = with(setting, &chs);
+            let what = format!("builtin_mock {setting:?}, channels {channels}");
+            assert_eq!(r.mock_scope(), scope, "{what}");
+            assert_eq!(RoutingConfig { builtin_mock: setting, ..Default::default() }.mock_scope(&chs), scope);
+            let serves = |m: &str| r.candidates(m, "gemini").iter().any(|c| c.channel.config.name == "mock");
+            assert_eq!(serves("claude-sonnet-4-5"), any_name, "{what}");
+            assert_eq!(serves("mock-slow"), mock_name, "{what}");
+            let listed = r.models();
+            assert_eq!(listed.contains(&"gpt-5-codex".to_string()), any_name, "{what}: {listed:?}");
+            let builtin = r.channels().iter().any(|c| c.config.name == "mock");
+            assert_eq!(builtin, scope != MockScope::Off, "{what}");
+        }
+        let toml = |t: &str| toml::from_str::<RoutingConfig>(t).unwrap().builtin_mock;
+        assert_eq!((toml(""), toml("builtin_mock = true")), (None, Some(true)));
     }
 }

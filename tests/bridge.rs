@@ -22,11 +22,12 @@ async fn bridge(stack: &Stack, config: BridgeConfig) -> String {
     format!("http://{addr}")
 }
 
-/// A worker (open mode) with an Anthropic and an OpenAI scripted channel for `up-*` models.
+/// A worker (open mode) with an Anthropic and an OpenAI scripted channel for `up-*` models,
+/// and the built-in mock (turned on explicitly beside them) for `mock*`.
 async fn gateway(anth: &Upstream, oai: &Upstream) -> Stack {
     std::env::set_var("AILURUS_T_BRIDGE_KEY", "key-of-bridge-tests");
     let cfg = format!(
-        "[auth]\nmode = \"open\"\n\
+        "[auth]\nmode = \"open\"\n[routing]\nbuiltin_mock = true\n\
          [[channels]]\nname = \"anth\"\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key_env = [\"AILURUS_T_BRIDGE_KEY\"]\nmodels = [\"up-claude*\"]\n\
          [[channels]]\nname = \"oai\"\nkind = \"openai\"\nbase_url = \"{}\"\napi_key_env = [\"AILURUS_T_BRIDGE_KEY\"]\nmodels = [\"up-gpt*\"]\n",
         anth.base_url(Api::Anthropic),

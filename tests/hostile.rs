@@ -364,7 +364,8 @@ async fn hostile_corpus_gets_clear_4xx_in_the_callers_format_without_state_chang
     let run = async {
         let mut stack = Stack::server_only().await;
         stack.apply_streams().await;
-        stack.add_worker(ailurus::config::Config::default()).await;
+        // `mock*` only, so an unknown model is one (with no channels the mock answers every name).
+        stack.add_worker(common::mock_names_only(ailurus::config::Config::default())).await;
         let js = async_nats::jetstream::new(stack.client.clone());
         let store = TokenStore::open(&js).await.unwrap();
         let quota = QuotaStore::open(stack.client.clone()).await.unwrap();

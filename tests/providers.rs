@@ -1270,7 +1270,7 @@ async fn total_timeout_bounds_streams_after_the_first_byte() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         assert_eq!(records.len(), want, "one record per request");
-        let prices = ailurus::pricing::PriceTable::new(&[]);
+        let prices = ailurus::pricing::PriceTable::new(&[], ailurus::pricing::BuiltinPrices::MockNames);
         for r in &records {
             assert!(r.estimated && r.status == 504, "{r:?}");
             assert!(r.output_tokens > 0 && r.output_tokens < 40, "only a part was delivered: {r:?}");

@@ -100,8 +100,11 @@ async fn thousand_concurrent_requests_never_overspend_and_the_ledger_matches() {
             let mut req = request(Platform::Claude, "mock-c2", "bill me", false);
             req.user_id = "alice".into();
             req.max_tokens = Some(50);
-            let mut replies =
-                ailurus::client::Requester::new(client).send(&req, Encoding::Json, auth(&token)).await.unwrap();
+            // A thousand at once on a debug build: a request may wait more than the one-second
+            // "no worker" bound before a worker takes it, so that bound is widened here.
+            let mut requester = ailurus::client::Requester::new(client);
+            requester.first_reply = Duration::from_secs(60);
+            let mut replies = requester.send(&req, Encoding::Json, auth(&token)).await.unwrap();
             let r =
                 tokio::time::timeout(Duration::from_secs(60), replies.next_content()).await.unwrap().unwrap().unwrap();
             (r.kind, r.status, r.response(Encoding::Json).unwrap())
@@ -282,7 +285,7 @@ async fn tokens_never_reach_replies_streams_or_logs() {
     std::fs::write(
         &config,
         format!(
-            "[[pricing.models]]\npattern = \"up-*\"\ninput = 1.0\noutput = 2.0\n\
+            "[routing]\nbuiltin_mock = true\n[[pricing.models]]\npattern = \"up-*\"\ninput = 1.0\noutput = 2.0\n\
              [[channels]]\nname = \"secret-upstream\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\napi_key_env = [\"AILURUS_TEST_UPSTREAM_KEY\"]\nmodels = [\"up-*\"]\n",
             up.url
         ),

@@ -18,7 +18,8 @@
 //! - a command with a trailing `# runs until Ctrl-C` comment runs for two seconds and must still
 //!   be running then.
 //!
-//! A `curl` command must also answer without an error body.
+//! A `curl` command must also answer without an error body. The commands `ailurus up` prints
+//! under "Try, in another terminal" are run the same way.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -106,6 +107,8 @@ struct Up {
     dir: tempfile::TempDir,
     bridge: String,
     nats: String,
+    /// What it printed up to its banner's last line.
+    banner: String,
 }
 
 impl Drop for Up {
@@ -151,18 +154,18 @@ fn up() -> Up {
         let mut said = Vec::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             said.push(line.clone());
-            if line.contains("Ailurus is up") {
+            if line.contains("Ctrl-C stops everything") {
                 let _ = tx.send(Ok(said.join("\n")));
             }
         }
         let _ = tx.send(Err(said.join("\n")));
     });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(Ok(_)) => {}
+    let banner = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(said)) => said,
         Ok(Err(said)) => panic!("ailurus up stopped before it was up:\n{said}"),
         Err(_) => panic!("ailurus up was not up within 60 s"),
-    }
-    Up { child, dir, bridge, nats }
+    };
+    Up { child, dir, bridge, nats, banner }
 }
 
 fn nats_server_bin() -> PathBuf {
@@ -237,13 +240,30 @@ fn every_readme_command_runs_as_typed() {
         ("NATS_SERVER_BIN", nats_server_bin().display().to_string()),
     ];
     let prelude = format!("ailurus() {{ {} \"$@\"; }}", shell_quote(env!("CARGO_BIN_EXE_ailurus")));
+    // The lines `ailurus up` tells the user to try run the same way, as one more block.
+    let try_lines: Vec<Cmd> = stack
+        .banner
+        .lines()
+        .skip_while(|l| !l.contains("Try, in another terminal"))
+        .skip(1)
+        .take_while(|l| !l.contains("Ctrl-C stops everything"))
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| Cmd { text: l.trim().to_string(), line: 0 })
+        .collect();
+    assert!(try_lines.len() >= 3, "the banner's commands were not found:\n{}", stack.banner);
+    let all: Vec<Vec<Cmd>> = all.into_iter().chain(std::iter::once(try_lines)).collect();
     let (mut ran, mut skipped, mut failed) = (0, Vec::new(), Vec::new());
     for block in &all {
         // Variables set by one command (T=…) are seen by the next ones of its block.
         let mut before = String::new();
         for cmd in block {
             let text = cmd.text.replace("127.0.0.1:18100", &stack.bridge).replace("localhost:18100", &stack.bridge);
-            let where_ = format!("README.md:{}: {}", cmd.line, cmd.text.lines().next().unwrap_or(""));
+            let first = cmd.text.lines().next().unwrap_or("");
+            let where_ = if cmd.line == 0 {
+                format!("the banner of ailurus up: {first}")
+            } else {
+                format!("README.md:{}: {first}", cmd.line)
+            };
             if text.starts_with("./deploy/setup.sh") {
                 skipped.push(format!("{where_} — a set-up command: .ci/run runs it, and this test runs `ailurus up`"));
                 continue;

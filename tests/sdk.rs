@@ -224,6 +224,9 @@ async fn official_python_sdks_against_the_bridge() {
     let upstream = scripted_upstream(seen.clone(), stack.shutdown.clone()).await;
     let config = Config::from_toml(&format!(
         r#"
+[routing]
+builtin_mock = true
+
 [[pricing.models]]
 pattern = "tooly-*"
 input = 1.0

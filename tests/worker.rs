@@ -338,7 +338,9 @@ async fn check_error(stack: &Stack, subject: &str, payload: Bytes) -> (u16, Stri
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_error_and_the_worker_keeps_serving() {
-    let stack = Stack::start().await;
+    // `mock*` only, so the fixture's unknown model is one.
+    let mut stack = Stack::server_only().await;
+    stack.add_worker(common::mock_names_only(common::open_config())).await;
     let cases: Vec<BadCase> =
         serde_json::from_str(include_str!("fixtures/seed/bad_requests.json")).expect("fixture parses");
     assert!(cases.len() >= 20);

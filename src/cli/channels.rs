@@ -38,12 +38,17 @@ pub async fn run(config: Config, json: bool) -> Result<ExitCode, String> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let table = crate::pricing::PriceTable::new(&config.pricing.models);
+    // The built-in mock (and its built-in prices) as this config's workers have them.
+    let scope = config.routing.mock_scope(&config.channels);
+    let table = crate::pricing::PriceTable::new(&config.pricing.models, scope.builtin_prices());
     let prices = |name: &str| {
         match config.channels.iter().find(|c| c.name == name) {
             Some(c) => table.coverage(&c.models).0.as_str(),
-            // The built-in mock serves `mock*`, which the built-in prices cover.
-            None if name == "mock" => table.coverage(&["mock*".to_string()]).0.as_str(),
+            // The built-in mock serves `mock*` (or, with no channels, every name), which the
+            // built-in prices cover.
+            None if name == "mock" && scope != crate::router::MockScope::Off => {
+                table.coverage(&scope.patterns()).0.as_str()
+            }
             None => "?",
         }
     };

@@ -40,7 +40,8 @@ pub struct ConnectArgs {
     /// Bridge URL, without `/v1` (default: `http://` + the config's `[bridge] listen`).
     #[arg(long)]
     pub bridge: Option<String>,
-    /// Model the client asks for (e.g. `mock` on the demo stack; default: the client's own).
+    /// Model the client asks for (default: the client's own, which the embedded default's mock
+    /// answers too).
     #[arg(long)]
     pub model: Option<String>,
     /// Merge the settings into the client's files, keeping `<file>.ailurus-backup` the first time.
@@ -119,7 +120,11 @@ fn plan(client: Client, home: &Path, bridge: &str, token: &str, model: Option<&s
     let s = |v: &str| v.to_string();
     let mut notes = Vec::new();
     if model.is_none() && client != Client::Openai {
-        notes.push("the client keeps its default model; the demo stack serves only `mock*` (add --model mock)".into());
+        notes.push(
+            "the client keeps its default model (the embedded default's mock answers every name; \
+             with real channels, one of them must serve it)"
+                .into(),
+        );
     }
     let file = |i: usize, edit: Edit, role: &'static str| FilePlan { path: files[i].clone(), edit, role };
     match client {

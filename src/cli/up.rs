@@ -138,11 +138,37 @@ pub async fn run(config: Config, args: UpArgs) -> Result<ExitCode, String> {
             args.data_dir.display()
         );
     }
+    let scope = config.routing.mock_scope(&config.channels);
+    let serving = match scope {
+        crate::router::MockScope::AllNames => "the built-in mock answers every model name, so Claude Code, Codex \
+                                               and Gemini CLI work with their default models (mock-slow, \
+                                               mock-error … pick its behaviour)"
+            .to_string(),
+        crate::router::MockScope::MockNames => {
+            format!("{} channel(s), and the built-in mock for mock* names", config.channels.len())
+        }
+        crate::router::MockScope::Off => format!("{} channel(s), no built-in mock", config.channels.len()),
+    };
+    // What to try: each line runs as typed from this directory (tests/readme.rs runs them).
+    let auth = if demo.is_some() {
+        format!(" -H \"Authorization: Bearer $(cat {}/demo-token)\"", args.data_dir.display())
+    } else {
+        String::new()
+    };
+    let model = if matches!(scope, crate::router::MockScope::Off) { "<a model your channels serve>" } else { "mock" };
+    let try_lines = [
+        "ailurus req claude \"hello\" --stream".to_string(),
+        format!(
+            "curl -s http://{listen}/v1/chat/completions{auth} -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
+        ),
+        "ailurus streams list".to_string(),
+    ];
     eprintln!(
-        "\nAilurus is up: worker on llm.request.* (built-in mock provider), HTTP bridge on http://{listen}\n\
-         Try, in another terminal:\n\
-         \n  ailurus req claude \"hello\" --stream\n  curl -s http://{listen}/v1/chat/completions -d '{{\"model\":\"mock\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'\n  ailurus streams list\n\
-         \nCtrl-C stops everything this command started."
+        "\nAilurus is up: worker on llm.request.*, HTTP bridge on http://{listen}\n\
+         Models: {serving}\n\
+         Try, in another terminal:\n\n  {}\n\
+         \nCtrl-C stops everything this command started.",
+        try_lines.join("\n  ")
     );
     let result = worker.await;
     shutdown.trigger();

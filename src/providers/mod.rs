@@ -11,6 +11,7 @@ pub mod gemini;
 pub mod http;
 pub mod kind;
 pub mod mock;
+pub mod mock_schema;
 pub mod openai;
 pub mod openai_responses;
 

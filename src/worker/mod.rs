@@ -185,7 +185,8 @@ pub async fn run_with_router(
         let rates = crate::quota::ratelimit::RateLimiter::open(client.clone()).await;
         (Some(tokens), Some(quota), rates)
     };
-    let prices = PriceTable::new(&config.pricing.models);
+    // The built-in prices follow what this router's built-in mock serves.
+    let prices = PriceTable::new(&config.pricing.models, router.mock_scope().builtin_prices());
     if config.auth.mode != crate::quota::AuthMode::Open && config.pricing.unpriced == crate::pricing::Unpriced::Refuse {
         for ch in config.channels.iter().filter(|c| c.enabled) {
             let (_, missing) = prices.coverage(&ch.models);

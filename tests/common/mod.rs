@@ -129,6 +129,21 @@ pub fn open_config() -> Config {
     c
 }
 
+/// `config` with the built-in mock serving `mock*` names only: beside a channel (which is
+/// never called) and turned on explicitly, so a model that is not `mock*` has no channel
+/// (with no channels at all, the mock answers every name).
+pub fn mock_names_only(mut config: Config) -> Config {
+    std::env::set_var("AILURUS_TEST_UNUSED_KEY", "sk-unused");
+    let channel: ailurus::channel::ChannelConfig = toml::from_str(
+        "name = \"unused\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+         api_key_env = [\"AILURUS_TEST_UNUSED_KEY\"]\nmodels = [\"unused-*\"]\n",
+    )
+    .expect("channel");
+    config.channels.push(channel);
+    config.routing.builtin_mock = Some(true);
+    config
+}
+
 /// A valid seed request.
 pub fn request(platform: Platform, model: &str, prompt: &str, stream: bool) -> LLMNATSRequest {
     LLMNATSRequest {
