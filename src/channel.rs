@@ -93,6 +93,32 @@ impl Default for Timeouts {
     }
 }
 
+/// Where a channel came from, shown by `ailurus channels`. Not settable in the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChannelOrigin {
+    /// `[[channels]]` of the config file or `AILURUS__…` variables.
+    #[default]
+    Config,
+    /// `NEW_API_URL` / `NEW_API_TOKEN` in the environment (CodeSwitch's NEW-API setting).
+    NewApiEnv,
+    /// `~/.code-switch/app.json` (`new_api_enabled`, `new_api_url`, `new_api_token`).
+    CodeSwitchApp,
+    /// The built-in mock.
+    BuiltinMock,
+}
+
+impl ChannelOrigin {
+    /// The label `ailurus channels` shows.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Config => "config",
+            Self::NewApiEnv => "NEW_API_URL env",
+            Self::CodeSwitchApp => "code-switch app.json",
+            Self::BuiltinMock => "built-in mock",
+        }
+    }
+}
+
 /// One upstream channel, as written in the config file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,6 +161,13 @@ pub struct ChannelConfig {
     /// Whether the channel is used.
     #[serde(default = "ChannelConfig::default_enabled")]
     pub enabled: bool,
+    /// Where it came from (never read from the file).
+    #[serde(skip)]
+    pub origin: ChannelOrigin,
+    /// A key handed over directly rather than by an environment variable's name (the token of
+    /// `~/.code-switch/app.json`); used before the `api_key_env` ones. Never read from the file.
+    #[serde(skip)]
+    pub key: Option<Secret>,
 }
 
 impl ChannelConfig {
@@ -174,18 +207,16 @@ impl ChannelConfig {
             .map_or_else(|| model.to_string(), |(_, m)| m.clone())
     }
 
-    /// Read the keys from the environment.
+    /// The keys: the one handed over directly, if any, then those read from the environment.
     pub fn keys(&self) -> Result<Vec<Secret>, String> {
-        self.api_key_env
-            .iter()
-            .map(|var| {
-                std::env::var(var)
-                    .ok()
-                    .filter(|v| !v.trim().is_empty())
-                    .map(|v| Secret::new(v.trim()))
-                    .ok_or_else(|| format!("api_key_env: environment variable {var} is not set"))
-            })
-            .collect()
+        let from_env = self.api_key_env.iter().map(|var| {
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| Secret::new(v.trim()))
+                .ok_or_else(|| format!("api_key_env: environment variable {var} is not set"))
+        });
+        self.key.iter().cloned().map(Ok).chain(from_env).collect()
     }
 
     /// Semantic checks; the error names the field.
@@ -198,7 +229,7 @@ impl ChannelConfig {
             if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
                 return Err(format!("base_url {:?} must start with http:// or https://", self.base_url));
             }
-            if self.api_key_env.is_empty() {
+            if self.api_key_env.is_empty() && self.key.is_none() {
                 return Err("api_key_env must name at least one environment variable".into());
             }
         }

@@ -202,9 +202,36 @@ impl Config {
             config::Environment::with_prefix("AILURUS").prefix_separator("__").separator("__").try_parsing(true),
         );
         let raw = builder.build().map_err(|e| ConfigError(format!("config: {e}")))?;
-        let cfg: Config = raw.try_deserialize().map_err(|e| ConfigError(format!("config: {e}")))?;
+        let nats_url_set = raw.get_string("nats.url").is_ok();
+        let mut cfg: Config = raw.try_deserialize().map_err(|e| ConfigError(format!("config: {e}")))?;
+        let env = |k: &str| std::env::var(k).ok();
+        cfg.apply_seed(&env, crate::seed_config::home_dir().as_deref(), nats_url_set)?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Fill in what the seed's (CodeSwitch's) settings give and nothing explicit sets (see
+    /// `seed_config`): NEW-API channels when there are no `[[channels]]`, the sync NATS URL
+    /// when neither `NATS_URL` nor `nats.url` (`nats_url_set`) is set.
+    pub fn apply_seed(
+        &mut self,
+        env: &dyn Fn(&str) -> Option<String>,
+        home: Option<&Path>,
+        nats_url_set: bool,
+    ) -> Result<(), ConfigError> {
+        let want_nats = !nats_url_set && env("NATS_URL").is_none_or(|v| v.trim().is_empty());
+        let seed = crate::seed_config::seed(env, home, self.channels.is_empty(), want_nats).map_err(ConfigError)?;
+        if !seed.channels.is_empty() {
+            for c in &seed.channels {
+                tracing::info!(channel = %c.name, kind = %c.kind, base_url = %c.base_url, origin = c.origin.as_str(), "NEW-API channel from the CodeSwitch settings");
+            }
+            self.channels = seed.channels;
+        }
+        if let Some(url) = seed.nats_url {
+            tracing::info!(url = %crate::bus::redact_urls(&url), "NATS URL from ~/.code-switch/sync-settings.json");
+            self.nats.url = url;
+        }
+        Ok(())
     }
 
     /// Parse a TOML text (tests, examples), then validate.
@@ -275,6 +302,39 @@ mod tests {
         let cfg = Config::from_toml("").unwrap();
         assert_eq!(cfg.worker.heartbeat_ms, 1000);
         assert_eq!(cfg.worker.presence_ttl_ms, 90_000);
+    }
+
+    #[test]
+    fn seed_settings_fill_only_what_is_not_explicit() {
+        let home = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(home.path().join(".code-switch")).expect("mkdir");
+        std::fs::write(
+            home.path().join(crate::seed_config::SYNC_JSON),
+            r#"{"enabled":true,"url":"nats://sync.example:4222"}"#,
+        )
+        .expect("write");
+        let explicit = "[[channels]]\nname = \"mine\"\nkind = \"mock\"\n";
+        let env_set = |k: &str| match k {
+            "NEW_API_URL" => Some("https://newapi.example".to_string()),
+            "NEW_API_TOKEN" => Some("sk-t".to_string()),
+            _ => None,
+        };
+        let nats_env = |k: &str| (k == "NATS_URL").then(|| "nats://env:4222".to_string());
+        // (config text, env, nats.url set in config, channel names, NATS URL)
+        type Env = fn(&str) -> Option<String>;
+        let cases: [(&str, Env, bool, &[&str], &str); 4] = [
+            ("", env_set, false, &["newapi-claude", "newapi"], "nats://sync.example:4222"),
+            (explicit, env_set, false, &["mine"], "nats://sync.example:4222"),
+            ("[nats]\nurl = \"nats://file:4222\"\n", |_| None, true, &[], "nats://file:4222"),
+            ("", nats_env, false, &[], "nats://127.0.0.1:4222"),
+        ];
+        for (text, env, nats_set, names, url) in cases {
+            let mut cfg = Config::from_toml(text).expect("config");
+            cfg.apply_seed(&env, Some(home.path()), nats_set).expect("seed");
+            cfg.validate().expect("valid");
+            assert_eq!(cfg.channels.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), names, "{text}");
+            assert_eq!(cfg.nats.url, url, "{text}");
+        }
     }
 
     #[test]

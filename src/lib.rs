@@ -29,6 +29,7 @@
 //! - [`streams`]: applies `streams/*.json` to JetStream, idempotently.
 //! - [`nats_server`]: finds and spawns a pinned local `nats-server` (for `ailurus up` and tests).
 //! - [`config`]: typed configuration with defaults and `validate()`.
+//! - [`seed_config`]: CodeSwitch's NEW-API and NATS settings when nothing explicit is set.
 //! - [`shutdown`]: the one shutdown signal every loop selects on.
 //! - [`cli`]: one file per subcommand; `main.rs` only dispatches.
 
@@ -51,6 +52,7 @@ pub mod providers;
 pub mod quota;
 pub mod redact;
 pub mod router;
+pub mod seed_config;
 pub mod shutdown;
 pub mod sse;
 pub mod streams;

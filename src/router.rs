@@ -154,6 +154,9 @@ pub struct HealthSnapshot {
     pub state: String,
     /// Milliseconds of cooldown left.
     pub cooldown_left_ms: u64,
+    /// Where the channel came from (`ChannelOrigin`'s label); empty from older workers.
+    #[serde(default)]
+    pub origin: String,
 }
 
 /// How a channel may be used now.
@@ -254,6 +257,7 @@ impl Router {
             let mut cfg: ChannelConfig =
                 toml::from_str("name = \"mock\"\nkind = \"mock\"\npriority = -1000\n").map_err(|e| e.to_string())?;
             cfg.models = scope.patterns();
+            cfg.origin = crate::channel::ChannelOrigin::BuiltinMock;
             built.push(Arc::new(Channel {
                 config: cfg,
                 kind: ProviderKind::Mock,
@@ -426,6 +430,7 @@ impl Router {
                     total_ms: h.total_us.load(Ordering::Relaxed) as f64 / 1000.0,
                     state: state.to_string(),
                     cooldown_left_ms: left,
+                    origin: c.config.origin.as_str().to_string(),
                 }
             })
             .collect()

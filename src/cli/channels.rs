@@ -1,5 +1,5 @@
 //! `ailurus channels`: the health of every channel on every live worker, read from the
-//! `CHANNEL_HEALTH` KV bucket.
+//! `CHANNEL_HEALTH` KV bucket, with where each channel came from (its `origin`).
 
 use crate::config::Config;
 use std::collections::BTreeMap;
@@ -10,6 +10,9 @@ use std::process::ExitCode;
 struct Row {
     /// Upstream kind.
     kind: String,
+    /// Where the channel came from (config, NEW_API_URL env, code-switch app.json, built-in
+    /// mock), as the worker reports it.
+    origin: String,
     /// Priority tier.
     priority: i32,
     /// Weight in the tier.
@@ -57,6 +60,7 @@ pub async fn run(config: Config, json: bool) -> Result<ExitCode, String> {
         for c in &r.channels {
             let e = by_channel.entry(c.channel.clone()).or_insert_with(|| Row {
                 kind: c.kind.clone(),
+                origin: if c.origin.is_empty() { "?".to_string() } else { c.origin.clone() },
                 priority: c.priority,
                 weight: c.weight,
                 prices: prices(&c.channel),
@@ -72,14 +76,14 @@ pub async fn run(config: Config, json: bool) -> Result<ExitCode, String> {
     }
     println!("{} live worker(s)", reports.len());
     println!(
-        "{:<20} {:<17} {:>8} {:>6} {:>9} {:>9} {:>10} {:>7}  state",
-        "channel", "kind", "priority", "weight", "ok", "failed", "ttfb ms", "prices"
+        "{:<20} {:<17} {:<20} {:>8} {:>6} {:>9} {:>9} {:>10} {:>7}  state",
+        "channel", "kind", "origin", "priority", "weight", "ok", "failed", "ttfb ms", "prices"
     );
     for (name, r) in by_channel {
         let state = if r.states.is_empty() { "ok".to_string() } else { r.states.join(", ") };
         println!(
-            "{name:<20} {:<17} {:>8} {:>6} {:>9} {:>9} {:>10.1} {:>7}  {state}",
-            r.kind, r.priority, r.weight, r.ok, r.failed, r.ttfb_ms, r.prices
+            "{name:<20} {:<17} {:<20} {:>8} {:>6} {:>9} {:>9} {:>10.1} {:>7}  {state}",
+            r.kind, r.origin, r.priority, r.weight, r.ok, r.failed, r.ttfb_ms, r.prices
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -177,6 +177,8 @@ impl WorkerProcess {
             .env("AILURUS_LOG", "info")
             .env("NO_COLOR", "1")
             .env("AILURUS__AUTH__MODE", "open")
+            .env_remove("NEW_API_URL")
+            .env_remove("NEW_API_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -21,6 +21,10 @@ impl Proc {
         cmd.args(args)
             .env("NO_COLOR", "1")
             .env_remove("AILURUS_CONFIG")
+            // CodeSwitch's NEW-API settings would replace the built-in mock; callers pass them.
+            .env_remove("NEW_API_URL")
+            .env_remove("NEW_API_TOKEN")
+            .env_remove("NATS_URL")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"));
