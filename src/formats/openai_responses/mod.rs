@@ -25,6 +25,7 @@
 //! |---|---|
 //! | `previous_response_id`, `conversation`, `prompt`, `background: true`, `item_reference` items | 400 naming it (stateless) |
 //! | hosted `web_search*` tools | removed on conversion (only OpenAI runs them; pass-through keeps them) |
+//! | `additional_tools` input items (Codex's default request) | their tools join the top-level `tools` (same shapes, namespaces flattened) |
 //! | `namespace` tools (Codex `multi_agent_v1`) | flattened to functions named `<namespace>__<tool>`; calls render back with `namespace` (a tool whose own name holds `__` renders with a namespace too) |
 //! | other hosted tools (`file_search`, `code_interpreter`, `mcp`, …) and other tool types | 400 naming the type |
 //! | `tool_choice` of a hosted tool, `allowed_tools` | 400 naming the type |

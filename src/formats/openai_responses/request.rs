@@ -89,10 +89,11 @@ pub fn parse_request(body: &[u8], ctx: &ParseContext) -> Result<ChatRequest, For
         return Err(bad("input must hold at least one user or assistant item"));
     }
 
-    let tools = match f.get("tools") {
+    let mut tools = match f.get("tools") {
         None => Vec::new(),
-        Some(v) => parse_tools(v)?,
+        Some(v) => parse_tools(v, "tools")?,
     };
+    tools.append(&mut b.tools);
     let tool_choice = match f.get("tool_choice") {
         None => None,
         Some(v) => Some(parse_tool_choice(v)?),
@@ -146,6 +147,8 @@ struct InputBuilder {
     messages: Vec<Message>,
     /// call_id → tool name, to name tool results (Gemini needs the name).
     call_names: HashMap<String, String>,
+    /// Tools offered by `additional_tools` input items (Codex sends its tools this way).
+    tools: Vec<ToolDef>,
 }
 
 impl InputBuilder {
@@ -220,6 +223,13 @@ impl InputBuilder {
                     None => Part::Thinking { text, signature: None },
                 };
                 self.push(Role::Assistant, vec![part]);
+                Ok(())
+            }
+            // Tools offered inside the input (Codex's default request): the same shapes as
+            // the top-level `tools`, added to them.
+            Some("additional_tools") => {
+                let tools = f.get("tools").ok_or_else(|| f.required("tools"))?;
+                self.tools.extend(parse_tools(tools, &f.at("tools"))?);
                 Ok(())
             }
             Some("item_reference") => Err(bad(format!(
@@ -355,12 +365,13 @@ fn parse_function_tool(f: Fields<'_, '_>, ty: &str, namespace: Option<&str>) -> 
     Ok(ToolDef { name, description, parameters })
 }
 
-/// The `tools` array: function and custom tools, namespaces flattened, web search removed.
-fn parse_tools(v: &Value) -> Result<Vec<ToolDef>, FormatError> {
-    let tools = array(v, "tools")?;
+/// A `tools` array at `at`: function and custom tools, namespaces flattened, web search
+/// removed.
+fn parse_tools(v: &Value, at: &str) -> Result<Vec<ToolDef>, FormatError> {
+    let tools = array(v, at)?;
     let mut out = Vec::with_capacity(tools.len());
     for (i, t) in tools.iter().enumerate() {
-        let path = format!("tools[{i}]");
+        let path = format!("{at}[{i}]");
         let f = Fields::new(object(t, &path)?, &path);
         let ty = f.req_str("type")?;
         match ty {
