@@ -164,7 +164,7 @@ fn plan(client: Client, home: &Path, bridge: &str, token: &str, model: Option<&s
                 sets.push((vec!["model", "name"], Value::String(s(m))));
             }
             let env = vec![("GOOGLE_GEMINI_BASE_URL", s(bridge)), ("GEMINI_API_KEY", s(token))];
-            notes.push("Gemini CLI reads only the first .env it finds (the project's before ~/.gemini/.env); exported variables win over both".into());
+            notes.push("Gemini CLI reads only the first .env it finds (the project's before ~/.gemini/.env), and only in a folder it trusts (else pass --skip-trust); exported variables win over both".into());
             Plan {
                 title: format!("Gemini CLI → Ailurus at {bridge}"),
                 env: env.clone(),
