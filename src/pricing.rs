@@ -163,37 +163,14 @@ impl PriceTable {
     /// `Some(true)` when one entry covers the whole pattern, `Some(false)` when entries
     /// cover only some of its models, `None` when no entry matches any.
     pub fn covers(&self, channel_pattern: &str) -> Option<bool> {
-        if self.lookup(channel_pattern).is_some_and(|e| wildcard::matches(&e.pattern, channel_pattern)) {
+        // An entry that matches the pattern's own text matches every name it can stand for.
+        if self.lookup(channel_pattern).is_some() {
             return Some(true);
         }
         let partly = self.entries.iter().any(|e| wildcard::matches(channel_pattern, &e.pattern));
         partly.then_some(false)
     }
-}
 
-/// How much of a channel's models the price table covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Coverage {
-    /// Every model the channel serves has a price.
-    All,
-    /// Some do, some do not (requests for the others are refused, or free).
-    Some,
-    /// None has a price.
-    None,
-}
-
-impl Coverage {
-    /// How `ailurus channels` shows it.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::All => "all",
-            Self::Some => "partial",
-            Self::None => "none",
-        }
-    }
-}
-
-impl PriceTable {
     /// The coverage of a channel serving `patterns` (empty: every model), and the patterns
     /// not wholly priced.
     pub fn coverage(&self, patterns: &[String]) -> (Coverage, Vec<String>) {
@@ -219,6 +196,28 @@ impl PriceTable {
             Coverage::None
         };
         (c, missing)
+    }
+}
+
+/// How much of a channel's models the price table covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    /// Every model the channel serves has a price.
+    All,
+    /// Some do, some do not (requests for the others are refused, or free).
+    Some,
+    /// None has a price.
+    None,
+}
+
+impl Coverage {
+    /// How `ailurus channels` shows it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Some => "partial",
+            Self::None => "none",
+        }
     }
 }
 

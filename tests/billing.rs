@@ -12,13 +12,12 @@ use ailurus::config::Config;
 use ailurus::formats::Format;
 use ailurus::protocol::Platform;
 use ailurus::quota::account::QuotaStore;
-use ailurus::quota::ledger::{self, UsageRecord};
 use ailurus::quota::tokens::TokenStore;
 use async_nats::HeaderMap;
 use common::upstream::{Api, Upstream, Usage};
-use common::{platform_of, Stack};
+use common::{funded, platform_of, usage_records, Stack};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Longest any single wait may take.
 const WAIT: Duration = Duration::from_secs(30);
@@ -122,24 +121,6 @@ async fn send(stack: &Stack, token: &str, format: Format, model: &str, stream: b
     }
 }
 
-/// The usage records of `user`, once there are `n` of them.
-async fn records(stack: &Stack, user: &Token, n: usize) -> Vec<UsageRecord> {
-    let js = async_nats::jetstream::new(stack.client.clone());
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let recs: Vec<_> = ledger::read_all(&js, Some(user))
-            .await
-            .expect("ledger")
-            .into_iter()
-            .filter(|r| r.kind == "usage")
-            .collect();
-        if recs.len() >= n || Instant::now() > deadline {
-            return recs;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The output cap an upstream request carried, in its own API's field.
 fn cap_sent(api: Api, req: &Value) -> Option<u64> {
     match api {
@@ -149,14 +130,6 @@ fn cap_sent(api: Api, req: &Value) -> Option<u64> {
         Api::Gemini => req.pointer("/generationConfig/maxOutputTokens"),
     }
     .and_then(Value::as_u64)
-}
-
-/// A user with `quota` units and a token for them.
-async fn funded(tokens: &TokenStore, quota: &QuotaStore, user: &str, units: i64) -> (Token, String) {
-    let u = Token::new("user_id", user).expect("user id");
-    let (token, _) = tokens.create(user, "billing", None, vec![], None).await.expect("token");
-    quota.set(&u, units, None).await.expect("set quota");
-    (u, token)
 }
 
 /// One row of the cap table: what the client sends, what the upstream reports, and what
@@ -212,7 +185,7 @@ async fn every_answer_is_bounded_and_an_ignored_cap_is_an_overage() {
                     CapWant::Exactly(n) => assert_eq!(cap, n, "{what}"),
                     CapWant::AtMost(n) => assert!(cap > 0 && cap <= n, "{what}: cap {cap}"),
                 }
-                let recs = records(&stack, &user, 1).await;
+                let recs = usage_records(&stack.client, &user, 1, WAIT).await;
                 assert_eq!(recs.len(), 1, "{what}");
                 let charged = recs[0].quota;
                 let want = ((12.0 * 1.0 + case.reported_output as f64 * 5.0) / 1_000_000.0 * 500_000.0).ceil() as i64;
@@ -281,7 +254,7 @@ async fn a_user_funded_for_a_few_requests_never_goes_below_zero_under_load() {
         }
     }
     assert!(ok >= 1 && refused >= 900, "ok {ok}, refused {refused}");
-    let recs = records(&stack, &user, ok).await;
+    let recs = usage_records(&stack.client, &user, ok, WAIT).await;
     let bal = quota.balance(&user).await.expect("balance");
     let overage: i64 = recs.iter().map(|r| r.overage).sum();
     assert_eq!(overage, 0, "an upstream within the bounds makes no overage");
@@ -350,7 +323,7 @@ async fn cache_tokens_are_billed_right_on_every_pair() {
                     failures.push(format!("{what}: {:?} {}", got.status, got.text));
                     continue;
                 }
-                let recs = records(&stack, &user, n).await;
+                let recs = usage_records(&stack.client, &user, n, WAIT).await;
                 // Records arrive in order: this request's is the newest.
                 let Some(rec) = recs.last().filter(|r| r.model == model && recs.len() == n) else {
                     failures.push(format!("{what}: no ledger record"));

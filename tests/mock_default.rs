@@ -8,19 +8,17 @@
 mod common;
 
 use ailurus::bridge::BridgeConfig;
-use ailurus::bus::subjects::Token;
 use ailurus::config::Config;
 use ailurus::formats::Format;
 use ailurus::quota::account::QuotaStore;
-use ailurus::quota::ledger::{self, UsageRecord};
 use ailurus::quota::tokens::TokenStore;
 use common::http::{auth_header, bridge, native};
-use common::Stack;
+use common::{funded, usage_records, Stack};
 #[path = "support/grammar/mod.rs"]
 mod grammar;
 use grammar::ValidateStream;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Longest any single wait may take.
 const WAIT: Duration = Duration::from_secs(30);
@@ -50,14 +48,6 @@ async fn gateway(toml: &str) -> (Stack, String, TokenStore, QuotaStore) {
     (stack, base, tokens, quota)
 }
 
-/// A user with `units` of quota and a token for them.
-async fn funded(tokens: &TokenStore, quota: &QuotaStore, user: &str, units: i64) -> (Token, String) {
-    let u = Token::new("user_id", user).expect("user id");
-    let (token, _) = tokens.create(user, "mock default", None, vec![], None).await.expect("token");
-    quota.set(&u, units, None).await.expect("set quota");
-    (u, token)
-}
-
 /// POST `body` to `path` as `format`'s client; status and body.
 async fn post(base: &str, token: &str, format: Format, path: &str, body: &Value) -> (u16, Value) {
     let (k, v) = auth_header(format, token);
@@ -72,24 +62,6 @@ async fn post(base: &str, token: &str, format: Format, path: &str, body: &Value)
     let status = resp.status().as_u16();
     let text = resp.text().await.expect("body");
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
-
-/// The usage records of `user`, once there are `n` of them.
-async fn records(stack: &Stack, user: &Token, n: usize) -> Vec<UsageRecord> {
-    let js = async_nats::jetstream::new(stack.client.clone());
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let recs: Vec<_> = ledger::read_all(&js, Some(user))
-            .await
-            .expect("ledger")
-            .into_iter()
-            .filter(|r| r.kind == "usage")
-            .collect();
-        if recs.len() >= n || Instant::now() > deadline {
-            return recs;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The answer's text in `format`'s whole-body shape.
@@ -232,7 +204,7 @@ async fn the_default_worker_answers_and_bills_the_clis_default_models_in_every_f
             }
         }
     }
-    let recs = records(&stack, &user, asked).await;
+    let recs = usage_records(&stack.client, &user, asked, WAIT).await;
     assert_eq!(recs.len(), asked, "one ledger record per request");
     for r in &recs {
         assert!(r.cost_usd > 0.0 && r.quota > 0, "billed at the mock's demo price: {r:?}");

@@ -15,7 +15,7 @@ use ailurus::router::{HealthSnapshot, Router};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use common::upstream::{Answer, Api, Fault, Script, Upstream, Usage};
-use common::{platform_of, request, Stack};
+use common::{platform_of, request, usage_records, Stack};
 use futures::StreamExt;
 use std::future::Future;
 use std::sync::Arc;
@@ -1084,7 +1084,6 @@ const TOTAL_SLACK: Duration = Duration::from_millis(900);
 #[tokio::test]
 async fn total_timeout_bounds_streams_after_the_first_byte() {
     use ailurus::quota::account::QuotaStore;
-    use ailurus::quota::ledger;
     use ailurus::quota::tokens::TokenStore;
     bounded(Duration::from_secs(150), async {
         let k = key("AILURUS_T_TOTAL_KEY");
@@ -1260,15 +1259,7 @@ async fn total_timeout_bounds_streams_after_the_first_byte() {
         // The ledger: one usage record per request, its output the delivered tokens, its
         // charge their price; the quota counter holds exactly the sum.
         let want = groups.len() * 5;
-        let deadline = Instant::now() + WAIT;
-        let records = loop {
-            let recs: Vec<_> =
-                ledger::read_all(&js, Some(&user)).await.unwrap().into_iter().filter(|r| r.kind == "usage").collect();
-            if recs.len() >= want || Instant::now() > deadline {
-                break recs;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let records = usage_records(&stack.client, &user, want, WAIT).await;
         assert_eq!(records.len(), want, "one record per request");
         let prices = ailurus::pricing::PriceTable::new(&[], ailurus::pricing::BuiltinPrices::MockNames);
         for r in &records {

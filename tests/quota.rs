@@ -12,7 +12,7 @@ use ailurus::quota::account::QuotaStore;
 use ailurus::quota::ledger;
 use ailurus::quota::tokens::TokenStore;
 use async_nats::HeaderMap;
-use common::{request, Stack};
+use common::{request, usage_records, Stack};
 use futures::StreamExt;
 use std::time::{Duration, Instant};
 
@@ -63,20 +63,6 @@ fn epoch_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
-/// Wait until the ledger holds `n` usage records for `user`.
-async fn ledger_usage(stack: &Stack, user: &Token, n: usize) -> Vec<ledger::UsageRecord> {
-    let js = async_nats::jetstream::new(stack.client.clone());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let recs: Vec<_> =
-            ledger::read_all(&js, Some(user)).await.unwrap().into_iter().filter(|r| r.kind == "usage").collect();
-        if recs.len() >= n || Instant::now() > deadline {
-            return recs;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn thousand_concurrent_requests_never_overspend_and_the_ledger_matches() {
     let (stack, tokens, quota) = billing_stack(3).await;
@@ -125,7 +111,7 @@ async fn thousand_concurrent_requests_never_overspend_and_the_ledger_matches() {
     }
     assert_eq!(ok + refused, 1000);
     assert!(ok > 0 && refused > 0, "ok {ok} refused {refused}");
-    let records = ledger_usage(&stack, &user, ok + 1).await;
+    let records = usage_records(&stack.client, &user, ok + 1, Duration::from_secs(20)).await;
     let after = quota.balance(&user).await.unwrap();
     assert!(after.used <= after.total, "spent {} of {}", after.used, after.total);
     let ledger_sum: i64 = records.iter().map(|r| r.quota).sum();
@@ -237,7 +223,7 @@ async fn rebuild_reports_zero_drift_live_and_repairs_a_corrupted_entry() {
     for _ in 0..5 {
         assert_eq!(call(&stack, &token, "frank", "mock").await.0, ReplyKind::Done);
     }
-    ledger_usage(&stack, &user, 5).await;
+    usage_records(&stack.client, &user, 5, Duration::from_secs(20)).await;
     let (records, drifts) = ledger::rebuild(&quota, true).await.unwrap();
     assert!(records >= 6);
     assert!(drifts.is_empty(), "{drifts:?}");
@@ -530,7 +516,7 @@ async fn new_api_user_endpoints_show_the_balance_falling_by_the_priced_usage() {
         .await
         .unwrap();
     assert!(resp["choices"][0]["message"]["content"].as_str().unwrap().contains("what does this cost"));
-    let records = ledger_usage(&stack, &user, 1).await;
+    let records = usage_records(&stack.client, &user, 1, Duration::from_secs(20)).await;
     let charged = records[0].quota;
     assert!(charged > 0);
     let (_, me) = get("/api/user/self", bearer.clone()).await;

@@ -93,7 +93,7 @@ pub(crate) async fn admit(
     let billed = principal.is_some() && ctx.quota.is_some();
     let p = principal.as_ref();
     let counting = matches!(job.client, Client::Native { op: Op::CountTokens, .. });
-    let price = ctx.prices.lookup(&job.model).cloned();
+    let price = ctx.prices.lookup(&job.model);
     if billed && !counting && price.is_none() && ctx.unpriced == Unpriced::Refuse {
         return Err(RequestError::new(
             403,
@@ -112,13 +112,13 @@ pub(crate) async fn admit(
         .map(|m| u64::from(m) + job.chat.thinking.as_ref().and_then(|t| t.budget_tokens).map_or(0, u64::from));
     // Rate limits first (cheapest to refuse).
     let est_tokens = input_bound.min(job.chat.estimate_prompt_tokens() * 4)
-        + own_output.unwrap_or_else(|| price.as_ref().map_or(0, |p| u64::from(p.output_limit())));
+        + own_output.unwrap_or_else(|| price.map_or(0, |p| u64::from(p.output_limit())));
     let rate = match (p.and_then(|p| p.token.as_ref()), &ctx.rates) {
         (Some((hash, rec)), Some(rates)) => Box::pin(rates.admit(hash, rec, est_tokens)).await?,
         _ => None,
     };
     let held = match (p, price, counting) {
-        (Some(p), Some(price), false) => Box::pin(hold(ctx, job, p, &price, input_bound, own_output)).await,
+        (Some(p), Some(price), false) => Box::pin(hold(ctx, job, p, price, input_bound, own_output)).await,
         // Nothing to hold: open mode, a free unpriced model, or count_tokens (free).
         _ => Ok(None),
     };

@@ -18,6 +18,44 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The ledger's usage records of `user` (in stream order), once there are at least `n`, or
+/// what there is when `limit` has passed.
+pub async fn usage_records(
+    client: &async_nats::Client,
+    user: &ailurus::bus::subjects::Token,
+    n: usize,
+    limit: Duration,
+) -> Vec<ailurus::quota::ledger::UsageRecord> {
+    let js = async_nats::jetstream::new(client.clone());
+    let deadline = Instant::now() + limit;
+    loop {
+        let recs: Vec<_> = ailurus::quota::ledger::read_all(&js, Some(user))
+            .await
+            .expect("ledger")
+            .into_iter()
+            .filter(|r| r.kind == "usage")
+            .collect();
+        if recs.len() >= n || Instant::now() > deadline {
+            return recs;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A user `user` with `units` of quota (set, not added) and a new token of theirs; returns
+/// the user id and the plain token.
+pub async fn funded(
+    tokens: &ailurus::quota::tokens::TokenStore,
+    quota: &ailurus::quota::account::QuotaStore,
+    user: &str,
+    units: i64,
+) -> (ailurus::bus::subjects::Token, String) {
+    let u = ailurus::bus::subjects::Token::new("user_id", user).expect("user id");
+    let (token, _) = tokens.create(user, "test", None, vec![], None).await.expect("token");
+    quota.set(&u, units, None).await.expect("set quota");
+    (u, token)
+}
+
 /// The platform (subject) a client of `format` sends on, as the bridge's routes do.
 pub fn platform_of(format: ailurus::formats::Format) -> Platform {
     use ailurus::formats::Format;
