@@ -78,6 +78,19 @@ impl Encoder {
         );
     }
 
+    /// An unsigned thinking block open for more text or its signature (closing whatever
+    /// else is open).
+    fn ensure_unsigned_thinking(&mut self, out: &mut Vec<u8>) {
+        if self.open != (Open::Thinking { signed: false }) {
+            self.close_all(out);
+            self.open_block(
+                json!({"type": "thinking", "thinking": "", "signature": ""}),
+                Open::Thinking { signed: false },
+                out,
+            );
+        }
+    }
+
     fn open_block(&mut self, block: Value, kind: Open, out: &mut Vec<u8>) {
         let index = self.next_index;
         self.next_index = self.next_index.saturating_add(1);
@@ -186,25 +199,11 @@ impl StreamEncoder for Encoder {
                 if t.is_empty() {
                     return;
                 }
-                if self.open != (Open::Thinking { signed: false }) {
-                    self.close_all(out);
-                    self.open_block(
-                        json!({"type": "thinking", "thinking": "", "signature": ""}),
-                        Open::Thinking { signed: false },
-                        out,
-                    );
-                }
+                self.ensure_unsigned_thinking(out);
                 self.delta(json!({"type": "thinking_delta", "thinking": t}), out);
             }
             StreamEvent::ThinkingSignature(s) => {
-                if self.open != (Open::Thinking { signed: false }) {
-                    self.close_all(out);
-                    self.open_block(
-                        json!({"type": "thinking", "thinking": "", "signature": ""}),
-                        Open::Thinking { signed: false },
-                        out,
-                    );
-                }
+                self.ensure_unsigned_thinking(out);
                 self.delta(json!({"type": "signature_delta", "signature": s}), out);
                 self.open = Open::Thinking { signed: true };
             }
