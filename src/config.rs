@@ -101,9 +101,38 @@ pub struct WorkerConfig {
     /// on this address, e.g. `127.0.0.1:9464`. Off when unset.
     #[serde(default)]
     pub metrics_listen: Option<String>,
+    /// Quota lease size, in requests: when a user's request finds no room in this worker's
+    /// leases, the worker takes a lease of this many times the request's worst case (one
+    /// JetStream step) and admits the user's next requests from it in memory. 1 takes a lease
+    /// per request (a hold each, the slowest and tightest).
+    #[serde(default = "WorkerConfig::default_lease_requests")]
+    pub lease_requests: u32,
+    /// A lease with no request in flight and none drawn for this long goes back.
+    #[serde(default = "WorkerConfig::default_lease_idle_ms")]
+    pub lease_idle_ms: u64,
+    /// No request draws on a lease older than this; it goes back once its requests settle.
+    #[serde(default = "WorkerConfig::default_lease_max_age_ms")]
+    pub lease_max_age_ms: u64,
+    /// How long a billed request's ledger record may wait unconfirmed (the quota store
+    /// unreachable, e.g. during a JetStream leader election) before this worker stops
+    /// admitting that user's requests (503) until the records are confirmed.
+    #[serde(default = "WorkerConfig::default_billing_stall_ms")]
+    pub billing_stall_ms: u64,
 }
 
 impl WorkerConfig {
+    const fn default_lease_requests() -> u32 {
+        8
+    }
+    const fn default_lease_idle_ms() -> u64 {
+        500
+    }
+    const fn default_lease_max_age_ms() -> u64 {
+        10_000
+    }
+    const fn default_billing_stall_ms() -> u64 {
+        10_000
+    }
     fn default_queue_group() -> String {
         "ailurus-workers".to_string()
     }
@@ -155,6 +184,10 @@ impl Default for WorkerConfig {
             reaper_ms: Self::default_reaper_ms(),
             presence_ttl_ms: Self::default_presence_ttl_ms(),
             metrics_listen: None,
+            lease_requests: Self::default_lease_requests(),
+            lease_idle_ms: Self::default_lease_idle_ms(),
+            lease_max_age_ms: Self::default_lease_max_age_ms(),
+            billing_stall_ms: Self::default_billing_stall_ms(),
         }
     }
 }
@@ -260,6 +293,12 @@ impl Config {
             return Err(ConfigError(
                 "worker.presence_ttl_ms must be at least 1000 (message TTLs are whole seconds)".into(),
             ));
+        }
+        if w.lease_requests == 0 {
+            return Err(ConfigError("worker.lease_requests must be at least 1".into()));
+        }
+        if w.lease_max_age_ms == 0 || w.billing_stall_ms == 0 {
+            return Err(ConfigError("worker.lease_max_age_ms and worker.billing_stall_ms must be positive".into()));
         }
         if w.reaper_ms == 0 {
             return Err(ConfigError("worker.reaper_ms must be positive".into()));

@@ -971,6 +971,10 @@ async fn nats_cli_recipes_user_api_kv_and_counters() {
     // The counters settle right after the final reply; the quota event comes after that.
     let settled = collect(&mut quota, |g| g.iter().any(|(_, _, b)| json(b)["trace_id"] == "t-1")).await;
     assert!(!settled.is_empty(), "t-1 never settled");
+    // The worker's quota lease goes back half a second after the request: then the counters
+    // hold what the ledger charged.
+    let store = ailurus::quota::account::QuotaStore::open(live.client().clone()).await.unwrap();
+    common::quiet_balance(&store, &ailurus::bus::subjects::Token::new("user_id", "demo").unwrap()).await;
 
     let got = x.req(doc.one("req", "ailurus.api.user_self", "")).await;
     let (_, h, body) = &got[0];

@@ -74,7 +74,7 @@ async fn thousand_concurrent_requests_never_overspend_and_the_ledger_matches() {
         let (_, _, r) = call(&stack, &token, "alice", "mock-c2").await;
         ailurus::pricing::usd_to_quota(r.cost)
     };
-    let before = quota.balance(&user).await.unwrap();
+    let before = common::quiet_balance(&quota, &user).await;
     let total = before.used + probe_cost * 300 + probe_cost / 2;
     quota.set(&user, total, None).await.unwrap();
 
@@ -112,7 +112,7 @@ async fn thousand_concurrent_requests_never_overspend_and_the_ledger_matches() {
     assert_eq!(ok + refused, 1000);
     assert!(ok > 0 && refused > 0, "ok {ok} refused {refused}");
     let records = usage_records(&stack.client, &user, ok + 1, Duration::from_secs(20)).await;
-    let after = quota.balance(&user).await.unwrap();
+    let after = common::quiet_balance(&quota, &user).await;
     assert!(after.used <= after.total, "spent {} of {}", after.used, after.total);
     let ledger_sum: i64 = records.iter().map(|r| r.quota).sum();
     assert_eq!(ledger_sum, after.used, "sum of ledger charges equals used exactly");
@@ -224,6 +224,7 @@ async fn rebuild_reports_zero_drift_live_and_repairs_a_corrupted_entry() {
         assert_eq!(call(&stack, &token, "frank", "mock").await.0, ReplyKind::Done);
     }
     usage_records(&stack.client, &user, 5, Duration::from_secs(20)).await;
+    common::quiet_balance(&quota, &user).await;
     let (records, drifts) = ledger::rebuild(&quota, true).await.unwrap();
     assert!(records >= 6);
     assert!(drifts.is_empty(), "{drifts:?}");
@@ -519,6 +520,7 @@ async fn new_api_user_endpoints_show_the_balance_falling_by_the_priced_usage() {
     let records = usage_records(&stack.client, &user, 1, Duration::from_secs(20)).await;
     let charged = records[0].quota;
     assert!(charged > 0);
+    common::quiet_balance(&quota, &user).await;
     let (_, me) = get("/api/user/self", bearer.clone()).await;
     assert_eq!(me["data"]["quota"].as_i64(), Some(1_000_000 - charged));
     assert_eq!(me["data"]["used_quota"].as_i64(), Some(charged));

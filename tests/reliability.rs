@@ -219,13 +219,15 @@ async fn sigkill_mid_stream_ends_every_http_stream_well_formed_and_bills_nothing
             assert_eq!(got.status, 200, "{f}: {}", got.text());
             assert!(t.elapsed() < Duration::from_secs(2));
         }
-        // Billing: the lost requests' holds are released by the survivor at zero cost; the
-        // completed ones are billed once.
+        // Billing: the lost worker's leases are completed by the survivor from the ledger
+        // (the lost requests charge nothing); the completed ones are billed once.
         assert_eq!(holds_drained(&b.quota, Duration::from_secs(20)).await, 0, "orphaned holds were released");
         let recs = usage_records(&stack.client).await;
         let traces = by_trace(&recs);
+        // A lost request drew on the dead worker's lease and never settled: it has no
+        // record, or (a request held alone) a zero-cost one.
         for t in &lost {
-            let rs = traces.get(t).unwrap_or_else(|| panic!("no ledger record for lost request {t}"));
+            let rs = traces.get(t).map(Vec::as_slice).unwrap_or_default();
             assert!(rs.iter().all(|r| r.quota == 0), "a lost request was billed: {rs:?}");
         }
         for t in &completed {

@@ -50,7 +50,8 @@ pub struct Balance {
     pub request_count: i64,
 }
 
-/// Units held for one request until it settles: a durable hold (see [`super::holds`]).
+/// Units held for one quota lease until it goes back: a durable hold (see [`super::holds`]
+/// and [`super::lease`]).
 #[derive(Debug)]
 pub struct Reservation {
     /// Billed user.
@@ -61,6 +62,10 @@ pub struct Reservation {
     pub units: i64,
     /// The user's pricing group.
     pub group: String,
+    /// The user's total when the hold was taken (for informative quota events).
+    pub total: i64,
+    /// The user's spent counter right after the hold was taken (this hold included).
+    pub used: i64,
     /// The hold as written.
     hold: Hold,
     /// The hold's last known subject sequence.
@@ -133,6 +138,9 @@ impl QuotaStore {
                 + (owner.ttl + super::holds::SETTLE_GRACE).as_millis().min(i64::MAX as u128) as i64,
             actual: None,
             record: None,
+            lease: owner.lease,
+            requests: 0,
+            created_ms: crate::clock::now_ms(),
         };
         // The account read and the hold write are independent: one round trip for both.
         let (acct, seq) = tokio::join!(self.account(user), self.put_hold(&hold, 0));
@@ -188,7 +196,17 @@ impl QuotaStore {
         let marking = tokio::spawn(async move { store.put_hold(&counted, seq).await.ok() });
         let mut hold = hold;
         hold.counted = true;
-        Ok(Reservation { user: user.clone(), token: held_token, units, group, hold, seq, marking: Some(marking) })
+        Ok(Reservation {
+            user: user.clone(),
+            token: held_token,
+            units,
+            group,
+            total,
+            used,
+            hold,
+            seq,
+            marking: Some(marking),
+        })
     }
 
     /// Release a hold this worker wrote and no longer needs (a refusal or a store error
@@ -202,19 +220,11 @@ impl QuotaStore {
         }
     }
 
-    /// Settle a reservation at `actual` units: adjust the counters, count the request,
-    /// append the ledger record and publish the `QuotaChangeEvent`. Exactly once per
-    /// reservation, even against a worker that released it as orphaned meanwhile, and safe to
-    /// call again after an error (every step is keyed by the hold id; call again within the
-    /// duplicate window, two minutes).
-    pub async fn settle(
-        &self,
-        res: &mut Reservation,
-        actual: i64,
-        mut record: UsageRecord,
-    ) -> Result<(), RequestError> {
-        record.quota = actual;
-        record.hold_id = Some(res.hold.id.clone());
+    /// Settle a lease (see [`super::lease`]) at what its requests' ledger records charged
+    /// (`actual`, already appended by the writer) and how many they are. When another worker
+    /// completed the lease meanwhile (this worker looked lost), only what that completion
+    /// missed is charged, under ids of its own. Safe to call again after an error.
+    pub async fn settle_lease(&self, res: &mut Reservation, actual: i64, requests: u64) -> Result<(), RequestError> {
         if let Some(marking) = res.marking.take() {
             if let Ok(Some(seq)) = marking.await {
                 res.seq = seq;
@@ -223,68 +233,55 @@ impl QuotaStore {
         let mut settling = res.hold.clone();
         settling.state = HoldState::Settling;
         settling.actual = Some(actual);
-        settling.record = Some(record.clone());
-        let used = match self.put_hold(&settling, res.seq).await {
-            Ok(_) => Some(self.finish_settle(&settling).await?),
-            // Released meanwhile (this worker looked dead): the hold was given back, so
-            // charge what was delivered directly, under ids of its own.
-            Err(CasError::Lost(Some(current))) if current.state == HoldState::Released => {
-                tracing::warn!(hold = %res.hold.id, trace_id = %record.trace_id, "hold was released while the request ran; charging directly");
-                let late = |s: &str| format!("{}:late-{s}", res.hold.id);
-                let used = self.incr_once(subjects::quota_used(&res.user), actual, &late("u")).await?;
-                if let Some(t) = &res.token {
-                    self.incr_once(subjects::quota_token_used(t), actual, &late("t")).await?;
-                }
-                self.incr_once(subjects::quota_requests(&res.user), 1, &late("r")).await?;
-                record.hold_id = Some(format!("{}-late", res.hold.id));
-                ledger::append(&self.js, &res.user, &record).await.map_err(store_error)?;
-                Some(used)
+        settling.requests = requests;
+        match self.put_hold(&settling, res.seq).await {
+            Ok(_) => {
+                self.finish_settle(&settling).await?;
+                Ok(())
             }
-            // Our own settling hold, completed by a scan meanwhile (or by an earlier attempt
-            // of ours), or a hold released and purged: nothing left to charge. (The second
-            // case under-bills; it needs the owner cut off for a whole liveness period and
-            // the scan to finish first.)
+            Err(CasError::Lost(Some(h))) if h.id == res.hold.id && h.state == HoldState::Held => {
+                // Our own hold at another sequence (its `counted` mark landed unseen).
+                if let Ok(id) = Token::new("hold_id", &h.id) {
+                    if let Some((_, seq)) = self.current_hold(&id).await? {
+                        res.seq = seq;
+                    }
+                }
+                Err(store_error("lease moved; settle again"))
+            }
+            Err(CasError::Lost(Some(h)))
+                if h.state == HoldState::Settling && h.actual == Some(actual) && h.requests == requests =>
+            {
+                // An earlier attempt of ours got this far.
+                self.finish_settle(&h).await.map(|_| ())
+            }
             Err(CasError::Lost(current)) => {
-                match current {
-                    Some(h) if h.state == HoldState::Settling && h.id == res.hold.id => {
-                        Some(self.finish_settle(&h).await?)
+                // Completed by another worker from the ledger (or released at zero): charge
+                // the difference between what this worker's records charged and that.
+                let (done_actual, done_requests) = match &current {
+                    Some(h) if h.state == HoldState::Settling => {
+                        self.finish_settle(h).await?;
+                        (h.actual.unwrap_or(0), h.requests)
                     }
-                    // Our own hold at another sequence (its `counted` mark landed unseen):
-                    // note the sequence and let the caller try again.
-                    Some(h) if h.state == HoldState::Held && h.id == res.hold.id => {
-                        if let Ok(id) = Token::new("hold_id", &h.id) {
-                            if let Some((_, seq)) = self.current_hold(&id).await? {
-                                res.seq = seq;
-                            }
-                        }
-                        return Err(store_error("hold moved; settle again"));
+                    Some(h) => (h.actual.unwrap_or(0), h.requests),
+                    None => (0, 0),
+                };
+                let (du, dn) = (actual - done_actual, requests as i64 - done_requests as i64);
+                tracing::warn!(lease = %res.hold.id, charged = done_actual, late = du,
+                    "lease was completed by another worker; charging what it missed");
+                let late = |s: &str| format!("{}:late-{s}", res.hold.id);
+                if du != 0 {
+                    self.incr_once(subjects::quota_used(&res.user), du, &late("u")).await?;
+                    if let Some(t) = &res.token {
+                        self.incr_once(subjects::quota_token_used(t), du, &late("t")).await?;
                     }
-                    Some(h) if h.state == HoldState::Done => None,
-                    Some(_) => return Err(store_error(format!("hold {} is in an unexpected state", res.hold.id))),
-                    None => None,
                 }
-            }
-            Err(CasError::Store(e)) => return Err(e),
-        };
-        // The event is informative: billing is complete whether or not it goes out.
-        if let Some(used) = used {
-            match self.account(&res.user).await {
-                Ok(acct) => {
-                    let total = acct.map_or(0, |a| a.total);
-                    self.event(
-                        &res.user,
-                        total,
-                        used,
-                        actual,
-                        Some(record.model.clone()),
-                        Some(record.trace_id.clone()),
-                    )
-                    .await
+                if dn != 0 {
+                    self.incr_once(subjects::quota_requests(&res.user), dn, &late("r")).await?;
                 }
-                Err(e) => tracing::warn!(error = %e.message, "quota event skipped: account unreadable"),
+                Ok(())
             }
+            Err(CasError::Store(e)) => Err(e),
         }
-        Ok(())
     }
 
     /// Publish a `QuotaChangeEvent`.

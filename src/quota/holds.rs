@@ -12,7 +12,10 @@
 //! 2. **settle** (the owner): compare-and-swap the hold to `state: settling` with the
 //!    final amount and the ledger record (expected last subject sequence = the hold's), then
 //!    the counter corrections, the request count and the ledger append, all keyed by the
-//!    hold id, then a final `done` message.
+//!    hold id, then a final `done` message. A worker's holds are quota leases
+//!    ([`super::lease`]): their settle carries no record (each request appended its own) but
+//!    the sum of their charges and their number; an orphaned lease is completed from the
+//!    ledger ([`QuotaStore::reclaim_lease`]).
 //! 3. **release** (a refusal, or a recovery by any worker): compare-and-swap the hold to
 //!    `state: released`; take back its increments (an increment that may not have happened
 //!    is redone first under its `Nats-Msg-Id`, a no-op if it had), write a zero-cost ledger
@@ -102,6 +105,22 @@ pub struct Hold {
     /// The ledger record to append (`settling`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<UsageRecord>,
+    /// Whether this is a worker's quota lease (see [`super::lease`]): many requests draw on
+    /// it, each with a ledger record of its own that names the lease; its settle carries no
+    /// record, only the sum of theirs (`actual`) and their count (`requests`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lease: bool,
+    /// Requests settled against a lease (`settling`, and kept in its `done` message).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub requests: u64,
+    /// Unix milliseconds when the hold was written (where a lease's records start in the
+    /// ledger).
+    #[serde(default)]
+    pub created_ms: i64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Who holds, for how long.
@@ -114,6 +133,8 @@ pub struct HoldOwner {
     /// How long the request may take (the owner's request timeout); a `held` hold older than
     /// this plus [`SETTLE_GRACE`] is released even if its owner still answers.
     pub ttl: Duration,
+    /// Whether the hold is a lease (many requests draw on it).
+    pub lease: bool,
 }
 
 /// A fresh hold id.
@@ -199,7 +220,10 @@ impl QuotaStore {
     /// Mark a hold finished: its last message becomes `done` (expiring after [`DONE_TTL`]).
     pub(crate) async fn drop_hold(&self, hold: &Hold) {
         let Ok(id) = Token::new("hold_id", &hold.id) else { return };
-        let done = Hold { state: HoldState::Done, actual: None, record: None, ..hold.clone() };
+        // A lease's done message keeps what it charged: an owner that settles it late
+        // charges only what that misses.
+        let actual = if hold.lease { hold.actual } else { None };
+        let done = Hold { state: HoldState::Done, actual, record: None, ..hold.clone() };
         let Ok(body) = serde_json::to_vec(&done) else { return };
         let mut h = async_nats::HeaderMap::new();
         h.insert("Nats-TTL", format!("{}s", DONE_TTL.as_secs()).as_str());
@@ -288,7 +312,8 @@ impl QuotaStore {
             let t = Token::new("token_id", t).map_err(store_error)?;
             self.incr_once(subjects::quota_token_used(&t), delta, &step("ts")).await?;
         }
-        self.incr_once(subjects::quota_requests(&user), 1, &step("r")).await?;
+        let requests = if hold.lease { hold.requests as i64 } else { 1 };
+        self.incr_once(subjects::quota_requests(&user), requests, &step("r")).await?;
         if let Some(rec) = &hold.record {
             let mut rec = rec.clone();
             rec.quota = actual;
@@ -297,6 +322,39 @@ impl QuotaStore {
         }
         self.drop_hold(hold).await;
         Ok(used)
+    }
+
+    /// Complete a lease whose owner is gone (or that outlived its deadline): charge what the
+    /// ledger holds of it (the records its requests appended, found by lease id from the
+    /// lease's start), count them, and give the rest back. Requests whose records never reached
+    /// the ledger are not charged (see RELIABILITY.md); an owner that comes back and settles
+    /// the lease itself charges only what this missed.
+    pub(crate) async fn reclaim_lease(&self, hold: &Hold, seq: u64) -> Result<(), CasError> {
+        let user = Token::new("user_id", &hold.user).map_err(|e| CasError::Store(store_error(e)))?;
+        let (spent, requests) = super::ledger::lease_spend(self.jetstream(), &user, &hold.id, hold.created_ms)
+            .await
+            .map_err(|e| CasError::Store(store_error(e)))?;
+        if !hold.counted {
+            // The owner may have been lost before its increments: redo them under their
+            // `Nats-Msg-Id`s (no-ops when they landed), so the settle's correction below
+            // takes back only what was added.
+            let bad = |e: RequestError| CasError::Store(e);
+            self.incr_raw(subjects::quota_used(&user), hold.units, &format!("{}:u+", hold.id)).await.map_err(bad)?;
+            if let Some(t) = &hold.token {
+                let t = Token::new("token_id", t).map_err(|e| CasError::Store(store_error(e)))?;
+                self.incr_raw(subjects::quota_token_used(&t), hold.units, &format!("{}:t+", hold.id))
+                    .await
+                    .map_err(bad)?;
+            }
+        }
+        let mut settling = hold.clone();
+        settling.state = HoldState::Settling;
+        settling.counted = true;
+        settling.actual = Some(spent);
+        settling.requests = requests;
+        self.put_hold(&settling, seq).await?;
+        self.finish_settle(&settling).await.map_err(CasError::Store)?;
+        Ok(())
     }
 
     /// Announce a live worker for `ttl` (a KV put with a per-message TTL: the key vanishes
@@ -500,6 +558,11 @@ impl Reaper {
                 continue;
             }
             let outcome = match hold.state {
+                HoldState::Held if hold.lease => match self.store.reclaim_lease(&hold, msg.sequence).await {
+                    Ok(()) => Ok(true),
+                    Err(CasError::Lost(_)) => Ok(false),
+                    Err(CasError::Store(e)) => Err(e),
+                },
                 HoldState::Held => match self.store.release(&hold, msg.sequence, false, true, Did::of(&hold)).await {
                     Ok(()) => Ok(true),
                     Err(CasError::Lost(_)) => Ok(false),

@@ -72,6 +72,10 @@ pub struct UsageRecord {
     /// output cap); 0 for almost every record.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub overage: i64,
+    /// The worker's quota lease this request drew on (its `hold_id` is then
+    /// `<lease>.<n>`): a lost worker's lease is charged the sum of its records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<String>,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -95,7 +99,7 @@ impl UsageRecord {
 
 /// The record's `Nats-Msg-Id`: one per quota hold (a request may reuse a trace id), else
 /// kind and trace id (admin records have fresh ids).
-fn msg_id(rec: &UsageRecord) -> String {
+pub(crate) fn msg_id(rec: &UsageRecord) -> String {
     match &rec.hold_id {
         Some(h) => format!("{}-{h}", rec.kind),
         None => format!("{}-{}", rec.kind, rec.trace_id),
@@ -132,6 +136,52 @@ pub async fn append(js: &jetstream::Context, user: &Token, rec: &UsageRecord) ->
         pause = (pause * 2).min(Duration::from_secs(2));
     }
     Err(format!("ledger append failed: {last}"))
+}
+
+/// What the ledger holds of one lease: the units its usage records charged and how many there
+/// are. Reads `user`'s records from a little before `since_ms` (the lease's start).
+pub async fn lease_spend(
+    js: &jetstream::Context,
+    user: &Token,
+    lease: &str,
+    since_ms: i64,
+) -> Result<(i64, u64), String> {
+    use consumer::DeliverPolicy;
+    let stream = tokio::time::timeout(Duration::from_secs(5), js.get_stream("LLM_USAGE"))
+        .await
+        .map_err(|_| "LLM_USAGE lookup timed out".to_string())?
+        .map_err(|e| format!("LLM_USAGE: {e}"))?;
+    // Clocks of workers differ a little: start a minute early.
+    let start = time::OffsetDateTime::from_unix_timestamp((since_ms / 1000 - 60).max(0)).map_err(|e| e.to_string())?;
+    let deliver_policy =
+        if since_ms > 0 { DeliverPolicy::ByStartTime { start_time: start } } else { DeliverPolicy::All };
+    let config =
+        consumer::pull::OrderedConfig { filter_subject: subjects::usage(user), deliver_policy, ..Default::default() };
+    let consumer = tokio::time::timeout(Duration::from_secs(5), stream.create_consumer(config))
+        .await
+        .map_err(|_| "ledger consumer timed out".to_string())?
+        .map_err(|e| format!("ledger consumer: {e}"))?;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    let (mut spent, mut n) = (0i64, 0u64);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), messages.next()).await {
+            Ok(Some(Ok(m))) => {
+                if let Ok(rec) = serde_json::from_slice::<UsageRecord>(&m.payload) {
+                    if rec.kind == "usage" && rec.lease_id.as_deref() == Some(lease) {
+                        spent += rec.quota;
+                        n += 1;
+                    }
+                }
+                if m.info().map(|i| i.pending == 0).unwrap_or(false) {
+                    break;
+                }
+            }
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            // Nothing (more) to read: an ordered consumer with no pending messages is silent.
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Ok((spent, n))
 }
 
 /// Read every record (optionally one user's), oldest first.

@@ -10,6 +10,8 @@
 //! - [`ratelimit`]: per-token requests/tokens per minute and concurrency, as counters.
 //! - [`holds`]: every reservation is first a durable hold on `quota.hold.<id>`, so a worker
 //!   killed mid-request leaves something another worker releases exactly once.
+//! - [`lease`]: a worker's slice of a user's balance, taken with one hold; requests are
+//!   admitted from it in memory, and [`writer`] appends their ledger records in batches.
 //! - [`auth`]: who a request is, from its headers or the seed `token` field.
 //!
 //! Units follow NEW-API: 500,000 quota units = 1 USD.
@@ -17,10 +19,12 @@
 pub mod account;
 pub mod auth;
 pub mod holds;
+pub mod lease;
 pub mod ledger;
 pub mod ratelimit;
 pub mod store;
 pub mod tokens;
+pub mod writer;
 
 use crate::error::RequestError;
 use serde::Deserialize;

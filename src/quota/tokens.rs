@@ -114,6 +114,15 @@ pub fn generate() -> Result<String, String> {
 /// `t + MAX_STALE` on, whatever happens to the watch (normally within milliseconds).
 pub const MAX_STALE: Duration = Duration::from_secs(2);
 
+/// How much longer the copy stays trusted while the bucket's stream is leaderless (a
+/// JetStream election after a node loss: the probe times out or hears "no responders" /
+/// "unavailable" while the connection is up). No revocation can be acknowledged without a
+/// leader, so the copy is as current as it was; requests keep being served through the
+/// election. The price: in a minority partition (the worker's node cut off from a majority
+/// that elected a leader), a revocation made on the majority side is honoured within
+/// `MAX_STALE + ELECTION_GRACE` instead of `MAX_STALE`. See RELIABILITY.md.
+pub const ELECTION_GRACE: Duration = Duration::from_secs(15);
+
 /// How often the follower asks the server for the bucket's last revision.
 pub const PROBE_EVERY: Duration = Duration::from_millis(500);
 
@@ -147,31 +156,52 @@ struct Freshness {
     /// Microseconds from `epoch` to the sending of the last probe whose revision the cache
     /// had reached, plus one; 0: not trusted.
     verified: AtomicU64,
+    /// Whether the last probe found the bucket's stream leaderless (see [`ELECTION_GRACE`]).
+    election: std::sync::atomic::AtomicBool,
 }
 
 impl Freshness {
     fn new() -> Self {
-        Self { epoch: Instant::now(), verified: AtomicU64::new(0) }
+        Self { epoch: Instant::now(), verified: AtomicU64::new(0), election: std::sync::atomic::AtomicBool::new(false) }
     }
 
     /// Whether lookups may answer from the cache now.
     fn trusted(&self) -> bool {
         match self.verified.load(Ordering::Acquire) {
             0 => false,
-            v => self.epoch.elapsed() < Duration::from_micros(v - 1) + MAX_STALE,
+            v => {
+                let bound = if self.election.load(Ordering::Acquire) { MAX_STALE + ELECTION_GRACE } else { MAX_STALE };
+                self.epoch.elapsed() < Duration::from_micros(v - 1) + bound
+            }
         }
+    }
+
+    /// Note what the last failed probe or load said: a leaderless stream extends the trust
+    /// by [`ELECTION_GRACE`], anything else ends the extension.
+    fn failed(&self, error: &str) {
+        self.election.store(leaderless(error), Ordering::Release);
     }
 
     /// The cache held every revision the bucket had when `sent`.
     fn verify(&self, sent: Instant) {
         let us = u64::try_from(sent.saturating_duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX - 1);
         self.verified.store(us + 1, Ordering::Release);
+        self.election.store(false, Ordering::Release);
     }
 
     /// Stop trusting the cache until the next proof.
     fn distrust(&self) {
         self.verified.store(0, Ordering::Release);
+        self.election.store(false, Ordering::Release);
     }
+}
+
+/// Whether a failed request to the bucket's stream looks like a leaderless stream (timed out,
+/// no responders, JetStream temporarily unavailable) rather than a missing bucket or a bad
+/// answer.
+fn leaderless(error: &str) -> bool {
+    let e = error.to_ascii_lowercase();
+    ["timed out", "timeout", "no responders", "unavailable", "10008"].iter().any(|s| e.contains(s))
 }
 
 /// The token store: KV plus the in-memory copy.
@@ -205,7 +235,9 @@ impl TokenStore {
 
     /// Follow the bucket until `shutdown`: every put and delete updates the cache. Returns
     /// once the current contents are loaded (an error if they cannot be). When the watch
-    /// ends, fails, falls behind or the connection drops, the cache is distrusted (lookups
+    /// ends, fails, falls behind or the connection drops, the cache is trusted only until its
+    /// last proof is [`MAX_STALE`] old (or, while the bucket is leaderless,
+    /// [`ELECTION_GRACE`] more); then it is distrusted (lookups
     /// read the bucket, see [`MAX_STALE`]), and after a short backoff a new watch is opened
     /// and every key loaded again, so revoked, deleted and purged tokens leave the cache.
     pub async fn follow(&self, shutdown: Shutdown) -> Result<(), String> {
@@ -234,7 +266,8 @@ impl TokenStore {
                         tracing::warn!(error = %e, "token watch lost; lookups read the bucket until it is followed again")
                     }
                 }
-                self.fresh.distrust();
+                // The copy stays trusted only as long as its last proof allows (`MAX_STALE`,
+                // extended by an election): nothing it missed since can be older than that.
                 if started.elapsed() >= BACKOFF_RESET {
                     backoff = BACKOFF_MIN;
                 }
@@ -254,7 +287,16 @@ impl TokenStore {
                         tracing::info!("token watch following {BUCKET} again");
                         live = Some(l);
                     }
-                    Err(e) => tracing::debug!(error = %e, "token watch not reopened yet"),
+                    Err(e) => {
+                        // A leaderless bucket keeps the copy trusted for a while (no revocation
+                        // can land either); anything else distrusts it.
+                        if self.client.connection_state() == State::Connected && leaderless(&e) {
+                            self.fresh.failed(&e);
+                        } else {
+                            self.fresh.distrust();
+                        }
+                        tracing::debug!(error = %e, "token watch not reopened yet")
+                    }
                 },
             }
         }
@@ -273,7 +315,7 @@ impl TokenStore {
     /// delivered what the bucket held when we started, and replace the cache with that set.
     /// The cache is distrusted meanwhile.
     async fn load(&self) -> Result<Live, String> {
-        self.fresh.distrust();
+        // Trusted meanwhile only as long as the last proof allows (or an election extends it).
         let asked = Instant::now();
         let (last, messages) = Self::bucket_state(&self.kv).await?;
         let mut watch = tokio::time::timeout(REQUEST_TIMEOUT, self.kv.watch_with_history(">"))
@@ -360,7 +402,12 @@ impl TokenStore {
                     match answer {
                         // An empty bucket has nothing to catch up with.
                         Ok((last, messages)) => target = Some((asked, if messages == 0 { 0 } else { last })),
-                        Err(e) => tracing::debug!(error = %e, "token cache probe failed"),
+                        Err(e) => {
+                            if self.client.connection_state() == State::Connected {
+                                self.fresh.failed(&e);
+                            }
+                            tracing::debug!(error = %e, "token cache probe failed")
+                        }
                     }
                 }
             }
@@ -543,7 +590,7 @@ mod tests {
         assert!(f.trusted());
         // Proven longer than MAX_STALE ago: no longer trusted.
         if let Some(epoch) = Instant::now().checked_sub(MAX_STALE + Duration::from_millis(100)) {
-            let old = Freshness { epoch, verified: AtomicU64::new(0) };
+            let old = Freshness { epoch, verified: AtomicU64::new(0), election: Default::default() };
             old.verify(epoch);
             assert!(!old.trusted());
             old.verify(epoch + Duration::from_millis(200));
@@ -551,5 +598,29 @@ mod tests {
         }
         f.distrust();
         assert!(!f.trusted(), "distrusted until the next proof");
+    }
+
+    #[test]
+    fn a_leaderless_bucket_extends_the_trust_by_the_election_grace_only() {
+        let Some(epoch) = Instant::now().checked_sub(MAX_STALE + Duration::from_secs(1)) else { return };
+        let f = Freshness { epoch, verified: AtomicU64::new(0), election: Default::default() };
+        f.verify(epoch);
+        assert!(!f.trusted(), "past MAX_STALE");
+        f.failed("stream info of TOKENS timed out");
+        assert!(f.trusted(), "an election extends it");
+        f.failed("stream info of TOKENS: nats: no responders");
+        assert!(f.trusted());
+        f.failed("stream info of TOKENS: stream not found");
+        assert!(!f.trusted(), "a missing bucket is no election");
+        f.failed("timed out");
+        f.verify(epoch);
+        assert!(!f.trusted(), "a proof ends the extension");
+        // Past the grace, an election does not help either.
+        if let Some(old) = Instant::now().checked_sub(MAX_STALE + ELECTION_GRACE + Duration::from_secs(1)) {
+            let g = Freshness { epoch: old, verified: AtomicU64::new(0), election: Default::default() };
+            g.verify(old);
+            g.failed("timed out");
+            assert!(!g.trusted());
+        }
     }
 }

@@ -11,7 +11,9 @@
 //! thinking budget), else by one the gateway sets in the upstream request — the model's
 //! `max_output_tokens` from the price table, lowered to what the balance pays for. A request
 //! whose balance cannot pay for its prompt and a few output tokens is refused (402). The hold
-//! is that worst case times the largest group ratio. An upstream that ignores the cap and
+//! is that worst case times the largest group ratio, drawn on one of this worker's quota
+//! leases ([`crate::quota::lease`]): no JetStream round trip unless a new lease is needed,
+//! and the settle only queues the ledger record. An upstream that ignores the cap and
 //! reports more is still charged what it reports; the ledger record carries the `overage` and
 //! `ailurus_worker_billing_overage_total` counts it.
 //!
@@ -23,17 +25,13 @@ use crate::error::RequestError;
 use crate::pricing::{PriceEntry, Unpriced, QUOTA_PER_USD};
 use crate::protocol::canonical::{Usage, IMAGE_URL_TOKENS};
 use crate::protocol::Op;
-use crate::quota::account::Reservation;
 use crate::quota::auth::Principal;
-use crate::quota::holds::HoldOwner;
+use crate::quota::lease::Draw;
 use crate::quota::ratelimit::Admitted;
-use std::time::{Duration, Instant};
 
 /// Fewest output tokens a request is admitted with when the gateway lowers its cap to what
 /// the balance pays for: below this an answer is useless, so the request is refused.
 pub(crate) const MIN_OUTPUT_TOKENS: u32 = 16;
-/// How long a failed settle is retried (well inside JetStream's two-minute duplicate window).
-const SETTLE_RETRY: Duration = Duration::from_secs(90);
 
 /// Who `job` is: its credential checked against the token cache (the job's `user_id` becomes
 /// the token's user). A refusal for a known user is published as a `user.<id>.auth` event;
@@ -74,8 +72,9 @@ pub(crate) async fn identify(ctx: &WorkerCtx, job: &mut Job) -> Result<Option<Pr
 pub(crate) struct Ticket {
     /// Who it is billed to (none in open mode).
     principal: Option<Principal>,
-    /// The quota hold (none in open mode, for count_tokens, or an unpriced model served free).
-    reservation: Option<Reservation>,
+    /// The worst case held on one of this worker's quota leases (none in open mode, for
+    /// count_tokens, or an unpriced model served free).
+    draw: Option<Draw>,
     /// Rate-limit counters held (released with the tokens actually used).
     rate: Option<Admitted>,
     /// The user's group price multiplier, applied to the answer's cost.
@@ -122,11 +121,11 @@ pub(crate) async fn admit(
         // Nothing to hold: open mode, a free unpriced model, or count_tokens (free).
         _ => Ok(None),
     };
-    let mut ticket = Ticket { principal, reservation: None, rate, ratio: 1.0 };
+    let mut ticket = Ticket { principal, draw: None, rate, ratio: 1.0 };
     match held {
-        Ok(Some(res)) => {
-            ticket.ratio = ctx.group_ratio(&res.group);
-            ticket.reservation = Some(res);
+        Ok(Some(draw)) => {
+            ticket.ratio = ctx.group_ratio(draw.group());
+            ticket.draw = Some(draw);
             Ok(ticket)
         }
         Ok(None) => Ok(ticket),
@@ -140,8 +139,8 @@ pub(crate) async fn admit(
     }
 }
 
-/// Hold the worst case of `job` (setting the gateway's output cap when the request has
-/// none): at the model's output limit, else at what the balance pays for.
+/// Hold the worst case of `job` on a quota lease (setting the gateway's output cap when the
+/// request has none): at the model's output limit, else at what the balance pays for.
 async fn hold(
     ctx: &WorkerCtx,
     job: &mut Job,
@@ -149,37 +148,35 @@ async fn hold(
     price: &PriceEntry,
     input_bound: u64,
     own_output: Option<u64>,
-) -> Result<Option<Reservation>, RequestError> {
-    let Some(q) = &ctx.quota else { return Ok(None) };
+) -> Result<Option<Draw>, RequestError> {
+    let (Some(q), Some(leases)) = (&ctx.quota, &ctx.leases) else { return Ok(None) };
     let ratio_bound = ctx.group_ratio_bound();
     let token_limit = p.token.as_ref().and_then(|(h, r)| r.quota_limit.map(|l| (h, l)));
-    let owner = HoldOwner {
-        worker: ctx.worker_id.clone(),
-        trace_id: job.trace_id.to_string(),
-        ttl: Duration::from_millis(ctx.config.request_timeout_ms),
-    };
     let units = |output: u64| -> i64 {
         crate::pricing::usd_to_quota(price.worst_cost(input_bound, output) * ratio_bound).max(1)
     };
     let first_output = own_output.unwrap_or(u64::from(price.output_limit()));
-    match Box::pin(q.reserve(&p.user, token_limit, units(first_output), &owner)).await {
-        Ok(r) => {
+    let trace = job.trace_id.to_string();
+    match Box::pin(leases.draw(&p.user, token_limit, units(first_output), &trace)).await {
+        Ok(d) => {
             if own_output.is_none() {
                 set_cap(job, price.output_limit());
             }
-            Ok(Some(r))
+            Ok(Some(d))
         }
-        // The gateway's own cap did not fit: lower it to what the balance pays for.
+        // The gateway's own cap did not fit: lower it to what the balance pays for (what the
+        // store has left, or what this worker's leases have, whichever is more).
         Err(e) if e.status == 402 && own_output.is_none() => {
-            let remain = Box::pin(remaining(q, p, token_limit)).await?;
+            let room = leases.room(&p.user, token_limit.map(|(h, _)| h));
+            let remain = Box::pin(remaining(q, p, token_limit)).await?.max(room);
             let usd = remain as f64 / QUOTA_PER_USD / ratio_bound;
             let cap = price.affordable_output(usd, input_bound).min(price.output_limit());
             if cap < MIN_OUTPUT_TOKENS {
                 return Err(refusal(price, input_bound, remain, ratio_bound));
             }
-            let r = Box::pin(q.reserve(&p.user, token_limit, units(u64::from(cap)), &owner)).await?;
+            let d = Box::pin(leases.draw(&p.user, token_limit, units(u64::from(cap)), &trace)).await?;
             set_cap(job, cap);
-            Ok(Some(r))
+            Ok(Some(d))
         }
         Err(e) => Err(e),
     }
@@ -232,19 +229,19 @@ impl Ticket {
     /// rate-limit slots. Off the client's critical path.
     pub(crate) async fn settle(self, ctx: &WorkerCtx, job: &Job, outcome: &Outcome<'_>) {
         let principal = self.principal.as_ref();
-        if let (Some(mut res), Some(q)) = (self.reservation, &ctx.quota) {
+        if let (Some(draw), Some(leases)) = (self.draw, &ctx.leases) {
             let actual = if outcome.usage.is_some() { crate::pricing::usd_to_quota(outcome.cost) } else { 0 };
             let u = outcome.usage.copied().unwrap_or_default();
-            let overage = (actual - res.units).max(0);
+            let overage = (actual - draw.units()).max(0);
             if overage > 0 {
                 ctx.metrics.record_overage(overage as u64);
-                tracing::warn!(trace_id = %job.trace_id, model = %job.model, reserved = res.units, charged = actual,
+                tracing::warn!(trace_id = %job.trace_id, model = %job.model, reserved = draw.units(), charged = actual,
                     "upstream reported more usage than the reservation covered; charged what it reported");
             }
             let record = crate::quota::ledger::UsageRecord {
                 kind: "usage".into(),
                 trace_id: job.trace_id.to_string(),
-                user_id: res.user.to_string(),
+                user_id: job.user_id.clone(),
                 token_id: principal.and_then(|p| p.token.as_ref()).map(|(_, r)| r.id.clone()),
                 platform: job.platform.as_str().into(),
                 model: job.model.clone(),
@@ -263,8 +260,10 @@ impl Ticket {
                 timestamp: crate::clock::now_rfc3339(),
                 hold_id: None,
                 overage,
+                lease_id: None,
             };
-            settle_with_retries(q, &mut res, actual, record, job).await;
+            // Queued for the ledger writer: no JetStream round trip here.
+            leases.settle(draw, actual, record);
         }
         if let (Some(rates), Some(held)) = (&ctx.rates, self.rate) {
             rates.release(held, Some(outcome.usage.map_or(0, |u| u.prompt_total() + u.output_tokens))).await;
@@ -284,32 +283,4 @@ pub(crate) struct Outcome<'a> {
     pub(crate) duration_ms: u64,
     /// HTTP-like status of the outcome.
     pub(crate) status: u16,
-}
-
-/// Every step of a settle is keyed by the hold id, so it is retried (while the quota store
-/// is unreachable, e.g. a nats-server restart) inside JetStream's two-minute duplicate
-/// window; after that the hold stays for a scan to complete.
-async fn settle_with_retries(
-    q: &crate::quota::account::QuotaStore,
-    res: &mut Reservation,
-    actual: i64,
-    record: crate::quota::ledger::UsageRecord,
-    job: &Job,
-) {
-    let mut pause = Duration::from_millis(250);
-    let started = Instant::now();
-    loop {
-        match q.settle(res, actual, record.clone()).await {
-            Ok(()) => break,
-            Err(e) if started.elapsed() + pause < SETTLE_RETRY => {
-                tracing::warn!(trace_id = %job.trace_id, error = %e.message, "settle failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(8));
-            }
-            Err(e) => {
-                tracing::error!(trace_id = %job.trace_id, error = %e.message, "settle failed; the hold stays and a scan completes it");
-                break;
-            }
-        }
-    }
 }

@@ -38,6 +38,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
+/// How long a stopping worker waits for its ledger records to be confirmed and its leases to
+/// go back (another worker completes what is left, from the ledger).
+const LEASE_DRAIN: Duration = Duration::from_secs(20);
+
 /// What every request task shares.
 pub(crate) struct WorkerCtx {
     /// The NATS connection replies go out on.
@@ -58,6 +62,8 @@ pub(crate) struct WorkerCtx {
     pub tokens: Option<crate::quota::tokens::TokenStore>,
     /// Quota accounts and counters (none in open mode).
     pub quota: Option<crate::quota::account::QuotaStore>,
+    /// This worker's quota leases and its ledger writer (none in open mode).
+    pub leases: Option<Arc<crate::quota::lease::Leases>>,
     /// Per-token rate limits (none in open mode or without `RATE_COUNTERS`).
     pub rates: Option<crate::quota::ratelimit::RateLimiter>,
     /// Price multipliers per group.
@@ -148,7 +154,13 @@ async fn serve_metrics(addr: &str, ctx: Arc<WorkerCtx>, shutdown: Shutdown) -> R
         "/metrics",
         axum::routing::get(move || {
             let ctx = ctx.clone();
-            async move { ([("content-type", "text/plain; version=0.0.4")], ctx.metrics.render()) }
+            async move {
+                let mut text = ctx.metrics.render();
+                if let Some(leases) = &ctx.leases {
+                    leases.stats().render(&mut text);
+                }
+                ([("content-type", "text/plain; version=0.0.4")], text)
+            }
         }),
     );
     tokio::spawn(async move {
@@ -197,15 +209,27 @@ pub async fn run_with_router(
             }
         }
     }
+    let worker_id = nuid::next().to_string();
+    let leases = quota.as_ref().map(|q| {
+        let lc = crate::quota::lease::LeaseConfig {
+            requests: wc.lease_requests,
+            idle: Duration::from_millis(wc.lease_idle_ms),
+            max_age: Duration::from_millis(wc.lease_max_age_ms),
+            request_ttl: Duration::from_millis(wc.request_timeout_ms),
+            stall: Duration::from_millis(wc.billing_stall_ms),
+        };
+        crate::quota::lease::Leases::new(q.clone(), worker_id.clone(), lc)
+    });
     let ctx = Arc::new(WorkerCtx {
         auth: config.auth.clone(),
         tokens,
         quota,
+        leases,
         rates,
         group_ratios: config.pricing.groups.clone(),
         unpriced: config.pricing.unpriced,
         presence: dashmap::DashMap::new(),
-        worker_id: nuid::next().to_string(),
+        worker_id,
         client: client.clone(),
         admission: admission::Admission::new(wc.concurrency, wc.max_queued, Duration::from_millis(wc.queue_timeout_ms)),
         config: wc.clone(),
@@ -248,6 +272,9 @@ pub async fn run_with_router(
         }
         tokio::spawn(keep_alive(quota.clone(), ctx.worker_id.clone(), liveness, shutdown.clone()));
         tokio::spawn(reap(quota, liveness, Duration::from_millis(wc.reaper_ms), shutdown.clone()));
+    }
+    if let Some(leases) = ctx.leases.clone() {
+        tokio::spawn(leases.keep(shutdown.clone()));
     }
     tracing::info!(queue_group = %wc.queue_group, concurrency = wc.concurrency, worker_id = %ctx.worker_id, "worker serving llm.request.*");
 
@@ -302,6 +329,10 @@ pub async fn run_with_router(
                 ctx.inflight.cancel(subjects::last_token(&msg.subject));
             },
         }
+    }
+    // Every request has settled: confirm their ledger records and give the leases back.
+    if let Some(leases) = &ctx.leases {
+        leases.drain(LEASE_DRAIN).await;
     }
     if let Err(e) = tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
         tracing::warn!(error = %e, "final flush timed out");

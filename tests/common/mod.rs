@@ -42,6 +42,24 @@ pub async fn usage_records(
     }
 }
 
+/// The user's balance once every quota lease and hold is back (workers return an idle lease
+/// half a second after its last request, see `quota::lease`): only then does the spent counter
+/// equal what the ledger charged. Panics when holds are still open after 20 s.
+pub async fn quiet_balance(
+    quota: &ailurus::quota::account::QuotaStore,
+    user: &ailurus::bus::subjects::Token,
+) -> ailurus::quota::account::Balance {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let open = quota.holds_in_flight().await.expect("holds");
+        if open == 0 {
+            return quota.balance(user).await.expect("balance");
+        }
+        assert!(Instant::now() < deadline, "{open} quota holds still open after 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A user `user` with `units` of quota (set, not added) and a new token of theirs; returns
 /// the user id and the plain token.
 pub async fn funded(

@@ -1,0 +1,534 @@
+//! Quota leases: billing without a JetStream round trip per request.
+//!
+//! A worker takes a slice of a user's balance with one durable hold (a [`Hold`] marked
+//! `lease`, see [`super::holds`]): the user's spent counter rises by the whole slice at once,
+//! so the cross-worker bound is the same as for a hold of one request. The user's next
+//! requests on this worker are admitted from the slice in memory ([`Leases::draw`]): each
+//! holds its own worst case against the lease, exactly as it would against the balance.
+//! When a request ends, its ledger record (naming the lease, `hold_id` `<lease>.<n>`) goes
+//! to the [`LedgerWriter`], which appends records in pipelined batches and retries them
+//! until a JetStream leader answers. A lease goes back ([`QuotaStore::settle_lease`]) when it
+//! is idle, old or closed and every record drawn on it is confirmed: the counter then moves
+//! by what the records charged minus the slice, and the request count by their number.
+//!
+//! **Bounds.** A user can never be admitted beyond what the leases hold: overspend is
+//! impossible while the bus is down, only admission stops when the leases are spent. A
+//! record waits unconfirmed at most `billing_stall_ms` before the user's requests on this
+//! worker are refused (503); the whole queue is bounded by [`MAX_QUEUED`] records.
+//!
+//! **A lost worker.** Its leases are completed by another worker's reaper from the ledger:
+//! the lease is charged what its records there add up to ([`super::holds`]). A record still
+//! in the lost worker's memory is not charged (the operator's loss, never the user's); see
+//! RELIABILITY.md.
+
+use super::account::{QuotaStore, Reservation};
+use super::holds::HoldOwner;
+use super::ledger::UsageRecord;
+use super::writer::{Entry, LedgerWriter};
+use crate::bus::subjects::Token;
+use crate::error::RequestError;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Most ledger records queued unconfirmed; beyond it billed requests are refused (503).
+pub const MAX_QUEUED: usize = 100_000;
+/// While no new lease can be taken, a lease serves up to this many times its maximum age
+/// (its hold's deadline is the maximum age plus the request timeout plus 30 s).
+const OUTAGE_AGE: u32 = 6;
+/// How long a lease's settle is retried (inside JetStream's two-minute duplicate window).
+const SETTLE_RETRY: Duration = Duration::from_secs(90);
+
+/// How leases are sized and returned.
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    /// A lease is this many times the worst case of the request that takes it.
+    pub requests: u32,
+    /// An unused lease goes back after this long.
+    pub idle: Duration,
+    /// No request draws on a lease older than this.
+    pub max_age: Duration,
+    /// Longest a request may take (a lease's hold lives `max_age` plus this, plus a grace).
+    pub request_ttl: Duration,
+    /// Longest a record may wait unconfirmed before the user's requests are refused.
+    pub stall: Duration,
+}
+
+/// Whose balance a lease is a slice of: the user, and the token when it has its own limit
+/// (both counters are held).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    /// Billed user.
+    user: Token,
+    /// Token hash of a token with its own limit.
+    token: Option<Token>,
+}
+
+/// One lease of this worker.
+pub struct Lease {
+    /// The hold id (prefix of its records' ids).
+    id: String,
+    /// Billed user.
+    user: Token,
+    /// Units the lease holds.
+    units: i64,
+    /// The user's pricing group.
+    group: String,
+    /// The user's total when it was taken (informative events).
+    total: i64,
+    /// The spent counter right after it was taken, the lease included (informative events).
+    used_after_take: i64,
+    /// When it was taken.
+    created: Instant,
+    /// The hold, taken out when the lease goes back.
+    res: tokio::sync::Mutex<Option<Reservation>>,
+    /// What is drawn, spent and confirmed.
+    state: Mutex<State>,
+}
+
+/// A lease's moving parts.
+struct State {
+    /// Worst cases of the requests in flight.
+    reserved: i64,
+    /// What settled requests charged (queued or confirmed).
+    spent: i64,
+    /// What confirmed records charged.
+    acked: i64,
+    /// Confirmed records.
+    acked_n: u64,
+    /// Records that left the queue (confirmed, or given up after the duplicate window).
+    finished_n: u64,
+    /// Records handed to the writer.
+    queued_n: u64,
+    /// Requests in flight.
+    in_flight: u32,
+    /// No more draws (too old, single-use, or the worker is stopping).
+    closed: bool,
+    /// Last draw or settle.
+    last_used: Instant,
+    /// Since when a record has been waiting unconfirmed (none: all confirmed).
+    unconfirmed_since: Option<Instant>,
+}
+
+impl Lease {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A record of this lease was confirmed: `(user, total, used)` for the quota event.
+    pub(crate) fn confirmed(&self, quota: i64) -> (Token, i64, i64) {
+        let mut s = self.lock();
+        s.acked += quota;
+        s.acked_n += 1;
+        s.finished_n += 1;
+        s.unconfirmed_since = if s.finished_n == s.queued_n { None } else { Some(Instant::now()) };
+        (self.user.clone(), self.total, self.used_after_take - self.units + s.acked)
+    }
+
+    /// A record of this lease was given up (it was not confirmed within the duplicate window).
+    pub(crate) fn abandoned(&self) {
+        let mut s = self.lock();
+        s.finished_n += 1;
+        if s.finished_n == s.queued_n {
+            s.unconfirmed_since = None;
+        }
+    }
+
+    /// Whether it may go back now: nothing in flight, every record confirmed, and closed,
+    /// idle or old.
+    fn returnable(&self, s: &State, cfg: &LeaseConfig) -> bool {
+        s.in_flight == 0
+            && s.finished_n == s.queued_n
+            && (s.closed || s.last_used.elapsed() >= cfg.idle || self.created.elapsed() >= cfg.max_age)
+    }
+}
+
+/// What one admitted request holds of a lease; settle it with [`Leases::settle`] (dropped
+/// unsettled, it gives its worst case back and charges nothing).
+pub struct Draw {
+    /// The lease.
+    lease: Arc<Lease>,
+    /// The request's worst case.
+    units: i64,
+    /// Whether [`Leases::settle`] took it.
+    settled: bool,
+}
+
+impl Draw {
+    /// The request's worst case, as held.
+    pub fn units(&self) -> i64 {
+        self.units
+    }
+
+    /// The user's pricing group.
+    pub fn group(&self) -> &str {
+        &self.lease.group
+    }
+}
+
+impl Drop for Draw {
+    fn drop(&mut self) {
+        if !self.settled {
+            let mut s = self.lease.lock();
+            s.reserved -= self.units;
+            s.in_flight = s.in_flight.saturating_sub(1);
+            s.last_used = Instant::now();
+        }
+    }
+}
+
+/// What a draw found in the leases.
+enum Found {
+    /// Drawn.
+    Drawn(Draw),
+    /// No lease with room.
+    NoRoom,
+    /// The user's records are not being confirmed: refuse.
+    Stalled,
+}
+
+/// Figures for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LeaseStats {
+    /// Leases open on this worker.
+    pub open: u64,
+    /// Units they hold.
+    pub units: i64,
+    /// Ledger records waiting for confirmation.
+    pub queued: u64,
+    /// Records given up (not confirmed within the duplicate window) since start.
+    pub abandoned: u64,
+}
+
+impl LeaseStats {
+    /// These figures in the Prometheus text format, appended to `out`: what an operator
+    /// watches during a JetStream election (records queue, leases keep admitting).
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let rows: [(&str, &str, &str, String); 4] = [
+            ("ailurus_worker_leases_open", "gauge", "Quota leases this worker holds.", self.open.to_string()),
+            ("ailurus_worker_lease_units", "gauge", "Quota units those leases hold.", self.units.to_string()),
+            (
+                "ailurus_worker_ledger_queued",
+                "gauge",
+                "Usage records waiting for the ledger to confirm them.",
+                self.queued.to_string(),
+            ),
+            (
+                "ailurus_worker_ledger_abandoned_total",
+                "counter",
+                "Usage records not confirmed within the duplicate window (not billed).",
+                self.abandoned.to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {value}");
+        }
+    }
+}
+
+/// This worker's leases.
+pub struct Leases {
+    /// Holds, counters and events.
+    store: QuotaStore,
+    /// This worker's id (the owner of its lease holds).
+    worker: String,
+    /// Sizes and timings.
+    config: LeaseConfig,
+    /// Open leases per user (and limited token).
+    book: Mutex<HashMap<Key, Vec<Arc<Lease>>>>,
+    /// One lease take at a time per key: concurrent first requests of a user share one.
+    takes: dashmap::DashMap<Key, Arc<tokio::sync::Mutex<()>>>,
+    /// The ledger appends.
+    writer: LedgerWriter,
+    /// Leases going back (awaited when the worker stops).
+    returning: tokio_util::task::TaskTracker,
+}
+
+impl Leases {
+    /// Leases of worker `worker`, with their ledger writer.
+    pub fn new(store: QuotaStore, worker: String, config: LeaseConfig) -> Arc<Self> {
+        let writer = LedgerWriter::start(store.clone());
+        Arc::new(Self {
+            store,
+            worker,
+            config,
+            book: Mutex::default(),
+            takes: dashmap::DashMap::new(),
+            writer,
+            returning: tokio_util::task::TaskTracker::new(),
+        })
+    }
+
+    fn book(&self) -> MutexGuard<'_, HashMap<Key, Vec<Arc<Lease>>>> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hold `units` for one request of `user` (and `token`, a limited token with its limit):
+    /// from an open lease with room, else from a new lease of `requests` times `units` (or,
+    /// when the balance cannot cover that, of `units` alone, for this request only). Refuses
+    /// with 402 when the balance cannot cover `units`, 503 when the user's records are not
+    /// being confirmed or the writer's queue is full.
+    pub async fn draw(
+        &self,
+        user: &Token,
+        token: Option<(&Token, i64)>,
+        units: i64,
+        trace_id: &str,
+    ) -> Result<Draw, RequestError> {
+        let units = units.max(1);
+        let key = Key { user: user.clone(), token: token.map(|(t, _)| t.clone()) };
+        if self.writer.queued() >= MAX_QUEUED as u64 {
+            return Err(stalled());
+        }
+        match self.find(&key, units, false) {
+            Found::Drawn(d) => return Ok(d),
+            Found::Stalled => return Err(stalled()),
+            Found::NoRoom => {}
+        }
+        let gate = self.takes.entry(key.clone()).or_default().clone();
+        let _one_take = gate.lock().await;
+        match self.find(&key, units, false) {
+            Found::Drawn(d) => return Ok(d),
+            Found::Stalled => return Err(stalled()),
+            Found::NoRoom => {}
+        }
+        let owner = HoldOwner {
+            worker: self.worker.clone(),
+            trace_id: trace_id.to_string(),
+            ttl: self.config.max_age + self.config.request_ttl,
+            lease: true,
+        };
+        let target = units.saturating_mul(i64::from(self.config.requests));
+        let taken = if target > units {
+            match self.store.reserve(user, token, target, &owner).await {
+                Ok(r) => Ok((r, false)),
+                // The balance does not cover a whole lease: this request alone.
+                Err(e) if e.status == 402 => self.store.reserve(user, token, units, &owner).await.map(|r| (r, true)),
+                Err(e) => Err(e),
+            }
+        } else {
+            self.store.reserve(user, token, units, &owner).await.map(|r| (r, true))
+        };
+        let (res, single) = match taken {
+            Ok(t) => t,
+            // The store does not answer (an election): a lease past its age still serves,
+            // while its hold is far from its deadline.
+            Err(e) if e.status == 503 => match self.find(&key, units, true) {
+                Found::Drawn(d) => return Ok(d),
+                _ => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
+        let now = Instant::now();
+        let lease = Arc::new(Lease {
+            id: res.hold_id().to_string(),
+            user: user.clone(),
+            units: res.units,
+            group: res.group.clone(),
+            total: res.total,
+            used_after_take: res.used,
+            created: now,
+            state: Mutex::new(State {
+                reserved: units,
+                spent: 0,
+                acked: 0,
+                acked_n: 0,
+                finished_n: 0,
+                queued_n: 0,
+                in_flight: 1,
+                closed: single,
+                last_used: now,
+                unconfirmed_since: None,
+            }),
+            res: tokio::sync::Mutex::new(Some(res)),
+        });
+        self.book().entry(key).or_default().push(lease.clone());
+        Ok(Draw { lease, units, settled: false })
+    }
+
+    /// A draw from an open lease of `key` with room for `units`; `aged`: also from a lease
+    /// past its age (not yet closed), up to [`OUTAGE_AGE`] times it, while no new lease can be
+    /// taken.
+    fn find(&self, key: &Key, units: i64, aged: bool) -> Found {
+        let limit = if aged { self.config.max_age * OUTAGE_AGE } else { self.config.max_age };
+        let book = self.book();
+        let Some(leases) = book.get(key) else { return Found::NoRoom };
+        for lease in leases {
+            let mut s = lease.lock();
+            if s.unconfirmed_since.is_some_and(|t| t.elapsed() >= self.config.stall) {
+                return Found::Stalled;
+            }
+            if s.closed || lease.created.elapsed() >= limit {
+                continue;
+            }
+            if lease.units - s.spent - s.reserved >= units {
+                s.reserved += units;
+                s.in_flight += 1;
+                s.last_used = Instant::now();
+                return Found::Drawn(Draw { lease: lease.clone(), units, settled: false });
+            }
+        }
+        Found::NoRoom
+    }
+
+    /// The most a request of `user` (and a limited `token`) could draw from this worker's
+    /// open leases now.
+    pub fn room(&self, user: &Token, token: Option<&Token>) -> i64 {
+        let key = Key { user: user.clone(), token: token.cloned() };
+        let book = self.book();
+        book.get(&key)
+            .into_iter()
+            .flatten()
+            .filter(|l| l.created.elapsed() < self.config.max_age)
+            .map(|l| {
+                let s = l.lock();
+                if s.closed {
+                    0
+                } else {
+                    l.units - s.spent - s.reserved
+                }
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Settle one request at `actual` units: the lease notes it and its ledger record (with
+    /// its id and charge filled in here) joins the writer's queue. Never waits on the bus.
+    pub fn settle(&self, mut draw: Draw, actual: i64, mut record: UsageRecord) {
+        draw.settled = true;
+        let lease = draw.lease.clone();
+        let n = {
+            let mut s = lease.lock();
+            s.reserved -= draw.units;
+            s.spent += actual;
+            s.in_flight = s.in_flight.saturating_sub(1);
+            s.last_used = Instant::now();
+            let n = s.queued_n;
+            s.queued_n += 1;
+            if s.unconfirmed_since.is_none() {
+                s.unconfirmed_since = Some(Instant::now());
+            }
+            n
+        };
+        record.quota = actual;
+        record.lease_id = Some(lease.id.clone());
+        record.hold_id = Some(format!("{}.{n}", lease.id));
+        self.writer.push(Entry::new(&lease.user, &record, lease.clone()));
+    }
+
+    /// Give back every lease that is due (idle, old or closed, all its records confirmed).
+    /// Returns how many went back.
+    fn return_due(&self, all: bool) -> usize {
+        let mut due = Vec::new();
+        {
+            let mut book = self.book();
+            book.retain(|_, leases| {
+                leases.retain(|lease| {
+                    let mut s = lease.lock();
+                    if all {
+                        s.closed = true;
+                    }
+                    if lease.returnable(&s, &self.config) {
+                        s.closed = true;
+                        due.push(lease.clone());
+                        false
+                    } else {
+                        true
+                    }
+                });
+                !leases.is_empty()
+            });
+        }
+        let n = due.len();
+        for lease in due {
+            let store = self.store.clone();
+            self.returning.spawn(give_back(store, lease));
+        }
+        n
+    }
+
+    /// Return due leases every 100 ms until `shutdown` (the stopping worker then calls
+    /// [`Self::drain`] once its requests have settled).
+    pub async fn keep(self: Arc<Self>, shutdown: crate::shutdown::Shutdown) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = tick.tick() => { self.return_due(false); }
+            }
+        }
+    }
+
+    /// Close every lease and return them as they come due, for at most `limit`.
+    pub async fn drain(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.return_due(true);
+            if self.book().is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let open = self.book().len();
+        if open > 0 {
+            tracing::warn!(open, "leases still open at shutdown; another worker completes them from the ledger");
+        }
+        self.returning.close();
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(5));
+        if tokio::time::timeout(left, self.returning.wait()).await.is_err() {
+            tracing::warn!("lease settles still running at shutdown; another worker completes them");
+        }
+    }
+
+    /// Figures for `/metrics`.
+    pub fn stats(&self) -> LeaseStats {
+        let book = self.book();
+        let mut stats =
+            LeaseStats { queued: self.writer.queued(), abandoned: self.writer.abandoned(), ..Default::default() };
+        for lease in book.values().flatten() {
+            stats.open += 1;
+            stats.units += lease.units;
+        }
+        stats
+    }
+}
+
+/// The 503 for a user whose billing records are not being confirmed.
+fn stalled() -> RequestError {
+    RequestError::new(
+        503,
+        "billing is paused: this worker's usage records are not being confirmed by the quota store \
+         (a JetStream election or outage); retry shortly",
+    )
+}
+
+/// Settle `lease` at what its confirmed records charged, retried inside the duplicate
+/// window; after that the hold stays for another worker's reaper (it completes it from the
+/// ledger, which holds every confirmed record).
+async fn give_back(store: QuotaStore, lease: Arc<Lease>) {
+    let Some(mut res) = lease.res.lock().await.take() else { return };
+    let (actual, requests) = {
+        let s = lease.lock();
+        (s.acked, s.acked_n)
+    };
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match store.settle_lease(&mut res, actual, requests).await {
+            Ok(()) => return,
+            Err(e) if started.elapsed() + pause < SETTLE_RETRY => {
+                tracing::warn!(lease = %lease.id, error = %e.message, "lease settle failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(8));
+            }
+            Err(e) => {
+                tracing::error!(lease = %lease.id, error = %e.message, "lease settle failed; a reaper completes it from the ledger");
+                return;
+            }
+        }
+    }
+}

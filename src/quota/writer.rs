@@ -1,0 +1,195 @@
+//! The ledger writer: usage records leave the request's path here. One task per worker
+//! takes records from a queue, publishes up to [`BATCH`] of them back to back (pipelined:
+//! every publish goes out before the first acknowledgement is awaited) and retries the ones
+//! not acknowledged, in order, until a JetStream leader answers. Each record keeps its
+//! `Nats-Msg-Id` (`usage-<lease>.<n>`), so a retry of a record that did land is stored once.
+//! A record not confirmed within [`PATIENCE`] (inside the stream's two-minute duplicate
+//! window, past which a retry could be stored twice) is given up and counted.
+
+use super::account::QuotaStore;
+use super::lease::Lease;
+use super::ledger::UsageRecord;
+use crate::bus::subjects::{self, Token};
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Most records published before their acknowledgements are awaited.
+const BATCH: usize = 256;
+/// How long a record is retried before it is given up.
+const PATIENCE: Duration = Duration::from_secs(100);
+/// Bound on one publish or one acknowledgement.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One record on its way to the ledger.
+pub(crate) struct Entry {
+    /// `llm.usage.<user>`.
+    subject: String,
+    /// `Nats-Msg-Id`.
+    msg_id: String,
+    /// The record, serialised once.
+    body: Bytes,
+    /// Units it charges.
+    quota: i64,
+    /// The model and trace, for the quota event sent once it is confirmed.
+    model: String,
+    /// See `model`.
+    trace_id: String,
+    /// The lease it was drawn on (told when it is confirmed or given up).
+    lease: Arc<Lease>,
+    /// When it was queued.
+    queued: Instant,
+}
+
+impl Entry {
+    /// An entry for `record` of `user`, drawn on `lease`.
+    pub(crate) fn new(user: &Token, record: &UsageRecord, lease: Arc<Lease>) -> Self {
+        Self {
+            subject: subjects::usage(user),
+            msg_id: super::ledger::msg_id(record),
+            // A record is plain data: serialising it cannot fail.
+            body: serde_json::to_vec(record).map(Bytes::from).unwrap_or_default(),
+            quota: record.quota,
+            model: record.model.clone(),
+            trace_id: record.trace_id.clone(),
+            lease,
+            queued: Instant::now(),
+        }
+    }
+}
+
+/// The handle requests push records to.
+#[derive(Clone)]
+pub(crate) struct LedgerWriter {
+    /// The queue.
+    tx: mpsc::UnboundedSender<Entry>,
+    /// Records queued and not yet confirmed or given up.
+    queued: Arc<AtomicU64>,
+    /// Records given up since start.
+    abandoned: Arc<AtomicU64>,
+}
+
+impl LedgerWriter {
+    /// Start the writer task; it runs until every handle is dropped and its queue is empty
+    /// (a stopping worker waits for its leases, see [`super::lease::Leases::drain`]).
+    pub(crate) fn start(store: QuotaStore) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicU64::new(0));
+        let abandoned = Arc::new(AtomicU64::new(0));
+        let w = Self { tx, queued: queued.clone(), abandoned: abandoned.clone() };
+        tokio::spawn(run(store, rx, queued, abandoned));
+        w
+    }
+
+    /// Queue a record (never waits; the queue is bounded by admission, see
+    /// [`super::lease::MAX_QUEUED`]).
+    pub(crate) fn push(&self, entry: Entry) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if let Err(mpsc::error::SendError(entry)) = self.tx.send(entry) {
+            // The writer is gone (the worker is stopping past its drain): the record cannot
+            // be confirmed; its lease settles without it and a reaper finds nothing of it.
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.abandoned.fetch_add(1, Ordering::Relaxed);
+            entry.lease.abandoned();
+            tracing::error!(trace_id = %entry.trace_id, "ledger writer stopped; usage record dropped");
+        }
+    }
+
+    /// Records waiting for confirmation.
+    pub(crate) fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Records given up since start.
+    pub(crate) fn abandoned(&self) -> u64 {
+        self.abandoned.load(Ordering::Relaxed)
+    }
+}
+
+/// The writer loop.
+async fn run(
+    store: QuotaStore,
+    mut rx: mpsc::UnboundedReceiver<Entry>,
+    queued: Arc<AtomicU64>,
+    abandoned: Arc<AtomicU64>,
+) {
+    let mut pending: VecDeque<Entry> = VecDeque::new();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some(e) => pending.push_back(e),
+                None => return,
+            }
+        }
+        while pending.len() < BATCH {
+            match rx.try_recv() {
+                Ok(e) => pending.push_back(e),
+                Err(_) => break,
+            }
+        }
+        let n = pending.len().min(BATCH);
+        let confirmed = publish_batch(&store, pending.range(..n)).await;
+        let mut kept = VecDeque::with_capacity(pending.len());
+        let mut failed = false;
+        for (i, e) in pending.drain(..).enumerate() {
+            if i < n && confirmed[i] {
+                queued.fetch_sub(1, Ordering::Relaxed);
+                let (user, total, used) = e.lease.confirmed(e.quota);
+                store.event(&user, total, used, e.quota, Some(e.model), Some(e.trace_id)).await;
+            } else if i < n && e.queued.elapsed() >= PATIENCE {
+                queued.fetch_sub(1, Ordering::Relaxed);
+                abandoned.fetch_add(1, Ordering::Relaxed);
+                e.lease.abandoned();
+                tracing::error!(trace_id = %e.trace_id, "usage record not confirmed within the duplicate window; given up");
+            } else {
+                failed |= i < n;
+                kept.push_back(e);
+            }
+        }
+        pending = kept;
+        if failed {
+            tracing::warn!(waiting = pending.len(), "ledger appends not confirmed; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        } else {
+            pause = Duration::from_millis(50);
+        }
+    }
+}
+
+/// Publish `batch` back to back, then await the acknowledgements: whether each was stored.
+async fn publish_batch<'a>(store: &QuotaStore, batch: impl Iterator<Item = &'a Entry>) -> Vec<bool> {
+    let js = store.jetstream();
+    let mut acks = Vec::new();
+    let mut connected = true;
+    for e in batch {
+        if !connected {
+            acks.push(None);
+            continue;
+        }
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", e.msg_id.as_str());
+        let sent =
+            tokio::time::timeout(ACK_TIMEOUT, js.publish_with_headers(e.subject.clone(), h, e.body.clone())).await;
+        acks.push(match sent {
+            Ok(Ok(ack)) => Some(ack),
+            // The connection does not take messages: the rest of the batch waits too.
+            _ => {
+                connected = false;
+                None
+            }
+        });
+    }
+    // Every acknowledgement is awaited at once: one bound for the whole batch.
+    futures::future::join_all(acks.into_iter().map(|ack| async move {
+        match ack {
+            Some(ack) => matches!(tokio::time::timeout(ACK_TIMEOUT, ack).await, Ok(Ok(_))),
+            None => false,
+        }
+    }))
+    .await
+}
