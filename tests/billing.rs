@@ -352,3 +352,113 @@ async fn cache_tokens_are_billed_right_on_every_pair() {
     }
     assert!(failures.is_empty(), "{} of {n} pairs billed wrong:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// The quota holds written so far: (hold subjects, of which leases).
+async fn hold_subjects(stack: &Stack) -> (usize, usize) {
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let mut subjects = std::collections::BTreeMap::new();
+    let mut seq = 1;
+    let stream = js.get_stream("QUOTA_HOLDS").await.expect("holds stream");
+    while let Ok(m) = stream.direct_get_next_for_subject("quota.hold.>", Some(seq)).await {
+        seq = m.sequence + 1;
+        let v: Value = serde_json::from_slice(&m.payload).expect("a hold");
+        subjects.insert(m.subject.to_string(), v["lease"].as_bool().unwrap_or(false));
+    }
+    (subjects.len(), subjects.values().filter(|l| **l).count())
+}
+
+#[tokio::test]
+async fn many_requests_draw_on_one_lease_and_the_counters_follow_the_ledger() {
+    let up = Upstream::start().await;
+    up.script(|s| s.usage = Usage { input: 12, output: 20, cache_read: 0, cache_write: 0 });
+    let (stack, tokens, quota) = gateway(&up, Api::OpenAi, "").await;
+    let (user, token) = funded(&tokens, &quota, "leaser", 1_000_000).await;
+    let n = 30;
+    for i in 0..n {
+        let got = send(&stack, &token, Format::OpenAiChat, "billed-1", i % 2 == 0, Some(100)).await;
+        assert_eq!(got.kind, ReplyKind::Done, "request {i}: {}", got.text);
+    }
+    let recs = usage_records(&stack.client, &user, n, WAIT).await;
+    assert_eq!(recs.len(), n);
+    let bal = common::quiet_balance(&quota, &user).await;
+    let (holds, leases) = hold_subjects(&stack).await;
+    // Sequential requests inside a lease's life share it: far fewer holds than requests.
+    assert!(holds <= 3 && leases == holds, "{holds} holds ({leases} leases) for {n} requests");
+    let mut ids: Vec<_> = recs.iter().map(|r| r.hold_id.clone().expect("a record id")).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "one record id per request");
+    assert!(recs.iter().all(|r| r.lease_id.is_some()), "every record names its lease");
+    assert_eq!(bal.used, recs.iter().map(|r| r.quota).sum::<i64>(), "the counter holds the ledger's sum");
+    assert_eq!(bal.request_count, n as i64, "every request counted once");
+    println!("{n} requests: {holds} lease holds, used {} of {}", bal.used, bal.total);
+}
+
+#[tokio::test]
+async fn unconfirmed_records_pause_the_user_past_the_stall_and_nothing_is_lost() {
+    let up = Upstream::start().await;
+    up.script(|s| s.usage = Usage { input: 12, output: 20, cache_read: 0, cache_write: 0 });
+    std::env::set_var("BILLING_KEY_STALL", "sk-upstream-secret");
+    let toml = format!(
+        "[worker]\nrequest_timeout_ms = 20000\nbilling_stall_ms = 1000\nlease_requests = 64\n\
+         [routing]\nbuiltin_mock = false\n\
+         [[pricing.models]]\npattern = \"billed-*\"\ninput = 1.0\noutput = 5.0\n\
+         [[channels]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{}\"\napi_key_env = [\"BILLING_KEY_STALL\"]\n\
+         models = [\"billed-*\"]\n",
+        up.base_url(Api::OpenAi)
+    );
+    let (stack, tokens, quota) = billing_stack(&toml).await;
+    let (user, token) = funded(&tokens, &quota, "staller", 1_000_000).await;
+    let ask = || send(&stack, &token, Format::OpenAiChat, "billed-1", false, Some(100));
+    assert_eq!(ask().await.kind, ReplyKind::Done, "the first request takes a lease");
+    usage_records(&stack.client, &user, 1, WAIT).await;
+
+    // The ledger stream goes away: appends fail, records queue on the worker.
+    let js = async_nats::jetstream::new(stack.client.clone());
+    js.delete_stream("LLM_USAGE").await.expect("delete LLM_USAGE");
+    let gone = std::time::Instant::now();
+    let (mut answered, mut paused) = (1usize, None);
+    while gone.elapsed() < Duration::from_secs(10) {
+        let before = up.count();
+        let got = ask().await;
+        match (got.kind, got.status) {
+            (ReplyKind::Done, _) => answered += 1,
+            (ReplyKind::Error, Some(503)) => {
+                assert!(got.text.contains("billing is paused"), "{}", got.text);
+                assert_eq!(up.count(), before, "a paused request reached the upstream");
+                paused = Some(gone.elapsed());
+                break;
+            }
+            other => panic!("unexpected {other:?}: {}", got.text),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let paused = paused.expect("the user was paused once records waited past billing_stall_ms");
+    assert!(answered > 1, "the lease kept serving before the stall bound");
+    assert!(paused >= Duration::from_millis(900), "paused after {paused:?}, before the 1 s bound");
+
+    // The stream comes back: the queued records land, the user is served again.
+    let decls = ailurus::streams::load(None).expect("streams");
+    ailurus::streams::apply(&js, &decls).await.expect("streams apply");
+    let back = std::time::Instant::now();
+    loop {
+        let got = ask().await;
+        if got.kind == ReplyKind::Done {
+            answered += 1;
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(15), "still refused after the ledger came back: {}", got.text);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every answered request once in the ledger (the first one's record went with the old
+    // stream), and the counter agrees once the lease is back.
+    let recs = usage_records(&stack.client, &user, answered - 1, WAIT).await;
+    assert_eq!(recs.len(), answered - 1, "every answer since the stream was recreated, once");
+    let bal = common::quiet_balance(&quota, &user).await;
+    let first = recs.iter().map(|r| r.quota).min().unwrap_or(0);
+    assert_eq!(bal.used, recs.iter().map(|r| r.quota).sum::<i64>() + first, "counter = ledger + the lost first record");
+    println!(
+        "paused after {paused:?}; {answered} answered; served again {:?} after the ledger returned",
+        back.elapsed()
+    );
+}
