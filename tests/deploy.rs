@@ -20,6 +20,7 @@ use ailurus::quota::account::QuotaStore;
 use ailurus::quota::tokens::TokenStore;
 use ailurus::shutdown::Shutdown;
 use async_nats::HeaderMap;
+use common::cluster::{cluster_nodes, lead_from, read, rewrite, stream_messages, usage_at_least, Node};
 use common::request;
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
@@ -38,18 +39,6 @@ const PASSWORDS: [(&str, &str); 5] = [
 
 fn password(var: &str) -> &'static str {
     PASSWORDS.iter().find(|(v, _)| *v == var).map(|(_, p)| *p).expect("known variable")
-}
-
-fn read(rel: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-/// Replace every `from` in `text`, insisting there is one: a config that drifted away
-/// from what the test rewrites must fail here, not start on fixed ports.
-fn rewrite(text: &str, from: &str, to: &str) -> String {
-    assert!(text.contains(from), "config no longer contains {from:?}");
-    text.replace(from, to)
 }
 
 /// A temporary directory removed on drop.
@@ -405,108 +394,6 @@ async fn secure_profile() {
     let _ = tokio::time::timeout(Duration::from_secs(10), worker_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), bridge_task).await;
     drop(server);
-}
-
-/// One node of the three-node cluster: its rewritten config, ports and store survive a
-/// kill, so a restart is the same node with the same data.
-struct Node {
-    name: String,
-    config: String,
-    port: u16,
-    store: PathBuf,
-    logs: PathBuf,
-    starts: u32,
-    server: Option<NatsServer>,
-}
-
-impl Node {
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn start(&mut self) {
-        self.starts += 1;
-        let server = NatsServer::spawn(SpawnOptions {
-            config: self.config.clone(),
-            port: self.port,
-            host: "127.0.0.1".into(),
-            store_dir: Some(self.store.clone()),
-            log_file: Some(self.logs.join(format!("{}-{}.log", self.name, self.starts))),
-        })
-        .unwrap_or_else(|e| panic!("{} starts: {e}", self.name));
-        self.server = Some(server);
-    }
-
-    /// SIGKILL: no goodbye to the cluster or the clients.
-    fn kill(&mut self) {
-        if let Some(mut s) = self.server.take() {
-            s.kill();
-        }
-    }
-}
-
-/// `deploy/nats/cluster/n{1,2,3}.conf` on free loopback ports with stores under `root`.
-fn cluster_nodes(root: &Path) -> Vec<Node> {
-    let client: Vec<u16> = (0..3).map(|_| free_port().unwrap()).collect();
-    let route: Vec<u16> = (0..3).map(|_| free_port().unwrap()).collect();
-    (0..3)
-        .map(|i| {
-            let name = format!("n{}", i + 1);
-            let mut text = read(&format!("deploy/nats/cluster/{name}.conf"));
-            text =
-                rewrite(&text, &format!("listen: 127.0.0.1:{}", 4222 + i), &format!("listen: 127.0.0.1:{}", client[i]));
-            for (j, port) in route.iter().enumerate() {
-                text = rewrite(&text, &format!("127.0.0.1:{}", 6222 + j), &format!("127.0.0.1:{port}"));
-            }
-            text = rewrite(&text, &format!("127.0.0.1:{}", 8222 + i), &format!("127.0.0.1:{}", free_port().unwrap()));
-            text = rewrite(&text, &format!("127.0.0.1:{}", 9222 + i), &format!("127.0.0.1:{}", free_port().unwrap()));
-            // The store is given with -sd (nats-server refuses both a flag and a config value).
-            text = rewrite(&text, &format!("store_dir: \"./data/{name}\""), "");
-            let store = root.join(&name);
-            std::fs::create_dir_all(&store).unwrap();
-            Node { name, config: text, port: client[i], store, logs: root.to_path_buf(), starts: 0, server: None }
-        })
-        .collect()
-}
-
-async fn stream_messages(js: &async_nats::jetstream::Context, name: &str) -> u64 {
-    match js.get_stream(name).await {
-        Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
-        Err(_) => 0,
-    }
-}
-
-/// Poll `LLM_USAGE` until it holds at least `n` records (at most `limit`); the count.
-async fn usage_at_least(js: &async_nats::jetstream::Context, n: u64, limit: Duration) -> u64 {
-    let deadline = Instant::now() + limit;
-    loop {
-        let have = stream_messages(js, "LLM_USAGE").await;
-        if have >= n || Instant::now() > deadline {
-            return have;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The leader of a stream's RAFT group, if the API answers.
-async fn leader_of(js: &async_nats::jetstream::Context, stream: &str) -> Option<String> {
-    let mut s = js.get_stream(stream).await.ok()?;
-    s.info().await.ok()?.cluster.clone()?.leader
-}
-
-/// Move every stream's leader to `node` (server ≥ 2.11: stepdown with a preferred peer),
-/// so killing `node` forces every election at once: the worst case for the ledger.
-async fn lead_from(admin: &async_nats::Client, js: &async_nats::jetstream::Context, node: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for decl in ailurus::streams::load(None).unwrap() {
-        let name = decl.config.name;
-        while leader_of(js, &name).await.as_deref() != Some(node) {
-            assert!(Instant::now() < deadline, "could not move the leader of {name} to {node}");
-            let body = serde_json::json!({"placement": {"preferred": node}}).to_string();
-            let _ = admin.request(format!("$JS.API.STREAM.LEADER.STEPDOWN.{name}"), body.into()).await;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
 }
 
 /// What the request loop saw in one phase.

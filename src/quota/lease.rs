@@ -33,6 +33,9 @@ use std::time::{Duration, Instant};
 
 /// Most ledger records queued unconfirmed; beyond it billed requests are refused (503).
 pub const MAX_QUEUED: usize = 100_000;
+/// How long a request waits for a new lease before it is refused (503) or served from an
+/// aged one; the take itself goes on.
+const TAKE_WAIT: Duration = Duration::from_secs(3);
 /// While no new lease can be taken, a lease serves up to this many times its maximum age
 /// (its hold's deadline is the maximum age plus the request timeout plus 30 s).
 const OUTAGE_AGE: u32 = 6;
@@ -135,11 +138,16 @@ impl Lease {
     }
 
     /// Whether it may go back now: nothing in flight, every record confirmed, and closed,
-    /// idle or old.
-    fn returnable(&self, s: &State, cfg: &LeaseConfig) -> bool {
+    /// idle, old with a younger lease beside it (`superseded`), or past the outage age. An
+    /// old lease alone stays: it serves while a new one cannot be taken (an election).
+    fn returnable(&self, s: &State, cfg: &LeaseConfig, superseded: bool) -> bool {
+        let age = self.created.elapsed();
         s.in_flight == 0
             && s.finished_n == s.queued_n
-            && (s.closed || s.last_used.elapsed() >= cfg.idle || self.created.elapsed() >= cfg.max_age)
+            && (s.closed
+                || s.last_used.elapsed() >= cfg.idle
+                || (age >= cfg.max_age && superseded)
+                || age >= cfg.max_age * OUTAGE_AGE)
     }
 }
 
@@ -186,6 +194,18 @@ enum Found {
     /// The user's records are not being confirmed: refuse.
     Stalled,
 }
+
+/// How a key's next lease is sized.
+#[derive(Debug, Default)]
+struct Sizing {
+    /// When its last lease was taken.
+    last: Option<Instant>,
+    /// The multiplier of `requests × units` for the next lease (at least 1).
+    scale: i64,
+}
+
+/// Largest scale of a lease (its size is at most this many times `requests` worst cases).
+const MAX_SCALE: i64 = 4096;
 
 /// Figures for `/metrics`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -239,8 +259,12 @@ pub struct Leases {
     config: LeaseConfig,
     /// Open leases per user (and limited token).
     book: Mutex<HashMap<Key, Vec<Arc<Lease>>>>,
-    /// One lease take at a time per key: concurrent first requests of a user share one.
-    takes: dashmap::DashMap<Key, Arc<tokio::sync::Mutex<()>>>,
+    /// One lease take at a time per key (concurrent first requests of a user share one), and
+    /// how the key's leases are sized: when the last take was recent, the next lease is
+    /// larger (a busy user's lease should last its maximum age, and so outlast an election).
+    takes: dashmap::DashMap<Key, Arc<tokio::sync::Mutex<Sizing>>>,
+    /// Keys with a lease take running in the background (one each).
+    taking: dashmap::DashMap<Key, ()>,
     /// The ledger appends.
     writer: LedgerWriter,
     /// Leases going back (awaited when the worker stops).
@@ -257,6 +281,7 @@ impl Leases {
             config,
             book: Mutex::default(),
             takes: dashmap::DashMap::new(),
+            taking: dashmap::DashMap::new(),
             writer,
             returning: tokio_util::task::TaskTracker::new(),
         })
@@ -268,11 +293,14 @@ impl Leases {
 
     /// Hold `units` for one request of `user` (and `token`, a limited token with its limit):
     /// from an open lease with room, else from a new lease of `requests` times `units` (or,
-    /// when the balance cannot cover that, of `units` alone, for this request only). Refuses
-    /// with 402 when the balance cannot cover `units`, 503 when the user's records are not
-    /// being confirmed or the writer's queue is full.
+    /// when the balance cannot cover that, of `units` alone). The new lease is taken by a task
+    /// of its own, waited for at most [`TAKE_WAIT`]: a take that outlasts the wait (a JetStream
+    /// election) still completes and serves later requests, instead of leaving a half-taken
+    /// hold behind. Refuses with 402 when the balance cannot cover `units`, 503 when the
+    /// store does not answer in time, the user's records are not being confirmed or the
+    /// writer's queue is full.
     pub async fn draw(
-        &self,
+        self: &Arc<Self>,
         user: &Token,
         token: Option<(&Token, i64)>,
         units: i64,
@@ -283,70 +311,123 @@ impl Leases {
         if self.writer.queued() >= MAX_QUEUED as u64 {
             return Err(stalled());
         }
-        match self.find(&key, units, false) {
-            Found::Drawn(d) => return Ok(d),
-            Found::Stalled => return Err(stalled()),
-            Found::NoRoom => {}
+        let limit = token.map(|(_, l)| l);
+        for _ in 0..3 {
+            match self.find(&key, units, false) {
+                Found::Drawn(d) => return Ok(d),
+                Found::Stalled => return Err(stalled()),
+                Found::NoRoom => {}
+            }
+            // A lease past its age with room serves this request at once, while a new one is
+            // taken beside it (so an election during the take costs no request).
+            if let Found::Drawn(d) = self.find(&key, units, true) {
+                if self.taking.insert(key.clone(), ()).is_none() {
+                    let this = self.clone();
+                    let (key, trace) = (key.clone(), trace_id.to_string());
+                    tokio::spawn(async move {
+                        let _ = this.clone().take(key.clone(), limit, units, trace).await;
+                        this.taking.remove(&key);
+                    });
+                }
+                return Ok(d);
+            }
+            let take = tokio::spawn(self.clone().take(key.clone(), limit, units, trace_id.to_string()));
+            let failed = match tokio::time::timeout(TAKE_WAIT, take).await {
+                Ok(Ok(Ok(()))) => continue,
+                Ok(Ok(Err(e))) if e.status != 503 => return Err(e),
+                Ok(Ok(Err(e))) => e,
+                Ok(Err(_)) => store_slow("the lease take stopped"),
+                Err(_) => store_slow("the quota store did not answer in time"),
+            };
+            // The store does not answer (an election): a lease past its age still serves,
+            // while its hold is far from its deadline.
+            return match self.find(&key, units, true) {
+                Found::Drawn(d) => Ok(d),
+                _ => Err(failed),
+            };
         }
+        Err(store_slow("other requests took the new leases first"))
+    }
+
+    /// Take a lease of `key` with room for `units` (one take per key at a time; none when
+    /// another take made room meanwhile) and put it in the book.
+    async fn take(
+        self: Arc<Self>,
+        key: Key,
+        limit: Option<i64>,
+        units: i64,
+        trace_id: String,
+    ) -> Result<(), RequestError> {
         let gate = self.takes.entry(key.clone()).or_default().clone();
-        let _one_take = gate.lock().await;
-        match self.find(&key, units, false) {
-            Found::Drawn(d) => return Ok(d),
-            Found::Stalled => return Err(stalled()),
-            Found::NoRoom => {}
+        let mut sizing = gate.lock().await;
+        if self.room_for(&key, units) {
+            return Ok(());
         }
+        // A lease used up in less than half its age: the next is four times larger; one
+        // that lasted: half the size.
+        sizing.scale = match sizing.last {
+            Some(t) if t.elapsed() < self.config.max_age / 2 => (sizing.scale * 4).clamp(1, MAX_SCALE),
+            _ => (sizing.scale / 2).max(1),
+        };
         let owner = HoldOwner {
             worker: self.worker.clone(),
-            trace_id: trace_id.to_string(),
+            trace_id,
             ttl: self.config.max_age + self.config.request_ttl,
             lease: true,
         };
-        let target = units.saturating_mul(i64::from(self.config.requests));
-        let taken = if target > units {
-            match self.store.reserve(user, token, target, &owner).await {
-                Ok(r) => Ok((r, false)),
-                // The balance does not cover a whole lease: this request alone.
-                Err(e) if e.status == 402 => self.store.reserve(user, token, units, &owner).await.map(|r| (r, true)),
-                Err(e) => Err(e),
+        let token = key.token.as_ref().zip(limit);
+        let target = units.saturating_mul(i64::from(self.config.requests)).saturating_mul(sizing.scale);
+        // The balance may not cover a whole lease: an eighth of it, then this request alone.
+        let mut res = None;
+        for size in [target, target / 8, units] {
+            if size < units || (size < target && res.is_some()) {
+                continue;
             }
-        } else {
-            self.store.reserve(user, token, units, &owner).await.map(|r| (r, true))
-        };
-        let (res, single) = match taken {
-            Ok(t) => t,
-            // The store does not answer (an election): a lease past its age still serves,
-            // while its hold is far from its deadline.
-            Err(e) if e.status == 503 => match self.find(&key, units, true) {
-                Found::Drawn(d) => return Ok(d),
-                _ => return Err(e),
-            },
-            Err(e) => return Err(e),
-        };
+            match self.store.reserve(&key.user, token, size, &owner).await {
+                Ok(r) => {
+                    res = Some(r);
+                    break;
+                }
+                Err(e) if e.status == 402 && size > units => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(res) = res else { return Err(RequestError::new(402, "insufficient quota")) };
+        sizing.last = Some(Instant::now());
         let now = Instant::now();
         let lease = Arc::new(Lease {
             id: res.hold_id().to_string(),
-            user: user.clone(),
+            user: key.user.clone(),
             units: res.units,
             group: res.group.clone(),
             total: res.total,
             used_after_take: res.used,
             created: now,
             state: Mutex::new(State {
-                reserved: units,
+                reserved: 0,
                 spent: 0,
                 acked: 0,
                 acked_n: 0,
                 finished_n: 0,
                 queued_n: 0,
-                in_flight: 1,
-                closed: single,
+                in_flight: 0,
+                closed: false,
                 last_used: now,
                 unconfirmed_since: None,
             }),
             res: tokio::sync::Mutex::new(Some(res)),
         });
-        self.book().entry(key).or_default().push(lease.clone());
-        Ok(Draw { lease, units, settled: false })
+        self.book().entry(key).or_default().push(lease);
+        Ok(())
+    }
+
+    /// Whether an open lease of `key` has room for `units` now.
+    fn room_for(&self, key: &Key, units: i64) -> bool {
+        let book = self.book();
+        book.get(key).into_iter().flatten().any(|l| {
+            let s = l.lock();
+            !s.closed && l.created.elapsed() < self.config.max_age && l.units - s.spent - s.reserved >= units
+        })
     }
 
     /// A draw from an open lease of `key` with room for `units`; `aged`: also from a lease
@@ -426,12 +507,14 @@ impl Leases {
         {
             let mut book = self.book();
             book.retain(|_, leases| {
+                let newest = leases.iter().map(|l| l.created).max();
                 leases.retain(|lease| {
+                    let superseded = newest.is_some_and(|n| n > lease.created);
                     let mut s = lease.lock();
                     if all {
                         s.closed = true;
                     }
-                    if lease.returnable(&s, &self.config) {
+                    if lease.returnable(&s, &self.config, superseded) {
                         s.closed = true;
                         due.push(lease.clone());
                         false
@@ -495,6 +578,11 @@ impl Leases {
         }
         stats
     }
+}
+
+/// The 503 for a lease that could not be taken in time.
+fn store_slow(why: &str) -> RequestError {
+    RequestError::unavailable("quota store", why)
 }
 
 /// The 503 for a user whose billing records are not being confirmed.

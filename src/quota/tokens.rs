@@ -201,7 +201,9 @@ impl Freshness {
 /// answer.
 fn leaderless(error: &str) -> bool {
     let e = error.to_ascii_lowercase();
-    ["timed out", "timeout", "no responders", "unavailable", "10008"].iter().any(|s| e.contains(s))
+    ["timed out", "timeout", "no responders", "no stream found for given subject", "unavailable", "10008"]
+        .iter()
+        .any(|s| e.contains(s))
 }
 
 /// The token store: KV plus the in-memory copy.

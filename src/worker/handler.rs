@@ -129,22 +129,35 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         Box::pin(finish(&ctx, &replier, &job, started, Err(err), 1.0)).await;
         return;
     };
-    let principal = match Box::pin(super::billing::identify(&ctx, &mut job)).await {
-        Ok(p) => p,
-        Err(e) => {
-            Box::pin(finish(&ctx, &replier, &job, started, Err(e), 1.0)).await;
-            return;
+    let every = ctx.config.heartbeat();
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = tokio::time::sleep(Duration::from_millis(ctx.config.request_timeout_ms));
+    tokio::pin!(deadline);
+    // Who it is, then admission: refused here, before any upstream work, a request leaves
+    // quota and ledger as they were. Heartbeats keep going meanwhile (a lease take waits out
+    // a JetStream election for a while).
+    let admitted = {
+        let mut admitting = Box::pin(async {
+            let principal = Box::pin(super::billing::identify(&ctx, &mut job)).await?;
+            // Refuse what no channel can serve before anything is reserved.
+            preflight(&ctx, &job)?;
+            // Unpriced models, rate limits, the output bound and the worst-case hold.
+            Box::pin(super::billing::admit(&ctx, &mut job, principal)).await
+        });
+        loop {
+            tokio::select! {
+                res = &mut admitting => break res,
+                _ = ticker.tick(), if heartbeats => {
+                    if replier.idle_for() >= every {
+                        replier.heartbeat().await;
+                    }
+                }
+                _ = guard.token.cancelled() => break Err(RequestError::new(499, "request cancelled by the client")),
+            }
         }
     };
-    // Refuse what no channel can serve before anything is reserved: a bad request leaves
-    // the quota and the ledger as they were.
-    if let Err(e) = preflight(&ctx, &job) {
-        Box::pin(finish(&ctx, &replier, &job, started, Err(e), 1.0)).await;
-        return;
-    }
-    // Unpriced models, rate limits, the output bound and the worst-case hold: refused here,
-    // before any upstream work, a request leaves quota and ledger as they were.
-    let ticket = match Box::pin(super::billing::admit(&ctx, &mut job, principal)).await {
+    let ticket = match admitted {
         Ok(t) => t,
         Err(e) => {
             Box::pin(finish(&ctx, &replier, &job, started, Err(e), 1.0)).await;
@@ -157,11 +170,6 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     // (often twice over), and it lives as long as the request. Boxing the ones that are
     // only briefly alive keeps an idle stream's task small.
     let mut work = Box::pin(pipeline::serve(&ctx, &job, &replier));
-    let every = ctx.config.heartbeat();
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let deadline = tokio::time::sleep(Duration::from_millis(ctx.config.request_timeout_ms));
-    tokio::pin!(deadline);
     let result = loop {
         tokio::select! {
             res = &mut work => break res,

@@ -2,6 +2,7 @@
 //! store, in-process workers, and worker processes (for kill and drain tests).
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod http;
 pub mod procs;
 pub mod upstream;
