@@ -242,15 +242,15 @@ async fn node_loss() {
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut kills = Vec::new();
-    for victim in 0..3 {
-        let name = nodes[victim].name.clone();
+    for node in nodes.iter_mut() {
+        let name = node.name.clone();
         lead_from(&admin, &js, &name).await;
         let at = started.elapsed();
         eprintln!("{at:?}: killing {name}, the leader of every stream");
-        nodes[victim].kill();
+        node.kill();
         tokio::time::sleep(DEAD).await;
         eprintln!("{:?}: restarting {name}", started.elapsed());
-        nodes[victim].start();
+        node.start();
         kills.push((name, at));
         tokio::time::sleep(RECOVER).await;
     }
