@@ -1,0 +1,160 @@
+//! Signed reasoning across formats: whose signature is it?
+//!
+//! Every upstream signs its reasoning and accepts only its own signatures back: Anthropic
+//! `thinking.signature` and `redacted_thinking.data`, Responses `encrypted_content`, Gemini
+//! `thoughtSignature`. In the canonical model every such opaque value is **sealed**: tagged
+//! with the API that issued it, `ailurus.<origin>.<raw>`. Upstream decoders and client
+//! parsers seal what they read (a raw value a client sends is one its own API issued, from
+//! an earlier pass-through turn); client encoders write the sealed value into the client
+//! format's slot, so it comes back tagged; upstream builders [`open`] only their own and drop
+//! the others (foreign thinking text becomes plain text where the API takes it).
+//!
+//! Gemini clients keep `thoughtSignature` on `functionCall` parts but not thought text, so a
+//! Gemini client gets another API's whole reasoning (thinking text, signatures, redacted
+//! data) as one [`block`] envelope, `ailurus.block.<base64url(JSON parts)>`, on the first
+//! call after it; [`unblock`] restores the parts.
+
+use super::FormatError;
+use crate::protocol::canonical::Part;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+/// The prefix of every sealed value and block envelope.
+const PREFIX: &str = "ailurus.";
+
+/// The tag of a block envelope (after [`PREFIX`]).
+const BLOCK: &str = "block.";
+
+/// Largest block envelope accepted from a client (decoded bytes); real reasoning is far
+/// smaller, and a bound keeps a hostile value from costing more than the body limit allows.
+const MAX_BLOCK: usize = 4 << 20;
+
+/// The API that issued a signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Anthropic Messages (`thinking.signature`, `redacted_thinking.data`).
+    Anthropic,
+    /// OpenAI Responses (`reasoning.encrypted_content`).
+    Responses,
+    /// Gemini (`thoughtSignature`).
+    Gemini,
+}
+
+impl Origin {
+    /// The tag written after [`PREFIX`].
+    fn tag(self) -> &'static str {
+        match self {
+            Self::Anthropic => "anthropic.",
+            Self::Responses => "responses.",
+            Self::Gemini => "gemini.",
+        }
+    }
+}
+
+/// Whether `value` is already sealed (or a block envelope).
+fn is_sealed(value: &str) -> bool {
+    value.starts_with(PREFIX)
+}
+
+/// `raw`, issued by `origin`, sealed; a sealed value or an empty one is returned as is.
+pub(crate) fn seal(origin: Origin, raw: &str) -> String {
+    if raw.is_empty() || is_sealed(raw) {
+        raw.to_string()
+    } else {
+        format!("{PREFIX}{}{raw}", origin.tag())
+    }
+}
+
+/// [`seal`] over an optional value.
+pub(crate) fn seal_opt(origin: Origin, raw: Option<&str>) -> Option<String> {
+    raw.map(|r| seal(origin, r))
+}
+
+/// The raw value when `sealed` was issued by `origin`; `None` for another API's, a block
+/// envelope, an unsealed or an empty value.
+pub(crate) fn open(sealed: &str, origin: Origin) -> Option<&str> {
+    sealed.strip_prefix(PREFIX)?.strip_prefix(origin.tag()).filter(|r| !r.is_empty())
+}
+
+/// Whether `sig` is a non-empty value that `origin` did not issue (so it must not reach it).
+pub(crate) fn is_foreign(sig: &str, origin: Origin) -> bool {
+    !sig.is_empty() && open(sig, origin).is_none()
+}
+
+/// The parts worth carrying back: signed thinking and redacted reasoning.
+fn carried(p: &Part) -> bool {
+    match p {
+        Part::Thinking { signature, .. } => signature.as_deref().is_some_and(|s| !s.is_empty()),
+        Part::RedactedThinking { data } => !data.is_empty(),
+        _ => false,
+    }
+}
+
+/// One envelope holding `parts` (only signed thinking and redacted reasoning are kept);
+/// `None` when nothing is left to carry.
+pub(crate) fn block(parts: &[Part]) -> Option<String> {
+    let kept: Vec<&Part> = parts.iter().filter(|p| carried(p)).collect();
+    if kept.is_empty() {
+        return None;
+    }
+    let json = serde_json::to_vec(&kept).ok()?;
+    Some(format!("{PREFIX}{BLOCK}{}", URL_SAFE_NO_PAD.encode(json)))
+}
+
+/// The parts of a block envelope; `Ok(None)` when `value` is not one, a 400 naming `path`
+/// when it is one but does not decode.
+pub(crate) fn unblock(value: &str, path: &str) -> Result<Option<Vec<Part>>, FormatError> {
+    let Some(b64) = value.strip_prefix(PREFIX).and_then(|v| v.strip_prefix(BLOCK)) else {
+        return Ok(None);
+    };
+    let broken = || FormatError::bad_request(format!("{path} is a reasoning envelope that does not decode"));
+    if b64.len() / 4 * 3 > MAX_BLOCK {
+        return Err(broken());
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(b64).map_err(|_| broken())?;
+    let parts: Vec<Part> = serde_json::from_slice(&bytes).map_err(|_| broken())?;
+    if !parts.iter().all(carried) {
+        return Err(broken());
+    }
+    Ok(Some(parts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_tags_once_and_open_returns_only_its_own() {
+        let s = seal(Origin::Anthropic, "EqQB==");
+        assert_eq!(s, "ailurus.anthropic.EqQB==");
+        assert_eq!(seal(Origin::Gemini, &s), s, "a sealed value keeps its first origin");
+        assert_eq!(open(&s, Origin::Anthropic), Some("EqQB=="));
+        assert_eq!(open(&s, Origin::Gemini), None);
+        assert_eq!(open(&s, Origin::Responses), None);
+        assert!(is_foreign(&s, Origin::Responses));
+        assert!(!is_foreign("", Origin::Responses), "an empty signature is no signature");
+        assert_eq!(seal(Origin::Gemini, ""), "");
+        assert_eq!(open("EqQB==", Origin::Anthropic), None, "unsealed values are not opened");
+    }
+
+    #[test]
+    fn block_round_trips_signed_reasoning_and_drops_the_rest() {
+        let parts = vec![
+            Part::Thinking { text: "plan".into(), signature: Some(seal(Origin::Anthropic, "sig")) },
+            Part::Thinking { text: "unsigned".into(), signature: None },
+            Part::RedactedThinking { data: seal(Origin::Anthropic, "opaque") },
+            Part::text("not reasoning"),
+        ];
+        let env = block(&parts).expect("an envelope");
+        assert!(env.starts_with("ailurus.block."));
+        let back = unblock(&env, "p").expect("decodes").expect("is a block");
+        assert_eq!(back, vec![parts[0].clone(), parts[2].clone()]);
+        assert_eq!(block(&parts[1..2]), None);
+        assert_eq!(unblock("ailurus.gemini.x", "p"), Ok(None));
+        let err = unblock("ailurus.block.%%%", "contents[1].parts[0].thoughtSignature").unwrap_err();
+        assert_eq!(err.status, 400);
+        assert!(err.message.contains("contents[1].parts[0].thoughtSignature"), "{}", err.message);
+        let text_only = format!("ailurus.block.{}", URL_SAFE_NO_PAD.encode(br#"[{"type":"text","text":"x"}]"#));
+        assert!(unblock(&text_only, "p").is_err(), "a block holds reasoning only");
+    }
+}
