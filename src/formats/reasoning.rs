@@ -13,9 +13,14 @@
 //! Gemini client gets another API's whole reasoning (thinking text, signatures, redacted
 //! data) as one [`block`] envelope, `ailurus.block.<base64url(JSON parts)>`, on the first
 //! call after it; [`unblock`] restores the parts.
+//!
+//! Chat Completions has no slot at all: a client keeps content and each call's id, name and
+//! arguments. For it the worker keeps the reasoning of a tool-call answer on the server
+//! ([`kept`]: one entry keyed by the answer's first call id) and puts it back when that id
+//! comes back ([`wanted`] names the ids to look up, [`restore`] puts the parts back).
 
 use super::FormatError;
-use crate::protocol::canonical::Part;
+use crate::protocol::canonical::{ChatRequest, ChatResponse, Part, Role};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
@@ -119,6 +124,92 @@ pub(crate) fn unblock(value: &str, path: &str) -> Result<Option<Vec<Part>>, Form
     Ok(Some(parts))
 }
 
+/// The most assistant turns of one request whose reasoning is looked up (from the latest
+/// back): a tool loop longer than this loses the reasoning of its oldest turns, which the
+/// signing APIs no longer check (they verify the turns of the current loop).
+pub const MAX_RESTORED_TURNS: usize = 16;
+
+/// What to keep on the server for a client without a reasoning slot: the key (the first
+/// tool call's id) and the parts to restore (the answer's signed or redacted reasoning, and
+/// each signed call as a `ToolCall` with empty arguments, whose signature goes back on the
+/// call of that id). `None` when the answer has no call or nothing signed.
+pub fn kept(resp: &ChatResponse) -> Option<(String, Vec<Part>)> {
+    let key = resp.content.iter().find_map(|p| match p {
+        Part::ToolCall { id, .. } if !id.is_empty() => Some(id.clone()),
+        _ => None,
+    })?;
+    let parts: Vec<Part> = resp
+        .content
+        .iter()
+        .filter_map(|p| match p {
+            Part::ToolCall { id, name, signature: Some(sig), .. } if !sig.is_empty() => Some(Part::ToolCall {
+                id: id.clone(),
+                name: name.clone(),
+                arguments: String::new(),
+                signature: Some(sig.clone()),
+            }),
+            p if carried(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    (!parts.is_empty()).then_some((key, parts))
+}
+
+/// Whether a message already carries reasoning (then nothing is restored into it).
+fn has_reasoning(content: &[Part]) -> bool {
+    content.iter().any(|p| carried(p) || matches!(p, Part::ToolCall { signature: Some(s), .. } if !s.is_empty()))
+}
+
+/// The assistant turns whose reasoning may be restored, latest first, with their first
+/// call id.
+fn restorable(req: &ChatRequest) -> impl Iterator<Item = (usize, String)> + '_ {
+    req.messages
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, m)| m.role == Role::Assistant && !has_reasoning(&m.content))
+        .filter_map(|(i, m)| {
+            m.content.iter().find_map(|p| match p {
+                Part::ToolCall { id, .. } if !id.is_empty() => Some((i, id.clone())),
+                _ => None,
+            })
+        })
+        .take(MAX_RESTORED_TURNS)
+}
+
+/// The call ids to look up for `req` (at most [`MAX_RESTORED_TURNS`]).
+pub fn wanted(req: &ChatRequest) -> Vec<String> {
+    restorable(req).map(|(_, id)| id).collect()
+}
+
+/// Put back the reasoning `lookup` finds for each restorable assistant turn: reasoning parts
+/// at the start of the turn, call signatures on the calls of the same id.
+pub fn restore(req: &mut ChatRequest, mut lookup: impl FnMut(&str) -> Option<Vec<Part>>) {
+    let found: Vec<(usize, Vec<Part>)> =
+        restorable(req).filter_map(|(i, id)| lookup(&id).map(|parts| (i, parts))).collect();
+    for (i, parts) in found {
+        let content = &mut req.messages[i].content;
+        let mut lead = Vec::new();
+        for p in parts {
+            match p {
+                Part::ToolCall { id, signature, .. } => {
+                    for c in content.iter_mut() {
+                        if let Part::ToolCall { id: cid, signature: slot, .. } = c {
+                            if *cid == id {
+                                slot.clone_from(&signature);
+                            }
+                        }
+                    }
+                }
+                p if carried(&p) => lead.push(p),
+                _ => {}
+            }
+        }
+        lead.append(content);
+        *content = lead;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +247,58 @@ mod tests {
         assert!(err.message.contains("contents[1].parts[0].thoughtSignature"), "{}", err.message);
         let text_only = format!("ailurus.block.{}", URL_SAFE_NO_PAD.encode(br#"[{"type":"text","text":"x"}]"#));
         assert!(unblock(&text_only, "p").is_err(), "a block holds reasoning only");
+    }
+
+    fn call(id: &str, sig: Option<&str>) -> Part {
+        Part::ToolCall { id: id.into(), name: "f".into(), arguments: "{}".into(), signature: sig.map(str::to_string) }
+    }
+
+    #[test]
+    fn kept_and_restore_put_reasoning_back_at_the_turn_start_and_on_its_calls() {
+        use crate::protocol::canonical::{FinishReason, Message, Usage};
+        let thinking = Part::Thinking { text: "plan".into(), signature: Some(seal(Origin::Anthropic, "s")) };
+        let resp = ChatResponse {
+            id: "r".into(),
+            model: "m".into(),
+            content: vec![
+                thinking.clone(),
+                Part::text("checking"),
+                call("c1", Some("ailurus.gemini.g")),
+                call("c2", None),
+            ],
+            finish: FinishReason::ToolUse,
+            usage: Usage::default(),
+        };
+        let (key, parts) = kept(&resp).expect("something to keep");
+        assert_eq!(key, "c1");
+        let assistant =
+            |c1| Message { role: Role::Assistant, content: vec![Part::text("checking"), c1, call("c2", None)] };
+        let mut req = ChatRequest {
+            messages: vec![Message { role: Role::User, content: vec![Part::text("q")] }, assistant(call("c1", None))],
+            ..ChatRequest::default()
+        };
+        assert_eq!(wanted(&req), vec!["c1".to_string()]);
+        restore(&mut req, |id| (id == "c1").then(|| parts.clone()));
+        assert_eq!(
+            req.messages[1].content,
+            vec![thinking, Part::text("checking"), call("c1", Some("ailurus.gemini.g")), call("c2", None)]
+        );
+        assert!(wanted(&req).is_empty(), "a turn with its reasoning is not looked up again");
+        let no_calls = ChatResponse { content: vec![Part::text("hi")], ..resp.clone() };
+        assert_eq!(kept(&no_calls), None);
+        let unsigned = ChatResponse { content: vec![Part::text("hi"), call("c9", None)], ..resp };
+        assert_eq!(kept(&unsigned), None, "nothing signed, nothing kept");
+    }
+
+    #[test]
+    fn at_most_the_latest_turns_are_looked_up() {
+        use crate::protocol::canonical::Message;
+        let messages = (0..MAX_RESTORED_TURNS + 4)
+            .map(|n| Message { role: Role::Assistant, content: vec![call(&format!("c{n}"), None)] })
+            .collect();
+        let req = ChatRequest { messages, ..ChatRequest::default() };
+        let ids = wanted(&req);
+        assert_eq!(ids.len(), MAX_RESTORED_TURNS);
+        assert_eq!(ids[0], format!("c{}", MAX_RESTORED_TURNS + 3), "latest first");
     }
 }
