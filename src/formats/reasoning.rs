@@ -20,7 +20,7 @@
 //! comes back ([`wanted`] names the ids to look up, [`restore`] puts the parts back).
 
 use super::FormatError;
-use crate::protocol::canonical::{ChatRequest, ChatResponse, Part, Role};
+use crate::protocol::canonical::{ChatRequest, Part, Role};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
@@ -133,13 +133,12 @@ pub const MAX_RESTORED_TURNS: usize = 16;
 /// tool call's id) and the parts to restore (the answer's signed or redacted reasoning, and
 /// each signed call as a `ToolCall` with empty arguments, whose signature goes back on the
 /// call of that id). `None` when the answer has no call or nothing signed.
-pub fn kept(resp: &ChatResponse) -> Option<(String, Vec<Part>)> {
-    let key = resp.content.iter().find_map(|p| match p {
+pub fn kept(content: &[Part]) -> Option<(String, Vec<Part>)> {
+    let key = content.iter().find_map(|p| match p {
         Part::ToolCall { id, .. } if !id.is_empty() => Some(id.clone()),
         _ => None,
     })?;
-    let parts: Vec<Part> = resp
-        .content
+    let parts: Vec<Part> = content
         .iter()
         .filter_map(|p| match p {
             Part::ToolCall { id, name, signature: Some(sig), .. } if !sig.is_empty() => Some(Part::ToolCall {
@@ -255,7 +254,7 @@ mod tests {
 
     #[test]
     fn kept_and_restore_put_reasoning_back_at_the_turn_start_and_on_its_calls() {
-        use crate::protocol::canonical::{FinishReason, Message, Usage};
+        use crate::protocol::canonical::{ChatResponse, FinishReason, Message, Usage};
         let thinking = Part::Thinking { text: "plan".into(), signature: Some(seal(Origin::Anthropic, "s")) };
         let resp = ChatResponse {
             id: "r".into(),
@@ -269,7 +268,7 @@ mod tests {
             finish: FinishReason::ToolUse,
             usage: Usage::default(),
         };
-        let (key, parts) = kept(&resp).expect("something to keep");
+        let (key, parts) = kept(&resp.content).expect("something to keep");
         assert_eq!(key, "c1");
         let assistant =
             |c1| Message { role: Role::Assistant, content: vec![Part::text("checking"), c1, call("c2", None)] };
@@ -285,9 +284,9 @@ mod tests {
         );
         assert!(wanted(&req).is_empty(), "a turn with its reasoning is not looked up again");
         let no_calls = ChatResponse { content: vec![Part::text("hi")], ..resp.clone() };
-        assert_eq!(kept(&no_calls), None);
+        assert_eq!(kept(&no_calls.content), None);
         let unsigned = ChatResponse { content: vec![Part::text("hi"), call("c9", None)], ..resp };
-        assert_eq!(kept(&unsigned), None, "nothing signed, nothing kept");
+        assert_eq!(kept(&unsigned.content), None, "nothing signed, nothing kept");
     }
 
     #[test]
