@@ -124,6 +124,14 @@ pub(crate) fn unblock(value: &str, path: &str) -> Result<Option<Vec<Part>>, Form
     Ok(Some(parts))
 }
 
+/// Whether a client body holds a sealed value or envelope (a JSON string that starts with
+/// `ailurus.`): such a body must not be passed through to an upstream of the client's own
+/// format, which would reject another API's signature; converted, it keeps only its own.
+pub fn has_envelope(body: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"\"ailurus.";
+    body.windows(NEEDLE.len()).any(|w| w == NEEDLE)
+}
+
 /// The most assistant turns of one request whose reasoning is looked up (from the latest
 /// back): a tool loop longer than this loses the reasoning of its oldest turns, which the
 /// signing APIs no longer check (they verify the turns of the current loop).
@@ -287,6 +295,12 @@ mod tests {
         assert_eq!(kept(&no_calls.content), None);
         let unsigned = ChatResponse { content: vec![Part::text("hi"), call("c9", None)], ..resp };
         assert_eq!(kept(&unsigned.content), None, "nothing signed, nothing kept");
+    }
+
+    #[test]
+    fn envelopes_are_found_in_a_body() {
+        assert!(has_envelope(br#"{"signature":"ailurus.gemini.CiQB"}"#));
+        assert!(!has_envelope(br#"{"signature":"EqQB","text":"about ailurus.gemini"}"#));
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! The reasoning store end to end: a Chat Completions client (which keeps only content and
-//! each call's id, name and arguments) runs tool loops through real workers on a real
+//! Signed reasoning end to end: clients of every format (each keeping only what the real
+//! client keeps, `support/clients.rs`) run tool loops through real workers on a real
 //! nats-server against scripted upstreams that sign their reasoning on every tool-call turn
 //! and answer 400, as the real APIs do, when a follow-up lacks it (`support/signed.rs`).
-//! The follow-ups are served by another worker than the one that kept the reasoning; an
-//! expired entry lets the upstream's own 400 reach the client in the Chat format.
+//! Follow-ups are served by another worker than the first turn (the Chat client's reasoning
+//! store is shared in KV); an expired store entry lets the upstream's own 400 reach the client
+//! in the Chat format; a client that switches providers never sends the new upstream a
+//! signature of the old one.
 
 #[path = "support/clients.rs"]
 mod clients;
@@ -146,25 +148,34 @@ async fn spawn_worker(url: &str, config: Config) -> (Shutdown, tokio::task::Join
     (shutdown, task)
 }
 
-/// What a Chat request got: the bytes a bridge would write, and the final status.
+/// Every client format.
+const CLIENTS: [Format; 4] =
+    [Format::AnthropicMessages, Format::OpenAiChat, Format::OpenAiResponses, Format::GeminiGenerate];
+
+/// What a request got: the bytes a bridge would write, and the final status.
 struct Got {
     bytes: Vec<u8>,
     kind: ReplyKind,
     status: Option<u16>,
 }
 
-/// Send the Chat follow-up of `history` for `model`.
-async fn chat(stack: &Stack, model: &str, history: &[Kept], stream: bool) -> Got {
-    let mut body: Value = serde_json::from_slice(&follow_up(Format::OpenAiChat, history)).expect("JSON");
-    body["model"] = json!(model);
-    body["stream"] = json!(stream);
+/// Send a `client`'s follow-up of `history` for `model`.
+async fn send(stack: &Stack, client: Format, model: &str, history: &[Kept], stream: bool) -> Got {
+    let mut body: Value = serde_json::from_slice(&follow_up(client, history)).expect("JSON");
     let trace = Token::random();
     let mut h = HeaderMap::new();
-    h.insert(headers::FORMAT, Format::OpenAiChat.as_str());
+    h.insert(headers::FORMAT, client.as_str());
     h.insert(headers::TRACE, trace.as_str());
+    if client == Format::GeminiGenerate {
+        h.insert(headers::MODEL, model);
+        h.insert(headers::OP, if stream { "stream" } else { "generate" });
+    } else {
+        body["model"] = json!(model);
+        body["stream"] = json!(stream);
+    }
     let mut replies = stack
         .requester()
-        .send_raw(subjects::request(platform_of(Format::OpenAiChat)), h, body.to_string().into(), Some(trace))
+        .send_raw(subjects::request(platform_of(client)), h, body.to_string().into(), Some(trace))
         .await
         .expect("send");
     let mut got = Got { bytes: Vec::new(), kind: ReplyKind::Error, status: None };
@@ -187,39 +198,49 @@ async fn chat(stack: &Stack, model: &str, history: &[Kept], stream: bool) -> Got
 }
 
 /// One more turn of a loop: send, check it succeeded, keep what the client keeps.
-async fn turn(stack: &Stack, model: &str, history: &mut Vec<Kept>, stream: bool) {
-    let got = chat(stack, model, history, stream).await;
+async fn turn(stack: &Stack, client: Format, model: &str, history: &mut Vec<Kept>, stream: bool) {
+    let got = send(stack, client, model, history, stream).await;
     let text = String::from_utf8_lossy(&got.bytes);
-    assert_eq!(got.kind, ReplyKind::Done, "{model}, stream {stream}, turn {}: {text}", history.len() + 1);
-    let kept = kept_by_client(Format::OpenAiChat, &got.bytes, stream);
+    assert_eq!(
+        got.kind,
+        ReplyKind::Done,
+        "{client} client, {model}, stream {stream}, turn {}: {text}",
+        history.len() + 1
+    );
+    let kept = kept_by_client(client, &got.bytes, stream);
     assert_eq!(kept.1.len(), 2, "{model}: two parallel calls: {text}");
     history.push(kept);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chat_client_tool_loops_keep_every_signers_reasoning_across_workers() {
-    tokio::time::timeout(Duration::from_secs(120), async {
+async fn every_client_keeps_every_signers_reasoning_across_workers() {
+    tokio::time::timeout(Duration::from_secs(180), async {
         let base = start_upstream().await;
         let stack = Stack::server_only().await;
         stack.apply_streams().await;
         // Worker A serves the first turn of every loop, then stops; worker B serves the rest.
         let (stop_a, task_a) = spawn_worker(&stack.server.url, config(&base)).await;
         let mut loops = Vec::new();
-        for (_, model) in SIGNERS {
-            for stream in [false, true] {
-                let mut history = Vec::new();
-                turn(&stack, model, &mut history, stream).await;
-                loops.push((model, stream, history));
+        for client in CLIENTS {
+            for (upstream, model) in SIGNERS {
+                if client == upstream {
+                    continue; // pass-through (tests/providers.rs)
+                }
+                for stream in [false, true] {
+                    let mut history = Vec::new();
+                    turn(&stack, client, model, &mut history, stream).await;
+                    loops.push((client, model, stream, history));
+                }
             }
         }
         stop_a.trigger();
         tokio::time::timeout(WAIT, task_a).await.expect("worker A drains").expect("worker A ends");
         let (_stop_b, _task_b) = spawn_worker(&stack.server.url, config(&base)).await;
-        for (model, stream, history) in &mut loops {
-            // Turn 2 replays turn 1 (two-turn loop); one loop goes on to five turns.
-            let turns = if *model == "gemini-3-pro-preview" && !*stream { 5 } else { 2 };
+        for (client, model, stream, history) in &mut loops {
+            // Turn 2 replays turn 1 (two-turn loop); the streamed loops go on to five turns.
+            let turns = if *stream { 5 } else { 2 };
             while history.len() < turns {
-                turn(&stack, model, history, *stream).await;
+                turn(&stack, *client, model, history, *stream).await;
             }
         }
     })
@@ -236,7 +257,7 @@ async fn an_expired_entry_lets_the_upstreams_own_400_reach_the_chat_client() {
         let (_stop, _task) = spawn_worker(&stack.server.url, config(&base)).await;
         for (api, model) in SIGNERS {
             let mut history = Vec::new();
-            turn(&stack, model, &mut history, false).await;
+            turn(&stack, Format::OpenAiChat, model, &mut history, false).await;
             // Expire every entry (as the bucket's max age would).
             let kv = async_nats::jetstream::new(stack.client.clone())
                 .get_key_value("REASONING")
@@ -249,7 +270,7 @@ async fn an_expired_entry_lets_the_upstreams_own_400_reach_the_chat_client() {
                 n += 1;
             }
             assert!(n >= 1, "{model}: the first turn kept an entry");
-            let got = chat(&stack, model, &history, false).await;
+            let got = send(&stack, Format::OpenAiChat, model, &history, false).await;
             assert_eq!(got.kind, ReplyKind::Error, "{model}");
             assert_eq!(got.status, Some(400), "{model}: the upstream's own status");
             let err: Value = serde_json::from_slice(&got.bytes).expect("a JSON error body");
@@ -260,6 +281,35 @@ async fn an_expired_entry_lets_the_upstreams_own_400_reach_the_chat_client() {
                 _ => "is missing a `thought_signature`",
             };
             assert!(message.contains(needle), "{model}: the upstream's own message ({needle:?}) in {message:?}");
+        }
+    })
+    .await
+    .expect("test within its bound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_switches_providers_never_sends_the_old_signature() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let base = start_upstream().await;
+        let stack = Stack::server_only().await;
+        stack.apply_streams().await;
+        let (_stop, _task) = spawn_worker(&stack.server.url, config(&base)).await;
+        // A turn signed by each other API, then a follow-up to the client's own API: the
+        // body, pass-through otherwise, is converted so that only its own signatures remain.
+        for (client, own_model) in SIGNERS {
+            for (other, model) in SIGNERS.into_iter().filter(|(f, _)| *f != client) {
+                let mut history = Vec::new();
+                turn(&stack, client, model, &mut history, true).await;
+                let got = send(&stack, client, own_model, &history, true).await;
+                let text = String::from_utf8_lossy(&got.bytes);
+                // The switched-to API refuses a tool loop it did not sign, as the real one
+                // would, but for the missing reasoning, never for a foreign signature.
+                assert!(
+                    !text.contains("invalid signature"),
+                    "{client} client switching from {other}: a foreign signature reached {client}: {text}"
+                );
+                assert_eq!(got.status, Some(400), "{client} after {other}: {text}");
+            }
         }
     })
     .await
