@@ -181,3 +181,44 @@ fn a_broken_envelope_is_a_400_naming_the_field() {
     assert_eq!(e.status, 400);
     assert!(e.message.contains("contents[1].parts[0].thoughtSignature"), "{}", e.message);
 }
+
+#[test]
+fn interleaved_thinking_goes_back_before_its_own_call() {
+    let body = json!({"id": "msg_i", "type": "message", "role": "assistant", "model": "up",
+        "content": [
+            {"type": "thinking", "thinking": "First Paris.", "signature": "SIG-A"},
+            {"type": "tool_use", "id": "toolu_a", "name": "get_weather", "input": {"city": "Paris"}},
+            {"type": "thinking", "thinking": "Then Rome.", "signature": "SIG-B"},
+            {"type": "tool_use", "id": "toolu_b", "name": "get_weather", "input": {"city": "Rome"}}],
+        "stop_reason": "tool_use", "usage": {"input_tokens": 1, "output_tokens": 1}});
+    let want = json!([
+        {"type": "thinking", "thinking": "First Paris.", "signature": "SIG-A"},
+        {"type": "tool_use", "id": "toolu_a", "name": "get_weather", "input": {"city": "Paris"}},
+        {"type": "thinking", "thinking": "Then Rome.", "signature": "SIG-B"},
+        {"type": "tool_use", "id": "toolu_b", "name": "get_weather", "input": {"city": "Rome"}}]);
+    let canonical = ANTHROPIC.parse_response(body.to_string().as_bytes()).expect("upstream body");
+    for client in [CHAT, RESPONSES, GEMINI] {
+        for stream in [false, true] {
+            let bytes = if stream {
+                let mut enc = client.encoder("client-model");
+                let mut out = Vec::new();
+                for ev in ailurus::protocol::accumulate::to_events(&canonical) {
+                    enc.event(&ev, &mut out);
+                }
+                enc.finish(&mut out);
+                out
+            } else {
+                client.render_response(&canonical, "client-model")
+            };
+            let next = follow_up(client, &[kept_by_client(client, &bytes, stream)]);
+            let mut req = client.parse_request(&next, &ctx(client)).expect("follow-up parses");
+            if client == CHAT {
+                let (key, parts) = kept(&canonical.content).expect("kept");
+                restore(&mut req, |id| (id == key).then(|| parts.clone()));
+            }
+            let out: Value = serde_json::from_slice(&ANTHROPIC.build_request(&req, "claude-sonnet-4-5").expect("body"))
+                .expect("JSON");
+            assert_eq!(out["messages"][1]["content"], want, "{client} client, stream {stream}");
+        }
+    }
+}

@@ -138,28 +138,33 @@ pub fn has_envelope(body: &[u8]) -> bool {
 pub const MAX_RESTORED_TURNS: usize = 16;
 
 /// What to keep on the server for a client without a reasoning slot: the key (the first
-/// tool call's id) and the parts to restore (the answer's signed or redacted reasoning, and
-/// each signed call as a `ToolCall` with empty arguments, whose signature goes back on the
-/// call of that id). `None` when the answer has no call or nothing signed.
+/// tool call's id) and the parts to restore, in the answer's order: its signed or redacted
+/// reasoning, and every call as a `ToolCall` with empty arguments (its signature, if any,
+/// goes back on the call of that id; its place tells where the reasoning before it goes).
+/// `None` when the answer has no call or nothing signed.
 pub fn kept(content: &[Part]) -> Option<(String, Vec<Part>)> {
     let key = content.iter().find_map(|p| match p {
         Part::ToolCall { id, .. } if !id.is_empty() => Some(id.clone()),
         _ => None,
     })?;
-    let parts: Vec<Part> = content
+    let signed = |p: &Part| carried(p) || matches!(p, Part::ToolCall { signature: Some(s), .. } if !s.is_empty());
+    if !content.iter().any(signed) {
+        return None;
+    }
+    let parts = content
         .iter()
         .filter_map(|p| match p {
-            Part::ToolCall { id, name, signature: Some(sig), .. } if !sig.is_empty() => Some(Part::ToolCall {
+            Part::ToolCall { id, name, signature, .. } => Some(Part::ToolCall {
                 id: id.clone(),
                 name: name.clone(),
                 arguments: String::new(),
-                signature: Some(sig.clone()),
+                signature: signature.clone().filter(|s| !s.is_empty()),
             }),
             p if carried(p) => Some(p.clone()),
             _ => None,
         })
         .collect();
-    (!parts.is_empty()).then_some((key, parts))
+    Some((key, parts))
 }
 
 /// Whether a message already carries reasoning (then nothing is restored into it).
@@ -189,31 +194,57 @@ pub fn wanted(req: &ChatRequest) -> Vec<String> {
     restorable(req).map(|(_, id)| id).collect()
 }
 
-/// Put back the reasoning `lookup` finds for each restorable assistant turn: reasoning parts
-/// at the start of the turn, call signatures on the calls of the same id.
+/// Put back the reasoning `lookup` finds for each restorable assistant turn where the
+/// upstream had it: reasoning before the turn's first call at the start of the turn (before
+/// its text), reasoning before a later call right before that call, call signatures on the
+/// calls of the same id.
 pub fn restore(req: &mut ChatRequest, mut lookup: impl FnMut(&str) -> Option<Vec<Part>>) {
     let found: Vec<(usize, Vec<Part>)> =
         restorable(req).filter_map(|(i, id)| lookup(&id).map(|parts| (i, parts))).collect();
-    for (i, parts) in found {
-        let content = &mut req.messages[i].content;
-        let mut lead = Vec::new();
-        for p in parts {
+    for (i, stored) in found {
+        let content = std::mem::take(&mut req.messages[i].content);
+        // Reasoning to insert before the call of an id (None: at the start).
+        let mut before: Vec<(Option<String>, Vec<Part>)> = Vec::new();
+        let mut sigs: Vec<(String, String)> = Vec::new();
+        let mut pending = Vec::new();
+        let mut first_call = true;
+        for p in stored {
             match p {
                 Part::ToolCall { id, signature, .. } => {
-                    for c in content.iter_mut() {
-                        if let Part::ToolCall { id: cid, signature: slot, .. } = c {
-                            if *cid == id {
-                                slot.clone_from(&signature);
-                            }
-                        }
+                    if let Some(s) = signature {
+                        sigs.push((id.clone(), s));
                     }
+                    if !pending.is_empty() {
+                        before.push(((!first_call).then_some(id), std::mem::take(&mut pending)));
+                    }
+                    first_call = false;
                 }
-                p if carried(&p) => lead.push(p),
+                p if carried(&p) => pending.push(p),
                 _ => {}
             }
         }
-        lead.append(content);
-        *content = lead;
+        let mut out: Vec<Part> = Vec::with_capacity(content.len() + before.len() + pending.len());
+        let mut place = |key: Option<&str>, out: &mut Vec<Part>| {
+            if let Some(k) = before.iter().position(|(id, _)| id.as_deref() == key) {
+                out.append(&mut before.swap_remove(k).1);
+            }
+        };
+        place(None, &mut out);
+        for mut p in content {
+            if let Part::ToolCall { id, signature, .. } = &mut p {
+                place(Some(id.as_str()), &mut out);
+                if let Some((_, s)) = sigs.iter().find(|(cid, _)| cid == id) {
+                    *signature = Some(s.clone());
+                }
+            }
+            out.push(p);
+        }
+        // Reasoning after the last call, or before calls the client no longer has: at the end.
+        for (_, mut parts) in before {
+            out.append(&mut parts);
+        }
+        out.append(&mut pending);
+        req.messages[i].content = out;
     }
 }
 
@@ -295,6 +326,24 @@ mod tests {
         assert_eq!(kept(&no_calls.content), None);
         let unsigned = ChatResponse { content: vec![Part::text("hi"), call("c9", None)], ..resp };
         assert_eq!(kept(&unsigned.content), None, "nothing signed, nothing kept");
+    }
+
+    #[test]
+    fn interleaved_reasoning_goes_back_before_its_own_call() {
+        use crate::protocol::canonical::Message;
+        let t = |s: &str| Part::Thinking { text: s.into(), signature: Some(seal(Origin::Anthropic, s)) };
+        let answer = vec![t("one"), Part::text("checking"), call("c1", None), t("two"), call("c2", None)];
+        let (key, parts) = kept(&answer).expect("kept");
+        assert_eq!(key, "c1");
+        let mut req = ChatRequest {
+            messages: vec![Message {
+                role: Role::Assistant,
+                content: vec![Part::text("checking"), call("c1", None), call("c2", None)],
+            }],
+            ..ChatRequest::default()
+        };
+        restore(&mut req, |_| Some(parts.clone()));
+        assert_eq!(req.messages[0].content, answer);
     }
 
     #[test]

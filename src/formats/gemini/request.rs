@@ -247,8 +247,9 @@ fn signature_part(sig: &str) -> Part {
 }
 
 /// One part of a content → canonical parts appended to `out`.
-/// Another API's reasoning that came back in a block envelope goes to `lead`, which the
-/// caller puts at the start of the message (where that API had it).
+/// Another API's reasoning that came back in a block envelope goes where that API had it:
+/// before the message's first call to `lead`, which the caller puts at the start of the
+/// message (before its text); on a later call, right before that call.
 fn parse_part(
     po: Fields<'_, '_>,
     book: &mut CallBook,
@@ -263,7 +264,11 @@ fn parse_part(
     }
     let mut sig = po.str("thoughtSignature")?;
     if let Some(parts) = sig.map(|s| unblock(s, &po.at("thoughtSignature"))).transpose()?.flatten() {
-        lead.extend(parts);
+        if out.iter().any(|p| matches!(p, Part::ToolCall { .. })) {
+            out.extend(parts);
+        } else {
+            lead.extend(parts);
+        }
         sig = None;
     }
     let thought = po.bool("thought")?.unwrap_or(false);
