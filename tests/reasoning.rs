@@ -42,8 +42,11 @@ fn ctx(f: Format) -> ParseContext {
 /// What one conversion gave the client: its body or stream bytes, and (for the store) the
 /// canonical answer the worker accumulated.
 struct Answer {
+    /// The client's body or stream bytes.
     bytes: Vec<u8>,
+    /// Whether it is a stream.
     stream: bool,
+    /// The answer as the worker accumulated it (what the reasoning store keeps from).
     canonical: ailurus::protocol::canonical::ChatResponse,
 }
 

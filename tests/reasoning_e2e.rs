@@ -154,8 +154,11 @@ const CLIENTS: [Format; 4] =
 
 /// What a request got: the bytes a bridge would write, and the final status.
 struct Got {
+    /// The chunks' bytes (or the error body).
     bytes: Vec<u8>,
+    /// The final reply's kind.
     kind: ReplyKind,
+    /// The final reply's status.
     status: Option<u16>,
 }
 
