@@ -137,7 +137,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         }
     };
     // A Chat client's earlier reasoning, back from the store before the prompt is bounded.
-    Box::pin(super::reasoning::restore(ctx.reasoning.as_ref(), &mut job)).await;
+    Box::pin(super::reasoning::restore(&ctx, &mut job)).await;
     // Refuse what no channel can serve before anything is reserved: a bad request leaves
     // the quota and the ledger as they were.
     if let Err(e) = preflight(&ctx, &job) {

@@ -13,6 +13,7 @@
 //! a missing signature) reaches the client in the client's format.
 
 use super::job::{Client, Job};
+use super::WorkerCtx;
 use crate::formats::{self, Format};
 use crate::protocol::canonical::Part;
 use async_nats::jetstream::kv::Store;
@@ -53,11 +54,21 @@ fn key(user: &str, call_id: &str) -> String {
     crate::credential::hash(&format!("{user}\n{call_id}"))
 }
 
+/// Whether a channel that may serve the job speaks another format than the client's Chat
+/// Completions (only a converted answer can carry signed reasoning; plain OpenAI-compatible
+/// traffic costs no lookup).
+fn converted(ctx: &WorkerCtx, job: &Job) -> bool {
+    ctx.router
+        .candidates(&job.model, job.platform.as_str())
+        .iter()
+        .any(|c| c.channel.kind.format().is_some_and(|f| f != Format::OpenAiChat))
+}
+
 /// Put back the reasoning of the job's earlier tool-call turns (see the module doc).
-pub(crate) async fn restore(kv: Option<&Store>, job: &mut Job) {
-    let Some(kv) = kv.filter(|_| slotless(job)) else { return };
+pub(crate) async fn restore(ctx: &WorkerCtx, job: &mut Job) {
+    let Some(kv) = ctx.reasoning.as_ref().filter(|_| slotless(job)) else { return };
     let ids = formats::reasoning::wanted(&job.chat);
-    if ids.is_empty() {
+    if ids.is_empty() || !converted(ctx, job) {
         return;
     }
     let lookups = ids.iter().map(|id| {
