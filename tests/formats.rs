@@ -281,6 +281,31 @@ fn summarize(resp: &ChatResponse) -> Summary {
     };
     for p in &resp.content {
         match p {
+            // A Gemini client's block envelope: another API's reasoning, restored here as
+            // the client's parser restores it (its text was also shown as thought parts).
+            Part::ToolCall { signature: Some(sig), .. } | Part::Thinking { signature: Some(sig), .. }
+                if sig.starts_with("ailurus.block.") =>
+            {
+                for inner in unblock(sig) {
+                    match inner {
+                        Part::Thinking { signature: Some(sig), .. } => {
+                            s.signatures.push(sig.clone());
+                            s.opaque.push(sig);
+                        }
+                        Part::RedactedThinking { data } => {
+                            s.redacted.push(data.clone());
+                            s.opaque.push(data);
+                        }
+                        other => panic!("a block holds only reasoning: {other:?}"),
+                    }
+                }
+                if let Part::ToolCall { id, name, arguments, .. } = p {
+                    s.calls.push(Call { id: id.clone(), name: name.clone(), args: args_value(arguments) });
+                }
+                if let Part::Thinking { text, .. } = p {
+                    s.thinking.push_str(text);
+                }
+            }
             Part::Text { text } => s.text.push_str(text),
             Part::Thinking { text, signature } => {
                 s.thinking.push_str(text);
@@ -300,6 +325,14 @@ fn summarize(resp: &ChatResponse) -> Summary {
         }
     }
     s
+}
+
+/// The parts of a Gemini block envelope (`ailurus.block.<base64url JSON>`).
+fn unblock(sig: &str) -> Vec<Part> {
+    use base64::Engine;
+    let b64 = sig.strip_prefix("ailurus.block.").expect("a block envelope");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64).expect("base64url");
+    serde_json::from_slice(&bytes).expect("canonical parts")
 }
 
 /// Whether the client format `via` has a slot for opaque reasoning (signatures, redacted).
@@ -746,7 +779,7 @@ fn anthropic_signature_survives_a_responses_client() {
     let bytes = stream_through(ANTHROPIC, RESPONSES);
     let items = responses_client_items(&bytes);
     let reasoning = items.iter().find(|i| i["type"] == "reasoning").expect("reasoning item");
-    assert_eq!(reasoning["encrypted_content"], SIG);
+    assert_eq!(reasoning["encrypted_content"], format!("ailurus.anthropic.{SIG}"), "sealed with its origin");
     let mut input = vec![json!({"type": "message", "role": "user", "content": "Weather in Paris and Rome?"})];
     input.extend(items.iter().cloned());
     for c in items.iter().filter(|i| i["type"] == "function_call") {
@@ -777,7 +810,7 @@ fn gemini_thought_signature_survives_an_anthropic_client() {
     let bytes = stream_through(GEMINI, ANTHROPIC);
     let content = anthropic_client_content(&bytes);
     assert!(
-        content.iter().any(|b| b["type"] == "thinking" && b["signature"] == SIG),
+        content.iter().any(|b| b["type"] == "thinking" && b["signature"] == format!("ailurus.gemini.{SIG}")),
         "the functionCall's thoughtSignature reaches the client: {content:?}"
     );
     let next = anthropic_next_request(content);

@@ -21,6 +21,7 @@ pub mod gemini;
 pub mod openai_chat;
 pub mod openai_responses;
 pub mod passthrough;
+pub mod reasoning;
 #[cfg(test)]
 mod testing;
 mod walk;

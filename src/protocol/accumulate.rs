@@ -93,6 +93,11 @@ impl Accumulator {
         self.finish
     }
 
+    /// The parts so far (thinking, text, tool calls), in order.
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
+    }
+
     /// Whether any part of an answer arrived.
     pub fn has_content(&self) -> bool {
         !self.parts.is_empty()

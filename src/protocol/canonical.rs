@@ -2,8 +2,10 @@
 //! speaks. Providers never see another API's wire format.
 //!
 //! Opaque provider data (Anthropic thinking `signature`, Responses `encrypted_content`,
-//! Gemini `thoughtSignature`) is carried as-is in `signature` / `data` fields, so it survives
-//! a round trip through a client of another format.
+//! Gemini `thoughtSignature`) is carried in `signature` / `data` fields sealed with the API
+//! that issued it (`ailurus.<origin>.<raw>`, see `formats::reasoning`), so it survives a
+//! round trip through a client of another format and reaches only the upstream that can
+//! verify it.
 
 use super::seed::LLMNATSRequest;
 use serde::{Deserialize, Serialize};

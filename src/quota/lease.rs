@@ -187,13 +187,17 @@ impl Drop for Draw {
 
 /// What a draw found in the leases.
 enum Found {
-    /// Drawn.
-    Drawn(Draw),
+    /// Drawn; `true` when the key's newest lease is half spent or near its age, so its
+    /// successor should be taken now, ahead of need.
+    Drawn(Draw, bool),
     /// No lease with room.
     NoRoom,
     /// The user's records are not being confirmed: refuse.
     Stalled,
 }
+
+/// A lease take in its own task, awaited by every request that needs it.
+type TakeFuture = futures::future::Shared<futures::future::BoxFuture<'static, Result<(), RequestError>>>;
 
 /// How a key's next lease is sized.
 #[derive(Debug, Default)]
@@ -263,8 +267,8 @@ pub struct Leases {
     /// how the key's leases are sized: when the last take was recent, the next lease is
     /// larger (a busy user's lease should last its maximum age, and so outlast an election).
     takes: dashmap::DashMap<Key, Arc<tokio::sync::Mutex<Sizing>>>,
-    /// Keys with a lease take running in the background (one each).
-    taking: dashmap::DashMap<Key, ()>,
+    /// The lease take running per key (one at a time), shared by the requests waiting for it.
+    taking: Mutex<HashMap<Key, TakeFuture>>,
     /// The ledger appends.
     writer: LedgerWriter,
     /// Leases going back (awaited when the worker stops).
@@ -281,7 +285,7 @@ impl Leases {
             config,
             book: Mutex::default(),
             takes: dashmap::DashMap::new(),
-            taking: dashmap::DashMap::new(),
+            taking: Mutex::default(),
             writer,
             returning: tokio_util::task::TaskTracker::new(),
         })
@@ -312,41 +316,68 @@ impl Leases {
             return Err(stalled());
         }
         let limit = token.map(|(_, l)| l);
-        for _ in 0..3 {
+        // New leases are taken until one has room left for this request, for at most
+        // TAKE_WAIT (concurrent requests of the user may draw on each one first).
+        let deadline = tokio::time::Instant::now() + TAKE_WAIT;
+        loop {
             match self.find(&key, units, false) {
-                Found::Drawn(d) => return Ok(d),
+                Found::Drawn(d, renew) => {
+                    if renew {
+                        drop(self.take_shared(&key, limit, units, trace_id, true));
+                    }
+                    return Ok(d);
+                }
                 Found::Stalled => return Err(stalled()),
                 Found::NoRoom => {}
             }
             // A lease past its age with room serves this request at once, while a new one is
             // taken beside it (so an election during the take costs no request).
-            if let Found::Drawn(d) = self.find(&key, units, true) {
-                if self.taking.insert(key.clone(), ()).is_none() {
-                    let this = self.clone();
-                    let (key, trace) = (key.clone(), trace_id.to_string());
-                    tokio::spawn(async move {
-                        let _ = this.clone().take(key.clone(), limit, units, trace).await;
-                        this.taking.remove(&key);
-                    });
-                }
+            if let Found::Drawn(d, _) = self.find(&key, units, true) {
+                drop(self.take_shared(&key, limit, units, trace_id, true));
                 return Ok(d);
             }
-            let take = tokio::spawn(self.clone().take(key.clone(), limit, units, trace_id.to_string()));
-            let failed = match tokio::time::timeout(TAKE_WAIT, take).await {
-                Ok(Ok(Ok(()))) => continue,
-                Ok(Ok(Err(e))) if e.status != 503 => return Err(e),
-                Ok(Ok(Err(e))) => e,
-                Ok(Err(_)) => store_slow("the lease take stopped"),
+            let take = self.take_shared(&key, limit, units, trace_id, false);
+            let failed = match tokio::time::timeout_at(deadline, take).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) if e.status != 503 => return Err(e),
+                Ok(Err(e)) => e,
                 Err(_) => store_slow("the quota store did not answer in time"),
             };
             // The store does not answer (an election): a lease past its age still serves,
             // while its hold is far from its deadline.
             return match self.find(&key, units, true) {
-                Found::Drawn(d) => Ok(d),
+                Found::Drawn(d, _) => Ok(d),
                 _ => Err(failed),
             };
         }
-        Err(store_slow("other requests took the new leases first"))
+    }
+
+    /// The take of a lease for `key` running now, or a new one: a task of its own (it goes on
+    /// when every waiter has gone), shared by every request of the key that waits for it.
+    fn take_shared(
+        self: &Arc<Self>,
+        key: &Key,
+        limit: Option<i64>,
+        units: i64,
+        trace_id: &str,
+        renew: bool,
+    ) -> TakeFuture {
+        use futures::FutureExt;
+        let mut running = self.taking.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = running.get(key) {
+            return f.clone();
+        }
+        let this = self.clone();
+        let (k, trace) = (key.clone(), trace_id.to_string());
+        let task = tokio::spawn(async move {
+            let res = this.clone().take(k.clone(), limit, units, trace, renew).await;
+            this.taking.lock().unwrap_or_else(|p| p.into_inner()).remove(&k);
+            res
+        });
+        let f =
+            async move { task.await.unwrap_or_else(|_| Err(store_slow("the lease take stopped"))) }.boxed().shared();
+        running.insert(key.clone(), f.clone());
+        f
     }
 
     /// Take a lease of `key` with room for `units` (one take per key at a time; none when
@@ -357,16 +388,25 @@ impl Leases {
         limit: Option<i64>,
         units: i64,
         trace_id: String,
+        renew: bool,
     ) -> Result<(), RequestError> {
         let gate = self.takes.entry(key.clone()).or_default().clone();
         let mut sizing = gate.lock().await;
-        if self.room_for(&key, units) {
+        let enough = if renew {
+            // A successor: unless the newest lease is still fresh and half full.
+            let book = self.book();
+            book.get(&key).and_then(|l| l.last()).is_some_and(|newest| !self.wants_successor(newest))
+        } else {
+            self.room_for(&key, units)
+        };
+        if enough {
             return Ok(());
         }
-        // A lease used up in less than half its age: the next is four times larger; one
-        // that lasted: half the size.
+        // Leases taken less than half an age apart: the next is four times larger; a user
+        // idle for two ages: half the size.
         sizing.scale = match sizing.last {
             Some(t) if t.elapsed() < self.config.max_age / 2 => (sizing.scale * 4).clamp(1, MAX_SCALE),
+            Some(t) if t.elapsed() < self.config.max_age * 2 => sizing.scale.max(1),
             _ => (sizing.scale / 2).max(1),
         };
         let owner = HoldOwner {
@@ -449,10 +489,21 @@ impl Leases {
                 s.reserved += units;
                 s.in_flight += 1;
                 s.last_used = Instant::now();
-                return Found::Drawn(Draw { lease: lease.clone(), units, settled: false });
+                drop(s);
+                let renew = leases.last().is_some_and(|newest| self.wants_successor(newest));
+                return Found::Drawn(Draw { lease: lease.clone(), units, settled: false }, renew);
             }
         }
         Found::NoRoom
+    }
+
+    /// Whether a lease is half spent or past 70 % of its age: its successor is taken early,
+    /// so that a take that must wait out an election finds the old lease still serving.
+    fn wants_successor(&self, lease: &Lease) -> bool {
+        let s = lease.lock();
+        s.closed
+            || lease.units - s.spent - s.reserved < lease.units / 2
+            || lease.created.elapsed() > self.config.max_age * 7 / 10
     }
 
     /// The most a request of `user` (and a limited `token`) could draw from this worker's

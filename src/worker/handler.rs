@@ -140,6 +140,9 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     let admitted = {
         let mut admitting = Box::pin(async {
             let principal = Box::pin(super::billing::identify(&ctx, &mut job)).await?;
+            // A Chat client's earlier reasoning, back from the store before the prompt is
+            // bounded.
+            Box::pin(super::reasoning::restore(&ctx, &mut job)).await;
             // Refuse what no channel can serve before anything is reserved.
             preflight(&ctx, &job)?;
             // Unpriced models, rate limits, the output bound and the worst-case hold.
@@ -188,7 +191,14 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         }
     };
     drop(guard);
+    let keep = result
+        .as_ref()
+        .ok()
+        .filter(|d| d.failure.is_none())
+        .and_then(|d| super::reasoning::entry(ctx.reasoning.as_ref(), &job, d.acc.parts()));
     let summary = Box::pin(finish(&ctx, &replier, &job, started, result, ratio)).await;
+    // After the final reply: the client never waits for this write.
+    Box::pin(super::reasoning::store(ctx.reasoning.as_ref(), keep)).await;
     Box::pin(super::sync::finished(&ctx, &job, &summary.resp)).await;
     if msg.reply.is_some() && ctx.config.audit_copy {
         Box::pin(super::sync::audit_copy(&ctx, &job.trace_id, &summary.resp, summary.status)).await;

@@ -25,6 +25,7 @@ pub mod inflight;
 pub(crate) mod job;
 mod models;
 mod pipeline;
+mod reasoning;
 pub mod reply;
 pub mod sync;
 
@@ -76,6 +77,8 @@ pub(crate) struct WorkerCtx {
     pub worker_id: String,
     /// Requests, latency and gateway overhead by platform (`--metrics-listen`).
     pub metrics: crate::metrics::Metrics,
+    /// The reasoning store for clients without a reasoning slot (none without the bucket).
+    pub reasoning: Option<async_nats::jetstream::kv::Store>,
 }
 
 impl WorkerCtx {
@@ -237,6 +240,7 @@ pub async fn run_with_router(
         prices,
         inflight: inflight::InFlight::default(),
         metrics: crate::metrics::Metrics::new("ailurus_worker", "platform"),
+        reasoning: reasoning::open(&client).await,
     });
     tokio::spawn(health::publish_loop(
         client.clone(),

@@ -359,8 +359,15 @@ fn delivered_usage(chat: &ChatRequest, acc: &Accumulator) -> Usage {
 /// One try on one channel.
 async fn attempt(job: &Job, cand: &Candidate, replier: &Replier) -> Result<(Delivered, Option<Duration>), AttemptFail> {
     let upstream_format = cand.channel.kind.format();
+    // Same format: pass-through, unless the body carries reasoning of another API (a client
+    // that switched providers), which only a conversion keeps from reaching this upstream.
     let (passthrough, raw_body, forward): (bool, &[u8], &[(String, String)]) = match &job.client {
-        Client::Native { format, body, forward, .. } if Some(*format) == upstream_format => (true, body, forward),
+        Client::Native { format, body, forward, .. }
+            if Some(*format) == upstream_format
+                && (job.strict_error.is_some() || !formats::reasoning::has_envelope(body)) =>
+        {
+            (true, body, forward)
+        }
         _ => (false, &[], &[]),
     };
     if let (Some(e), false) = (&job.strict_error, passthrough) {

@@ -2,6 +2,7 @@
 
 use super::errors::upstream_error;
 use super::{finish_from_stop_reason, malformed, read_usage};
+use crate::formats::reasoning::{seal, Origin};
 use crate::formats::walk::{str_of, Obj};
 use crate::formats::{FormatError, StreamDecoder};
 use crate::protocol::canonical::{FinishReason, StreamEvent, Usage};
@@ -60,12 +61,12 @@ impl Decoder {
                 }
                 let sig = s("signature");
                 if !sig.is_empty() {
-                    out.push(StreamEvent::ThinkingSignature(sig));
+                    out.push(StreamEvent::ThinkingSignature(seal(Origin::Anthropic, &sig)));
                 }
                 Block::Thinking
             }
             "redacted_thinking" => {
-                out.push(StreamEvent::RedactedThinking(s("data")));
+                out.push(StreamEvent::RedactedThinking(seal(Origin::Anthropic, &s("data"))));
                 Block::Redacted
             }
             "tool_use" => {
@@ -106,7 +107,9 @@ impl Decoder {
             ("text_delta", Block::Text) => vec![StreamEvent::Text(s("text"))],
             ("citations_delta", Block::Text) => Vec::new(),
             ("thinking_delta", Block::Thinking) => vec![StreamEvent::Thinking(s("thinking"))],
-            ("signature_delta", Block::Thinking) => vec![StreamEvent::ThinkingSignature(s("signature"))],
+            ("signature_delta", Block::Thinking) => {
+                vec![StreamEvent::ThinkingSignature(seal(Origin::Anthropic, &s("signature")))]
+            }
             ("input_json_delta", Block::Tool { ordinal }) => {
                 let delta = s("partial_json");
                 if delta.is_empty() {

@@ -60,6 +60,7 @@
 //! | `ResponseFormat::JsonSchema` | `output_config.format {type: json_schema, schema}` (name and `strict` dropped) |
 //! | `ResponseFormat::JsonObject` | instruction appended to `system` ("Respond with a single valid JSON object…") |
 //! | `Thinking` part without a (non-empty) signature | dropped (Anthropic rejects unsigned thinking) |
+//! | `Thinking` / `RedactedThinking` signed by another API (see [`crate::formats::reasoning`]) | not sent (Anthropic rejects it); the thinking text becomes a `text` block, redacted data is dropped |
 //! | `ToolCall.signature` (Gemini) | dropped |
 //! | `ToolResult.name` | dropped (Anthropic matches by id) |
 //! | empty text parts; messages left empty | dropped (the API rejects empty text blocks) |

@@ -1,6 +1,7 @@
 //! Client request → canonical: a Messages (or `count_tokens`) body becomes a `ChatRequest`.
 
 use super::part_kind;
+use crate::formats::reasoning::{seal, seal_opt, Origin};
 use crate::formats::walk::{bad, object, wrong_type, Fields};
 use crate::formats::{FormatError, Op, ParseContext};
 use crate::protocol::canonical::{
@@ -173,9 +174,9 @@ fn parse_block(b: &Value, path: &str) -> Result<Part, FormatError> {
         }
         "thinking" => Ok(Part::Thinking {
             text: f.str("thinking")?.unwrap_or_default().to_string(),
-            signature: f.str("signature")?.map(str::to_string),
+            signature: seal_opt(Origin::Anthropic, f.str("signature")?),
         }),
-        "redacted_thinking" => Ok(Part::RedactedThinking { data: f.req_str("data")?.to_string() }),
+        "redacted_thinking" => Ok(Part::RedactedThinking { data: seal(Origin::Anthropic, f.req_str("data")?) }),
         other => Err(bad(format!("{path}.type {other:?} is not supported"))),
     }
 }

@@ -1,6 +1,7 @@
 //! Canonical → upstream: the body for a real Anthropic `POST /v1/messages`.
 
 use super::{arguments_to_input, part_kind};
+use crate::formats::reasoning::{is_foreign, open, Origin};
 use crate::formats::walk::{bad, Obj};
 use crate::formats::FormatError;
 use crate::protocol::canonical::{ChatRequest, ImageSource, Message, Part, ResponseFormat, Role, ToolChoice};
@@ -74,12 +75,20 @@ fn upstream_blocks(m: &Message, i: usize) -> Result<Vec<Value>, FormatError> {
                 }
                 out.push(block);
             }
-            Part::Thinking { text, signature } => {
-                if let Some(sig) = signature.as_deref().filter(|s| !s.is_empty()) {
-                    out.push(json!({"type": "thinking", "thinking": text, "signature": sig}));
+            Part::Thinking { text, signature } => match signature.as_deref().map(|s| (s, open(s, Origin::Anthropic))) {
+                Some((_, Some(sig))) => out.push(json!({"type": "thinking", "thinking": text, "signature": sig})),
+                // Another API's signature: Anthropic would reject it; the text stays as context.
+                Some((s, None)) if is_foreign(s, Origin::Anthropic) && !text.is_empty() => {
+                    out.push(json!({"type": "text", "text": text}))
+                }
+                // Unsigned thinking: Anthropic rejects it.
+                _ => {}
+            },
+            Part::RedactedThinking { data } => {
+                if let Some(data) = open(data, Origin::Anthropic) {
+                    out.push(json!({"type": "redacted_thinking", "data": data}));
                 }
             }
-            Part::RedactedThinking { data } => out.push(json!({"type": "redacted_thinking", "data": data})),
         }
     }
     Ok(out)

@@ -2,6 +2,7 @@
 
 use super::errors::upstream_error;
 use super::{finish_from_stop_reason, malformed, new_id, read_usage};
+use crate::formats::reasoning::{seal, seal_opt, Origin};
 use crate::formats::walk::str_of;
 use crate::formats::FormatError;
 use crate::protocol::canonical::{ChatResponse, Part, Usage};
@@ -13,8 +14,10 @@ fn upstream_block(b: &Value, path: &str) -> Result<Part, FormatError> {
     let s = |k: &str| str_of(o, k).unwrap_or_default().to_string();
     match str_of(o, "type").unwrap_or_default() {
         "text" => Ok(Part::Text { text: s("text") }),
-        "thinking" => Ok(Part::Thinking { text: s("thinking"), signature: str_of(o, "signature").map(str::to_string) }),
-        "redacted_thinking" => Ok(Part::RedactedThinking { data: s("data") }),
+        "thinking" => {
+            Ok(Part::Thinking { text: s("thinking"), signature: seal_opt(Origin::Anthropic, str_of(o, "signature")) })
+        }
+        "redacted_thinking" => Ok(Part::RedactedThinking { data: seal(Origin::Anthropic, &s("data")) }),
         "tool_use" => Ok(Part::ToolCall {
             id: s("id"),
             name: s("name"),

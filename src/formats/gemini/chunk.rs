@@ -1,6 +1,7 @@
 //! One upstream `GenerateContentResponse` chunk → canonical events, for `parse_response` and the decoder.
 
 use super::{int_of, new_id, REDACTED_PREFIX};
+use crate::formats::reasoning::{seal, seal_opt, Origin};
 use crate::formats::walk::{Fields, Obj};
 use crate::formats::FormatError;
 use crate::protocol::canonical::{FinishReason, StreamEvent, Usage};
@@ -67,7 +68,7 @@ pub(super) fn upstream_error(e: &Value) -> FormatError {
 fn signature_event(sig: &str) -> StreamEvent {
     match sig.strip_prefix(REDACTED_PREFIX) {
         Some(data) => StreamEvent::RedactedThinking(data.to_string()),
-        None => StreamEvent::ThinkingSignature(sig.to_string()),
+        None => StreamEvent::ThinkingSignature(seal(Origin::Gemini, sig)),
     }
 }
 
@@ -146,7 +147,7 @@ impl ChunkState {
                     index,
                     id,
                     name: name.to_string(),
-                    signature: sig.map(str::to_string),
+                    signature: seal_opt(Origin::Gemini, sig),
                 });
                 out.push(StreamEvent::ToolCallArgs { index, delta: args });
             } else if let Some(t) = po.get("text") {

@@ -1,11 +1,12 @@
 //! The client stream encoder: canonical events → `streamGenerateContent?alt=sse` chunks.
 
+use super::new_id;
 use super::parts::{args_object, function_name, sig_part, with_sig};
 use super::response::{error_json, finish_str, usage_json};
-use super::{new_id, REDACTED_PREFIX};
+use crate::formats::reasoning::{self, is_foreign, Origin};
 use crate::formats::walk::Obj;
 use crate::formats::StreamEncoder;
-use crate::protocol::canonical::{FinishReason, StreamEvent, Usage};
+use crate::protocol::canonical::{FinishReason, Part, StreamEvent, Usage};
 use crate::sse;
 use serde_json::{json, Value};
 
@@ -22,7 +23,11 @@ struct OpenTool {
 pub struct Encoder {
     model: String,
     id: Option<String>,
+    /// A Gemini signature waiting for the next part.
     pending_sig: Option<String>,
+    /// Another API's reasoning since the last call, sent as one block envelope on the next
+    /// call (Gemini clients keep `thoughtSignature` on calls, not thought text).
+    block: Vec<Part>,
     tools: Vec<OpenTool>,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
@@ -35,6 +40,7 @@ pub fn encoder(model: &str) -> Encoder {
         model: model.to_string(),
         id: None,
         pending_sig: None,
+        block: Vec::new(),
         tools: Vec::new(),
         finish: None,
         usage: None,
@@ -84,11 +90,19 @@ impl Encoder {
             .collect()
     }
 
-    fn flush(&mut self, out: &mut Vec<u8>) {
-        let mut parts = self.take_tools();
+    /// The pending Gemini signature and any block envelope left, as parts of their own.
+    fn take_loose(&mut self, parts: &mut Vec<Value>) {
         if let Some(s) = self.pending_sig.take() {
             parts.push(sig_part(&s));
         }
+        if let Some(env) = reasoning::block(&std::mem::take(&mut self.block)) {
+            parts.push(sig_part(&env));
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        let mut parts = self.take_tools();
+        self.take_loose(&mut parts);
         if !parts.is_empty() {
             self.emit(parts, None, out);
         }
@@ -126,7 +140,15 @@ impl StreamEncoder for Encoder {
                 }
                 parts.push(json!({"text": t, "thought": true}));
                 self.emit(parts, None, out);
+                match self.block.last_mut() {
+                    Some(Part::Thinking { text, signature: None }) => text.push_str(t),
+                    _ => self.block.push(Part::Thinking { text: t.clone(), signature: None }),
+                }
             }
+            StreamEvent::ThinkingSignature(s) if is_foreign(s, Origin::Gemini) => match self.block.last_mut() {
+                Some(Part::Thinking { signature: sig @ None, .. }) => *sig = Some(s.clone()),
+                _ => self.block.push(Part::Thinking { text: String::new(), signature: Some(s.clone()) }),
+            },
             StreamEvent::ThinkingSignature(s) => {
                 let mut parts = self.take_tools();
                 if let Some(old) = self.pending_sig.replace(s.clone()) {
@@ -136,14 +158,7 @@ impl StreamEncoder for Encoder {
                     self.emit(parts, None, out);
                 }
             }
-            StreamEvent::RedactedThinking(d) => {
-                let mut parts = self.take_tools();
-                if let Some(s) = self.pending_sig.take() {
-                    parts.push(sig_part(&s));
-                }
-                parts.push(sig_part(&format!("{REDACTED_PREFIX}{d}")));
-                self.emit(parts, None, out);
-            }
+            StreamEvent::RedactedThinking(d) => self.block.push(Part::RedactedThinking { data: d.clone() }),
             StreamEvent::ToolCallStart { index, id, name, signature } => {
                 let mut early = Vec::new();
                 if self.tools.iter().any(|t| t.index == *index) {
@@ -156,6 +171,13 @@ impl StreamEncoder for Encoder {
                     }
                     (Some(s), None) => Some(s.clone()),
                     (None, p) => p,
+                };
+                let sig = match (sig, reasoning::block(&std::mem::take(&mut self.block))) {
+                    (Some(s), Some(env)) => {
+                        early.push(sig_part(&env));
+                        Some(s)
+                    }
+                    (s, env) => s.or(env),
                 };
                 if !early.is_empty() {
                     self.emit(early, None, out);
@@ -186,9 +208,7 @@ impl StreamEncoder for Encoder {
             return;
         }
         let mut parts = self.take_tools();
-        if let Some(s) = self.pending_sig.take() {
-            parts.push(sig_part(&s));
-        }
+        self.take_loose(&mut parts);
         let reason = finish_str(self.finish.unwrap_or(FinishReason::Stop));
         self.emit(parts, Some(reason), out);
         self.closed = true;

@@ -39,7 +39,9 @@
 //! | build: thinking disabled / enabled without budget / effort only | `thinkingBudget: 0` / `-1` / `thinkingLevel` for `gemini-3…` and later, else (2.5 rejects `thinkingLevel`, and unknown names may be 2.5) `thinkingBudget` 512 (minimal), 2048 (low), 8192 (medium) or 24576 (high) |
 //! | build (model `gemini-3…` and later): a model turn whose `functionCall`s have no `thoughtSignature` | the first call gets Google's documented sentinel `skip_thought_signature_validator` (history from another API would otherwise be a 400) |
 //! | build: empty messages, empty text parts | skipped (Gemini rejects empty parts) |
-//! | response: `RedactedThinking` | a thought part `{text:"", thought:true, thoughtSignature:"ailurus-redacted:<data>"}`, turned back into `RedactedThinking` when a client sends it again |
+//! | response / stream: reasoning signed by another API (Anthropic thinking, redacted thinking, Responses reasoning) | its text shown as thought parts, and the whole of it (text, signatures, redacted data) as one block envelope ([`crate::formats::reasoning`]) in the `thoughtSignature` of the next `functionCall` (else of a thought part of its own at the end), because Gemini clients keep signatures on calls but not thought text; sent back, it is restored where it was: at the start of the model turn when it rode on the turn's first call, else right before its call |
+//! | request: `thoughtSignature` `ailurus-redacted:<data>` (older Ailurus answers) | `RedactedThinking` |
+//! | build: thinking signed by another API | not sent (Gemini rejects it); its text becomes a plain text part |
 //! | response: `ThinkingSignature` | attached to the next text / functionCall part, else a part `{text:"", thought:true, thoughtSignature}` |
 //! | response: tool call arguments that are not a JSON object | `args: {}` |
 //! | response / build: a tool call without a name | `functionCall.name: "unknown_function"` (Gemini requires a name) |

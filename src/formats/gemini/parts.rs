@@ -1,6 +1,7 @@
 //! Canonical parts → Gemini parts, for a client (answers, streams) and for an upstream (requests).
 
-use super::{guess_image_mime, REDACTED_PREFIX};
+use super::guess_image_mime;
+use crate::formats::reasoning::{self, is_foreign, open, Origin};
 use crate::formats::walk::{bad, Obj};
 use crate::formats::FormatError;
 use crate::protocol::canonical::{ImageSource, Part};
@@ -80,9 +81,15 @@ pub(super) fn gemini_parts(
     let mut out = Vec::new();
     let mut trailing = Vec::new();
     let mut carry: Option<String> = None;
-    // An empty signature is no signature (an Anthropic client shows unsigned thinking with
+    // Another API's reasoning, for a client: one block envelope on the next call.
+    let mut block: Vec<Part> = Vec::new();
+    // A Gemini signature as written: raw for an upstream, sealed for a client. An empty
+    // signature is no signature (an Anthropic client shows unsigned thinking with
     // `signature: ""`, and Gemini rejects an empty `thoughtSignature`).
-    let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+    let nonempty = |s: &Option<String>| match audience {
+        Audience::Upstream => s.as_deref().and_then(|s| open(s, Origin::Gemini)).map(str::to_string),
+        Audience::Client => s.clone().filter(|s| !s.is_empty() && !is_foreign(s, Origin::Gemini)),
+    };
     for (k, part) in content.iter().enumerate() {
         match part {
             Part::Text { text } => {
@@ -97,7 +104,17 @@ pub(super) fn gemini_parts(
                 if let Some(c) = carry.take() {
                     out.push(sig_part(&c));
                 }
-                if text.is_empty() {
+                if signature.as_deref().is_some_and(|s| is_foreign(s, Origin::Gemini)) {
+                    // Another API's: shown as a thought and carried in a block for a client;
+                    // plain context for a Gemini upstream, which would reject the signature.
+                    if !text.is_empty() {
+                        let thought = audience == Audience::Client;
+                        out.push(if thought { json!({"text": text, "thought": true}) } else { json!({"text": text}) });
+                    }
+                    if audience == Audience::Client {
+                        block.push(part.clone());
+                    }
+                } else if text.is_empty() {
                     carry = nonempty(signature);
                 } else {
                     let mut p = Obj::new();
@@ -111,11 +128,11 @@ pub(super) fn gemini_parts(
                     out.push(sig_part(&c));
                 }
                 if audience == Audience::Client {
-                    out.push(sig_part(&format!("{REDACTED_PREFIX}{data}")));
+                    block.push(Part::RedactedThinking { data: data.clone() });
                 }
             }
             Part::ToolCall { id, name, arguments, signature } => {
-                let sig = match (&nonempty(signature), carry.take()) {
+                let mut sig = match (&nonempty(signature), carry.take()) {
                     (Some(s), Some(c)) => {
                         out.push(sig_part(&c));
                         Some(s.clone())
@@ -123,6 +140,12 @@ pub(super) fn gemini_parts(
                     (Some(s), None) => Some(s.clone()),
                     (None, c) => c,
                 };
+                if let Some(env) = reasoning::block(&std::mem::take(&mut block)) {
+                    match sig {
+                        Some(_) => out.push(sig_part(&env)),
+                        None => sig = Some(env),
+                    }
+                }
                 let mut fc = Obj::new();
                 fc.insert("name".into(), Value::String(function_name(name)));
                 fc.insert("args".into(), args_object(arguments));
@@ -171,6 +194,9 @@ pub(super) fn gemini_parts(
     }
     if let Some(c) = carry {
         out.push(sig_part(&c));
+    }
+    if let Some(env) = reasoning::block(&block) {
+        out.push(sig_part(&env));
     }
     out.extend(trailing);
     Ok(out)

@@ -2,6 +2,7 @@
 
 use super::schema::convert_schema;
 use super::{bare_model, guess_image_mime, to_camel, REDACTED_PREFIX};
+use crate::formats::reasoning::{seal, seal_opt, unblock, Origin};
 use crate::formats::walk::{array, bad, object, wrong_type, Fields};
 use crate::formats::{FormatError, Op, ParseContext};
 use crate::protocol::canonical::{
@@ -225,9 +226,14 @@ fn parse_content(co: Fields<'_, '_>, book: &mut CallBook) -> Result<Option<Messa
     }
     let Some(parts) = co.array("parts")? else { return Ok(None) };
     let mut out = Vec::new();
+    let mut lead = Vec::new();
     for (j, p) in parts.iter().enumerate() {
         let pp = format!("{cp}.parts[{j}]");
-        parse_part(co.nested(object(p, &pp)?, &pp), book, &mut out)?;
+        parse_part(co.nested(object(p, &pp)?, &pp), book, &mut out, &mut lead)?;
+    }
+    if !lead.is_empty() {
+        lead.append(&mut out);
+        out = lead;
     }
     Ok((!out.is_empty()).then_some(Message { role, content: out }))
 }
@@ -236,26 +242,42 @@ fn parse_content(co: Fields<'_, '_>, book: &mut CallBook) -> Result<Option<Messa
 fn signature_part(sig: &str) -> Part {
     match sig.strip_prefix(REDACTED_PREFIX) {
         Some(data) => Part::RedactedThinking { data: data.to_string() },
-        None => Part::Thinking { text: String::new(), signature: Some(sig.to_string()) },
+        None => Part::Thinking { text: String::new(), signature: Some(seal(Origin::Gemini, sig)) },
     }
 }
 
 /// One part of a content → canonical parts appended to `out`.
-fn parse_part(po: Fields<'_, '_>, book: &mut CallBook, out: &mut Vec<Part>) -> Result<(), FormatError> {
+/// Another API's reasoning that came back in a block envelope goes where that API had it:
+/// before the message's first call to `lead`, which the caller puts at the start of the
+/// message (before its text); on a later call, right before that call.
+fn parse_part(
+    po: Fields<'_, '_>,
+    book: &mut CallBook,
+    out: &mut Vec<Part>,
+    lead: &mut Vec<Part>,
+) -> Result<(), FormatError> {
     let pp = po.path();
     for key in ["executableCode", "codeExecutionResult", "videoMetadata"] {
         if po.has(key) {
             return Err(bad(format!("{} is not supported by this gateway", po.at(key))));
         }
     }
-    let sig = po.str("thoughtSignature")?;
+    let mut sig = po.str("thoughtSignature")?;
+    if let Some(parts) = sig.map(|s| unblock(s, &po.at("thoughtSignature"))).transpose()?.flatten() {
+        if out.iter().any(|p| matches!(p, Part::ToolCall { .. })) {
+            out.extend(parts);
+        } else {
+            lead.extend(parts);
+        }
+        sig = None;
+    }
     let thought = po.bool("thought")?.unwrap_or(false);
     if let Some(text) = po.str("text")? {
         if thought {
             if text.is_empty() && sig.is_some_and(|s| s.starts_with(REDACTED_PREFIX)) {
                 out.extend(sig.map(signature_part));
             } else if !text.is_empty() || sig.is_some() {
-                out.push(Part::Thinking { text: text.to_string(), signature: sig.map(str::to_string) });
+                out.push(Part::Thinking { text: text.to_string(), signature: seal_opt(Origin::Gemini, sig) });
             }
         } else {
             out.extend(sig.map(signature_part));
@@ -279,7 +301,12 @@ fn parse_part(po: Fields<'_, '_>, book: &mut CallBook, out: &mut Vec<Part>) -> R
             None => format!("call_{name}_{}", book.calls.len()),
         };
         book.calls.push((id.clone(), name.to_string(), false));
-        out.push(Part::ToolCall { id, name: name.to_string(), arguments: args, signature: sig.map(str::to_string) });
+        out.push(Part::ToolCall {
+            id,
+            name: name.to_string(),
+            arguments: args,
+            signature: seal_opt(Origin::Gemini, sig),
+        });
         return Ok(());
     }
     if let Some(fr) = po.object("functionResponse")? {

@@ -30,9 +30,9 @@
 //! | `tools[].function.strict` | dropped (canonical `ToolDef` has no `strict`) |
 //! | `response_format.json_schema.description` | dropped |
 //! | assistant `refusal` (part or field) | becomes text |
-//! | canonical `Thinking.signature`, `RedactedThinking` (response, stream) | lost: Chat has no slot; thinking text goes to `reasoning_content` (DeepSeek style) |
+//! | canonical `Thinking.signature`, `RedactedThinking` (response, stream) | not in the body: Chat has no slot; thinking text goes to `reasoning_content` (DeepSeek style); the worker keeps the signed reasoning in its store and restores it when the call id comes back ([`crate::formats::reasoning::kept`]) |
 //! | `Thinking` / `RedactedThinking` in history (build_request) | dropped: OpenAI-compatible upstreams reject or ignore them, DeepSeek requires they are not sent back |
-//! | `ToolCall.signature` (Gemini) (build_request, response, stream) | lost |
+//! | `ToolCall.signature` (Gemini) (build_request, response, stream) | not in the body; kept by the worker's reasoning store like the rest |
 //! | `ToolResult.is_error` (build_request) | lost: a `tool` message has no error flag (parsed tool results are never errors) |
 //! | several assistant text parts (build_request) | concatenated into one `content` string |
 //! | upstream `refusal` (message or delta) | becomes text |

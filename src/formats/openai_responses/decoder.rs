@@ -5,6 +5,7 @@ use super::upstream_response::{
     texts, upstream_error,
 };
 use super::REDACTED_PREFIX;
+use crate::formats::reasoning::{seal, Origin};
 use crate::formats::walk::{str_of, Obj};
 use crate::formats::{FormatError, StreamDecoder};
 use crate::protocol::canonical::{Part, StreamEvent};
@@ -144,8 +145,8 @@ impl Decoder {
                 if let Some(ec) = ec {
                     out.push(match ec.strip_prefix(REDACTED_PREFIX) {
                         Some(data) => StreamEvent::RedactedThinking(data.to_string()),
-                        None if have_text => StreamEvent::ThinkingSignature(ec),
-                        None => StreamEvent::RedactedThinking(ec),
+                        None if have_text => StreamEvent::ThinkingSignature(seal(Origin::Responses, &ec)),
+                        None => StreamEvent::RedactedThinking(seal(Origin::Responses, &ec)),
                     });
                 }
             }

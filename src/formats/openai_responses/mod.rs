@@ -48,7 +48,7 @@
 //! | upstream request: `stop` | dropped (the API has no stop sequences) |
 //! | upstream request: `max_tokens` below 16 | raised to 16 (the API's minimum) |
 //! | upstream request: `Thinking` without a (non-empty) signature | dropped (without `encrypted_content` the API cannot take it back when `store: false`) |
-//! | upstream request: signatures of any origin | sent as `encrypted_content` (origin is unknown; OpenAI rejects foreign ones) |
+//! | upstream request: another API's signature (see [`crate::formats::reasoning`]) | not sent (OpenAI rejects it); its thinking text becomes `output_text` of the assistant message, its redacted reasoning is dropped |
 //! | upstream request: `ToolResult.is_error`, `ToolCall.signature` | dropped |
 //! | upstream request: `budget_tokens` without `effort` | effort `low` (< 4096), `medium` (< 16384) or `high` |
 //! | upstream request: thinking disabled | no `reasoning` (model default) unless effort is `"none"` |

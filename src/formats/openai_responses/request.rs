@@ -1,6 +1,7 @@
 //! `parse_request`: a client's `POST /v1/responses` body → canonical [`ChatRequest`].
 
 use super::{NAMESPACE_SEP, REDACTED_PREFIX};
+use crate::formats::reasoning::{seal, Origin};
 use crate::formats::walk::{array, bad, object, wrong_type, Fields, Obj};
 use crate::formats::{FormatError, ParseContext};
 use crate::protocol::canonical::{
@@ -217,7 +218,7 @@ impl InputBuilder {
                 let part = match f.str("encrypted_content")? {
                     Some(ec) => match ec.strip_prefix(REDACTED_PREFIX) {
                         Some(data) => Part::RedactedThinking { data: data.to_string() },
-                        None => Part::Thinking { text, signature: Some(ec.to_string()) },
+                        None => Part::Thinking { text, signature: Some(seal(Origin::Responses, ec)) },
                     },
                     None if text.is_empty() => return Ok(()),
                     None => Part::Thinking { text, signature: None },

@@ -1,6 +1,7 @@
 //! `build_request`: canonical [`ChatRequest`] → an upstream Responses API body.
 
 use super::{normalize_args, summary_json};
+use crate::formats::reasoning::{is_foreign, open, Origin};
 use crate::formats::walk::bad;
 use crate::formats::FormatError;
 use crate::protocol::canonical::{ChatRequest, ImageSource, Message, Part, ResponseFormat, Role, ToolChoice};
@@ -97,17 +98,25 @@ fn build_message(i: usize, m: &Message, input: &mut Vec<Value>) -> Result<(), Fo
             for (j, p) in m.content.iter().enumerate() {
                 match p {
                     Part::Text { text } => content.push(json!({"type": "output_text", "text": text})),
-                    Part::Thinking { text, signature: Some(sig) } if !sig.is_empty() => {
+                    Part::Thinking { text, signature: Some(sig) } if open(sig, Origin::Responses).is_some() => {
                         flush_message("assistant", &mut content, input);
-                        input.push(
-                            json!({"type": "reasoning", "summary": summary_json(text), "encrypted_content": sig}),
-                        );
+                        let ec = open(sig, Origin::Responses);
+                        input
+                            .push(json!({"type": "reasoning", "summary": summary_json(text), "encrypted_content": ec}));
+                    }
+                    // Another API's signature: OpenAI would reject it; the text stays as context.
+                    Part::Thinking { text, signature: Some(sig) }
+                        if is_foreign(sig, Origin::Responses) && !text.is_empty() =>
+                    {
+                        content.push(json!({"type": "output_text", "text": text}))
                     }
                     // Unsigned (or `signature: ""`, as an Anthropic client shows it): dropped.
                     Part::Thinking { .. } => {}
                     Part::RedactedThinking { data } => {
-                        flush_message("assistant", &mut content, input);
-                        input.push(json!({"type": "reasoning", "summary": [], "encrypted_content": data}));
+                        if let Some(ec) = open(data, Origin::Responses) {
+                            flush_message("assistant", &mut content, input);
+                            input.push(json!({"type": "reasoning", "summary": [], "encrypted_content": ec}));
+                        }
                     }
                     Part::ToolCall { id, name, arguments, .. } => {
                         flush_message("assistant", &mut content, input);

@@ -2,6 +2,7 @@
 //! with the readers of upstream output items and errors that the stream decoder shares.
 
 use super::{new_id, normalize_args, REDACTED_PREFIX};
+use crate::formats::reasoning::{seal, Origin};
 use crate::formats::walk::{str_of, Obj};
 use crate::formats::FormatError;
 use crate::protocol::canonical::{ChatResponse, FinishReason, Part, Usage};
@@ -81,8 +82,8 @@ fn reasoning_part(text: String, encrypted: Option<String>) -> Option<Part> {
     match encrypted {
         Some(ec) => Some(match ec.strip_prefix(REDACTED_PREFIX) {
             Some(data) => Part::RedactedThinking { data: data.to_string() },
-            None if text.is_empty() => Part::RedactedThinking { data: ec },
-            None => Part::Thinking { text, signature: Some(ec) },
+            None if text.is_empty() => Part::RedactedThinking { data: seal(Origin::Responses, &ec) },
+            None => Part::Thinking { text, signature: Some(seal(Origin::Responses, &ec)) },
         }),
         None if text.is_empty() => None,
         None => Some(Part::Thinking { text, signature: None }),

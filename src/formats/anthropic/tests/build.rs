@@ -56,7 +56,7 @@ fn build_request_refuses_what_anthropic_cannot_carry() {
                 is_error: false,
             }],
         },
-        Message { role: Role::System, content: vec![Part::RedactedThinking { data: "d".into() }] },
+        Message { role: Role::System, content: vec![Part::RedactedThinking { data: "ailurus.anthropic.d".into() }] },
     ];
     for m in cases {
         let req = ChatRequest { messages: vec![Message::text(Role::User, "q"), m], ..base.clone() };

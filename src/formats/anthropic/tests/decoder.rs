@@ -19,7 +19,7 @@ fn decoder_reads_real_stream() {
         }),
         Thinking("The user wants weather ".into()),
         Thinking("for two cities.".into()),
-        ThinkingSignature("EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds=".into()),
+        ThinkingSignature("ailurus.anthropic.EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds=".into()),
         Text("Let me check ".into()),
         Text("both.".into()),
         ToolCallStart {

@@ -26,7 +26,7 @@ fn encoder_sequences_validate_and_round_trip() {
                 start(),
                 Thinking("Let me ".into()),
                 Thinking("think.".into()),
-                ThinkingSignature("sig==".into()),
+                ThinkingSignature("ailurus.anthropic.sig==".into()),
                 Text("Answer".into()),
                 Usage(usage(1, 9)),
                 Finish(FinishReason::Stop),
@@ -100,16 +100,16 @@ fn encoder_sequences_validate_and_round_trip() {
             "redacted between thinking",
             vec![
                 Thinking("a".into()),
-                RedactedThinking("opaque".into()),
+                RedactedThinking("ailurus.anthropic.opaque".into()),
                 Thinking("b".into()),
-                ThinkingSignature("s".into()),
-                ThinkingSignature("t".into()),
+                ThinkingSignature("ailurus.anthropic.s".into()),
+                ThinkingSignature("ailurus.anthropic.t".into()),
             ],
             vec![],
         ),
         (
             "signature without thinking text",
-            vec![Text("hi".into()), ThinkingSignature("gemini-sig".into()), Text("more".into())],
+            vec![Text("hi".into()), ThinkingSignature("ailurus.anthropic.gemini-sig".into()), Text("more".into())],
             vec![],
         ),
         (
@@ -146,8 +146,8 @@ fn encoder_wire_details() {
             StreamEvent::Start { id: "abc".into(), model: "upstream".into() },
             StreamEvent::Usage(usage(11, 0)),
             StreamEvent::Thinking("t".into()),
-            StreamEvent::ThinkingSignature("s".into()),
-            StreamEvent::RedactedThinking("r".into()),
+            StreamEvent::ThinkingSignature("ailurus.anthropic.s".into()),
+            StreamEvent::RedactedThinking("ailurus.anthropic.r".into()),
             tool_start(0, "f"),
             args(0, "{}"),
             StreamEvent::Finish(FinishReason::ToolUse),
@@ -169,11 +169,11 @@ fn encoder_wire_details() {
     );
     assert_eq!(
         data[3],
-        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "s"}})
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "ailurus.anthropic.s"}})
     );
     assert_eq!(
         data[5],
-        json!({"type": "content_block_start", "index": 1, "content_block": {"type": "redacted_thinking", "data": "r"}})
+        json!({"type": "content_block_start", "index": 1, "content_block": {"type": "redacted_thinking", "data": "ailurus.anthropic.r"}})
     );
     assert_eq!(data[6], json!({"type": "content_block_stop", "index": 1}));
     assert_eq!(
@@ -268,11 +268,11 @@ fn decoder_like(rng: &mut fastrand::Rng) -> Vec<StreamEvent> {
                 run.clear();
             }
             3 => {
-                ev.push(StreamEvent::ThinkingSignature(format!("sig{}", rng.u32(..))));
+                ev.push(StreamEvent::ThinkingSignature(format!("ailurus.anthropic.sig{}", rng.u32(..))));
                 run.clear();
             }
             4 => {
-                ev.push(StreamEvent::RedactedThinking(format!("red{}", rng.u32(..))));
+                ev.push(StreamEvent::RedactedThinking(format!("ailurus.anthropic.red{}", rng.u32(..))));
                 run.clear();
             }
             5 => {
@@ -332,7 +332,7 @@ fn encoder_any_sequence_is_valid() {
                     index: i,
                     id: String::new(),
                     name: "n".into(),
-                    signature: Some("s".into()),
+                    signature: Some("ailurus.anthropic.s".into()),
                 },
                 6 | 7 => args(i, "{"),
                 8 => StreamEvent::Usage(Usage { output_tokens: u64::MAX, ..Default::default() }),

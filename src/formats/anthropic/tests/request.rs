@@ -50,10 +50,15 @@ fn claude_code_request_parses() {
     assert_eq!(roles, [U, A, U, A, U, S, U]);
     assert_eq!(req.messages[5].content, vec![Part::text("The user has changed the permission mode to acceptEdits.")]);
     let Part::Thinking { signature, .. } = &req.messages[1].content[0] else { panic!("thinking") };
-    assert_eq!(signature.as_deref(), Some("EqQBCkgIBxABGAIqQKf0p3Vh9Jx1zGQx2m4yN0wqE3bXk5c1rG8sTtJ2uQ1w=="));
+    assert_eq!(
+        signature.as_deref(),
+        Some("ailurus.anthropic.EqQBCkgIBxABGAIqQKf0p3Vh9Jx1zGQx2m4yN0wqE3bXk5c1rG8sTtJ2uQ1w==")
+    );
     assert!(matches!(&req.messages[1].content[2], Part::ToolCall { name, arguments, .. }
         if name == "Glob" && arguments == r#"{"pattern":"src/worker/**/*.rs"}"#));
-    assert!(matches!(&req.messages[3].content[0], Part::RedactedThinking { data } if data.starts_with("EmwK")));
+    assert!(
+        matches!(&req.messages[3].content[0], Part::RedactedThinking { data } if data.starts_with("ailurus.anthropic.EmwK"))
+    );
     assert!(matches!(&req.messages[4].content[0], Part::ToolResult { content, .. }
         if content == &vec![Part::text("tool_reference: mcp__ide__getDiagnostics")]));
     assert!(

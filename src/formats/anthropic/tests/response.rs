@@ -21,8 +21,11 @@ fn parse_upstream_response() {
     assert_eq!(
         resp.content,
         vec![
-            Part::Thinking { text: "Need the weather tool.".into(), signature: Some("EqQBCgIYAhIM".into()) },
-            Part::RedactedThinking { data: "EmwKAhgBEgy3va3pzix".into() },
+            Part::Thinking {
+                text: "Need the weather tool.".into(),
+                signature: Some("ailurus.anthropic.EqQBCgIYAhIM".into())
+            },
+            Part::RedactedThinking { data: "ailurus.anthropic.EmwKAhgBEgy3va3pzix".into() },
             Part::text("I'll check."),
             Part::ToolCall {
                 id: "toolu_01A09q90qw90lq917835lq9".into(),
@@ -73,7 +76,7 @@ fn render_response_edge_cases() {
                 id: String::new(),
                 name: "b".into(),
                 arguments: String::new(),
-                signature: Some("g".into()),
+                signature: Some("ailurus.gemini.g".into()),
             },
             Part::ToolCall { id: "call_3".into(), name: "c".into(), arguments: "[1]".into(), signature: None },
             Part::Image { source: ImageSource::Url { url: "u".into() } },
@@ -86,7 +89,7 @@ fn render_response_edge_cases() {
     assert_eq!(v["content"][0], json!({"type": "thinking", "thinking": "t", "signature": ""}));
     assert_eq!(v["content"][1]["input"], json!({"_raw_arguments": "{\"x\":"}));
     // A call's Gemini signature comes as a signed empty thinking block right before it.
-    assert_eq!(v["content"][2], json!({"type": "thinking", "thinking": "", "signature": "g"}));
+    assert_eq!(v["content"][2], json!({"type": "thinking", "thinking": "", "signature": "ailurus.gemini.g"}));
     assert_eq!(v["content"][3]["input"], json!({}));
     assert!(v["content"][3]["id"].as_str().unwrap().starts_with("toolu_"));
     assert_eq!(v["content"][4]["input"], json!({"_raw_arguments": "[1]"}));

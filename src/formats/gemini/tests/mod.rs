@@ -16,6 +16,7 @@ use super::chunk::upstream_error;
 use super::parts::args_object;
 use super::upstream_response::fold_events;
 use super::*;
+use crate::formats::reasoning;
 use crate::formats::{FormatError, Op, ParseContext, StreamDecoder, StreamEncoder};
 use crate::protocol::canonical::{
     ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, ResponseFormat, Role, StreamEvent,

@@ -62,7 +62,7 @@ fn gemini_cli_stream_request_with_tools_and_history() {
                 id: "call_read_file_0".into(),
                 name: "read_file".into(),
                 arguments: r#"{"absolute_path":"/home/dev/ailurus/Cargo.toml"}"#.into(),
-                signature: Some("CiQB0e2Kb7dP0Vx9yQ3m4l2v1mZ8sEXAMPLEsignatureAAAAbase64==".into()),
+                signature: Some("ailurus.gemini.CiQB0e2Kb7dP0Vx9yQ3m4l2v1mZ8sEXAMPLEsignatureAAAAbase64==".into()),
             },
         ]
     );
@@ -116,8 +116,8 @@ fn parse_request_cases() {
             json!({"stream": false, "messages": [
                 {"role": "user", "content": [{"type": "text", "text": "hi"}]},
                 {"role": "assistant", "content": [
-                    {"type": "thinking", "text": "hmm", "signature": "S1"},
-                    {"type": "thinking", "text": "", "signature": "S2"},
+                    {"type": "thinking", "text": "hmm", "signature": "ailurus.gemini.S1"},
+                    {"type": "thinking", "text": "", "signature": "ailurus.gemini.S2"},
                     {"type": "text", "text": "answer"}]}]}),
         ),
         (

@@ -9,13 +9,13 @@ fn render_parse_round_trip() {
             id: "resp-1".into(),
             model: "claude-x".into(),
             content: vec![
-                Part::Thinking { text: "Plan.".into(), signature: Some("sig-a".into()) },
+                Part::Thinking { text: "Plan.".into(), signature: Some("ailurus.gemini.sig-a".into()) },
                 Part::text("Reading."),
                 Part::ToolCall {
                     id: "toolu_1".into(),
                     name: "read".into(),
                     arguments: r#"{"path":"x"}"#.into(),
-                    signature: Some("sig-b".into()),
+                    signature: Some("ailurus.gemini.sig-b".into()),
                 },
                 Part::ToolCall { id: "toolu_2".into(), name: "ls".into(), arguments: "{}".into(), signature: None },
             ],
@@ -64,10 +64,10 @@ fn render_response_shapes() {
         id: "r".into(),
         model: "up".into(),
         content: vec![
-            Part::Thinking { text: String::new(), signature: Some("s".into()) },
+            Part::Thinking { text: String::new(), signature: Some("ailurus.gemini.s".into()) },
             Part::text("hello"),
             Part::ToolCall { id: String::new(), name: "f".into(), arguments: "[1,2]".into(), signature: None },
-            Part::RedactedThinking { data: "enc".into() },
+            Part::RedactedThinking { data: "ailurus.anthropic.enc".into() },
         ],
         finish: FinishReason::StopSequence,
         usage: usage(3, 4, 0, 0),
@@ -76,9 +76,10 @@ fn render_response_shapes() {
     assert_eq!(
         v["candidates"][0],
         json!({"content": {"role": "model", "parts": [
-            {"text": "hello", "thoughtSignature": "s"},
+            {"text": "hello", "thoughtSignature": "ailurus.gemini.s"},
             {"functionCall": {"name": "f", "args": {}}},
-            {"text": "", "thought": true, "thoughtSignature": "ailurus-redacted:enc"}]},
+            // Another API's reasoning after the last call: a block envelope of its own.
+            {"text": "", "thought": true, "thoughtSignature": reasoning::block(&resp.content[3..]).unwrap()}]},
             "finishReason": "STOP", "index": 0})
     );
     assert!(v["usageMetadata"].get("cachedContentTokenCount").is_none());
@@ -97,12 +98,12 @@ fn parse_upstream_response_fixture() {
         r.content[0],
         Part::Thinking {
             text: "**Planning**\n\nCheck the manifest first.".into(),
-            signature: Some("EpUBthoughtSig==".into())
+            signature: Some("ailurus.gemini.EpUBthoughtSig==".into())
         }
     );
     assert_eq!(r.content[1], Part::text("I'll read Cargo.toml."));
     let Part::ToolCall { name, arguments, signature, id } = &r.content[2] else { panic!() };
-    assert_eq!((name.as_str(), signature.as_deref()), ("read_file", Some("EpUBcallSig==")));
+    assert_eq!((name.as_str(), signature.as_deref()), ("read_file", Some("ailurus.gemini.EpUBcallSig==")));
     assert!(id.starts_with("call_"));
     assert_eq!(
         serde_json::from_str::<Value>(arguments).unwrap(),

@@ -146,7 +146,7 @@ fn random_event_sequences_encode_validly() {
                 1 => StreamEvent::Text(["", "a", "ü\n\"q\""][rng.usize(..3)].into()),
                 2 => StreamEvent::Thinking(["", "t"][rng.usize(..2)].into()),
                 3 => StreamEvent::ThinkingSignature(format!("s{}", rng.u8(..))),
-                4 => StreamEvent::RedactedThinking("r".into()),
+                4 => StreamEvent::RedactedThinking("ailurus.gemini.r".into()),
                 5 => {
                     next_tool += 1;
                     tool_start(next_tool - 1, &format!("c{next_tool}"), "f", rng.bool().then_some("ts"))

@@ -13,7 +13,7 @@ fn encoder_round_trips_through_decoder() {
                 Start { id: "msg_1".into(), model: "up".into() },
                 Thinking("Let me".into()),
                 Thinking(" think".into()),
-                ThinkingSignature("sig1".into()),
+                ThinkingSignature("ailurus.gemini.sig1".into()),
                 Text("Hello".into()),
                 Text(" world".into()),
                 Usage(u),
@@ -25,7 +25,7 @@ fn encoder_round_trips_through_decoder() {
             "parallel tool calls, usage after finish",
             vec![
                 Text("Checking.".into()),
-                tool_start(0, "toolu_a", "read", Some("gsig")),
+                tool_start(0, "toolu_a", "read", Some("ailurus.gemini.gsig")),
                 args(0, "{\"pa"),
                 args(0, "th\":\"a.rs\"}"),
                 tool_start(1, "toolu_b", "ls", None),
@@ -57,17 +57,20 @@ fn encoder_round_trips_through_decoder() {
         ("length", vec![Text("cut".into()), Finish(FinishReason::Length), Usage(u)], FinishReason::Length),
         (
             "content filter, signature at the very end",
-            vec![Thinking("x".into()), ThinkingSignature("end-sig".into()), Finish(FinishReason::ContentFilter)],
+            vec![
+                Thinking("x".into()),
+                ThinkingSignature("ailurus.gemini.end-sig".into()),
+                Finish(FinishReason::ContentFilter),
+            ],
             FinishReason::ContentFilter,
         ),
         (
-            "redacted thinking and two signatures in a row",
+            "two signatures in a row",
             vec![
-                RedactedThinking("opaque".into()),
                 Thinking("a".into()),
-                ThinkingSignature("s1".into()),
+                ThinkingSignature("ailurus.gemini.s1".into()),
                 Thinking("b".into()),
-                ThinkingSignature("s2".into()),
+                ThinkingSignature("ailurus.gemini.s2".into()),
                 Text("t".into()),
             ],
             FinishReason::Stop,
@@ -99,7 +102,7 @@ fn encoder_attaches_pending_signature_to_function_call() {
     use StreamEvent::*;
     let events = vec![
         Thinking("plan".into()),
-        ThinkingSignature("S".into()),
+        ThinkingSignature("ailurus.gemini.S".into()),
         tool_start(0, "toolu_1", "read", None),
         args(0, "{}"),
         Finish(FinishReason::ToolUse),
@@ -110,10 +113,10 @@ fn encoder_attaches_pending_signature_to_function_call() {
     let call: Value = serde_json::from_str(&frames[1].data).unwrap();
     assert_eq!(
         call["candidates"][0]["content"]["parts"],
-        json!([{"functionCall": {"name": "read", "args": {}, "id": "toolu_1"}, "thoughtSignature": "S"}])
+        json!([{"functionCall": {"name": "read", "args": {}, "id": "toolu_1"}, "thoughtSignature": "ailurus.gemini.S"}])
     );
     let decoded = decode_stream(&bytes).unwrap();
-    assert!(decoded.contains(&tool_start(0, "toolu_1", "read", Some("S"))));
+    assert!(decoded.contains(&tool_start(0, "toolu_1", "read", Some("ailurus.gemini.S"))));
     // Real Gemini framing: data-only, no event names.
     assert!(frames.iter().all(|f| f.event.is_none()));
 }
@@ -160,7 +163,10 @@ fn decoder_upstream_fixtures() {
         ]
     );
     let ToolCallStart { index: 0, name, signature, .. } = &ev[3] else { panic!("{:?}", ev[3]) };
-    assert_eq!((name.as_str(), signature.as_deref()), ("read_file", Some("CiQB0e2Kb9Zt3xk1vQfUpstreamSig==")));
+    assert_eq!(
+        (name.as_str(), signature.as_deref()),
+        ("read_file", Some("ailurus.gemini.CiQB0e2Kb9Zt3xk1vQfUpstreamSig=="))
+    );
     validate_stream(UP_TOOL.as_bytes()).unwrap();
 
     let ev = decode_stream(UP_TEXT.as_bytes()).unwrap();
@@ -169,7 +175,7 @@ fn decoder_upstream_fixtures() {
         r.content,
         vec![
             Part::text("The crate version is **0.1.0**"),
-            Part::Thinking { text: String::new(), signature: Some("Cs0BAVSoXO5textSig==".into()) },
+            Part::Thinking { text: String::new(), signature: Some("ailurus.gemini.Cs0BAVSoXO5textSig==".into()) },
             Part::text(" (edition 2021)."),
         ]
     );

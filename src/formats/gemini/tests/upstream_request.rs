@@ -22,8 +22,14 @@ fn rich_request() -> ChatRequest {
             Message {
                 role: Role::Assistant,
                 content: vec![
-                    Part::Thinking { text: "Need the file.".into(), signature: Some("anthropic-sig".into()) },
-                    Part::Thinking { text: String::new(), signature: Some("carry".into()) },
+                    Part::Thinking {
+                        text: "Need the file.".into(),
+                        signature: Some("ailurus.gemini.thought-sig".into()),
+                    },
+                    // Another API's signature: never sent to Gemini; its text stays as plain text.
+                    Part::Thinking { text: "Claude's plan.".into(), signature: Some("ailurus.anthropic.EqQB".into()) },
+                    Part::RedactedThinking { data: "ailurus.responses.gAAAA".into() },
+                    Part::Thinking { text: String::new(), signature: Some("ailurus.gemini.carry".into()) },
                     Part::ToolCall {
                         id: "toolu_01".into(),
                         name: "read".into(),
@@ -34,7 +40,7 @@ fn rich_request() -> ChatRequest {
                         id: "toolu_02".into(),
                         name: "shot".into(),
                         arguments: "not json".into(),
-                        signature: Some("own".into()),
+                        signature: Some("ailurus.gemini.own".into()),
                     },
                 ],
             },
@@ -62,7 +68,10 @@ fn rich_request() -> ChatRequest {
             },
             Message::text(Role::User, "Now explain."),
             Message::text(Role::System, "Be brief."),
-            Message { role: Role::Assistant, content: vec![Part::RedactedThinking { data: "opaque".into() }] },
+            Message {
+                role: Role::Assistant,
+                content: vec![Part::RedactedThinking { data: "ailurus.gemini.opaque".into() }],
+            },
         ],
         max_tokens: Some(2048),
         temperature: Some(0.2),
@@ -103,7 +112,8 @@ fn build_request_full() {
                 {"fileData": {"mimeType": "image/webp", "fileUri": "https://example.com/a.webp?x=1"}},
                 {"inlineData": {"mimeType": "image/jpeg", "data": "/9j/4AAQ"}}]},
             {"role": "model", "parts": [
-                {"text": "Need the file.", "thought": true, "thoughtSignature": "anthropic-sig"},
+                {"text": "Need the file.", "thought": true, "thoughtSignature": "thought-sig"},
+                {"text": "Claude's plan."},
                 {"functionCall": {"name": "read", "args": {"path": "a.rs"}}, "thoughtSignature": "carry"},
                 {"functionCall": {"name": "shot", "args": {}}, "thoughtSignature": "own"}]},
             {"role": "user", "parts": [
@@ -170,7 +180,10 @@ fn build_request_variants() {
                     Message::text(Role::Assistant, "c"),
                     Message {
                         role: Role::Assistant,
-                        content: vec![Part::Thinking { text: String::new(), signature: Some("s".into()) }],
+                        content: vec![Part::Thinking {
+                            text: String::new(),
+                            signature: Some("ailurus.gemini.s".into()),
+                        }],
                     },
                 ],
                 ..Default::default()
@@ -222,7 +235,7 @@ fn build_request_variants() {
                     id: "c".into(),
                     name: "f".into(),
                     arguments: "{}".into(),
-                    signature: Some("real".into()),
+                    signature: Some("ailurus.gemini.real".into()),
                 }],
             },
         ],

@@ -16,7 +16,7 @@ fn render_then_parse_round_trips() {
             id: "msg_01Anthropic".into(),
             model: "claude-sonnet-4-5".into(),
             content: vec![
-                Part::Thinking { text: "Let me think.".into(), signature: Some("EqQBsig==".into()) },
+                Part::Thinking { text: "Let me think.".into(), signature: Some("ailurus.responses.EqQBsig==".into()) },
                 Part::text("Calling tools."),
                 call("toolu_1", "get_weather", r#"{"city":"Paris"}"#),
                 call("toolu_2", "now", "{}"),
@@ -27,7 +27,7 @@ fn render_then_parse_round_trips() {
         ChatResponse {
             id: "resp_abc".into(),
             model: "gpt-5".into(),
-            content: vec![Part::RedactedThinking { data: "opaque==".into() }, Part::text("Cut o")],
+            content: vec![Part::RedactedThinking { data: "ailurus.responses.opaque==".into() }, Part::text("Cut o")],
             finish: FinishReason::Length,
             usage: usage(10, 16, 0, 0),
         },
@@ -43,7 +43,7 @@ fn render_then_parse_round_trips() {
             model: "m".into(),
             content: vec![
                 Part::text("a"),
-                Part::Thinking { text: String::new(), signature: Some("gAAAA".into()) },
+                Part::Thinking { text: String::new(), signature: Some("ailurus.responses.gAAAA".into()) },
                 Part::text("b"),
             ],
             finish: FinishReason::Stop,
@@ -121,8 +121,8 @@ fn parse_upstream_response_fixture() {
         id: "resp_68f1c2a9b0d88193a1b2c3d4e5f60718".into(),
         model: "gpt-5-2025-08-07".into(),
         content: vec![
-            Part::Thinking { text: "Plan.".into(), signature: Some("gAAAAABo8sEnc_A==".into()) },
-            Part::RedactedThinking { data: "gAAAAABo8sEnc_NoSummary==".into() },
+            Part::Thinking { text: "Plan.".into(), signature: Some("ailurus.responses.gAAAAABo8sEnc_A==".into()) },
+            Part::RedactedThinking { data: "ailurus.responses.gAAAAABo8sEnc_NoSummary==".into() },
             Part::text("Part one. No more."),
             call("call_Q", "lookup", r#"{"q":1}"#),
         ],

@@ -14,7 +14,7 @@ fn decodes_a_real_upstream_stream() {
         think("I need both cities."),
         think("\n\n"),
         think("Calling the tool twice."),
-        StreamEvent::ThinkingSignature("gAAAAABo8sEnc_Reasoning_Blob==".into()),
+        StreamEvent::ThinkingSignature("ailurus.responses.gAAAAABo8sEnc_Reasoning_Blob==".into()),
         text("Checking "),
         text("both "),
         text("cities."),
@@ -123,7 +123,7 @@ fn decoder_edge_cases() {
         got,
         vec![
             think("hm"),
-            StreamEvent::ThinkingSignature("enc".into()),
+            StreamEvent::ThinkingSignature("ailurus.responses.enc".into()),
             text("hi"),
             tstart(0, "c", "f"),
             targs(0, "{}"),
@@ -146,7 +146,7 @@ fn decoder_edge_cases() {
     ));
     got.extend(feed(&mut dec, json!({"type": "response.output_item.done", "output_index": 1, "item": {"type": "message", "id": "m1", "content": [{"type": "refusal", "refusal": "no"}]}})));
     got.extend(feed(&mut dec, json!({"type": "response.output_item.done", "output_index": 2, "item": {"type": "message", "id": "m2", "content": [{"type": "output_text", "text": "late"}]}})));
-    got.extend(feed(&mut dec, json!({"type": "response.output_item.done", "output_index": 3, "item": {"type": "reasoning", "id": "r", "summary": [], "encrypted_content": "ailurus-redacted:abc"}})));
+    got.extend(feed(&mut dec, json!({"type": "response.output_item.done", "output_index": 3, "item": {"type": "reasoning", "id": "r", "summary": [], "encrypted_content": "ailurus-redacted:ailurus.anthropic.abc"}})));
     got.extend(feed(&mut dec, json!({"type": "response.incomplete", "response": {"status": "incomplete", "incomplete_details": {"reason": "content_filter"}}})));
     assert_eq!(
         got,
@@ -155,7 +155,7 @@ fn decoder_edge_cases() {
             targs(0, "{\"a\":1}"),
             text("no"),
             text("late"),
-            StreamEvent::RedactedThinking("abc".into()),
+            StreamEvent::RedactedThinking("ailurus.anthropic.abc".into()),
             StreamEvent::Finish(FinishReason::ContentFilter),
         ]
     );

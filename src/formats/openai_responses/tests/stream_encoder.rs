@@ -142,7 +142,7 @@ fn encoder_grammar_details() {
     assert_eq!(data[0]["response"]["id"], "resp_msg_01XYZ");
     assert_eq!(data[0]["response"]["status"], "in_progress");
     assert_eq!(data[0]["response"]["model"], "client-model");
-    assert_eq!(data[8]["item"]["encrypted_content"], "EqQBsig==");
+    assert_eq!(data[8]["item"]["encrypted_content"], "ailurus.responses.EqQBsig==");
     assert_eq!(data[8]["item"]["summary"], json!([{"type": "summary_text", "text": "Let me think."}]));
     assert_eq!(data[11]["logprobs"], json!([]));
     assert_eq!(data[16]["item"]["arguments"], "");
@@ -197,8 +197,8 @@ fn random_event_sequences_always_validate() {
                 0 => StreamEvent::Start { id: ["", "x", "resp_y"][rng.usize(0..3)].into(), model: "u".into() },
                 1 => text(["", "a", "bc"][rng.usize(0..3)]),
                 2 => think(["", "t", "uv"][rng.usize(0..3)]),
-                3 => StreamEvent::ThinkingSignature("sig".into()),
-                4 => StreamEvent::RedactedThinking("red".into()),
+                3 => StreamEvent::ThinkingSignature("ailurus.responses.sig".into()),
+                4 => StreamEvent::RedactedThinking("ailurus.responses.red".into()),
                 5 => tstart(rng.u32(0..3), "id", "name"),
                 6 | 7 => targs(rng.u32(0..3), ["", "{", "}", "\"x\""][rng.usize(0..4)]),
                 8 => StreamEvent::Usage(usage(rng.u64(..), rng.u64(..), rng.u64(..), rng.u64(..))),
