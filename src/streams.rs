@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::path::Path;
 
 /// The declarations compiled into the binary, so `ailurus` works from any directory.
-pub const EMBEDDED: [(&str, &str); 12] = [
+pub const EMBEDDED: [(&str, &str); 13] = [
     ("CHAT_MESSAGES.json", include_str!("../streams/CHAT_MESSAGES.json")),
     ("SESSION_STATUS.json", include_str!("../streams/SESSION_STATUS.json")),
     ("USER_EVENTS.json", include_str!("../streams/USER_EVENTS.json")),
@@ -20,6 +20,7 @@ pub const EMBEDDED: [(&str, &str); 12] = [
     ("RATE_COUNTERS.json", include_str!("../streams/RATE_COUNTERS.json")),
     ("QUOTA_HOLDS.json", include_str!("../streams/QUOTA_HOLDS.json")),
     ("KV_WORKERS.json", include_str!("../streams/KV_WORKERS.json")),
+    ("KV_PROOFS.json", include_str!("../streams/KV_PROOFS.json")),
 ];
 
 /// What `apply` did to one stream.
@@ -203,7 +204,8 @@ mod tests {
                 "KV_CHANNEL_HEALTH",
                 "RATE_COUNTERS",
                 "QUOTA_HOLDS",
-                "KV_WORKERS"
+                "KV_WORKERS",
+                "KV_PROOFS"
             ]
         );
         let counters = decls.iter().find(|d| d.config.name == "QUOTA_COUNTERS").unwrap();

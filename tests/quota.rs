@@ -29,12 +29,6 @@ async fn billing_stack(workers: usize) -> (Stack, TokenStore, QuotaStore) {
     (stack, tokens, quota)
 }
 
-fn auth(token: &str) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(headers::TOKEN_SHA256, ailurus::credential::hash(token).as_str());
-    h
-}
-
 /// Send one seed request; return (final kind, status, response).
 async fn call(stack: &Stack, token: &str, user: &str, model: &str) -> (ReplyKind, u16, LLMNATSResponse) {
     let (kind, status, resp, _) = call_full(stack, token, user, model).await;
@@ -51,7 +45,7 @@ async fn call_full(
     let mut req = request(Platform::Claude, model, "bill me", false);
     req.user_id = user.into();
     req.max_tokens = Some(50);
-    let mut replies = stack.requester().send(&req, Encoding::Json, auth(token)).await.unwrap();
+    let mut replies = stack.requester().signed_by(token).send(&req, Encoding::Json, HeaderMap::new()).await.unwrap();
     let r = tokio::time::timeout(Duration::from_secs(30), replies.next_content()).await.unwrap().unwrap().unwrap();
     let retry_after = r.headers.get(headers::RETRY_AFTER).map(|v| v.as_str().to_string());
     (r.kind, r.status.unwrap_or(0), r.response(Encoding::Json).unwrap(), retry_after)
@@ -90,7 +84,7 @@ async fn thousand_concurrent_requests_never_overspend_and_the_ledger_matches() {
             // "no worker" bound before a worker takes it, so that bound is widened here.
             let mut requester = ailurus::client::Requester::new(client);
             requester.first_reply = Duration::from_secs(60);
-            let mut replies = requester.send(&req, Encoding::Json, auth(&token)).await.unwrap();
+            let mut replies = requester.signed_by(&token).send(&req, Encoding::Json, HeaderMap::new()).await.unwrap();
             let r =
                 tokio::time::timeout(Duration::from_secs(60), replies.next_content()).await.unwrap().unwrap().unwrap();
             (r.kind, r.status, r.response(Encoding::Json).unwrap())
@@ -164,14 +158,34 @@ async fn auth_failures_are_clean_and_billing_free() {
     let user = Token::new("user_id", "carol").unwrap();
     quota.topup(&user, 1_000_000).await.unwrap();
     let (token, _) = tokens.create("carol", "t", None, vec!["mock-c*".into()], Some(1_000_000)).await.unwrap();
-    // Unknown token, forged hash, wrong user, model not allowed.
+    // Unknown token, the old bare-hash header, a proof signed with the wrong key, wrong
+    // user, model not allowed.
     assert_eq!(call(&stack, "sk-ail-nope", "carol", "mock-c2").await.1, 401);
     let mut forged = request(Platform::Claude, "mock-c2", "x", false);
     forged.user_id = "carol".into();
     let mut h = HeaderMap::new();
-    h.insert(headers::TOKEN_SHA256, "0".repeat(64).as_str());
+    h.insert(headers::TOKEN_SHA256, ailurus::credential::hash(&token).as_str());
     let mut r = stack.requester().send(&forged, Encoding::Json, h).await.unwrap();
-    assert_eq!(r.next_content().await.unwrap().unwrap().status, Some(401));
+    let reply = r.next_content().await.unwrap().unwrap();
+    assert_eq!(reply.status, Some(401));
+    let error = reply.response(Encoding::Json).unwrap().error.unwrap();
+    assert!(error.contains("Ailurus-Token-Sha256 is no longer accepted") && error.contains("Ailurus-Proof"), "{error}");
+    let wrong_key = ailurus::bus::proof::Signer::new("sk-ail-nope");
+    let mut h = HeaderMap::new();
+    let body = serde_json::to_vec(&forged).unwrap();
+    wrong_key.sign(
+        &subjects::request(Platform::Claude),
+        &forged.trace_id,
+        ailurus::bus::proof::now_secs(),
+        &mut h,
+        &body,
+    );
+    h.insert(headers::TOKEN_ID, ailurus::credential::hash(&token).as_str());
+    h.insert(headers::CONTENT_TYPE, "application/json");
+    let mut r = stack.requester().send_raw(subjects::request(Platform::Claude), h, body.into(), None).await.unwrap();
+    let reply = r.next_content().await.unwrap().unwrap();
+    assert_eq!(reply.status, Some(401));
+    assert!(reply.response(Encoding::Json).unwrap().error.unwrap().contains("invalid API token proof"));
     assert_eq!(call(&stack, &token, "mallory", "mock-c2").await.1, 403);
     let (_, status, resp) = call(&stack, &token, "carol", "mock").await;
     assert_eq!(status, 403, "{resp:?}");
@@ -336,17 +350,31 @@ async fn tokens_never_reach_replies_streams_or_logs() {
         bodies.push(r.text().await.unwrap());
     }
     assert!(bodies.iter().any(|b| b.contains("ailurus_bridge_requests_total")), "metrics were read");
-    // And over NATS with the seed `token` field.
+    // Over NATS with a proof (as `ailurus req` sends it), and with the seed `token` field,
+    // which is refused: whoever publishes a plain token hands it to the audit stream.
+    let mut req = request(Platform::Claude, "mock", "hi", false);
+    req.user_id = "gina".into();
+    let mut r = stack.requester().signed_by(&token).send(&req, Encoding::Json, HeaderMap::new()).await.unwrap();
+    let reply = r.next_content().await.unwrap().unwrap();
+    assert_eq!(reply.kind, ReplyKind::Done, "{:?}", String::from_utf8_lossy(&reply.payload));
+    bodies.push(format!("{:?} {}", reply.headers, String::from_utf8_lossy(&reply.payload)));
     let mut req = request(Platform::Claude, "mock", "hi", false);
     req.user_id = "gina".into();
     req.token = Some(token.clone());
     let mut r = stack.requester().send(&req, Encoding::Json, HeaderMap::new()).await.unwrap();
     let reply = r.next_content().await.unwrap().unwrap();
+    assert_eq!(reply.status, Some(401));
+    let error = reply.response(Encoding::Json).unwrap().error.unwrap_or_default();
+    assert!(error.contains("plain API token is not accepted on NATS"), "{error}");
     bodies.push(format!("{:?} {}", reply.headers, String::from_utf8_lossy(&reply.payload)));
     tokio::time::sleep(Duration::from_millis(800)).await;
     worker.kill9();
     bridge.kill9();
-    let secrets = [("client token", token.as_str()), ("upstream key", upstream_key.as_str())];
+    // The proof key signs requests: like the token, it must appear nowhere but in the
+    // TOKENS bucket.
+    let proof_key = ailurus::credential::proof_key(&token);
+    let secrets =
+        [("client token", token.as_str()), ("upstream key", upstream_key.as_str()), ("proof key", proof_key.as_str())];
     for (what, secret) in secrets {
         for b in bodies.iter().chain(&seen) {
             assert!(!b.contains(secret), "a reply holds the {what}: {b}");
@@ -362,13 +390,14 @@ async fn tokens_never_reach_replies_streams_or_logs() {
     );
     // Every message of every stream, headers included (except the seed body we sent
     // ourselves with `token`, which is the NATS client's own choice: it is the one place a
-    // plain token can reach LLM_REQUESTS, and it is why our clients send the hash).
+    // plain token can reach LLM_REQUESTS, and it is why the worker refuses it). The bridge's
+    // and the requester's requests are there with their one-time proofs, never a bare hash.
     let names: Vec<String> = {
         use futures::TryStreamExt;
         js.stream_names().try_collect().await.unwrap()
     };
     assert!(names.len() >= 10, "{names:?}");
-    let mut scanned = 0;
+    let (mut scanned, mut proofs) = (0, 0);
     for name in names {
         let stream = js.get_stream(&name).await.unwrap();
         let consumer =
@@ -378,6 +407,11 @@ async fn tokens_never_reach_replies_streams_or_logs() {
             scanned += 1;
             let text = format!("{} {:?} {}", m.subject, m.headers, String::from_utf8_lossy(&m.payload));
             assert!(!text.contains(&upstream_key), "{name} holds the upstream key: {text}");
+            assert!(!text.contains(headers::TOKEN_SHA256), "{name} holds a bare token hash: {text}");
+            if name != "KV_TOKENS" {
+                assert!(!text.contains(&proof_key), "{name} holds the proof key: {text}");
+            }
+            proofs += usize::from(text.contains(headers::PROOF));
             if text.contains("\"token\":") {
                 continue;
             }
@@ -385,6 +419,7 @@ async fn tokens_never_reach_replies_streams_or_logs() {
         }
     }
     assert!(scanned > 50, "{scanned} stream messages scanned");
+    assert!(proofs >= 14, "LLM_REQUESTS holds the requests with their proofs ({proofs})");
 }
 
 #[tokio::test]
@@ -436,7 +471,7 @@ async fn rate_limits_hold_across_two_workers() {
     for i in 0..2 {
         let mut req = request(Platform::Claude, "mock-hang", &format!("hold {i}"), true);
         req.user_id = "rita".into();
-        let mut replies = stack.requester().send(&req, Encoding::Json, auth(&t2)).await.unwrap();
+        let mut replies = stack.requester().signed_by(&t2).send(&req, Encoding::Json, HeaderMap::new()).await.unwrap();
         assert_eq!(replies.next_content().await.unwrap().unwrap().kind, ReplyKind::Chunk);
         held.push(replies);
     }

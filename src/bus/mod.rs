@@ -1,8 +1,10 @@
-//! NATS itself: subject names ([`subjects`]), payload encodings ([`codec`]) and the
-//! reply-protocol headers ([`headers`]). Nothing here knows about LLM wire formats.
+//! NATS itself: subject names ([`subjects`]), payload encodings ([`codec`]), the
+//! reply-protocol headers ([`headers`]) and the per-request proof of possession that replaces
+//! bearer credentials on the bus ([`proof`]). Nothing here knows about LLM wire formats.
 
 pub mod codec;
 pub mod headers;
+pub mod proof;
 pub mod subjects;
 
 use async_nats::{ConnectError, ConnectErrorKind, ConnectOptions, ServerAddr};

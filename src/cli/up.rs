@@ -41,7 +41,9 @@ async fn seed_demo(client: &async_nats::Client, data_dir: &std::path::Path) -> R
     if let Ok(saved) = std::fs::read_to_string(&path) {
         let saved = saved.trim().to_string();
         if let Ok(Some(rec)) = store.lookup(&crate::credential::hash(&saved)).await {
-            if rec.status == tokens::TokenStatus::Active && !rec.expired(time::OffsetDateTime::now_utc()) {
+            // A token made before proofs of possession has no proof key: it cannot sign.
+            let usable = rec.status == tokens::TokenStatus::Active && rec.proof_key.is_some();
+            if usable && !rec.expired(time::OffsetDateTime::now_utc()) {
                 return Ok(saved);
             }
         }

@@ -10,7 +10,8 @@
 //! - [`ratelimit`]: per-token requests/tokens per minute and concurrency, as counters.
 //! - [`holds`]: every reservation is first a durable hold on `quota.hold.<id>`, so a worker
 //!   killed mid-request leaves something another worker releases exactly once.
-//! - [`auth`]: who a request is, from its headers or the seed `token` field.
+//! - [`auth`]: who a request is, from the proof of possession it carries.
+//! - [`proof`]: the replay set (`PROOFS` bucket): a proof's trace id is good once.
 //!
 //! Units follow NEW-API: 500,000 quota units = 1 USD.
 
@@ -18,6 +19,7 @@ pub mod account;
 pub mod auth;
 pub mod holds;
 pub mod ledger;
+pub mod proof;
 pub mod ratelimit;
 pub mod store;
 pub mod tokens;
