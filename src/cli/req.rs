@@ -64,11 +64,7 @@ pub async fn run(config: Config, args: ReqArgs) -> Result<ExitCode, String> {
         system: None,
         token: None,
     };
-    // Without a token, use the one `ailurus up` saved for the demo user.
-    let token = args.token.clone().or_else(|| {
-        let dir = std::env::var("AILURUS_DATA").unwrap_or_else(|_| ".ailurus-data".into());
-        std::fs::read_to_string(std::path::Path::new(&dir).join("demo-token")).ok().map(|t| t.trim().to_string())
-    });
+    let token = token_or_demo(args.token.clone());
     let mut requester = Requester::new(client);
     if let Some(t) = &token {
         // Only a proof bound to this request travels on NATS (and so into the audit stream).
@@ -103,6 +99,14 @@ pub async fn run(config: Config, args: ReqArgs) -> Result<ExitCode, String> {
         }
     }
     Err("the reply stream ended without a final message".into())
+}
+
+/// `token`, else the one `ailurus up` saved for the demo user (`$AILURUS_DATA/demo-token`).
+pub(crate) fn token_or_demo(token: Option<String>) -> Option<String> {
+    token.or_else(|| {
+        let dir = std::env::var("AILURUS_DATA").unwrap_or_else(|_| ".ailurus-data".into());
+        std::fs::read_to_string(std::path::Path::new(&dir).join("demo-token")).ok().map(|t| t.trim().to_string())
+    })
 }
 
 /// `[mock] 12 in · 34 out tokens · $0.000123 · 45 ms · stop`
