@@ -12,6 +12,7 @@ use ailurus::quota::account::QuotaStore;
 use ailurus::quota::ledger;
 use ailurus::quota::tokens::TokenStore;
 use async_nats::HeaderMap;
+use bytes::Bytes;
 use common::{request, usage_records, Stack};
 use futures::StreamExt;
 use std::time::{Duration, Instant};
@@ -570,4 +571,136 @@ async fn new_api_user_endpoints_show_the_balance_falling_by_the_priced_usage() {
     assert!(!list.to_string().contains(&token), "the token itself is never listed");
     let (status, body) = get("/api/user/self", None).await;
     assert_eq!((status, body["success"].as_bool()), (401, Some(false)));
+}
+
+/// The final reply to a raw publish: (status, error text).
+async fn final_of(stack: &Stack, subject: &str, h: HeaderMap, body: Bytes) -> (u16, String) {
+    let mut replies = stack.requester().send_raw(subject.to_string(), h, body, None).await.unwrap();
+    loop {
+        let r = tokio::time::timeout(Duration::from_secs(20), replies.next_content()).await.unwrap().unwrap().unwrap();
+        if r.kind.is_final() {
+            let text = String::from_utf8_lossy(&r.payload).to_string();
+            return (r.status.unwrap_or(200), text);
+        }
+    }
+}
+
+/// Issue 16: whoever can read `LLM_REQUESTS` (an auditor, a log shipper, a backup) finds
+/// nothing there that spends quota. Each stored request is replayed as is, with another trace
+/// id, with another body, and on another subject: every attempt is refused and the balance,
+/// request count and ledger do not move. A fresh proof published twice at once to two
+/// workers is served once.
+#[tokio::test]
+async fn an_auditor_replaying_llm_requests_is_refused_and_spends_nothing() {
+    let (stack, tokens, quota) = billing_stack(2).await;
+    let (user, token) = common::funded(&tokens, &quota, "audra", 10_000_000).await;
+    // Legitimate traffic: two seed requests and two native ones, signed.
+    for i in 0..2 {
+        let (kind, status, resp) = call(&stack, &token, "audra", &format!("mock-c{}", i + 1)).await;
+        assert_eq!((kind, status), (ReplyKind::Done, 200), "{resp:?}");
+        let trace = Token::random();
+        let mut h = HeaderMap::new();
+        h.insert(headers::FORMAT, "openai.chat");
+        h.insert(headers::TRACE, trace.as_str());
+        let body = format!(r#"{{"model":"mock","messages":[{{"role":"user","content":"native {i}"}}]}}"#);
+        let mut replies = stack
+            .requester()
+            .signed_by(&token)
+            .send_raw(subjects::request(Platform::Openai), h, body.into(), Some(trace))
+            .await
+            .unwrap();
+        loop {
+            let r =
+                tokio::time::timeout(Duration::from_secs(20), replies.next_content()).await.unwrap().unwrap().unwrap();
+            if r.kind.is_final() {
+                assert_eq!(r.kind, ReplyKind::Done, "{}", String::from_utf8_lossy(&r.payload));
+                break;
+            }
+        }
+    }
+    let settled = usage_records(&stack.client, &user, 4, Duration::from_secs(10)).await;
+    assert_eq!(settled.len(), 4);
+    let before = quota.balance(&user).await.unwrap();
+
+    // The auditor reads every stored request, headers included.
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let stream = js.get_stream("LLM_REQUESTS").await.unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: "llm.request.>".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut msgs = consumer.messages().await.unwrap();
+    let mut stored = Vec::new();
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(500), msgs.next()).await {
+        stored.push((m.subject.to_string(), m.headers.clone().unwrap_or_default(), m.payload.clone()));
+    }
+    assert_eq!(stored.len(), 4, "the four requests are in the audit stream");
+    let mut attempts = 0;
+    for (subject, h, body) in &stored {
+        assert!(h.get(headers::PROOF).is_some() && h.get(headers::TOKEN_SHA256).is_none(), "{h:?}");
+        let native = h.get(headers::FORMAT).is_some();
+        // 1. As is: a replay.
+        let (status, text) = final_of(&stack, subject, h.clone(), body.clone()).await;
+        assert_eq!(status, 401, "replayed as is: {text}");
+        assert!(text.contains("already used"), "{text}");
+        // 2. Another trace id (where a seed body or the header carries it).
+        let (h2, body2) = if native {
+            let mut h2 = h.clone();
+            h2.insert(headers::TRACE, Token::random().as_str());
+            (h2, body.clone())
+        } else {
+            let mut v: serde_json::Value = serde_json::from_slice(body).unwrap();
+            v["trace_id"] = serde_json::Value::String(Token::random().to_string());
+            (h.clone(), Bytes::from(serde_json::to_vec(&v).unwrap()))
+        };
+        let (status, text) = final_of(&stack, subject, h2, body2).await;
+        assert_eq!(status, 401, "another trace id: {text}");
+        assert!(text.contains("invalid API token proof"), "{text}");
+        // 3. Another body, same trace id.
+        let mut v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        v["messages"][0]["content"] = serde_json::Value::String("spend someone else's quota".into());
+        let (status, text) = final_of(&stack, subject, h.clone(), Bytes::from(serde_json::to_vec(&v).unwrap())).await;
+        assert_eq!(status, 401, "another body: {text}");
+        // 4. The credential on another subject (a native body is taken on any platform).
+        let other = if subject.ends_with("openai") { "llm.request.claude" } else { "llm.request.openai" };
+        let (status, text) = final_of(&stack, other, h.clone(), body.clone()).await;
+        assert!((400..500).contains(&status), "another subject: {status} {text}");
+        if native {
+            assert_eq!(status, 401, "another subject: {text}");
+        }
+        attempts += 4;
+    }
+    assert_eq!(attempts, 16);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = quota.balance(&user).await.unwrap();
+    assert_eq!((after.used, after.request_count), (before.used, before.request_count), "nothing was billed");
+    assert_eq!(usage_records(&stack.client, &user, 4, Duration::from_millis(200)).await.len(), 4);
+
+    // Two copies of one fresh request at once, on two workers: one is served.
+    let mut req = request(Platform::Claude, "mock-c4-d50", "race", false);
+    req.user_id = "audra".into();
+    let body = Bytes::from(serde_json::to_vec(&req).unwrap());
+    let mut h = HeaderMap::new();
+    h.insert(headers::CONTENT_TYPE, "application/json");
+    ailurus::bus::proof::Signer::new(&token).sign(
+        &subjects::request(Platform::Claude),
+        &req.trace_id,
+        ailurus::bus::proof::now_secs(),
+        &mut h,
+        &body,
+    );
+    let subject = subjects::request(Platform::Claude);
+    let (a, b) = tokio::join!(
+        final_of(&stack, &subject, h.clone(), body.clone()),
+        final_of(&stack, &subject, h.clone(), body.clone())
+    );
+    let served = [&a, &b].iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(served, 1, "{a:?} {b:?}");
+    let refused = if a.0 == 200 { &b } else { &a };
+    // The loser is refused by the replay set (other worker) or as already in flight (same one).
+    assert!(matches!(refused.0, 401 | 409), "{refused:?}");
+    assert_eq!(usage_records(&stack.client, &user, 5, Duration::from_secs(10)).await.len(), 5);
 }
