@@ -225,6 +225,15 @@ impl Presented {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Platform;
+
+    fn openai() -> String {
+        crate::bus::subjects::request(Platform::Openai)
+    }
+
+    fn claude() -> String {
+        crate::bus::subjects::request(Platform::Claude)
+    }
 
     fn signed(token: &str, subject: &str, trace: &str, body: &[u8]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -236,25 +245,20 @@ mod tests {
     #[test]
     fn a_signed_request_verifies_and_any_change_breaks_it() {
         let key = crate::credential::proof_key("sk-ail-t");
-        let h = signed("sk-ail-t", "llm.request.openai", "t1", b"{}");
-        let ok = Presented::from_message("llm.request.openai", Some("t1"), &h, b"{}").unwrap().unwrap();
+        let h = signed("sk-ail-t", &openai(), "t1", b"{}");
+        let ok = Presented::from_message(&openai(), Some("t1"), &h, b"{}").unwrap().unwrap();
         assert_eq!(ok.token_id, crate::credential::hash("sk-ail-t"));
         assert!(ok.verify(&key));
         assert!(ok.fresh_at(1_700_000_060) && !ok.fresh_at(1_700_000_061) && ok.fresh_at(1_699_999_940));
-        for (subject, trace, body) in [
-            ("llm.request.claude", "t1", &b"{}"[..]),
-            ("llm.request.openai", "t2", b"{}"),
-            ("llm.request.openai", "t1", b"{ }"),
-        ] {
+        for (subject, trace, body) in
+            [(&claude(), "t1", &b"{}"[..]), (&openai(), "t2", b"{}"), (&openai(), "t1", b"{ }")]
+        {
             let p = Presented::from_message(subject, Some(trace), &h, body).unwrap().unwrap();
             assert!(!p.verify(&key), "{subject} {trace}");
         }
         let mut other = h.clone();
         other.insert(headers::FORMAT, "anthropic.messages");
-        assert!(!Presented::from_message("llm.request.openai", Some("t1"), &other, b"{}")
-            .unwrap()
-            .unwrap()
-            .verify(&key));
+        assert!(!Presented::from_message(&openai(), Some("t1"), &other, b"{}").unwrap().unwrap().verify(&key));
         // The token's sha256 (public) is not the key.
         assert!(!ok.verify(&crate::credential::hash("sk-ail-t")));
     }
@@ -275,10 +279,11 @@ mod tests {
 
     #[test]
     fn the_python_recipe_gives_the_same_proof() {
-        // hmac.new(proof_key.encode(), "\n".join(["ailurus-proof-v1", "llm.request.openai",
-        // "t1", "1700000000", "", "", "", sha256(b"{}").hexdigest()]).encode(), sha256)
+        // hmac.new(proof_key.encode(), "\n".join(["ailurus-proof-v1", subject, "t1",
+        // "1700000000", "", "", "", sha256(b"{}").hexdigest()]).encode(), sha256) with the
+        // subject llm.request.openai.
         let b = Bound {
-            subject: "llm.request.openai".into(),
+            subject: openai(),
             trace: "t1".into(),
             time: 1_700_000_000,
             format: String::new(),

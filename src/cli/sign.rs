@@ -92,24 +92,33 @@ pub fn proof_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Platform;
+
+    fn openai() -> String {
+        crate::bus::subjects::request(Platform::Openai)
+    }
+
+    fn claude() -> String {
+        crate::bus::subjects::request(Platform::Claude)
+    }
     use crate::bus::proof::Presented;
 
     #[test]
     fn printed_headers_verify_as_a_worker_checks_them() {
         let body = br#"{"trace_id":"t-9","user_id":"demo"}"#;
         let given = vec![("Ailurus-Heartbeat".to_string(), "1".to_string())];
-        let out = proof_headers("sk-ail-x", "llm.request.claude", body, &given, 1_700_000_000).unwrap();
+        let out = proof_headers("sk-ail-x", &claude(), body, &given, 1_700_000_000).unwrap();
         let mut h = HeaderMap::new();
         for (k, v) in &out {
             h.insert(k.as_str(), v.as_str());
         }
         assert_eq!(out[0], given[0]);
         assert!(h.get(headers::TRACE).is_none(), "the seed body has a trace id");
-        let p = Presented::from_message("llm.request.claude", Some("t-9"), &h, body).unwrap().unwrap();
+        let p = Presented::from_message(&claude(), Some("t-9"), &h, body).unwrap().unwrap();
         assert!(p.verify(&crate::credential::proof_key("sk-ail-x")));
         assert!(!out.iter().any(|(_, v)| v.contains("sk-ail-x")));
         // A native body gets a trace id of its own.
-        let native = proof_headers("sk-ail-x", "llm.request.openai", b"{}", &[], 1).unwrap();
+        let native = proof_headers("sk-ail-x", &openai(), b"{}", &[], 1).unwrap();
         assert_eq!(native[0].0, headers::TRACE);
         assert!(proof_headers("t", "s", b"{}", &[("K".into(), "a b".into())], 1).is_err());
     }
