@@ -704,3 +704,50 @@ async fn an_auditor_replaying_llm_requests_is_refused_and_spends_nothing() {
     assert!(matches!(refused.0, 401 | 409), "{refused:?}");
     assert_eq!(usage_records(&stack.client, &user, 5, Duration::from_secs(10)).await.len(), 5);
 }
+
+/// The cost of checking a proof (issue 16), printed, not asserted: the CPU of parsing and
+/// verifying one (body digest + HMAC, constant-time compare) for a small and a large body,
+/// the signing side (what the bridge adds per request), and the round trip of the replay-set
+/// claim against a local nats-server. Run: `cargo test --release --test quota proof_check_cost
+/// -- --ignored --nocapture` (BENCHMARKS.md records the figures).
+#[tokio::test]
+#[ignore = "a benchmark: prints figures"]
+async fn proof_check_cost() {
+    use ailurus::bus::proof::{now_secs, Presented, Signer};
+    let token = "sk-ail-benchmarkbenchmarkbenchmarkbenchmark0";
+    let key = ailurus::credential::proof_key(token);
+    let subject = subjects::request(Platform::Openai);
+    for size in [1_024usize, 100 * 1_024] {
+        let body = vec![b'x'; size];
+        let mut h = HeaderMap::new();
+        h.insert(headers::FORMAT, "openai.chat");
+        h.insert(headers::TRACE, "t-bench");
+        let signer = Signer::new(token);
+        let n = if size > 10_000 { 500u32 } else { 5_000 };
+        let t = Instant::now();
+        for _ in 0..n {
+            let mut h = h.clone();
+            Signer::new(token).sign(&subject, "t-bench", now_secs(), &mut h, &body);
+            std::hint::black_box(&h);
+        }
+        let sign_ns = t.elapsed().as_nanos() / u128::from(n);
+        signer.sign(&subject, "t-bench", now_secs(), &mut h, &body);
+        let t = Instant::now();
+        for _ in 0..n {
+            let p = Presented::from_message(&subject, Some("t-bench"), &h, &body).unwrap().unwrap();
+            assert!(p.verify(&key));
+        }
+        let check_ns = t.elapsed().as_nanos() / u128::from(n);
+        println!("proof, {size} B body: sign (bridge) {sign_ns} ns, check (worker) {check_ns} ns per request");
+    }
+    let (stack, tokens, _quota) = billing_stack(0).await;
+    drop(stack.requester());
+    let n = 2_000u32;
+    let t = Instant::now();
+    for i in 0..n {
+        assert!(tokens.replay().claim("bench", &format!("t-{i}")).await.unwrap());
+    }
+    let claim_us = t.elapsed().as_micros() / u128::from(n);
+    assert!(!tokens.replay().claim("bench", "t-0").await.unwrap());
+    println!("replay-set claim (one KV create, local nats-server): {claim_us} µs per request, sequential");
+}
