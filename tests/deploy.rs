@@ -271,12 +271,11 @@ async fn secure_profile() {
     let mut alice_quota = alice.client.subscribe("user.alice.quota").await.unwrap();
     let mut alice_chat = alice.client.subscribe("chat.alice.>").await.unwrap();
     alice.client.flush().await.unwrap();
-    let alice_requester = Requester::new(alice.client.clone());
+    let alice_requester = Requester::new(alice.client.clone()).signed_by(&alice_token);
     let alice_req = || {
         let mut r = request(Platform::Claude, "mock", "hello from alice", false);
         r.user_id = "alice".into();
         r.session_id = Some("s1".into());
-        r.token = Some(alice_token.clone());
         r
     };
     let resp = ask_until_ok(&alice_requester, alice_req, Duration::from_secs(15)).await;
@@ -347,12 +346,11 @@ async fn secure_profile() {
     // Bob is served while alice's denied subscriptions stay silent.
     let mut bob_quota = bob.client.subscribe("user.bob.quota").await.unwrap();
     bob.client.flush().await.unwrap();
-    let bob_requester = Requester::new(bob.client.clone());
+    let bob_requester = Requester::new(bob.client.clone()).signed_by(&bob_token);
     let bob_req = || {
         let mut r = request(Platform::Codex, "mock", "bob's secret prompt", false);
         r.user_id = "bob".into();
         r.session_id = Some("s1".into());
-        r.token = Some(bob_token.clone());
         r
     };
     let resp = ask_until_ok(&bob_requester, bob_req, Duration::from_secs(10)).await;
@@ -367,7 +365,6 @@ async fn secure_profile() {
     // Alice cannot impersonate bob with his user_id: the worker bills the token's owner.
     let mut spoof = request(Platform::Claude, "mock", "spoof", false);
     spoof.user_id = "bob".into();
-    spoof.token = Some(alice_token.clone());
     let err = ask(&alice_requester, &spoof).await.expect_err("alice's token, bob's user_id");
     assert!(err.contains("403") || err.contains("401"), "{err}");
 
@@ -576,11 +573,11 @@ async fn cluster() {
     let shutdown = Shutdown::new();
     let worker = spawn_worker(worker_client.clone(), Config::default(), shutdown.clone());
     let requester =
-        Requester::new(ailurus::bus::connect_with(&urls, "requester", &ConnectAuth::default()).await.unwrap());
+        Requester::new(ailurus::bus::connect_with(&urls, "requester", &ConnectAuth::default()).await.unwrap())
+            .signed_by(&token);
     let make = || {
         let mut r = request(Platform::Claude, "mock", "cluster hello", false);
         r.user_id = "carol".into();
-        r.token = Some(token.clone());
         r
     };
     ask_until_ok(&requester, make, Duration::from_secs(15)).await;
