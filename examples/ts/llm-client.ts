@@ -147,7 +147,12 @@ export class LLMClient {
   static async create(config: ClientConfig): Promise<LLMClient> {
     if (!config.natsEnabled) return new LLMClient(config, undefined, 'NATS_ENABLED=false');
     try {
-      const nats = await NatsClient.connect({ url: config.natsUrl, timeoutMs: config.connectTimeoutMs });
+      const nats = await NatsClient.connect({
+        url: config.natsUrl,
+        timeoutMs: config.connectTimeoutMs,
+        user: config.natsUser,
+        pass: config.natsPassword,
+      });
       return new LLMClient(config, nats, undefined);
     } catch (e) {
       return new LLMClient(config, undefined, `NATS at ${config.natsUrl} unreachable: ${(e as Error).message}`);
