@@ -35,7 +35,7 @@ pub enum AuthMode {
     #[default]
     Token,
     /// NATS accounts authenticate the connection: a seed request's `user_id` is taken as
-    /// given (and billed). Native requests still need a token.
+    /// given (and billed). Native requests still need a proof of possession of a token.
     Trusted,
     /// No authentication and no billing (local development only).
     Open,
