@@ -187,6 +187,40 @@ async fn auth_failures_are_clean_and_billing_free() {
     let reply = r.next_content().await.unwrap().unwrap();
     assert_eq!(reply.status, Some(401));
     assert!(reply.response(Encoding::Json).unwrap().error.unwrap().contains("invalid API token proof"));
+    // A proof signed two minutes ago (outside the ±60 s window), and one from a token whose
+    // record predates proof keys (it has none): refused, saying why.
+    let stale = || {
+        let mut req = request(Platform::Claude, "mock-c2", "x", false);
+        req.user_id = "carol".into();
+        req
+    };
+    let refusal = |token: String, req: ailurus::protocol::LLMNATSRequest, at: i64| {
+        let stack = &stack;
+        async move {
+            let body = serde_json::to_vec(&req).unwrap();
+            let mut h = HeaderMap::new();
+            h.insert(headers::CONTENT_TYPE, "application/json");
+            let subject = subjects::request(Platform::Claude);
+            ailurus::bus::proof::Signer::new(&token).sign(&subject, &req.trace_id, at, &mut h, &body);
+            let mut r = stack.requester().send_raw(subject, h, body.into(), None).await.unwrap();
+            let reply = r.next_content().await.unwrap().unwrap();
+            (reply.status, reply.response(Encoding::Json).unwrap().error.unwrap_or_default())
+        }
+    };
+    let (status, error) = refusal(token.clone(), stale(), ailurus::bus::proof::now_secs() - 120).await;
+    assert_eq!(status, Some(401), "{error}");
+    assert!(error.contains("more than 60 s"), "{error}");
+    // (Written under a key no worker has seen, so a lookup finds this record and no other.)
+    let (_, mut old_rec) = tokens.create("carol", "old", None, vec![], None).await.unwrap();
+    let old_token = ailurus::quota::tokens::generate().unwrap();
+    old_rec.proof_key = None;
+    old_rec.id = ailurus::credential::hash(&old_token)[..12].to_string();
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let kv = js.get_key_value("TOKENS").await.unwrap();
+    kv.put(ailurus::credential::hash(&old_token), serde_json::to_vec(&old_rec).unwrap().into()).await.unwrap();
+    let (status, error) = refusal(old_token, stale(), ailurus::bus::proof::now_secs()).await;
+    assert_eq!(status, Some(401), "{error}");
+    assert!(error.contains("created before proofs of possession"), "{error}");
     assert_eq!(call(&stack, &token, "mallory", "mock-c2").await.1, 403);
     let (_, status, resp) = call(&stack, &token, "carol", "mock").await;
     assert_eq!(status, 403, "{resp:?}");
