@@ -120,6 +120,25 @@ impl Default for SpawnOptions {
     }
 }
 
+/// Write `text` to `path`, readable and writable by the owner only (mode 0600 on Unix, set
+/// when the file is created and again if it already existed).
+pub fn write_private(path: &Path, text: &str) -> io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        opts.mode(0o600);
+        let mut f = opts.open(path)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        io::Write::write_all(&mut f, text.as_bytes())
+    }
+    #[cfg(not(unix))]
+    {
+        io::Write::write_all(&mut opts.open(path)?, text.as_bytes())
+    }
+}
+
 impl NatsServer {
     /// Start a server and wait until it accepts connections (at most 10 s).
     pub fn spawn(opts: SpawnOptions) -> io::Result<Self> {
@@ -134,7 +153,8 @@ impl NatsServer {
         };
         std::fs::create_dir_all(&store_dir)?;
         let conf_path = store_dir.join("nats-server.conf");
-        std::fs::write(&conf_path, &opts.config)?;
+        // The config may hold the server's password (`ailurus up`): readable by its owner only.
+        write_private(&conf_path, &opts.config)?;
         let mut cmd = Command::new(bin);
         cmd.arg("-c")
             .arg(&conf_path)

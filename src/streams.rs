@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::path::Path;
 
 /// The declarations compiled into the binary, so `ailurus` works from any directory.
-pub const EMBEDDED: [(&str, &str); 13] = [
+pub const EMBEDDED: [(&str, &str); 14] = [
     ("CHAT_MESSAGES.json", include_str!("../streams/CHAT_MESSAGES.json")),
     ("SESSION_STATUS.json", include_str!("../streams/SESSION_STATUS.json")),
     ("USER_EVENTS.json", include_str!("../streams/USER_EVENTS.json")),
@@ -21,6 +21,7 @@ pub const EMBEDDED: [(&str, &str); 13] = [
     ("QUOTA_HOLDS.json", include_str!("../streams/QUOTA_HOLDS.json")),
     ("KV_WORKERS.json", include_str!("../streams/KV_WORKERS.json")),
     ("KV_REASONING.json", include_str!("../streams/KV_REASONING.json")),
+    ("KV_PROOFS.json", include_str!("../streams/KV_PROOFS.json")),
 ];
 
 /// What `apply` did to one stream.
@@ -205,7 +206,8 @@ mod tests {
                 "RATE_COUNTERS",
                 "QUOTA_HOLDS",
                 "KV_WORKERS",
-                "KV_REASONING"
+                "KV_REASONING",
+                "KV_PROOFS"
             ]
         );
         let counters = decls.iter().find(|d| d.config.name == "QUOTA_COUNTERS").unwrap();

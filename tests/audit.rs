@@ -4,7 +4,7 @@ mod common;
 
 use ailurus::audit::{self, Filter};
 use ailurus::bus::codec::Encoding;
-use ailurus::bus::headers::{self, ReplyKind};
+use ailurus::bus::headers::ReplyKind;
 use ailurus::bus::subjects::Token;
 use ailurus::config::Config;
 use ailurus::protocol::Platform;
@@ -32,12 +32,6 @@ fn stack_client(js: &async_nats::jetstream::Context) -> async_nats::Client {
     js.client()
 }
 
-fn auth(token: &str) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(headers::TOKEN_SHA256, ailurus::credential::hash(token).as_str());
-    h
-}
-
 /// Send and drain one request; return (trace, final kind, content).
 async fn run(
     stack: &Stack,
@@ -51,7 +45,7 @@ async fn run(
     let mut req = request(Platform::Gemini, model, prompt, stream);
     req.user_id = user.into();
     req.session_id = session.map(str::to_string);
-    let mut replies = stack.requester().send(&req, Encoding::Json, auth(token)).await.unwrap();
+    let mut replies = stack.requester().signed_by(token).send(&req, Encoding::Json, HeaderMap::new()).await.unwrap();
     loop {
         let r = tokio::time::timeout(Duration::from_secs(20), replies.next_content()).await.unwrap().unwrap().unwrap();
         if r.kind.is_final() {

@@ -96,7 +96,6 @@ async fn send(stack: &Stack, token: &str, format: Format, model: &str, stream: b
     let mut h = HeaderMap::new();
     h.insert(headers::FORMAT, format.as_str());
     h.insert(headers::TRACE, trace.as_str());
-    h.insert(headers::TOKEN_SHA256, ailurus::credential::hash(token).as_str());
     if format == Format::GeminiGenerate {
         h.insert(headers::MODEL, model);
         h.insert(headers::OP, if stream { "stream" } else { "generate" });
@@ -104,6 +103,7 @@ async fn send(stack: &Stack, token: &str, format: Format, model: &str, stream: b
     let payload = body(format, model, stream, cap);
     let mut replies = stack
         .requester()
+        .signed_by(token)
         .send_raw(subjects::request(platform_of(format)), h, payload.into(), Some(trace))
         .await
         .expect("send");
@@ -223,11 +223,10 @@ async fn a_user_funded_for_a_few_requests_never_goes_below_zero_under_load() {
             let mut h = HeaderMap::new();
             h.insert(headers::FORMAT, Format::OpenAiChat.as_str());
             h.insert(headers::TRACE, trace.as_str());
-            h.insert(headers::TOKEN_SHA256, ailurus::credential::hash(&token).as_str());
             let payload = body(Format::OpenAiChat, "billed-1", false, Some(100));
             // A thousand at once on a debug build: more than a second may pass before the
             // worker takes a request, so the "no worker" bound is widened.
-            let mut requester = ailurus::client::Requester::new(client);
+            let mut requester = ailurus::client::Requester::new(client).signed_by(&token);
             requester.first_reply = Duration::from_secs(60);
             let mut replies = requester
                 .send_raw(subjects::request(Platform::Openai), h, payload.into(), Some(trace))

@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// The secure profile's password variables, defined for the test server.
-const PASSWORDS: [(&str, &str); 5] = [
+const PASSWORDS: [(&str, &str); 6] = [
     ("AILURUS_ADMIN_PASSWORD", "t-admin"),
+    ("AILURUS_AUDITOR_PASSWORD", "t-auditor"),
     ("AILURUS_WORKER_PASSWORD", "t-worker"),
     ("AILURUS_BRIDGE_PASSWORD", "t-bridge"),
     ("ALICE_PASSWORD", "t-alice"),
@@ -260,12 +261,11 @@ async fn secure_profile() {
     let mut alice_quota = alice.client.subscribe("user.alice.quota").await.unwrap();
     let mut alice_chat = alice.client.subscribe("chat.alice.>").await.unwrap();
     alice.client.flush().await.unwrap();
-    let alice_requester = Requester::new(alice.client.clone());
+    let alice_requester = Requester::new(alice.client.clone()).signed_by(&alice_token);
     let alice_req = || {
         let mut r = request(Platform::Claude, "mock", "hello from alice", false);
         r.user_id = "alice".into();
         r.session_id = Some("s1".into());
-        r.token = Some(alice_token.clone());
         r
     };
     let resp = ask_until_ok(&alice_requester, alice_req, Duration::from_secs(15)).await;
@@ -304,6 +304,85 @@ async fn secure_profile() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("hello via bridge"), "{body}");
 
+    // --- The auditor reads LLM_REQUESTS; replayed by an end user's connection (alice, who
+    // may publish requests), as is, with another trace id, another body, on another subject,
+    // nothing is served and no balance moves.
+    let mut auditor =
+        connect_watched(&url, "auditor", &login("auditor", "AILURUS_AUDITOR_PASSWORD", Some("_INBOX.audit"))).await;
+    let mut audit_js = async_nats::jetstream::new(auditor.client.clone());
+    audit_js.set_timeout(Duration::from_millis(2000));
+    let stored = {
+        let stream = audit_js.get_stream("LLM_REQUESTS").await.expect("the auditor reads LLM_REQUESTS");
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .unwrap_or_else(|e| panic!("an ordered consumer: {e}: {:?}", auditor.drain_errors()));
+        let mut msgs = consumer.messages().await.expect("messages");
+        let mut stored = Vec::new();
+        while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(700), msgs.next()).await {
+            stored.push((m.subject.to_string(), m.headers.clone().unwrap_or_default(), m.payload.clone()));
+        }
+        // The requests that were answered (their outcome is on `llm.response.<trace>`). One no
+        // worker took (sent while none listened) was never claimed: within its 60 s a reader
+        // could have it served once, billed to its signer as sent (RELIABILITY.md, residual).
+        let answered: Vec<String> =
+            stored.iter().filter_map(|(s, _, _)| s.strip_prefix("llm.response.").map(str::to_string)).collect();
+        let trace_of = |h: &HeaderMap, body: &[u8]| {
+            h.get("Ailurus-Trace").map(|v| v.as_str().to_string()).or_else(|| {
+                serde_json::from_slice::<serde_json::Value>(body).ok()?.get("trace_id")?.as_str().map(str::to_string)
+            })
+        };
+        stored
+            .into_iter()
+            .filter(|(s, h, b)| s.starts_with("llm.request.") && trace_of(h, b).is_some_and(|t| answered.contains(&t)))
+            .collect::<Vec<_>>()
+    };
+    assert!(stored.len() >= 2, "answered requests are in the audit stream ({})", stored.len());
+    assert!(audit_js.get_key_value("TOKENS").await.is_err(), "the auditor opens TOKENS");
+    let users = [
+        ailurus::bus::subjects::Token::new("user_id", "alice").unwrap(),
+        ailurus::bus::subjects::Token::new("user_id", "bob").unwrap(),
+    ];
+    let mut before = Vec::new();
+    for u in &users {
+        let b = quota.balance(u).await.unwrap();
+        before.push((b.used, b.request_count));
+    }
+    let replayer = Requester::new(alice.client.clone());
+    let mut attempts = 0;
+    for (subject, h, body) in &stored {
+        let mut variants = vec![(subject.clone(), h.clone(), body.clone())];
+        if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(body) {
+            v["trace_id"] = serde_json::Value::String(ailurus::bus::subjects::Token::random().to_string());
+            variants.push((subject.clone(), h.clone(), serde_json::to_vec(&v).unwrap().into()));
+            let mut v: serde_json::Value = serde_json::from_slice(body).unwrap();
+            v["messages"][0]["content"] = serde_json::Value::String("on someone else's quota".into());
+            variants.push((subject.clone(), h.clone(), serde_json::to_vec(&v).unwrap().into()));
+        }
+        let other = if subject.ends_with("codex") { "llm.request.claude" } else { "llm.request.codex" };
+        variants.push((other.to_string(), h.clone(), body.clone()));
+        for (subject, h, body) in variants {
+            let work = async {
+                let mut replies = replayer.send_raw(subject.clone(), h, body, None).await.expect("publish");
+                loop {
+                    let r = replies.next_content().await.expect("a final reply").expect("a reply");
+                    if r.kind.is_final() {
+                        return r;
+                    }
+                }
+            };
+            let r = tokio::time::timeout(Duration::from_secs(15), work).await.expect("an answer in time");
+            assert_eq!(r.kind, ReplyKind::Error, "a replay on {subject} was served");
+            assert!(matches!(r.status, Some(400..=499)), "{:?}", r.status);
+            attempts += 1;
+        }
+    }
+    assert!(attempts >= 8, "{attempts}");
+    for (u, want) in users.iter().zip(&before) {
+        let b = quota.balance(u).await.unwrap();
+        assert_eq!((b.used, b.request_count), *want, "{u}'s balance moved");
+    }
+
     // --- Isolation: every attempt on bob's subjects or the streams is a permission error.
     let mut spies = Vec::new();
     for subject in ["_INBOX.u.bob.>", "user.bob.quota", "user.bob.>", "chat.bob.>", "llm.response.*", "llm.request.*"] {
@@ -336,12 +415,11 @@ async fn secure_profile() {
     // Bob is served while alice's denied subscriptions stay silent.
     let mut bob_quota = bob.client.subscribe("user.bob.quota").await.unwrap();
     bob.client.flush().await.unwrap();
-    let bob_requester = Requester::new(bob.client.clone());
+    let bob_requester = Requester::new(bob.client.clone()).signed_by(&bob_token);
     let bob_req = || {
         let mut r = request(Platform::Codex, "mock", "bob's secret prompt", false);
         r.user_id = "bob".into();
         r.session_id = Some("s1".into());
-        r.token = Some(bob_token.clone());
         r
     };
     let resp = ask_until_ok(&bob_requester, bob_req, Duration::from_secs(10)).await;
@@ -356,7 +434,6 @@ async fn secure_profile() {
     // Alice cannot impersonate bob with his user_id: the worker bills the token's owner.
     let mut spoof = request(Platform::Claude, "mock", "spoof", false);
     spoof.user_id = "bob".into();
-    spoof.token = Some(alice_token.clone());
     let err = ask(&alice_requester, &spoof).await.expect_err("alice's token, bob's user_id");
     assert!(err.contains("403") || err.contains("401"), "{err}");
 
@@ -463,11 +540,11 @@ async fn cluster() {
     let shutdown = Shutdown::new();
     let worker = spawn_worker(worker_client.clone(), Config::default(), shutdown.clone());
     let requester =
-        Requester::new(ailurus::bus::connect_with(&urls, "requester", &ConnectAuth::default()).await.unwrap());
+        Requester::new(ailurus::bus::connect_with(&urls, "requester", &ConnectAuth::default()).await.unwrap())
+            .signed_by(&token);
     let make = || {
         let mut r = request(Platform::Claude, "mock", "cluster hello", false);
         r.user_id = "carol".into();
-        r.token = Some(token.clone());
         r
     };
     ask_until_ok(&requester, make, Duration::from_secs(15)).await;

@@ -433,6 +433,9 @@ struct NatsCmd {
     headers: Vec<(String, String)>,
     /// Other flags (`--subject`, `--last-for`, `--replies`, `--timeout`, ...).
     flags: BTreeMap<String, String>,
+    /// A `$(ailurus sign SUBJECT BODY [-H K:V]…)` in the line: the token and the words after
+    /// `sign`. Its headers are made when the command is sent (a proof is good once, 60 s).
+    sign: Option<(String, Vec<String>)>,
 }
 
 impl NatsCmd {
@@ -457,22 +460,43 @@ impl NatsCmd {
         }
     }
 
+    /// Whether the line, or the body it sends (which may sit in a variable), contains `needle`.
+    fn mentions(&self, needle: &str) -> bool {
+        self.line.contains(needle) || String::from_utf8_lossy(&self.body()).contains(needle)
+    }
+
     fn body(&self) -> Bytes {
         Bytes::from(self.args.get(2).cloned().unwrap_or_default())
     }
 
     fn header_map(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
-        for (k, v) in &self.headers {
+        for (k, v) in self.headers.iter().chain(&self.signed()) {
             h.append(k.as_str(), v.as_str());
         }
         h
+    }
+
+    /// The headers `ailurus sign` prints for this command now (what the shell would splice in).
+    fn signed(&self) -> Vec<(String, String)> {
+        let Some((token, words)) = &self.sign else { return Vec::new() };
+        let (subject, body) = (&words[0], &words[1]);
+        let mut given = Vec::new();
+        let mut it = words[2..].iter();
+        while let Some(w) = it.next() {
+            assert_eq!(w, "-H", "ailurus sign takes -H K:V only: {}", self.line);
+            let kv = it.next().unwrap_or_else(|| panic!("-H without a value: {}", self.line));
+            let (k, v) = kv.split_once(':').unwrap_or_else(|| panic!("{kv:?} is not K:V"));
+            given.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        ailurus::cli::sign::proof_headers(token, subject, body.as_bytes(), &given, ailurus::bus::proof::now_secs())
+            .unwrap_or_else(|e| panic!("ailurus sign: {e}: {}", self.line))
     }
 }
 
 /// Split one shell line into words: single quotes literal, double quotes with `$VAR` and
 /// backslash escapes, bare words with `$VAR`; adjacent pieces join; `#` starts a comment.
-fn shell_words(line: &str, vars: &BTreeMap<&str, String>) -> Vec<String> {
+fn shell_words(line: &str, vars: &BTreeMap<String, String>) -> Vec<String> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;
@@ -551,7 +575,8 @@ fn shell_words(line: &str, vars: &BTreeMap<&str, String>) -> Vec<String> {
 }
 
 /// Every `nats …` command in the `sh` blocks of `examples/nats-cli.md`.
-fn recipes(vars: &BTreeMap<&str, String>) -> Vec<NatsCmd> {
+fn recipes(vars: &BTreeMap<String, String>) -> Vec<NatsCmd> {
+    let mut vars = vars.clone();
     let text = std::fs::read_to_string(Path::new(MANIFEST).join("examples/nats-cli.md")).unwrap();
     let mut lines = Vec::new();
     let mut in_sh = false;
@@ -577,16 +602,39 @@ fn recipes(vars: &BTreeMap<&str, String>) -> Vec<NatsCmd> {
         ["header", "subject", "last-for", "timeout", "replies", "count", "reply-timeout", "stream"];
     let mut out = Vec::new();
     for line in lines {
+        // A body kept in a variable: `B='{…}'`.
+        if let Some((name, value)) = line.trim().split_once("='") {
+            if name.chars().all(|c| c.is_ascii_uppercase() || c == '_') && value.ends_with('\'') {
+                let words = shell_words(&format!("'{value}"), &vars);
+                vars.insert(name.to_string(), words.concat());
+                continue;
+            }
+        }
         // Only `nats …` lines are recipes (setup lines like `TOKEN=$(cat …)` are not run).
         if !line.trim_start().starts_with("nats ") {
             continue;
         }
-        let mut words = shell_words(&line, vars);
+        // `$(ailurus sign …)`: cut out, signed when sent.
+        let (line_rest, sign) = match line.find("$(ailurus sign ") {
+            Some(at) => {
+                let end = at + line[at..].find(')').unwrap_or_else(|| panic!("unclosed $( in: {line}"));
+                let inner = shell_words(&line[at + "$(ailurus sign ".len()..end], &vars);
+                let token = vars.get("TOKEN").cloned().unwrap_or_default();
+                (format!("{}{}", &line[..at], &line[end + 1..]), Some((token, inner)))
+            }
+            None => (line.clone(), None),
+        };
+        let mut words = shell_words(&line_rest, &vars);
         if words.last().map(String::as_str) == Some("&") {
             words.pop();
         }
-        let mut cmd =
-            NatsCmd { line: line.trim().to_string(), args: Vec::new(), headers: Vec::new(), flags: BTreeMap::new() };
+        let mut cmd = NatsCmd {
+            line: line.trim().to_string(),
+            args: Vec::new(),
+            headers: Vec::new(),
+            flags: BTreeMap::new(),
+            sign,
+        };
         let mut it = words.into_iter().skip(1);
         while let Some(w) = it.next() {
             let (name, inline) = if let Some(long) = w.strip_prefix("--") {
@@ -627,9 +675,9 @@ struct Doc {
 impl Doc {
     fn load(token: &str, sha: &str) -> Self {
         let vars = BTreeMap::from([
-            ("TOKEN", token.to_string()),
-            ("SHA", sha.to_string()),
-            ("NATS_URL", "nats://127.0.0.1:4222".to_string()),
+            ("TOKEN".to_string(), token.to_string()),
+            ("SHA".to_string(), sha.to_string()),
+            ("NATS_URL".to_string(), "nats://127.0.0.1:4222".to_string()),
         ]);
         Self { cmds: recipes(&vars) }
     }
@@ -639,7 +687,7 @@ impl Doc {
         let found: Vec<_> = self
             .cmds
             .iter()
-            .filter(|c| c.verb() == verb && c.subject().as_deref() == Some(subject) && c.line.contains(needle))
+            .filter(|c| c.verb() == verb && c.subject().as_deref() == Some(subject) && c.mentions(needle))
             .collect();
         assert_eq!(
             found.len(),
@@ -824,9 +872,11 @@ async fn nats_cli_recipes_requests_answer_in_one_reply_and_stream_to_an_inbox() 
     let doc = Doc::load(&live.token, &live.sha);
     let x = Exec::new(live.client());
 
-    // One answer, token hash in a header.
+    // One answer, signed by `ailurus sign` (the token's id and a one-time proof in headers).
     let c = doc.one("req", "llm.request.claude", "\"t-1\"");
-    assert!(c.headers.contains(&("Ailurus-Token-Sha256".into(), live.sha.clone())), "{c:?}");
+    let signed = c.header_map();
+    assert_eq!(signed.get("Ailurus-Token-Id").map(|v| v.as_str()), Some(live.sha.as_str()), "{c:?}");
+    assert!(signed.get("Ailurus-Proof").is_some() && signed.get("Ailurus-Token-Sha256").is_none(), "{c:?}");
     let got = x.req(c).await;
     let (_, h, body) = &got[0];
     assert_eq!((kind(h), h.get("Ailurus-Status").map(|v| v.as_str())), (Some("done"), Some("200")), "{body:?}");
@@ -837,12 +887,18 @@ async fn nats_cli_recipes_requests_answer_in_one_reply_and_stream_to_an_inbox() 
         assert!(r.get(k).is_some(), "{k} missing in {r}");
     }
 
-    // The seed `token` field instead of the header.
+    // The same command again: a replay, refused.
+    let got = x.req(doc.one("req", "llm.request.claude", "\"t-1\"")).await;
+    assert_eq!(kind(&got[0].1), Some("error"), "{:?}", got[0].2);
+    assert!(json(&got[0].2)["error"].as_str().unwrap_or("").contains("already used"), "{:?}", got[0].2);
+
+    // The old bare-hash header: refused, saying what to send instead.
     let c = doc.one("req", "llm.request.openai", "\"t-6\"");
-    assert!(c.headers.is_empty());
-    assert_eq!(json(&c.body())["token"].as_str(), Some(live.token.as_str()));
+    assert!(c.headers.contains(&("Ailurus-Token-Sha256".into(), live.sha.clone())), "{c:?}");
     let got = x.req(c).await;
-    assert_eq!(kind(&got[0].1), Some("done"), "{:?}", got[0].2);
+    assert_eq!(got[0].1.get("Ailurus-Status").map(|v| v.as_str()), Some("401"), "{:?}", got[0].2);
+    let error = json(&got[0].2)["error"].as_str().unwrap_or("").to_string();
+    assert!(error.contains("no longer accepted") && error.contains("ailurus sign"), "{error}");
 
     // --replies=0 with Ailurus-Heartbeat: heartbeat, chunks 0..4 in order, done.
     let c = doc.one("req", "llm.request.codex", "\"t-5\"");
@@ -855,11 +911,12 @@ async fn nats_cli_recipes_requests_answer_in_one_reply_and_stream_to_an_inbox() 
     let text: String = chunks.iter().map(|c| c["delta"].as_str().unwrap()).collect();
     assert_eq!(json(&got.last().unwrap().2)["content"].as_str(), Some(text.as_str()));
 
-    // The audit stream holds the hash, never the token.
+    // The audit stream holds the proof, never the token nor its key.
     let view = x.stream_view(doc.verb("stream view", "LLM_REQUESTS")).await;
     let t1 = view.iter().find(|(_, _, b)| json(b)["trace_id"] == "t-1").expect("t-1 in LLM_REQUESTS");
-    assert_eq!(t1.1.get("Ailurus-Token-Sha256").map(|v| v.as_str()), Some(live.sha.as_str()));
-    assert!(!String::from_utf8_lossy(&t1.2).contains(&live.token));
+    assert_eq!(t1.1.get("Ailurus-Token-Id").map(|v| v.as_str()), Some(live.sha.as_str()));
+    let stored = format!("{:?} {}", t1.1, String::from_utf8_lossy(&t1.2));
+    assert!(!stored.contains(&live.token) && !stored.contains(&ailurus::credential::proof_key(&live.token)));
     let names = x.stream_ls().await;
     for s in ["LLM_REQUESTS", "LLM_USAGE", "USER_EVENTS", "CHAT_MESSAGES", "SESSION_STATUS", "QUOTA_COUNTERS"] {
         assert!(names.iter().any(|n| n == s), "{s} missing from {names:?}");

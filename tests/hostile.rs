@@ -14,6 +14,7 @@ mod common;
 
 use ailurus::bridge::BridgeConfig;
 use ailurus::bus::headers;
+use ailurus::bus::proof::Signer;
 use ailurus::bus::subjects::Token;
 use ailurus::credential::hash;
 use ailurus::formats::Format;
@@ -85,6 +86,7 @@ struct Tokens {
 impl Tokens {
     fn subst(&self, s: &str) -> String {
         s.replace("$REVOKED_HASH", &hash(&self.revoked))
+            .replace("$TOKEN_HASH", &hash(&self.valid))
             .replace("$TOKEN", &self.valid)
             .replace("$REVOKED", &self.revoked)
             .replace("$EXPIRED", &self.expired)
@@ -307,16 +309,30 @@ async fn check(case: &Case, n: usize, tokens: &Tokens, addr: &str, client: &asyn
         }
         "nats" => {
             let mut h = async_nats::HeaderMap::new();
-            let forged = case.auth.as_deref() == Some("forged");
-            match (&token, forged) {
-                (_, true) => h.insert(headers::TOKEN_SHA256, "0".repeat(64).as_str()),
-                (Some(t), false) => h.insert(headers::TOKEN_SHA256, hash(t).as_str()),
-                (None, false) => {}
-            }
             for (k, v) in &extra {
                 h.append(k.as_str(), v.as_str());
             }
             let subject = case.subject.as_deref().ok_or("nats case without subject")?;
+            // A token is sent as a client sends it: a proof bound to this request (its trace
+            // id: the header, else the seed body's, else a new header). `forged`: the valid
+            // token's id with a proof from another key.
+            if let Some(t) = &token {
+                let seed_trace = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("trace_id").and_then(|t| t.as_str()).map(str::to_string));
+                let trace = match (h.get(headers::TRACE).map(|v| v.as_str().to_string()), seed_trace) {
+                    (Some(t), _) | (None, Some(t)) => t,
+                    (None, None) => {
+                        let t = format!("hostile-{n}");
+                        h.insert(headers::TRACE, t.as_str());
+                        t
+                    }
+                };
+                Signer::new(t).sign(subject, &trace, ailurus::bus::proof::now_secs(), &mut h, &body);
+                if case.auth.as_deref() == Some("forged") {
+                    h.insert(headers::TOKEN_ID, hash(&tokens.valid).as_str());
+                }
+            }
             tokio::time::timeout(CASE_LIMIT, nats_call(client, subject, h, body))
                 .await
                 .map_err(|_| format!("no final reply within {CASE_LIMIT:?}"))?

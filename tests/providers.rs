@@ -89,7 +89,16 @@ async fn seed_req(stack: &Stack, req: &ailurus::protocol::LLMNATSRequest) -> See
 
 /// A seed request with these headers (a credential, say).
 async fn seed_req_with(stack: &Stack, req: &ailurus::protocol::LLMNATSRequest, h: HeaderMap) -> Seed {
-    let mut replies = stack.requester().send(req, Encoding::Json, h).await.expect("send");
+    seed_via(stack.requester(), req, h).await
+}
+
+/// [`seed_req_with`] through `requester` (e.g. one that signs with a token).
+async fn seed_via(
+    requester: ailurus::client::Requester,
+    req: &ailurus::protocol::LLMNATSRequest,
+    h: HeaderMap,
+) -> Seed {
+    let mut replies = requester.send(req, Encoding::Json, h).await.expect("send");
     let mut chunks = Vec::new();
     loop {
         let r = tokio::time::timeout(WAIT, replies.next()).await.expect("reply in time").expect("a final reply");
@@ -153,6 +162,18 @@ async fn native_raw(
     body: Vec<u8>,
     extra: &[(&str, &str)],
 ) -> Native {
+    native_via(stack.requester(), format, model, stream, body, extra).await
+}
+
+/// [`native_raw`] through `requester` (e.g. one that signs with a token).
+async fn native_via(
+    requester: ailurus::client::Requester,
+    format: Format,
+    model: &str,
+    stream: bool,
+    body: Vec<u8>,
+    extra: &[(&str, &str)],
+) -> Native {
     let trace = Token::random();
     let mut h = HeaderMap::new();
     h.insert(headers::FORMAT, format.as_str());
@@ -164,11 +185,8 @@ async fn native_raw(
     for (k, v) in extra {
         h.insert(*k, *v);
     }
-    let mut replies = stack
-        .requester()
-        .send_raw(subjects::request(platform_of(format)), h, body.into(), Some(trace))
-        .await
-        .expect("send");
+    let mut replies =
+        requester.send_raw(subjects::request(platform_of(format)), h, body.into(), Some(trace)).await.expect("send");
     let mut out =
         Native { first_status: None, bytes: Vec::new(), kind: ReplyKind::Error, status: None, last: Bytes::new() };
     let mut first = true;
@@ -1137,12 +1155,7 @@ async fn total_timeout_bounds_streams_after_the_first_byte() {
         let user = Token::new("user_id", "tina").unwrap();
         quota.topup(&user, 1_000_000_000).await.unwrap();
         let (token, _) = tokens.create("tina", "t", None, vec![], None).await.unwrap();
-        let hash = ailurus::credential::hash(&token);
-        let auth = || {
-            let mut h = HeaderMap::new();
-            h.insert(headers::TOKEN_SHA256, hash.as_str());
-            h
-        };
+        let signed = || stack.requester().signed_by(&token);
         let formats = [
             ("anthropic", Format::AnthropicMessages),
             ("openai", Format::OpenAiChat),
@@ -1165,18 +1178,16 @@ async fn total_timeout_bounds_streams_after_the_first_byte() {
             req.user_id = "tina".into();
             let seed_call = async {
                 let t = Instant::now();
-                let s = seed_req_with(&stack, &req, auth()).await;
+                let s = seed_via(signed(), &req, HeaderMap::new()).await;
                 (s, t.elapsed())
             };
             let natives = futures::future::join_all(formats.iter().map(|(client, format)| {
                 let model = format!("{name}-{client}");
-                let hash = hash.clone();
-                let stack = &stack;
+                let requester = signed();
                 async move {
                     let t = Instant::now();
                     let body = native_body(*format, &model, true);
-                    let n =
-                        native_raw(stack, *format, &model, true, body, &[(headers::TOKEN_SHA256, hash.as_str())]).await;
+                    let n = native_via(requester, *format, &model, true, body, &[]).await;
                     (model, *format, n, t.elapsed())
                 }
             }));

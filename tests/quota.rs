@@ -12,6 +12,7 @@ use ailurus::quota::account::QuotaStore;
 use ailurus::quota::ledger;
 use ailurus::quota::tokens::TokenStore;
 use async_nats::HeaderMap;
+use bytes::Bytes;
 use common::{request, usage_records, Stack};
 use futures::StreamExt;
 use std::time::{Duration, Instant};
@@ -27,12 +28,6 @@ async fn billing_stack(workers: usize) -> (Stack, TokenStore, QuotaStore) {
     let tokens = TokenStore::open(&js).await.unwrap();
     let quota = QuotaStore::open(stack.client.clone()).await.unwrap();
     (stack, tokens, quota)
-}
-
-fn auth(token: &str) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(headers::TOKEN_SHA256, ailurus::credential::hash(token).as_str());
-    h
 }
 
 /// Send one seed request; return (final kind, status, response).
@@ -51,7 +46,7 @@ async fn call_full(
     let mut req = request(Platform::Claude, model, "bill me", false);
     req.user_id = user.into();
     req.max_tokens = Some(50);
-    let mut replies = stack.requester().send(&req, Encoding::Json, auth(token)).await.unwrap();
+    let mut replies = stack.requester().signed_by(token).send(&req, Encoding::Json, HeaderMap::new()).await.unwrap();
     let r = tokio::time::timeout(Duration::from_secs(30), replies.next_content()).await.unwrap().unwrap().unwrap();
     let retry_after = r.headers.get(headers::RETRY_AFTER).map(|v| v.as_str().to_string());
     (r.kind, r.status.unwrap_or(0), r.response(Encoding::Json).unwrap(), retry_after)
@@ -90,7 +85,7 @@ async fn thousand_concurrent_requests_never_overspend_and_the_ledger_matches() {
             // "no worker" bound before a worker takes it, so that bound is widened here.
             let mut requester = ailurus::client::Requester::new(client);
             requester.first_reply = Duration::from_secs(60);
-            let mut replies = requester.send(&req, Encoding::Json, auth(&token)).await.unwrap();
+            let mut replies = requester.signed_by(&token).send(&req, Encoding::Json, HeaderMap::new()).await.unwrap();
             let r =
                 tokio::time::timeout(Duration::from_secs(60), replies.next_content()).await.unwrap().unwrap().unwrap();
             (r.kind, r.status, r.response(Encoding::Json).unwrap())
@@ -164,14 +159,68 @@ async fn auth_failures_are_clean_and_billing_free() {
     let user = Token::new("user_id", "carol").unwrap();
     quota.topup(&user, 1_000_000).await.unwrap();
     let (token, _) = tokens.create("carol", "t", None, vec!["mock-c*".into()], Some(1_000_000)).await.unwrap();
-    // Unknown token, forged hash, wrong user, model not allowed.
+    // Unknown token, the old bare-hash header, a proof signed with the wrong key, wrong
+    // user, model not allowed.
     assert_eq!(call(&stack, "sk-ail-nope", "carol", "mock-c2").await.1, 401);
     let mut forged = request(Platform::Claude, "mock-c2", "x", false);
     forged.user_id = "carol".into();
     let mut h = HeaderMap::new();
-    h.insert(headers::TOKEN_SHA256, "0".repeat(64).as_str());
+    h.insert(headers::TOKEN_SHA256, ailurus::credential::hash(&token).as_str());
     let mut r = stack.requester().send(&forged, Encoding::Json, h).await.unwrap();
-    assert_eq!(r.next_content().await.unwrap().unwrap().status, Some(401));
+    let reply = r.next_content().await.unwrap().unwrap();
+    assert_eq!(reply.status, Some(401));
+    let error = reply.response(Encoding::Json).unwrap().error.unwrap();
+    assert!(error.contains("Ailurus-Token-Sha256 is no longer accepted") && error.contains("Ailurus-Proof"), "{error}");
+    let wrong_key = ailurus::bus::proof::Signer::new("sk-ail-nope");
+    let mut h = HeaderMap::new();
+    let body = serde_json::to_vec(&forged).unwrap();
+    wrong_key.sign(
+        &subjects::request(Platform::Claude),
+        &forged.trace_id,
+        ailurus::bus::proof::now_secs(),
+        &mut h,
+        &body,
+    );
+    h.insert(headers::TOKEN_ID, ailurus::credential::hash(&token).as_str());
+    h.insert(headers::CONTENT_TYPE, "application/json");
+    let mut r = stack.requester().send_raw(subjects::request(Platform::Claude), h, body.into(), None).await.unwrap();
+    let reply = r.next_content().await.unwrap().unwrap();
+    assert_eq!(reply.status, Some(401));
+    assert!(reply.response(Encoding::Json).unwrap().error.unwrap().contains("invalid API token proof"));
+    // A proof signed two minutes ago (outside the ±60 s window), and one from a token whose
+    // record predates proof keys (it has none): refused, saying why.
+    let stale = || {
+        let mut req = request(Platform::Claude, "mock-c2", "x", false);
+        req.user_id = "carol".into();
+        req
+    };
+    let refusal = |token: String, req: ailurus::protocol::LLMNATSRequest, at: i64| {
+        let stack = &stack;
+        async move {
+            let body = serde_json::to_vec(&req).unwrap();
+            let mut h = HeaderMap::new();
+            h.insert(headers::CONTENT_TYPE, "application/json");
+            let subject = subjects::request(Platform::Claude);
+            ailurus::bus::proof::Signer::new(&token).sign(&subject, &req.trace_id, at, &mut h, &body);
+            let mut r = stack.requester().send_raw(subject, h, body.into(), None).await.unwrap();
+            let reply = r.next_content().await.unwrap().unwrap();
+            (reply.status, reply.response(Encoding::Json).unwrap().error.unwrap_or_default())
+        }
+    };
+    let (status, error) = refusal(token.clone(), stale(), ailurus::bus::proof::now_secs() - 120).await;
+    assert_eq!(status, Some(401), "{error}");
+    assert!(error.contains("more than 60 s"), "{error}");
+    // (Written under a key no worker has seen, so a lookup finds this record and no other.)
+    let (_, mut old_rec) = tokens.create("carol", "old", None, vec![], None).await.unwrap();
+    let old_token = ailurus::quota::tokens::generate().unwrap();
+    old_rec.proof_key = None;
+    old_rec.id = ailurus::credential::hash(&old_token)[..12].to_string();
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let kv = js.get_key_value("TOKENS").await.unwrap();
+    kv.put(ailurus::credential::hash(&old_token), serde_json::to_vec(&old_rec).unwrap().into()).await.unwrap();
+    let (status, error) = refusal(old_token, stale(), ailurus::bus::proof::now_secs()).await;
+    assert_eq!(status, Some(401), "{error}");
+    assert!(error.contains("created before proofs of possession"), "{error}");
     assert_eq!(call(&stack, &token, "mallory", "mock-c2").await.1, 403);
     let (_, status, resp) = call(&stack, &token, "carol", "mock").await;
     assert_eq!(status, 403, "{resp:?}");
@@ -337,17 +386,31 @@ async fn tokens_never_reach_replies_streams_or_logs() {
         bodies.push(r.text().await.unwrap());
     }
     assert!(bodies.iter().any(|b| b.contains("ailurus_bridge_requests_total")), "metrics were read");
-    // And over NATS with the seed `token` field.
+    // Over NATS with a proof (as `ailurus req` sends it), and with the seed `token` field,
+    // which is refused: whoever publishes a plain token hands it to the audit stream.
+    let mut req = request(Platform::Claude, "mock", "hi", false);
+    req.user_id = "gina".into();
+    let mut r = stack.requester().signed_by(&token).send(&req, Encoding::Json, HeaderMap::new()).await.unwrap();
+    let reply = r.next_content().await.unwrap().unwrap();
+    assert_eq!(reply.kind, ReplyKind::Done, "{:?}", String::from_utf8_lossy(&reply.payload));
+    bodies.push(format!("{:?} {}", reply.headers, String::from_utf8_lossy(&reply.payload)));
     let mut req = request(Platform::Claude, "mock", "hi", false);
     req.user_id = "gina".into();
     req.token = Some(token.clone());
     let mut r = stack.requester().send(&req, Encoding::Json, HeaderMap::new()).await.unwrap();
     let reply = r.next_content().await.unwrap().unwrap();
+    assert_eq!(reply.status, Some(401));
+    let error = reply.response(Encoding::Json).unwrap().error.unwrap_or_default();
+    assert!(error.contains("plain API token is not accepted on NATS"), "{error}");
     bodies.push(format!("{:?} {}", reply.headers, String::from_utf8_lossy(&reply.payload)));
     tokio::time::sleep(Duration::from_millis(800)).await;
     worker.kill9();
     bridge.kill9();
-    let secrets = [("client token", token.as_str()), ("upstream key", upstream_key.as_str())];
+    // The proof key signs requests: like the token, it must appear nowhere but in the
+    // TOKENS bucket.
+    let proof_key = ailurus::credential::proof_key(&token);
+    let secrets =
+        [("client token", token.as_str()), ("upstream key", upstream_key.as_str()), ("proof key", proof_key.as_str())];
     for (what, secret) in secrets {
         for b in bodies.iter().chain(&seen) {
             assert!(!b.contains(secret), "a reply holds the {what}: {b}");
@@ -363,13 +426,14 @@ async fn tokens_never_reach_replies_streams_or_logs() {
     );
     // Every message of every stream, headers included (except the seed body we sent
     // ourselves with `token`, which is the NATS client's own choice: it is the one place a
-    // plain token can reach LLM_REQUESTS, and it is why our clients send the hash).
+    // plain token can reach LLM_REQUESTS, and it is why the worker refuses it). The bridge's
+    // and the requester's requests are there with their one-time proofs, never a bare hash.
     let names: Vec<String> = {
         use futures::TryStreamExt;
         js.stream_names().try_collect().await.unwrap()
     };
     assert!(names.len() >= 10, "{names:?}");
-    let mut scanned = 0;
+    let (mut scanned, mut proofs) = (0, 0);
     for name in names {
         let stream = js.get_stream(&name).await.unwrap();
         let consumer =
@@ -379,6 +443,11 @@ async fn tokens_never_reach_replies_streams_or_logs() {
             scanned += 1;
             let text = format!("{} {:?} {}", m.subject, m.headers, String::from_utf8_lossy(&m.payload));
             assert!(!text.contains(&upstream_key), "{name} holds the upstream key: {text}");
+            assert!(!text.contains(headers::TOKEN_SHA256), "{name} holds a bare token hash: {text}");
+            if name != "KV_TOKENS" {
+                assert!(!text.contains(&proof_key), "{name} holds the proof key: {text}");
+            }
+            proofs += usize::from(text.contains(headers::PROOF));
             if text.contains("\"token\":") {
                 continue;
             }
@@ -386,6 +455,7 @@ async fn tokens_never_reach_replies_streams_or_logs() {
         }
     }
     assert!(scanned > 50, "{scanned} stream messages scanned");
+    assert!(proofs >= 14, "LLM_REQUESTS holds the requests with their proofs ({proofs})");
 }
 
 #[tokio::test]
@@ -437,7 +507,7 @@ async fn rate_limits_hold_across_two_workers() {
     for i in 0..2 {
         let mut req = request(Platform::Claude, "mock-hang", &format!("hold {i}"), true);
         req.user_id = "rita".into();
-        let mut replies = stack.requester().send(&req, Encoding::Json, auth(&t2)).await.unwrap();
+        let mut replies = stack.requester().signed_by(&t2).send(&req, Encoding::Json, HeaderMap::new()).await.unwrap();
         assert_eq!(replies.next_content().await.unwrap().unwrap().kind, ReplyKind::Chunk);
         held.push(replies);
     }
@@ -537,4 +607,184 @@ async fn new_api_user_endpoints_show_the_balance_falling_by_the_priced_usage() {
     assert!(!list.to_string().contains(&token), "the token itself is never listed");
     let (status, body) = get("/api/user/self", None).await;
     assert_eq!((status, body["success"].as_bool()), (401, Some(false)));
+}
+
+/// The final reply to a raw publish: (status, error text).
+async fn final_of(stack: &Stack, subject: &str, h: HeaderMap, body: Bytes) -> (u16, String) {
+    let mut replies = stack.requester().send_raw(subject.to_string(), h, body, None).await.unwrap();
+    loop {
+        let r = tokio::time::timeout(Duration::from_secs(20), replies.next_content()).await.unwrap().unwrap().unwrap();
+        if r.kind.is_final() {
+            let text = String::from_utf8_lossy(&r.payload).to_string();
+            return (r.status.unwrap_or(200), text);
+        }
+    }
+}
+
+/// Issue 16: whoever can read `LLM_REQUESTS` (an auditor, a log shipper, a backup) finds
+/// nothing there that spends quota. Each stored request is replayed as is, with another trace
+/// id, with another body, and on another subject: every attempt is refused and the balance,
+/// request count and ledger do not move. A fresh proof published twice at once to two
+/// workers is served once.
+#[tokio::test]
+async fn an_auditor_replaying_llm_requests_is_refused_and_spends_nothing() {
+    let (stack, tokens, quota) = billing_stack(2).await;
+    let (user, token) = common::funded(&tokens, &quota, "audra", 10_000_000).await;
+    // Legitimate traffic: two seed requests and two native ones, signed.
+    for i in 0..2 {
+        let (kind, status, resp) = call(&stack, &token, "audra", &format!("mock-c{}", i + 1)).await;
+        assert_eq!((kind, status), (ReplyKind::Done, 200), "{resp:?}");
+        let trace = Token::random();
+        let mut h = HeaderMap::new();
+        h.insert(headers::FORMAT, "openai.chat");
+        h.insert(headers::TRACE, trace.as_str());
+        let body = format!(r#"{{"model":"mock","messages":[{{"role":"user","content":"native {i}"}}]}}"#);
+        let mut replies = stack
+            .requester()
+            .signed_by(&token)
+            .send_raw(subjects::request(Platform::Openai), h, body.into(), Some(trace))
+            .await
+            .unwrap();
+        loop {
+            let r =
+                tokio::time::timeout(Duration::from_secs(20), replies.next_content()).await.unwrap().unwrap().unwrap();
+            if r.kind.is_final() {
+                assert_eq!(r.kind, ReplyKind::Done, "{}", String::from_utf8_lossy(&r.payload));
+                break;
+            }
+        }
+    }
+    let settled = usage_records(&stack.client, &user, 4, Duration::from_secs(10)).await;
+    assert_eq!(settled.len(), 4);
+    // The legit requests' lease goes back first: then the counters hold what they charged.
+    let before = common::quiet_balance(&quota, &user).await;
+
+    // The auditor reads every stored request, headers included.
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let stream = js.get_stream("LLM_REQUESTS").await.unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: "llm.request.>".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut msgs = consumer.messages().await.unwrap();
+    let mut stored = Vec::new();
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(500), msgs.next()).await {
+        stored.push((m.subject.to_string(), m.headers.clone().unwrap_or_default(), m.payload.clone()));
+    }
+    assert_eq!(stored.len(), 4, "the four requests are in the audit stream");
+    let mut attempts = 0;
+    for (subject, h, body) in &stored {
+        assert!(h.get(headers::PROOF).is_some() && h.get(headers::TOKEN_SHA256).is_none(), "{h:?}");
+        let native = h.get(headers::FORMAT).is_some();
+        // 1. As is: a replay.
+        let (status, text) = final_of(&stack, subject, h.clone(), body.clone()).await;
+        assert_eq!(status, 401, "replayed as is: {text}");
+        assert!(text.contains("already used"), "{text}");
+        // 2. Another trace id (where a seed body or the header carries it).
+        let (h2, body2) = if native {
+            let mut h2 = h.clone();
+            h2.insert(headers::TRACE, Token::random().as_str());
+            (h2, body.clone())
+        } else {
+            let mut v: serde_json::Value = serde_json::from_slice(body).unwrap();
+            v["trace_id"] = serde_json::Value::String(Token::random().to_string());
+            (h.clone(), Bytes::from(serde_json::to_vec(&v).unwrap()))
+        };
+        let (status, text) = final_of(&stack, subject, h2, body2).await;
+        assert_eq!(status, 401, "another trace id: {text}");
+        assert!(text.contains("invalid API token proof"), "{text}");
+        // 3. Another body, same trace id.
+        let mut v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        v["messages"][0]["content"] = serde_json::Value::String("spend someone else's quota".into());
+        let (status, text) = final_of(&stack, subject, h.clone(), Bytes::from(serde_json::to_vec(&v).unwrap())).await;
+        assert_eq!(status, 401, "another body: {text}");
+        // 4. The credential on another subject (a native body is taken on any platform).
+        let other = if subject.ends_with("openai") { "llm.request.claude" } else { "llm.request.openai" };
+        let (status, text) = final_of(&stack, other, h.clone(), body.clone()).await;
+        assert!((400..500).contains(&status), "another subject: {status} {text}");
+        if native {
+            assert_eq!(status, 401, "another subject: {text}");
+        }
+        attempts += 4;
+    }
+    assert_eq!(attempts, 16);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = common::quiet_balance(&quota, &user).await;
+    assert_eq!((after.used, after.request_count), (before.used, before.request_count), "nothing was billed");
+    assert_eq!(usage_records(&stack.client, &user, 4, Duration::from_millis(200)).await.len(), 4);
+
+    // Two copies of one fresh request at once, on two workers: one is served.
+    let mut req = request(Platform::Claude, "mock-c4-d50", "race", false);
+    req.user_id = "audra".into();
+    let body = Bytes::from(serde_json::to_vec(&req).unwrap());
+    let mut h = HeaderMap::new();
+    h.insert(headers::CONTENT_TYPE, "application/json");
+    ailurus::bus::proof::Signer::new(&token).sign(
+        &subjects::request(Platform::Claude),
+        &req.trace_id,
+        ailurus::bus::proof::now_secs(),
+        &mut h,
+        &body,
+    );
+    let subject = subjects::request(Platform::Claude);
+    let (a, b) = tokio::join!(
+        final_of(&stack, &subject, h.clone(), body.clone()),
+        final_of(&stack, &subject, h.clone(), body.clone())
+    );
+    let served = [&a, &b].iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(served, 1, "{a:?} {b:?}");
+    let refused = if a.0 == 200 { &b } else { &a };
+    // The loser is refused by the replay set (other worker) or as already in flight (same one).
+    assert!(matches!(refused.0, 401 | 409), "{refused:?}");
+    assert_eq!(usage_records(&stack.client, &user, 5, Duration::from_secs(10)).await.len(), 5);
+}
+
+/// The cost of checking a proof (issue 16), printed, not asserted: the CPU of parsing and
+/// verifying one (body digest + HMAC, constant-time compare) for a small and a large body,
+/// the signing side (what the bridge adds per request), and the round trip of the replay-set
+/// claim against a local nats-server. Run: `cargo test --release --test quota proof_check_cost
+/// -- --ignored --nocapture` (BENCHMARKS.md records the figures).
+#[tokio::test]
+#[ignore = "a benchmark: prints figures"]
+async fn proof_check_cost() {
+    use ailurus::bus::proof::{now_secs, Presented, Signer};
+    let token = "sk-ail-benchmarkbenchmarkbenchmarkbenchmark0";
+    let key = ailurus::credential::proof_key(token);
+    let subject = subjects::request(Platform::Openai);
+    for size in [1_024usize, 100 * 1_024] {
+        let body = vec![b'x'; size];
+        let mut h = HeaderMap::new();
+        h.insert(headers::FORMAT, "openai.chat");
+        h.insert(headers::TRACE, "t-bench");
+        let signer = Signer::new(token);
+        let n = if size > 10_000 { 500u32 } else { 5_000 };
+        let t = Instant::now();
+        for _ in 0..n {
+            let mut h = h.clone();
+            Signer::new(token).sign(&subject, "t-bench", now_secs(), &mut h, &body);
+            std::hint::black_box(&h);
+        }
+        let sign_ns = t.elapsed().as_nanos() / u128::from(n);
+        signer.sign(&subject, "t-bench", now_secs(), &mut h, &body);
+        let t = Instant::now();
+        for _ in 0..n {
+            let p = Presented::from_message(&subject, Some("t-bench"), &h, &body).unwrap().unwrap();
+            assert!(p.verify(&key));
+        }
+        let check_ns = t.elapsed().as_nanos() / u128::from(n);
+        println!("proof, {size} B body: sign (bridge) {sign_ns} ns, check (worker) {check_ns} ns per request");
+    }
+    let (stack, tokens, _quota) = billing_stack(0).await;
+    drop(stack.requester());
+    let n = 2_000u32;
+    let t = Instant::now();
+    for i in 0..n {
+        assert!(tokens.replay().claim("bench", &format!("t-{i}")).await.unwrap());
+    }
+    let claim_us = t.elapsed().as_micros() / u128::from(n);
+    assert!(!tokens.replay().claim("bench", "t-0").await.unwrap());
+    println!("replay-set claim (one KV create, local nats-server): {claim_us} µs per request, sequential");
 }

@@ -107,6 +107,8 @@ struct Up {
     dir: tempfile::TempDir,
     bridge: String,
     nats: String,
+    /// Its nats-server's WebSocket port.
+    ws: u16,
     /// What it printed up to its banner's last line.
     banner: String,
 }
@@ -165,7 +167,7 @@ fn up() -> Up {
         Ok(Err(said)) => panic!("ailurus up stopped before it was up:\n{said}"),
         Err(_) => panic!("ailurus up was not up within 60 s"),
     };
-    Up { child, dir, bridge, nats, banner }
+    Up { child, dir, bridge, nats, ws, banner }
 }
 
 fn nats_server_bin() -> PathBuf {
@@ -318,4 +320,91 @@ fn blocks_and_comments_are_read_as_the_shell_reads_them() {
     assert!(sets_a_variable("export A=1 B=2"));
     assert!(!sets_a_variable("AILURUS_API_KEY=$TOKEN codex exec \"say hi\""));
     assert!(!sets_a_variable("ailurus req claude \"hello\""));
+}
+
+/// What a NATS server answers, within 5 s, after `hello` on `stream` (raw bytes, as text).
+fn exchange(stream: &mut std::net::TcpStream, hello: &[u8], want: &[&str]) -> String {
+    use std::io::{Read, Write};
+    stream.set_read_timeout(Some(Duration::from_millis(200))).expect("read timeout");
+    stream.write_all(hello).expect("write");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if want.iter().any(|w| text.contains(w)) {
+            return text;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// One masked WebSocket binary frame (a client must mask), payload under 126 bytes.
+fn ws_frame(payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [0x1b, 0x2c, 0x3d, 0x4e];
+    let mut f = vec![0x82, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Issue 16: the embedded default is locked. `ailurus up` writes a user and password (mode
+/// 0600) and starts its nats-server requiring them on the client port and the WebSocket
+/// port; a connection without them is refused, one with them is served, and the CLI finds
+/// them by itself.
+#[test]
+fn ailurus_up_locks_its_nats_server_on_both_ports() {
+    use std::os::unix::fs::PermissionsExt;
+    let stack = up();
+    let dir = stack.dir.path();
+    let auth_file = dir.join(".ailurus-data").join(ailurus::bus::LOCAL_AUTH_FILE);
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&auth_file), 0o600, "{}", auth_file.display());
+    let conf = dir.join(".ailurus-data/nats/nats-server.conf");
+    assert_eq!(mode(&conf), 0o600, "the server config holds the password");
+    let auth = ailurus::bus::ConnectAuth::from_file(&auth_file).expect("user and password");
+    let (user, password) = (auth.user.unwrap_or_default(), auth.password.unwrap_or_default());
+    assert!(password.len() >= 32);
+    let addr = stack.nats.trim_start_matches("nats://").to_string();
+
+    // Client port: no credentials → refused; the right ones → served.
+    let mut anon = std::net::TcpStream::connect(&addr).expect("connect");
+    let said = exchange(&mut anon, b"CONNECT {\"verbose\":false}\r\nPING\r\n", &["-ERR", "PONG"]);
+    assert!(said.contains("\"auth_required\":true"), "{said}");
+    assert!(said.contains("Authorization Violation") && !said.contains("PONG"), "{said}");
+    let mut known = std::net::TcpStream::connect(&addr).expect("connect");
+    let hello = format!("CONNECT {{\"verbose\":false,\"user\":\"{user}\",\"pass\":\"{password}\"}}\r\nPING\r\n");
+    let said = exchange(&mut known, hello.as_bytes(), &["-ERR", "PONG"]);
+    assert!(said.contains("PONG") && !said.contains("-ERR"), "{said}");
+
+    // WebSocket port: the same refusal.
+    let mut ws = std::net::TcpStream::connect(("127.0.0.1", stack.ws)).expect("connect ws");
+    let upgrade = format!(
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        stack.ws
+    );
+    let said = exchange(&mut ws, upgrade.as_bytes(), &["auth_required"]);
+    assert!(said.starts_with("HTTP/1.1 101"), "{said}");
+    let said = exchange(&mut ws, &ws_frame(b"CONNECT {\"verbose\":false}\r\nPING\r\n"), &["-ERR", "PONG"]);
+    assert!(said.contains("Authorization Violation") && !said.contains("PONG"), "{said}");
+
+    // The CLI reads the file by itself (from the data directory of the current directory).
+    let out = Command::new(env!("CARGO_BIN_EXE_ailurus"))
+        .args(["streams", "list"])
+        .current_dir(dir)
+        .env("NATS_URL", &stack.nats)
+        .env("AILURUS__NATS__URL", &stack.nats)
+        .env_remove("NATS_USER")
+        .env_remove("NATS_PASSWORD")
+        .output()
+        .expect("ailurus streams list");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("LLM_REQUESTS"));
 }

@@ -70,12 +70,6 @@ async fn billing(stack: &Stack, user: &str) -> Billing {
     Billing { quota, token }
 }
 
-fn hashed(token: &str) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(headers::TOKEN_SHA256, ailurus::credential::hash(token).as_str());
-    h
-}
-
 /// Wait until no quota hold is in flight; the count left.
 async fn holds_drained(quota: &QuotaStore, limit: Duration) -> u64 {
     let deadline = Instant::now() + limit;
@@ -286,7 +280,7 @@ async fn nats_server_restart_under_load_recovers_within_5s_and_keeps_every_ledge
                         req.user_id = "rita".into();
                         let mut r = Requester::new(client.clone());
                         r.first_reply = Duration::from_secs(2);
-                        match r.send(&req, Encoding::Json, hashed(&token)).await {
+                        match r.signed_by(&token).send(&req, Encoding::Json, HeaderMap::new()).await {
                             Ok(mut replies) => {
                                 matches!(replies.next_content().await, Some(Ok(r)) if r.kind == ReplyKind::Done)
                             }
@@ -764,7 +758,7 @@ async fn random_sigkills_during_2000_requests_leave_zero_drift_and_bill_no_reque
                 kills
             })
         };
-        let mut requester = Requester::new(stack.client.clone());
+        let mut requester = Requester::new(stack.client.clone()).signed_by(&b.token);
         requester.first_reply = Duration::from_millis(1500);
         requester.silence = Duration::from_millis(1500);
         let token = b.token.clone();
@@ -776,7 +770,7 @@ async fn random_sigkills_during_2000_requests_leave_zero_drift_and_bill_no_reque
                     req.user_id = "chaos".into();
                     req.max_tokens = Some(40);
                     let trace = req.trace_id.clone();
-                    let Ok(mut replies) = requester.send(&req, Encoding::Json, hashed(&token)).await else {
+                    let Ok(mut replies) = requester.signed_by(&token).send(&req, Encoding::Json, HeaderMap::new()).await else {
                         return (trace, None);
                     };
                     loop {

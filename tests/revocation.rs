@@ -8,7 +8,7 @@
 mod common;
 
 use ailurus::bus::codec::Encoding;
-use ailurus::bus::headers::{self, ReplyKind};
+use ailurus::bus::headers::ReplyKind;
 use ailurus::bus::subjects::Token;
 use ailurus::client::Requester;
 use ailurus::config::Config;
@@ -26,12 +26,6 @@ use std::time::{Duration, Instant};
 /// Fail the test instead of hanging.
 async fn bounded<T>(limit: Duration, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(limit, f).await.expect("test exceeded its time bound")
-}
-
-fn hashed(token: &str) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(headers::TOKEN_SHA256, ailurus::credential::hash(token).as_str());
-    h
 }
 
 /// A stack on a server with a store that survives a restart, streams applied, `workers`
@@ -60,7 +54,8 @@ async fn try_call(client: &async_nats::Client, token: &str, user: &str) -> Optio
     let mut req = request(Platform::Claude, "mock", "revoke me", false);
     req.user_id = user.into();
     req.max_tokens = Some(20);
-    let mut replies = Requester::new(client.clone()).send(&req, Encoding::Json, hashed(token)).await.ok()?;
+    let mut replies =
+        Requester::new(client.clone()).signed_by(token).send(&req, Encoding::Json, HeaderMap::new()).await.ok()?;
     let r = tokio::time::timeout(Duration::from_secs(10), replies.next_content()).await.ok()??.ok()?;
     let resp = r.response(Encoding::Json).ok()?;
     Some((r.kind, r.status.unwrap_or(0), resp.error.unwrap_or_default()))

@@ -4,8 +4,9 @@
     AILURUS_TOKEN=$(cat .ailurus-data/demo-token) .tools/venv/bin/python examples/python/stream.py "hello"
 
 Follows the reply protocol (design §3): subscribe to a fresh inbox, publish the seed
-`LLMNATSRequest` on `llm.request.<platform>` with `Ailurus-Heartbeat: 1` and
-`Ailurus-Token-Sha256: <sha256 hex of the token>`; no reply within ~1 s means no worker;
+`LLMNATSRequest` on `llm.request.<platform>` with `Ailurus-Heartbeat: 1` and a proof of
+possession of the token for this one request (`proof_headers`: the token's id, a time and an
+HMAC; neither the token nor its hash alone goes on NATS); no reply within ~1 s means no worker;
 then `heartbeat` / `chunk` ({trace_id, seq, delta}) / final `done` or `error` replies, each
 gap bounded. Ctrl-C publishes `llm.cancel.<trace_id>`.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -74,6 +76,24 @@ def config() -> dict:
     }
 
 
+def proof_headers(token: str, subject: str, trace_id: str, body: bytes, headers: dict | None = None) -> dict:
+    """The proof of possession of `token` for one request (examples/nats-cli.md): good for
+    this subject, trace id, body and Ailurus-Format/-Op/-Model headers only, once, within 60 s."""
+    headers = headers or {}
+    key = hmac.new(token.encode(), b"ailurus-proof-key-v1", hashlib.sha256).hexdigest()
+    now = str(int(time.time()))
+    text = "\n".join([
+        "ailurus-proof-v1", subject, trace_id, now,
+        headers.get("Ailurus-Format", ""), headers.get("Ailurus-Op", ""), headers.get("Ailurus-Model", ""),
+        hashlib.sha256(body).hexdigest(),
+    ])
+    return {
+        "Ailurus-Token-Id": hashlib.sha256(token.encode()).hexdigest(),
+        "Ailurus-Proof-Time": now,
+        "Ailurus-Proof": hmac.new(key.encode(), text.encode(), hashlib.sha256).hexdigest(),
+    }
+
+
 async def stream_over_nats(nc, cfg: dict, prompt: str) -> tuple[dict, int]:
     """One streamed request; prints deltas; returns (LLMNATSResponse, chunks)."""
     trace_id = "t_" + secrets.token_urlsafe(9)
@@ -87,11 +107,13 @@ async def stream_over_nats(nc, cfg: dict, prompt: str) -> tuple[dict, int]:
         "stream": True,
     }
     headers = {"Content-Type": "application/json", "Ailurus-Heartbeat": "1"}
+    subject = f"llm.request.{cfg['platform']}"
+    body = json.dumps(request).encode()
     if cfg["token"]:
-        headers["Ailurus-Token-Sha256"] = hashlib.sha256(cfg["token"].encode()).hexdigest()
+        headers.update(proof_headers(cfg["token"], subject, trace_id, body))
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)  # subscribe first, then publish
-    await nc.publish(f"llm.request.{cfg['platform']}", json.dumps(request).encode(), reply=inbox, headers=headers)
+    await nc.publish(subject, body, reply=inbox, headers=headers)
     seen = finished = False
     chunks = next_seq = 0
     try:

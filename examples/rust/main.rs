@@ -7,8 +7,9 @@
 //!
 //! The reply protocol (design §3), step by step:
 //! 1. subscribe to a fresh inbox, then publish the seed `LLMNATSRequest` on
-//!    `llm.request.<platform>` with that inbox as reply subject, `Ailurus-Heartbeat: 1` and
-//!    `Ailurus-Token-Sha256: <sha256 hex of the token>` (the token itself never goes on NATS);
+//!    `llm.request.<platform>` with that inbox as reply subject, `Ailurus-Heartbeat: 1` and a
+//!    proof of possession of the token for this one request ([`proof_headers`]: the token's
+//!    id, a time and an HMAC; neither the token nor its hash alone ever goes on NATS);
 //! 2. no reply within ~1 s: no worker is listening;
 //! 3. every reply has `Ailurus-Kind`: `heartbeat`, `chunk` (`{trace_id, seq, delta}`), then one
 //!    final `done` (`LLMNATSResponse`) or `error` (same, `success:false`, plus `Ailurus-Status`);
@@ -20,6 +21,7 @@
 //! `AILURUS_PLATFORM` (default `claude`). Answer on stdout, status lines on stderr.
 
 use futures::StreamExt;
+use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::process::ExitCode;
@@ -37,7 +39,7 @@ pub struct Settings {
     pub user_id: String,
     /// Seed `session_id`.
     pub session_id: String,
-    /// The API token (only its sha256 is sent).
+    /// The API token (never sent: it signs each request).
     pub token: Option<String>,
     /// Model name.
     pub model: String,
@@ -90,21 +92,16 @@ pub async fn stream_answer(
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Content-Type", "application/json");
     headers.insert("Ailurus-Heartbeat", "1");
+    let subject = format!("llm.request.{}", s.platform);
+    let body = request.to_string();
     if let Some(token) = &s.token {
-        let hex: String = Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-        headers.insert("Ailurus-Token-Sha256", hex.as_str());
+        for (k, v) in proof_headers(token, &subject, &trace_id, body.as_bytes()) {
+            headers.insert(k, v.as_str());
+        }
     }
     let inbox = client.new_inbox();
     let mut replies = client.subscribe(inbox.clone()).await.map_err(|e| e.to_string())?;
-    client
-        .publish_with_reply_and_headers(
-            format!("llm.request.{}", s.platform),
-            inbox,
-            headers,
-            request.to_string().into(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    client.publish_with_reply_and_headers(subject, inbox, headers, body.into()).await.map_err(|e| e.to_string())?;
 
     let (mut seen, mut text, mut chunks, mut next_seq) = (false, String::new(), 0usize, 0u64);
     loop {
@@ -220,4 +217,34 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// HMAC-SHA256 of `msg` under `key`.
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    // HMAC accepts keys of any length.
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
+    m.update(msg);
+    m.finalize().into_bytes().to_vec()
+}
+
+/// The proof of possession of `token` for one seed request (`examples/nats-cli.md`): good
+/// for this subject, trace id and body only, once, within 60 s.
+fn proof_headers(token: &str, subject: &str, trace_id: &str, body: &[u8]) -> [(&'static str, String); 3] {
+    let token_id = hex(&Sha256::digest(token.as_bytes()));
+    let key = hex(&hmac_sha256(token.as_bytes(), b"ailurus-proof-key-v1"));
+    let time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+        .to_string();
+    // Subject, trace id, time, then Ailurus-Format / -Op / -Model (none for a seed request),
+    // then the body's sha256.
+    let text = ["ailurus-proof-v1", subject, trace_id, &time, "", "", "", &hex(&Sha256::digest(body))].join("\n");
+    let proof = hex(&hmac_sha256(key.as_bytes(), text.as_bytes()));
+    [("Ailurus-Token-Id", token_id), ("Ailurus-Proof-Time", time), ("Ailurus-Proof", proof)]
 }

@@ -9,7 +9,9 @@
  * | `CODESWITCH_BASE_URL` | `http://127.0.0.1:18100`  | the HTTP bridge (fallback)                 |
  * | `AILURUS_USER_ID`     | `demo`                    | seed `user_id` (must be the token's user)  |
  * | `AILURUS_SESSION_ID`  | a random `session_…`      | seed `session_id`                          |
- * | `AILURUS_TOKEN`       | (none)                    | API token; only its sha256 goes on NATS    |
+ * | `NATS_USER`           | (none)                    | NATS user (`ailurus up`: `.ailurus-data/nats-auth`) |
+ * | `NATS_PASSWORD`       | (none)                    | its password                              |
+ * | `AILURUS_TOKEN`       | (none)                    | API token; never sent: it signs requests  |
  * | `AILURUS_MODEL`       | `mock`                    | model name                                 |
  * | `AILURUS_PLATFORM`    | `gemini`                  | subject `llm.request.<platform>`           |
  */
@@ -20,6 +22,9 @@ import type { Platform } from './types.js';
 export interface ClientConfig {
   natsEnabled: boolean;
   natsUrl: string;
+  /** NATS user and password, when the server requires them. */
+  natsUser?: string;
+  natsPassword?: string;
   codeswitchBaseUrl: string;
   userId: string;
   sessionId: string;
@@ -52,6 +57,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ClientConfig {
   return {
     natsEnabled: flag(env.NATS_ENABLED, true),
     natsUrl: env.NATS_URL ?? 'ws://127.0.0.1:9222',
+    natsUser: env.NATS_USER || undefined,
+    natsPassword: env.NATS_PASSWORD || undefined,
     codeswitchBaseUrl: (env.CODESWITCH_BASE_URL ?? 'http://127.0.0.1:18100').replace(/\/+$/, ''),
     userId: env.AILURUS_USER_ID ?? 'demo',
     sessionId: env.AILURUS_SESSION_ID ?? randomId('session_'),

@@ -4,8 +4,9 @@
  * Over NATS it follows Ailurus's reply protocol (design §3):
  *   1. subscribe to a fresh inbox, then publish the `LLMNATSRequest` on
  *      `llm.request.<platform>` with that inbox as reply subject and headers
- *      `Ailurus-Heartbeat: 1` (a worker answers a heartbeat at once) and
- *      `Ailurus-Token-Sha256: <sha256 hex of the token>` (the token never travels on NATS);
+ *      `Ailurus-Heartbeat: 1` (a worker answers a heartbeat at once) and a proof of
+ *      possession of the token for this one request (`proofHeaders`: the token's id, a time
+ *      and an HMAC; neither the token nor its hash alone ever travels on NATS);
  *   2. no reply within ~1 s means no worker is listening (a JetStream stream capturing
  *      `llm.request.*` hides NATS's 503 no-responders, so silence is the signal);
  *   3. then every reply carries `Ailurus-Kind`: `heartbeat` (still working), `chunk`
@@ -19,7 +20,7 @@
  * `/v1/chat/completions` with `stream:true`, token as `Authorization: Bearer`.
  */
 
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { createInbox, JSONCodec, type Msg, type Subscription } from 'nats';
 import { randomId, type ClientConfig } from './config.js';
 import { NatsClient, subjectToken } from './nats-client.js';
@@ -81,8 +82,24 @@ export interface ChatResult {
   fallbackReason?: string;
 }
 
-export function sha256Hex(s: string): string {
-  return createHash('sha256').update(s, 'utf8').digest('hex');
+export function sha256Hex(s: string | Uint8Array): string {
+  return createHash('sha256').update(s).digest('hex');
+}
+
+/**
+ * The proof of possession of `token` for one request (examples/nats-cli.md): good for this
+ * subject, trace id and body (and the `Ailurus-Format` / `-Op` / `-Model` headers, none for a
+ * seed request) only, once, within 60 s.
+ */
+export function proofHeaders(token: string, subject: string, traceId: string, body: Uint8Array): Record<string, string> {
+  const key = createHmac('sha256', token).update('ailurus-proof-key-v1').digest('hex');
+  const time = String(Math.floor(Date.now() / 1000));
+  const text = ['ailurus-proof-v1', subject, traceId, time, '', '', '', sha256Hex(body)].join('\n');
+  return {
+    [Headers.tokenId]: sha256Hex(token),
+    [Headers.proofTime]: time,
+    [Headers.proof]: createHmac('sha256', key).update(text).digest('hex'),
+  };
 }
 
 type Next = IteratorResult<Msg> | 'timeout' | 'aborted';
@@ -130,7 +147,12 @@ export class LLMClient {
   static async create(config: ClientConfig): Promise<LLMClient> {
     if (!config.natsEnabled) return new LLMClient(config, undefined, 'NATS_ENABLED=false');
     try {
-      const nats = await NatsClient.connect({ url: config.natsUrl, timeoutMs: config.connectTimeoutMs });
+      const nats = await NatsClient.connect({
+        url: config.natsUrl,
+        timeoutMs: config.connectTimeoutMs,
+        user: config.natsUser,
+        pass: config.natsPassword,
+      });
       return new LLMClient(config, nats, undefined);
     } catch (e) {
       return new LLMClient(config, undefined, `NATS at ${config.natsUrl} unreachable: ${(e as Error).message}`);
@@ -185,13 +207,17 @@ export class LLMClient {
     const h = nats.headers();
     h.set(Headers.contentType, 'application/json');
     h.set(Headers.heartbeat, '1');
-    if (c.token) h.set(Headers.tokenSha256, sha256Hex(c.token));
+    const subject = `llm.request.${c.platform}`;
+    const body = jc.encode(req);
+    if (c.token) {
+      for (const [k, v] of Object.entries(proofHeaders(c.token, subject, req.trace_id, body))) h.set(k, v);
+    }
 
     const inbox = createInbox();
     const sub: Subscription = nc.subscribe(inbox);
     const it = sub[Symbol.asyncIterator]();
     const pending: { p?: Promise<IteratorResult<Msg>> } = {};
-    nc.publish(`llm.request.${c.platform}`, jc.encode(req), { reply: inbox, headers: h });
+    nc.publish(subject, body, { reply: inbox, headers: h });
 
     let seen = false;
     let finished = false;

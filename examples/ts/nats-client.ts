@@ -47,6 +47,9 @@ export interface NatsClientOptions {
   name?: string;
   /** Bound on the first connection attempt. */
   timeoutMs?: number;
+  /** NATS user and password (`ailurus up`'s server requires the ones in `.ailurus-data/nats-auth`). */
+  user?: string;
+  pass?: string;
 }
 
 const jc = JSONCodec();
@@ -73,6 +76,7 @@ export class NatsClient {
       // on their first-reply bound); the first connect itself is not retried.
       maxReconnectAttempts: -1,
       waitOnFirstConnect: false,
+      ...(opts.user ? { user: opts.user, pass: opts.pass ?? '' } : {}),
     };
     if (isWebSocketUrl(opts.url)) {
       const g = globalThis as { WebSocket?: unknown };

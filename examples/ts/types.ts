@@ -61,7 +61,10 @@ export interface LLMRequestExtensions {
   max_tokens?: number;
   temperature?: number;
   system?: string;
-  /** The API token in the body: only for clients that cannot send `Ailurus-Token-Sha256`. */
+  /**
+   * The seed's API token in the body: refused on NATS (the audit stream keeps every request
+   * as sent); send the proof headers instead (`proofHeaders`).
+   */
   token?: string;
 }
 
@@ -83,7 +86,9 @@ export const Headers = {
   kind: 'Ailurus-Kind',
   status: 'Ailurus-Status',
   heartbeat: 'Ailurus-Heartbeat',
-  tokenSha256: 'Ailurus-Token-Sha256',
+  tokenId: 'Ailurus-Token-Id',
+  proofTime: 'Ailurus-Proof-Time',
+  proof: 'Ailurus-Proof',
   contentType: 'Content-Type',
 } as const;
 

@@ -1,12 +1,14 @@
 //! One HTTP request → one NATS request: route, refuse what is ambiguous or too large, build
-//! the NATS headers (format tag, operation, model, trace, the credential's sha256, API
-//! headers), send the body untouched, and turn the first reply into the HTTP answer.
+//! the NATS headers (format tag, operation, model, trace, API headers, and a proof of
+//! possession made from the caller's token: never the token nor its hash alone), send the
+//! body untouched, and turn the first reply into the HTTP answer.
 
 use super::body::{reply_body, sse_frames, whole_body, BodyState, Finished};
 use super::response::{client_error, copy_reply_headers, error, json};
 use super::routes::{self, Route};
 use super::state::AppState;
 use crate::bus::headers::{self, ReplyKind};
+use crate::bus::proof;
 use crate::bus::subjects::{self, Token};
 use crate::protocol::{Format, Op};
 use axum::body::{Body, Bytes};
@@ -16,8 +18,7 @@ use axum::response::Response;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Headers copied to NATS as they are (API headers; never credentials, see
-/// [`credential_hash`]).
+/// Headers copied to NATS as they are (API headers; never credentials, see [`signer`]).
 const FORWARD: [&str; 9] = [
     "anthropic-version",
     "anthropic-beta",
@@ -114,10 +115,12 @@ async fn user_api(st: &Arc<AppState>, http: &HeaderMap, what: &str) -> Response 
         }
     }
     let mut h = async_nats::HeaderMap::new();
-    if let Some(hash) = credential_hash(http, None) {
-        h.insert(headers::TOKEN_SHA256, hash.as_str());
-    }
+    let trace = Token::random();
+    h.insert(headers::TRACE, trace.as_str());
     let subject = subjects::api(&format!("user_{what}"));
+    if let Some(signer) = signer(http, None) {
+        signer.sign(&subject, trace.as_str(), proof::now_secs(), &mut h, &[]);
+    }
     let req = st.client.request_with_headers(subject, h, Bytes::new());
     match tokio::time::timeout(Duration::from_millis(st.config.silence_ms), req).await {
         Ok(Ok(msg)) if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) => {
@@ -137,10 +140,10 @@ async fn user_api(st: &Arc<AppState>, http: &HeaderMap, what: &str) -> Response 
     }
 }
 
-/// Build the NATS headers: format tag, operation, model, trace, credentials, API headers.
+/// Build the NATS headers: format tag, operation, model, trace, API headers (the proof is
+/// added once the body is read).
 fn nats_headers(
     http: &HeaderMap,
-    query: Option<&str>,
     format: Format,
     op: Option<&str>,
     model: Option<&str>,
@@ -159,9 +162,6 @@ fn nats_headers(
         if let Some(v) = http.get(name).and_then(|v| v.to_str().ok()) {
             h.insert(name, v);
         }
-    }
-    if let Some(hash) = credential_hash(http, query) {
-        h.insert(headers::TOKEN_SHA256, hash.as_str());
     }
     h
 }
@@ -195,17 +195,18 @@ fn check_headers(http: &HeaderMap, has_body: bool) -> Result<(), (u16, String)> 
     Ok(())
 }
 
-/// sha256 of the caller's token (`Authorization: Bearer`, `x-api-key`, `x-goog-api-key`,
-/// or Gemini's `?key=`). Only the hash goes on NATS: the token never reaches the bus or
-/// the `LLM_REQUESTS` audit stream.
-fn credential_hash(http: &HeaderMap, query: Option<&str>) -> Option<String> {
+/// The signer of the caller's token (`Authorization: Bearer`, `x-api-key`,
+/// `x-goog-api-key`, or Gemini's `?key=`). Only a proof bound to the one request goes on
+/// NATS: neither the token nor its hash reaches the bus or the `LLM_REQUESTS` audit stream.
+/// The bridge knows nothing of quota: whether the token is any good is the worker's call.
+fn signer(http: &HeaderMap, query: Option<&str>) -> Option<proof::Signer> {
     let header = |n: &str| http.get(n).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
     let token = header("authorization")
         .map(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")).unwrap_or(a).trim())
         .or_else(|| header("x-api-key"))
         .or_else(|| header("x-goog-api-key"))
         .or_else(|| query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("key="))))?;
-    (!token.is_empty()).then(|| crate::credential::hash(token))
+    (!token.is_empty()).then(|| proof::Signer::new(token))
 }
 
 /// What [`forward`] made of a request.
@@ -262,9 +263,12 @@ async fn forward(st: &Arc<AppState>, req: Request, target: Target) -> Answer {
         }
     };
     let trace = Token::random();
-    let headers = nats_headers(&parts.headers, parts.uri.query(), format, op, model.as_deref(), &trace);
-    let mut replies = match st.requester.send_raw(subjects::request(platform), headers, body, Some(trace.clone())).await
-    {
+    let mut headers = nats_headers(&parts.headers, format, op, model.as_deref(), &trace);
+    let subject = subjects::request(platform);
+    if let Some(signer) = signer(&parts.headers, parts.uri.query()) {
+        signer.sign(&subject, trace.as_str(), proof::now_secs(), &mut headers, &body);
+    }
+    let mut replies = match st.requester.send_raw(subject, headers, body, Some(trace.clone())).await {
         Ok(r) => r,
         Err(e) => return Answer::Complete(client_error(format, &e)),
     };

@@ -15,9 +15,15 @@ pub const MODEL: &str = "Ailurus-Model";
 pub const OP: &str = "Ailurus-Op";
 /// Trace id of a native request (the bridge makes one per HTTP request).
 pub const TRACE: &str = "Ailurus-Trace";
-/// sha256 (hex) of the caller's API token. The bridge and Ailurus's own clients send this
-/// instead of the token, so the token never travels on NATS nor lands in `LLM_REQUESTS`.
+/// The old bearer form: the sha256 of a token alone. Refused (a reader of `LLM_REQUESTS`
+/// could replay it); the refusal names the headers to send instead.
 pub const TOKEN_SHA256: &str = "Ailurus-Token-Sha256";
+/// Which token signed a request: its sha256 (hex). Public; see [`super::proof`].
+pub const TOKEN_ID: &str = "Ailurus-Token-Id";
+/// When a request was signed, Unix seconds.
+pub const PROOF_TIME: &str = "Ailurus-Proof-Time";
+/// The request's proof of possession (HMAC-SHA256, hex), see [`super::proof`].
+pub const PROOF: &str = "Ailurus-Proof";
 /// Sent by a requester that wants heartbeats, so it can tell "no worker" from "slow worker"
 /// even when a JetStream stream hides no-responders. `1` asks for the first at once;
 /// `<n>ms` ([`heartbeat_after`]) for the first only after n ms without a reply.

@@ -1,8 +1,10 @@
-//! NATS itself: subject names ([`subjects`]), payload encodings ([`codec`]) and the
-//! reply-protocol headers ([`headers`]). Nothing here knows about LLM wire formats.
+//! NATS itself: subject names ([`subjects`]), payload encodings ([`codec`]), the
+//! reply-protocol headers ([`headers`]) and the per-request proof of possession that replaces
+//! bearer credentials on the bus ([`proof`]). Nothing here knows about LLM wire formats.
 
 pub mod codec;
 pub mod headers;
+pub mod proof;
 pub mod subjects;
 
 use async_nats::{ConnectError, ConnectErrorKind, ConnectOptions, ServerAddr};
@@ -52,6 +54,39 @@ impl ConnectAuth {
             inbox_prefix: var("NATS_INBOX_PREFIX"),
         }
     }
+}
+
+/// The file in `ailurus up`'s data directory that holds the user and password of the
+/// nats-server it started (`NATS_USER=…` / `NATS_PASSWORD=…` lines, mode 0600).
+pub const LOCAL_AUTH_FILE: &str = "nats-auth";
+
+/// The data directory of `ailurus up` (`AILURUS_DATA`, default `.ailurus-data`).
+pub fn data_dir() -> PathBuf {
+    PathBuf::from(
+        std::env::var("AILURUS_DATA").ok().filter(|d| !d.is_empty()).unwrap_or_else(|| ".ailurus-data".into()),
+    )
+}
+
+impl ConnectAuth {
+    /// The user and password of a `NATS_USER=` / `NATS_PASSWORD=` file (comments and other
+    /// lines ignored); `None` when it cannot be read or names no user.
+    pub fn from_file(path: &std::path::Path) -> Option<Self> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut auth = Self::default();
+        for line in text.lines() {
+            match line.trim().split_once('=') {
+                Some(("NATS_USER", v)) => auth.user = Some(v.trim().to_string()),
+                Some(("NATS_PASSWORD", v)) => auth.password = Some(v.trim().to_string()),
+                _ => {}
+            }
+        }
+        auth.user.is_some().then_some(auth)
+    }
+}
+
+/// Whether `addr` is on this machine (where `ailurus up`'s local credentials may be sent).
+fn loopback(addr: &ServerAddr) -> bool {
+    matches!(addr.host(), "127.0.0.1" | "localhost" | "::1" | "[::1]")
 }
 
 /// Parse `NATS_URL`-style text: one or more server URLs, comma separated.
@@ -112,6 +147,21 @@ pub async fn options(
             .map_err(|e| ConnectError::with_source(ConnectErrorKind::Authentication, e))?;
     }
     let url_user = first.filter(|a| a.has_user_pass()).and_then(|a| Some((a.username()?, a.password().unwrap_or(""))));
+    // Nothing given, and the server is on this machine: the credentials `ailurus up` wrote
+    // for the server it started, if there are any (never sent to another host).
+    let local;
+    let auth = match (&auth.user, &auth.creds_file, url_user, first) {
+        (None, None, None, Some(addr)) if loopback(addr) => {
+            match ConnectAuth::from_file(&data_dir().join(LOCAL_AUTH_FILE)) {
+                Some(found) => {
+                    local = ConnectAuth { inbox_prefix: auth.inbox_prefix.clone(), ..found };
+                    &local
+                }
+                None => auth,
+            }
+        }
+        _ => auth,
+    };
     match (&auth.user, url_user) {
         (Some(user), _) => {
             opts = opts.user_and_password(user.clone(), auth.password.clone().unwrap_or_default());
@@ -179,6 +229,22 @@ mod tests {
         assert_eq!(redact_urls("nats://a:b@h:1,nats://h2:2"), "nats://***@h:1,nats://h2:2");
         assert_eq!(redact_urls("a:b@h:1"), "***@h:1");
         assert_eq!(redact_urls("nats://h:1"), "nats://h:1");
+    }
+
+    #[test]
+    fn local_auth_files_are_read() {
+        let dir = std::env::temp_dir().join(format!("ailurus-auth-{}", nuid::next()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join(LOCAL_AUTH_FILE);
+        std::fs::write(&f, "# comment\nNATS_USER=ailurus\nNATS_PASSWORD=pw1\n").unwrap();
+        let a = ConnectAuth::from_file(&f).unwrap();
+        assert_eq!((a.user.as_deref(), a.password.as_deref()), (Some("ailurus"), Some("pw1")));
+        std::fs::write(&f, "nothing\n").unwrap();
+        assert!(ConnectAuth::from_file(&f).is_none());
+        assert!(ConnectAuth::from_file(&dir.join("missing")).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(loopback(&"nats://127.0.0.1:4222".parse().unwrap()));
+        assert!(!loopback(&"nats://10.1.2.3:4222".parse().unwrap()));
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod bridge;
 mod channels;
 mod connect;
 mod req;
+pub mod sign;
 mod streams;
 mod up;
 mod worker;
@@ -50,6 +51,8 @@ pub enum Command {
     },
     /// Send one request over NATS and print the answer.
     Req(req::ReqArgs),
+    /// Print the proof-of-possession headers of one request, as `-H K:V` for the nats CLI.
+    Sign(sign::SignArgs),
     /// Health of every channel on every live worker.
     Channels {
         /// One JSON report per worker.
@@ -112,6 +115,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Bridge { listen } => bridge::run(config, listen).await,
         Command::Req(args) => req::run(config, args).await,
+        Command::Sign(args) => sign::run(args),
         Command::Streams(cmd) => streams::run(config, cmd).await,
         Command::Token(cmd) => admin::token(config, cmd).await,
         Command::Channels { json } => channels::run(config, json).await,

@@ -36,7 +36,8 @@ pub struct ReqArgs {
     /// Upper bound on output tokens.
     #[arg(long)]
     pub max_tokens: Option<u32>,
-    /// API token (default: the demo token `ailurus up` saved). Only its sha256 is sent.
+    /// API token (default: the demo token `ailurus up` saved). It is never sent: the request
+    /// carries a proof of possession made with it.
     #[arg(long, env = "AILURUS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
@@ -63,17 +64,13 @@ pub async fn run(config: Config, args: ReqArgs) -> Result<ExitCode, String> {
         system: None,
         token: None,
     };
-    let mut headers = HeaderMap::new();
-    // Without a token, use the one `ailurus up` saved for the demo user.
-    let token = args.token.clone().or_else(|| {
-        let dir = std::env::var("AILURUS_DATA").unwrap_or_else(|_| ".ailurus-data".into());
-        std::fs::read_to_string(std::path::Path::new(&dir).join("demo-token")).ok().map(|t| t.trim().to_string())
-    });
+    let token = token_or_demo(args.token.clone());
+    let mut requester = Requester::new(client);
     if let Some(t) = &token {
-        // Only the hash travels on NATS (and so into the audit stream).
-        headers.insert(crate::bus::headers::TOKEN_SHA256, crate::credential::hash(t).as_str());
+        // Only a proof bound to this request travels on NATS (and so into the audit stream).
+        requester = requester.signed_by(t);
     }
-    let mut replies = Requester::new(client).send(&req, enc, headers).await.map_err(|e| e.to_string())?;
+    let mut replies = requester.send(&req, enc, HeaderMap::new()).await.map_err(|e| e.to_string())?;
     let mut stdout = std::io::stdout();
     while let Some(reply) = replies.next_content().await {
         let reply = reply.map_err(|e| e.to_string())?;
@@ -102,6 +99,14 @@ pub async fn run(config: Config, args: ReqArgs) -> Result<ExitCode, String> {
         }
     }
     Err("the reply stream ended without a final message".into())
+}
+
+/// `token`, else the one `ailurus up` saved for the demo user (`$AILURUS_DATA/demo-token`).
+pub(crate) fn token_or_demo(token: Option<String>) -> Option<String> {
+    token.or_else(|| {
+        let dir = std::env::var("AILURUS_DATA").unwrap_or_else(|_| ".ailurus-data".into());
+        std::fs::read_to_string(std::path::Path::new(&dir).join("demo-token")).ok().map(|t| t.trim().to_string())
+    })
 }
 
 /// `[mock] 12 in · 34 out tokens · $0.000123 · 45 ms · stop`

@@ -41,7 +41,9 @@ async fn seed_demo(client: &async_nats::Client, data_dir: &std::path::Path) -> R
     if let Ok(saved) = std::fs::read_to_string(&path) {
         let saved = saved.trim().to_string();
         if let Ok(Some(rec)) = store.lookup(&crate::credential::hash(&saved)).await {
-            if rec.status == tokens::TokenStatus::Active && !rec.expired(time::OffsetDateTime::now_utc()) {
+            // A token made before proofs of possession has no proof key: it cannot sign.
+            let usable = rec.status == tokens::TokenStatus::Active && rec.proof_key.is_some();
+            if usable && !rec.expired(time::OffsetDateTime::now_utc()) {
                 return Ok(saved);
             }
         }
@@ -55,6 +57,55 @@ async fn seed_demo(client: &async_nats::Client, data_dir: &std::path::Path) -> R
         let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
     }
     Ok(plain)
+}
+
+/// The user and password of the nats-server `up` starts: read from
+/// `<data_dir>/nats-auth`, or made (40 random characters) and written there with mode 0600.
+/// The CLI, a separate worker or bridge, and the nats CLI read that file (see
+/// `bus::LOCAL_AUTH_FILE`).
+fn local_auth(data_dir: &std::path::Path) -> Result<crate::bus::ConnectAuth, String> {
+    let path = data_dir.join(crate::bus::LOCAL_AUTH_FILE);
+    if let Some(auth) = crate::bus::ConnectAuth::from_file(&path) {
+        if auth.password.as_deref().is_some_and(|p| p.len() >= 32 && p.bytes().all(|b| b.is_ascii_alphanumeric())) {
+            return Ok(auth);
+        }
+    }
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut buf = [0u8; 128];
+    getrandom::getrandom(&mut buf).map_err(|e| format!("no randomness: {e}"))?;
+    // Rejection sampling keeps the characters uniform.
+    let password: String = buf
+        .iter()
+        .filter(|b| usize::from(**b) < 248)
+        .take(40)
+        .map(|b| char::from(ALPHABET[usize::from(*b) % 62]))
+        .collect();
+    if password.len() < 40 {
+        return Err("not enough randomness for a password".into());
+    }
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let text = format!(
+        "# The NATS user and password of the nats-server `ailurus up` started (keep this file 0600).\n\
+         # The ailurus CLI reads it; for the nats CLI: export $(grep -v '^#' {0})\n\
+         NATS_USER=ailurus\nNATS_PASSWORD={password}\n",
+        path.display()
+    );
+    crate::nats_server::write_private(&path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(crate::bus::ConnectAuth { user: Some("ailurus".into()), password: Some(password), ..Default::default() })
+}
+
+/// The server config of `up`: the default one on the given ports, with one user required
+/// on every listener (client and WebSocket).
+fn locked_config(args: &UpArgs, auth: &crate::bus::ConnectAuth) -> String {
+    let (user, password) = (auth.user.as_deref().unwrap_or("ailurus"), auth.password.as_deref().unwrap_or(""));
+    format!(
+        "{}\n# Added by `ailurus up`: nobody connects without the user and password of {}.\n\
+         authorization {{\n  user: \"{user}\"\n  password: \"{password}\"\n}}\n",
+        DEFAULT_CONF
+            .replace("127.0.0.1:8222", &format!("127.0.0.1:{}", args.monitor_port))
+            .replace("127.0.0.1:9222", &format!("127.0.0.1:{}", args.ws_port)),
+        crate::bus::LOCAL_AUTH_FILE
+    )
 }
 
 /// Host and port of a `nats://host:port` URL on loopback, if it is one we may start.
@@ -86,10 +137,9 @@ pub async fn run(config: Config, args: UpArgs) -> Result<ExitCode, String> {
             let store = args.data_dir.join("nats");
             std::fs::create_dir_all(&store).map_err(|e| format!("{}: {e}", store.display()))?;
             let log = args.data_dir.join("nats-server.log");
+            let auth = local_auth(&args.data_dir)?;
             let server = NatsServer::spawn(SpawnOptions {
-                config: DEFAULT_CONF
-                    .replace("127.0.0.1:8222", &format!("127.0.0.1:{}", args.monitor_port))
-                    .replace("127.0.0.1:9222", &format!("127.0.0.1:{}", args.ws_port)),
+                config: locked_config(&args, &auth),
                 port,
                 host,
                 store_dir: Some(store.clone()),
@@ -97,13 +147,14 @@ pub async fn run(config: Config, args: UpArgs) -> Result<ExitCode, String> {
             })
             .map_err(|e| format!("cannot start nats-server: {e}"))?;
             eprintln!(
-                "started nats-server (pid {}) at {} · data {} · log {}",
+                "started nats-server (pid {}) at {} · data {} · log {} · user and password in {} (mode 0600)",
                 server.pid(),
                 server.url,
                 store.display(),
-                log.display()
+                log.display(),
+                args.data_dir.join(crate::bus::LOCAL_AUTH_FILE).display()
             );
-            let c = crate::bus::connect(&server.url, "ailurus-up").await.map_err(|e| e.to_string())?;
+            let c = crate::bus::connect_with(&server.url, "ailurus-up", &auth).await.map_err(|e| e.to_string())?;
             started = Some(server);
             c
         }

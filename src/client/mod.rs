@@ -13,6 +13,7 @@ pub use mux::SlowReader;
 
 use crate::bus::codec::{decode, encode, Encoding};
 use crate::bus::headers::{self, ReplyKind};
+use crate::bus::proof::{now_secs, Signer};
 use crate::bus::subjects::{self, Token};
 use crate::protocol::{ChunkMessage, LLMNATSRequest, LLMNATSResponse};
 use async_nats::{HeaderMap, StatusCode, Subscriber};
@@ -92,12 +93,23 @@ pub struct Requester {
     pub silence: Duration,
     /// The shared reply subscription, when multiplexed; else one inbox per request.
     mux: Option<Arc<mux::Mux>>,
+    /// Signs every request with a proof of possession (see [`Requester::signed_by`]).
+    signer: Option<Signer>,
 }
 
 impl Requester {
     /// A requester with the default waits, subscribing one inbox per request.
     pub fn new(client: async_nats::Client) -> Self {
-        Self { client, first_reply: DEFAULT_FIRST_REPLY, silence: DEFAULT_SILENCE, mux: None }
+        Self { client, first_reply: DEFAULT_FIRST_REPLY, silence: DEFAULT_SILENCE, mux: None, signer: None }
+    }
+
+    /// This requester, signing every request it sends with `token`'s proof of possession
+    /// (`bus::proof`): the token itself never goes on NATS. A request's trace id (the
+    /// `Ailurus-Trace` header, else the seed `trace_id`) is what the proof is bound to.
+    #[must_use]
+    pub fn signed_by(mut self, token: &str) -> Self {
+        self.signer = Some(Signer::new(token));
+        self
     }
 
     /// A requester whose requests share one reply subscription (`<inbox>.*`): for
@@ -136,6 +148,11 @@ impl Requester {
         // wait, so a worker still has the whole window after its heartbeat is due.
         if headers.get(headers::HEARTBEAT).is_none() {
             headers.insert(headers::HEARTBEAT, headers::heartbeat_after(self.first_reply / 10).as_str());
+        }
+        if let Some(signer) = &self.signer {
+            let trace = headers.get(headers::TRACE).map(|v| v.as_str().to_string());
+            let trace = trace.or_else(|| trace_id.as_ref().map(Token::to_string)).unwrap_or_default();
+            signer.sign(&subject, &trace, now_secs(), &mut headers, &payload);
         }
         let delay = headers.get(headers::HEARTBEAT).map_or(Duration::ZERO, |v| headers::first_heartbeat(v.as_str()));
         self.client

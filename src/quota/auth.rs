@@ -1,12 +1,15 @@
-//! Who a request is. The token comes from `Authorization: Bearer`, `x-api-key`,
-//! `x-goog-api-key` (forwarded by the bridge) or the seed request's `token` field; its
-//! sha256 is looked up in the workers' in-memory copy of `TOKENS`.
+//! Who a request is. A request on NATS proves possession of its token for itself alone
+//! (`bus::proof`): the token's id is looked up in the workers' in-memory copy of `TOKENS`,
+//! the MAC checked with the record's proof key, the time against the window, and the trace
+//! id claimed in the replay set. Bearer forms (a plain token, its bare sha256) are refused:
+//! the audit stream keeps every request as published.
 
 use super::tokens::{TokenRecord, TokenStatus, TokenStore};
 use super::AuthMode;
+use crate::bus::proof::Presented;
 use crate::bus::subjects::{self, Token};
 use crate::error::RequestError;
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, Message};
 use serde::Serialize;
 
 /// An authenticated caller.
@@ -40,13 +43,13 @@ impl From<AuthError> for RequestError {
     }
 }
 
-/// A credential as it arrives.
+/// A credential as it arrives on NATS.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credential {
-    /// The token itself (NATS clients that do not hash; the seed `token` field).
-    Plain(String),
-    /// Its sha256, from `Ailurus-Token-Sha256` (the bridge, `ailurus req`).
-    Sha256(String),
+    /// A proof of possession (`Ailurus-Token-Id`, `Ailurus-Proof-Time`, `Ailurus-Proof`).
+    Proof(Box<Presented>),
+    /// A form that is refused on the bus, and why (the message says what to send instead).
+    Refused(String),
 }
 
 impl std::fmt::Debug for Credential {
@@ -55,42 +58,50 @@ impl std::fmt::Debug for Credential {
     }
 }
 
-impl Credential {
-    /// The `TOKENS` key.
-    pub fn hash(&self) -> String {
-        match self {
-            Credential::Plain(t) => crate::credential::hash(t),
-            Credential::Sha256(h) => h.to_ascii_lowercase(),
-        }
+/// What to send instead of a refused credential.
+const SEND_INSTEAD: &str = "send a proof of possession instead: Ailurus-Token-Id, Ailurus-Proof-Time and \
+     Ailurus-Proof (`ailurus sign` prints them; see examples/nats-cli.md)";
+
+/// The credential a message carries: a proof; the old `Ailurus-Token-Sha256` or a plain
+/// token (`Authorization`, `x-api-key`, `x-goog-api-key`, the seed `token` field) are
+/// [`Credential::Refused`]: `LLM_REQUESTS` keeps every request as published, so either would
+/// hand its readers a credential. `trace` is the request's trace id, if it has one.
+pub fn credential_from(msg: &Message, trace: Option<&str>, seed_token: Option<&str>) -> Option<Credential> {
+    let empty = HeaderMap::new();
+    let headers = msg.headers.as_ref().unwrap_or(&empty);
+    if header(Some(headers), crate::bus::headers::TOKEN_SHA256).is_some() {
+        return Some(Credential::Refused(format!(
+            "Ailurus-Token-Sha256 is no longer accepted (a token's hash kept by the audit stream could be replayed); \
+             {SEND_INSTEAD}"
+        )));
     }
+    if let Some(p) = Presented::from_message(msg.subject.as_str(), trace, headers, &msg.payload) {
+        return Some(match p {
+            Ok(p) => Credential::Proof(Box::new(p)),
+            Err(why) => Credential::Refused(format!("{why}; {SEND_INSTEAD}")),
+        });
+    }
+    token_from(Some(headers), seed_token).map(|_| {
+        Credential::Refused(format!(
+            "a plain API token is not accepted on NATS (the audit stream keeps every request as sent: revoke this \
+             token if others can read it); {SEND_INSTEAD}"
+        ))
+    })
 }
 
-/// The credential a request carries: `Ailurus-Token-Sha256`, else a plain token.
-pub fn credential_from(headers: Option<&HeaderMap>, seed_token: Option<&str>) -> Option<Credential> {
-    let hashed = headers
-        .and_then(|h| {
-            h.iter()
-                .find(|(name, _)| AsRef::<str>::as_ref(*name).eq_ignore_ascii_case(crate::bus::headers::TOKEN_SHA256))
-        })
-        .and_then(|(_, v)| v.first())
+/// The first value of header `k`, whatever its case (NATS header names are case-sensitive;
+/// HTTP's are not, and clients spell them freely).
+fn header(headers: Option<&HeaderMap>, k: &str) -> Option<String> {
+    headers
+        .and_then(|h| h.iter().find(|(name, _)| AsRef::<str>::as_ref(*name).eq_ignore_ascii_case(k)))
+        .and_then(|(_, values)| values.first())
         .map(|v| v.as_str().trim().to_string())
-        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()));
-    match hashed {
-        Some(h) => Some(Credential::Sha256(h)),
-        None => token_from(headers, seed_token).map(Credential::Plain),
-    }
+        .filter(|v| !v.is_empty())
 }
 
 /// The plain token a request carries, if any.
-pub fn token_from(headers: Option<&HeaderMap>, seed_token: Option<&str>) -> Option<String> {
-    // NATS header names are case-sensitive; HTTP's are not, and clients spell them freely.
-    let get = |k: &str| {
-        headers
-            .and_then(|h| h.iter().find(|(name, _)| AsRef::<str>::as_ref(*name).eq_ignore_ascii_case(k)))
-            .and_then(|(_, values)| values.first())
-            .map(|v| v.as_str().trim().to_string())
-            .filter(|v| !v.is_empty())
-    };
+fn token_from(headers: Option<&HeaderMap>, seed_token: Option<&str>) -> Option<String> {
+    let get = |k: &str| header(headers, k);
     if let Some(a) = get("authorization") {
         let t = a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")).unwrap_or(&a).trim().to_string();
         if !t.is_empty() {
@@ -121,13 +132,17 @@ pub async fn authenticate(
         }
     }
     let Some(token) = token else {
-        return Err(AuthError::new(401, "missing API token (send Authorization: Bearer <token> or x-api-key)", None));
+        return Err(AuthError::new(401, format!("missing API token: {SEND_INSTEAD}"), None));
+    };
+    let proof = match token {
+        Credential::Proof(p) => p,
+        Credential::Refused(why) => return Err(AuthError::new(401, why.clone(), None)),
     };
     let Some(store) = store else {
         return Err(AuthError::new(503, "token store unavailable", None));
     };
-    let hash = token.hash();
-    let rec = match store.lookup(&hash).await {
+    let hash = proof.token_id.as_str();
+    let rec = match store.lookup(hash).await {
         Ok(Some(rec)) => rec,
         Ok(None) => return Err(AuthError::new(401, "invalid API token", None)),
         // The bucket did not answer (the cache was not proven current, or did not hold the
@@ -140,6 +155,20 @@ pub async fn authenticate(
             });
         }
     };
+    let Some(key) = &rec.proof_key else {
+        let m = format!("API token {} was created before proofs of possession: create a new one", rec.id);
+        return Err(AuthError::new(401, m, Some(&rec.user_id)));
+    };
+    if !proof.verify(key.expose()) {
+        return Err(AuthError::new(401, "invalid API token proof", None));
+    }
+    if !proof.fresh_at(crate::bus::proof::now_secs()) {
+        let m = format!(
+            "Ailurus-Proof-Time is more than {} s from the gateway's clock: sign each request as it is sent",
+            crate::bus::proof::WINDOW_SECS
+        );
+        return Err(AuthError::new(401, m, None));
+    }
     let user = Some(rec.user_id.as_str());
     if rec.status == TokenStatus::Revoked {
         return Err(AuthError::new(401, format!("API token {} has been revoked", rec.id), user));
@@ -156,8 +185,26 @@ pub async fn authenticate(
     if !model.is_empty() && !rec.allows(model) {
         return Err(AuthError::new(403, format!("API token {} may not use model {model:?}", rec.id), user));
     }
+    // Last, so only a request that is otherwise accepted uses up its trace id.
+    match store.replay().claim(&rec.id, &proof.bound.trace).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let m = format!(
+                "trace_id {} was already used with this token (a replayed request): sign each request with a new trace id",
+                proof.bound.trace
+            );
+            return Err(AuthError::new(401, m, user));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "replay set unavailable; refusing");
+            return Err(AuthError {
+                error: RequestError::new(503, "proof replay set unavailable; retry shortly").retry_after(1),
+                user: None,
+            });
+        }
+    }
     let user_token = Token::new("user_id", &rec.user_id).map_err(|e| AuthError::new(500, e.to_string(), None))?;
-    let hash_token = Token::new("token_id", &hash).map_err(|e| AuthError::new(500, e.to_string(), None))?;
+    let hash_token = Token::new("token_id", hash).map_err(|e| AuthError::new(500, e.to_string(), None))?;
     Ok(Some(Principal { user: user_token, token: Some((hash_token, rec)) }))
 }
 

@@ -12,7 +12,8 @@
 //!   killed mid-request leaves something another worker releases exactly once.
 //! - [`lease`]: a worker's slice of a user's balance, taken with one hold; requests are
 //!   admitted from it in memory, and [`writer`] appends their ledger records in batches.
-//! - [`auth`]: who a request is, from its headers or the seed `token` field.
+//! - [`auth`]: who a request is, from the proof of possession it carries.
+//! - [`proof`]: the replay set (`PROOFS` bucket): a proof's trace id is good once.
 //!
 //! Units follow NEW-API: 500,000 quota units = 1 USD.
 
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod holds;
 pub mod lease;
 pub mod ledger;
+pub mod proof;
 pub mod ratelimit;
 pub mod store;
 pub mod tokens;
@@ -37,7 +39,7 @@ pub enum AuthMode {
     #[default]
     Token,
     /// NATS accounts authenticate the connection: a seed request's `user_id` is taken as
-    /// given (and billed). Native requests still need a token.
+    /// given (and billed). Native requests still need a proof of possession of a token.
     Trusted,
     /// No authentication and no billing (local development only).
     Open,

@@ -2,8 +2,11 @@
 //! keeps only its sha256 (the key) and a record. Workers hold every record in memory and
 //! follow the bucket with a KV watch, so a revocation reaches every worker in milliseconds.
 //! The copy is trusted only while it is proven current (see [`MAX_STALE`]); otherwise a
-//! lookup reads the bucket, and refuses when the bucket does not answer.
+//! lookup reads the bucket, and refuses when the bucket does not answer. A record also keeps
+//! the token's proof key, which checks the proof of possession requests carry on NATS; the
+//! store carries the replay set those proofs are claimed in ([`ReplaySet`]).
 
+use super::proof::ReplaySet;
 use crate::shutdown::Shutdown;
 use async_nats::connection::State;
 use async_nats::jetstream::{self, kv};
@@ -61,6 +64,33 @@ pub struct TokenRecord {
     /// Requests in flight at once, across all workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// The key the token's proofs of possession are checked with; none for a token created
+    /// before proofs existed (it cannot sign, and must be replaced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof_key: Option<ProofKey>,
+}
+
+/// A token's proof key ([`crate::credential::proof_key`], hex). Its `Debug` hides it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProofKey(String);
+
+impl ProofKey {
+    /// The key of `token`.
+    pub fn of(token: &str) -> Self {
+        Self(crate::credential::proof_key(token))
+    }
+
+    /// The key, to check a MAC with.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ProofKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProofKey(***)")
+    }
 }
 
 impl TokenRecord {
@@ -199,7 +229,7 @@ impl Freshness {
 /// Whether a failed request to the bucket's stream looks like a leaderless stream (timed out,
 /// no responders, JetStream temporarily unavailable) rather than a missing bucket or a bad
 /// answer.
-fn leaderless(error: &str) -> bool {
+pub(crate) fn leaderless(error: &str) -> bool {
     let e = error.to_ascii_lowercase();
     ["timed out", "timeout", "no responders", "no stream found for given subject", "unavailable", "10008"]
         .iter()
@@ -217,6 +247,8 @@ pub struct TokenStore {
     cache: Arc<DashMap<String, Cached>>,
     /// Whether the cache may be trusted.
     fresh: Arc<Freshness>,
+    /// Trace ids already used by proofs.
+    replay: ReplaySet,
 }
 
 /// The watch being followed and the highest bucket revision applied to the cache.
@@ -232,7 +264,18 @@ impl TokenStore {
             .get_key_value(BUCKET)
             .await
             .map_err(|e| format!("KV bucket {BUCKET}: {e} (run `ailurus streams apply`)"))?;
-        Ok(Self { kv, client: js.client(), cache: Arc::new(DashMap::new()), fresh: Arc::new(Freshness::new()) })
+        Ok(Self {
+            kv,
+            client: js.client(),
+            cache: Arc::new(DashMap::new()),
+            fresh: Arc::new(Freshness::new()),
+            replay: ReplaySet::new(js.clone()),
+        })
+    }
+
+    /// The replay set proofs are claimed in.
+    pub fn replay(&self) -> &ReplaySet {
+        &self.replay
     }
 
     /// Follow the bucket until `shutdown`: every put and delete updates the cache. Returns
@@ -500,6 +543,7 @@ impl TokenStore {
             rpm: limits.rpm,
             tpm: limits.tpm,
             concurrency: limits.concurrency,
+            proof_key: Some(ProofKey::of(&plain)),
         };
         let body = serde_json::to_vec(&rec).map_err(|e| e.to_string())?;
         self.kv.create(&h, body.into()).await.map_err(|e| format!("store token: {e}"))?;
@@ -577,7 +621,9 @@ mod tests {
             rpm: None,
             tpm: None,
             concurrency: None,
+            proof_key: Some(ProofKey::of(&t)),
         };
+        assert!(!format!("{rec:?}").contains(&crate::credential::proof_key(&t)));
         assert!(rec.allows("claude-x") && !rec.allows("gpt-4o"));
         assert!(rec.expired(OffsetDateTime::now_utc()));
         rec.expires_at = None;

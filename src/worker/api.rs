@@ -36,7 +36,8 @@ async fn answer(ctx: &WorkerCtx, msg: &Message) -> (u16, Value) {
     if ctx.auth.mode == AuthMode::Open {
         return failure(404, "the user API needs token authentication (auth.mode = \"token\")");
     }
-    let token = credential_from(msg.headers.as_ref(), None);
+    let trace = msg.headers.as_ref().and_then(|h| h.get(headers::TRACE)).map(|v| v.as_str().to_string());
+    let token = credential_from(msg, trace.as_deref(), None);
     let principal = match authenticate(ctx.auth.mode, ctx.tokens.as_ref(), token.as_ref(), None, "").await {
         Ok(Some(p)) => p,
         Ok(None) => return failure(401, "no user"),

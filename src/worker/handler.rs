@@ -217,7 +217,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
 async fn list_models(ctx: &WorkerCtx, msg: &Message, head: &Head, format: Format) {
     let trace = native_trace(msg);
     let Some(replier) = replier_for(ctx, msg, head, trace.as_ref()) else { return };
-    let credential = crate::quota::auth::credential_from(msg.headers.as_ref(), None);
+    let credential = crate::quota::auth::credential_from(msg, trace.as_ref().map(Token::as_str), None);
     let auth =
         crate::quota::auth::authenticate(ctx.auth.mode, ctx.tokens.as_ref(), credential.as_ref(), None, "").await;
     if let Err(AuthError { error: e, .. }) = auth {
@@ -316,7 +316,7 @@ fn parse_seed(msg: &Message, encoding: Encoding, subject_platform: &str) -> Resu
         model: seed.model.clone(),
         chat,
         client: Client::Seed,
-        credential: crate::quota::auth::credential_from(msg.headers.as_ref(), seed.token.as_deref()),
+        credential: crate::quota::auth::credential_from(msg, Some(trace_id.as_str()), seed.token.as_deref()),
         claimed_user: Some(seed.user_id.clone()),
         strict_error: None,
         output_cap: None,
@@ -366,7 +366,8 @@ fn parse_native(msg: &Message, format: Format, subject_platform: &str) -> Result
         model: chat.model.clone(),
         chat,
         client: Client::Native { format, op, body: msg.payload.clone(), forward },
-        credential: crate::quota::auth::credential_from(msg.headers.as_ref(), None),
+        // The trace id a proof is bound to is the one the publisher sent (never a made-up one).
+        credential: crate::quota::auth::credential_from(msg, get(TRACE).as_deref(), None),
         claimed_user: None,
         strict_error,
         output_cap: None,
