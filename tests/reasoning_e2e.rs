@@ -318,3 +318,80 @@ async fn a_client_that_switches_providers_never_sends_the_old_signature() {
     .await
     .expect("test within its bound");
 }
+
+/// What the reasoning store costs a Chat Completions request whose answer carries signed
+/// reasoning: CPU to pick and serialise what to keep (after the answer), CPU to find and put
+/// it back into a five-turn follow-up, and one KV write and one KV read against a local
+/// nats-server. Run: `cargo test --release --test reasoning_e2e reasoning_store_cost --
+/// --ignored --nocapture` (BENCHMARKS.md records the figures).
+#[tokio::test]
+#[ignore = "a benchmark: prints figures"]
+async fn reasoning_store_cost() {
+    use ailurus::formats::reasoning::{kept, restore, wanted};
+    use ailurus::protocol::canonical::{ChatRequest, Message, Part, Role};
+    use std::hint::black_box;
+    use std::time::Instant;
+    let call = |id: &str| Part::ToolCall {
+        id: id.into(),
+        name: "read_file".into(),
+        arguments: r#"{"path":"src/lib.rs"}"#.into(),
+        signature: None,
+    };
+    // 2 KB of thinking with a 400-byte signature, then two parallel calls.
+    let answer = vec![
+        Part::Thinking { text: "t".repeat(2048), signature: Some(format!("ailurus.anthropic.{}", "s".repeat(400))) },
+        call("call_1"),
+        call("call_2"),
+    ];
+    let n = 20_000u32;
+    let t = Instant::now();
+    for _ in 0..n {
+        let (key, parts) = kept(black_box(&answer)).expect("signed reasoning is kept");
+        black_box((key, serde_json::to_vec(&parts).expect("serialise")));
+    }
+    let keep_ns = t.elapsed().as_nanos() / u128::from(n);
+    let stored = serde_json::to_vec(&kept(&answer).expect("kept").1).expect("serialise");
+    // A follow-up as a chat client sends it: five tool turns, each call without reasoning.
+    let mut req = ChatRequest { model: "m".into(), ..Default::default() };
+    req.messages.push(Message { role: Role::User, content: vec![Part::Text { text: "fix it".into() }] });
+    for turn in 0..5 {
+        let id = format!("call_{turn}");
+        req.messages.push(Message { role: Role::Assistant, content: vec![call(&id)] });
+        let result = Part::ToolResult {
+            call_id: id,
+            name: None,
+            content: vec![Part::Text { text: "fn main() {}".into() }],
+            is_error: false,
+        };
+        req.messages.push(Message { role: Role::User, content: vec![result] });
+    }
+    let t = Instant::now();
+    for _ in 0..n {
+        let mut r = req.clone();
+        assert_eq!(wanted(&r).len(), 5);
+        restore(&mut r, |_| serde_json::from_slice(&stored).ok());
+        black_box(r);
+    }
+    let restore_ns = t.elapsed().as_nanos() / u128::from(n);
+
+    let stack = Stack::server_only().await;
+    stack.apply_streams().await;
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let kv = js.get_key_value("REASONING").await.expect("REASONING bucket");
+    let m = 2_000u32;
+    let t = Instant::now();
+    for i in 0..m {
+        kv.put(format!("bench.{i}"), stored.clone().into()).await.expect("put");
+    }
+    let put_us = t.elapsed().as_micros() / u128::from(m);
+    let t = Instant::now();
+    for i in 0..m {
+        assert!(kv.get(format!("bench.{i}")).await.expect("get").is_some());
+    }
+    let get_us = t.elapsed().as_micros() / u128::from(m);
+    println!(
+        "reasoning store, {} B entry: keep + serialise {keep_ns} ns; find + restore into 5 turns {restore_ns} ns; \
+         KV write {put_us} µs, KV read {get_us} µs (local nats-server, sequential)",
+        stored.len()
+    );
+}
