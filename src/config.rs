@@ -131,7 +131,7 @@ impl WorkerConfig {
         10_000
     }
     const fn default_billing_stall_ms() -> u64 {
-        10_000
+        15_000
     }
     fn default_queue_group() -> String {
         "ailurus-workers".to_string()

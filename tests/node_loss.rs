@@ -1,4 +1,4 @@
-//! Node loss under a constant load, measured the way a user feels it: the three-node cluster of
+//! Node loss under a constant load (200 req/s), measured the way a user feels it: the three-node cluster of
 //! `deploy/nats/cluster/`, two workers and two HTTP bridges on different nodes, billed requests
 //! sent open loop at a fixed rate through both bridges, while each node in turn is made the
 //! leader of every stream and then killed (SIGKILL) and restarted. Printed per kill: answered
@@ -19,8 +19,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Requests per second, through both bridges together.
-const RATE: u64 = 100;
+/// Requests per second, through both bridges together (`AILURUS_NODE_LOSS_RATE` overrides).
+fn rate() -> u64 {
+    std::env::var("AILURUS_NODE_LOSS_RATE").ok().and_then(|v| v.parse().ok()).filter(|r| *r > 0).unwrap_or(200)
+}
 /// How long each node stays dead.
 const DEAD: Duration = Duration::from_secs(10);
 /// How long after a restart before the next node is made leader and killed.
@@ -201,7 +203,7 @@ async fn node_loss() {
             (shots.clone(), running.clone(), web.clone(), bases.clone(), token.clone());
         tokio::spawn(async move {
             let tasks = tokio_util::task::TaskTracker::new();
-            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
+            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate()));
             let mut n = 0usize;
             loop {
                 tokio::select! {
@@ -264,7 +266,8 @@ async fn node_loss() {
     let whole = window(&shots, Duration::ZERO, started.elapsed());
     let peaks = peak.lock().unwrap_or_else(|p| p.into_inner()).clone();
     println!(
-        "node loss at {RATE} req/s: {} sent, {} answered ({:.2} %), longest error run {:?}, p99 {:?}; queued ledger records peak {:?}",
+        "node loss at {} req/s: {} sent, {} answered ({:.2} %), longest error run {:?}, p99 {:?}; queued ledger records peak {:?}",
+        rate(),
         whole.sent,
         whole.answered,
         100.0 * whole.answered as f64 / whole.sent.max(1) as f64,
@@ -310,8 +313,8 @@ async fn node_loss() {
     assert!(drifts.is_empty(), "drift after node loss: {drifts:?}");
 
     // What the service promises through an election (RELIABILITY.md, "Node loss"; measured
-    // here: 99.3 % overall, 98.1 % / 99.9 % / 99.9 % per kill, error runs under 60 ms). The
-    // bounds leave room for a loaded CI machine; the target is 99.9 % and 1 s.
+    // at 200 req/s: 99.91 % overall, 99.95 / 99.85 / 99.70 % per kill, error runs under 40 ms).
+    // The share bound leaves room for a loaded CI machine; the target is 99.9 % and 1 s.
     let share = whole.answered as f64 / whole.sent.max(1) as f64;
     assert!(share >= 0.97, "answered {:.2} % of requests", share * 100.0);
     assert!(worst < Duration::from_secs(1), "an error run of {worst:?} during a node loss");

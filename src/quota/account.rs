@@ -210,14 +210,34 @@ impl QuotaStore {
     }
 
     /// Release a hold this worker wrote and no longer needs (a refusal or a store error
-    /// inside `reserve`). On failure the hold stays for a scan to complete.
+    /// inside `reserve`). When the store does not answer (an election), the release is
+    /// retried in the background inside the duplicate window; after that the hold stays for
+    /// a scan to complete at its deadline.
     async fn give_back(&self, hold: &Hold, seq: u64, did: [Did; 2]) {
         match self.release(hold, seq, false, false, did).await {
-            Ok(()) | Err(CasError::Lost(_)) => {}
+            Ok(()) | Err(CasError::Lost(_)) => return,
             Err(CasError::Store(e)) => {
-                tracing::warn!(hold = %hold.id, error = %e.message, "releasing a refused hold failed; a scan will")
+                tracing::warn!(hold = %hold.id, error = %e.message, "releasing a refused hold failed; retrying")
             }
         }
+        let (store, hold) = (self.clone(), hold.clone());
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let mut pause = std::time::Duration::from_millis(250);
+            let mut claimed = false;
+            while started.elapsed() < super::lease::SETTLE_RETRY {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(4));
+                match store.release(&hold, seq, claimed, false, did).await {
+                    Ok(()) => return,
+                    // Our own claim landed before the error: finish the release.
+                    Err(CasError::Lost(Some(h))) if h.id == hold.id && h.state == HoldState::Released => claimed = true,
+                    Err(CasError::Lost(_)) => return,
+                    Err(CasError::Store(_)) => {}
+                }
+            }
+            tracing::warn!(hold = %hold.id, "releasing a refused hold kept failing; a scan completes it at its deadline");
+        });
     }
 
     /// Settle a lease (see [`super::lease`]) at what its requests' ledger records charged

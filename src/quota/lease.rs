@@ -40,7 +40,7 @@ const TAKE_WAIT: Duration = Duration::from_secs(3);
 /// (its hold's deadline is the maximum age plus the request timeout plus 30 s).
 const OUTAGE_AGE: u32 = 6;
 /// How long a lease's settle is retried (inside JetStream's two-minute duplicate window).
-const SETTLE_RETRY: Duration = Duration::from_secs(90);
+pub(crate) const SETTLE_RETRY: Duration = Duration::from_secs(90);
 
 /// How leases are sized and returned.
 #[derive(Debug, Clone)]

@@ -154,7 +154,8 @@ async fn run(
         if failed {
             tracing::warn!(waiting = pending.len(), "ledger appends not confirmed; retrying");
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(2));
+            // A failed publish during an election fails at once: retry often.
+            pause = (pause * 2).min(Duration::from_millis(500));
         } else {
             pause = Duration::from_millis(50);
         }
