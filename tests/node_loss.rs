@@ -7,14 +7,18 @@
 //! no drift. RELIABILITY.md ("Node loss") records the figures.
 
 mod common;
+#[path = "support/grammar/mod.rs"]
+mod grammar;
 
 use ailurus::bus::ConnectAuth;
 use ailurus::config::Config;
+use ailurus::formats::Format;
 use ailurus::nats_server::free_port;
 use ailurus::quota::account::QuotaStore;
 use ailurus::quota::tokens::TokenStore;
 use ailurus::shutdown::Shutdown;
 use common::cluster::{cluster_nodes, lead_from, Node};
+use grammar::ValidateStream;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,6 +45,10 @@ struct Shot {
     trace: Option<String>,
     /// Why it failed.
     error: String,
+    /// Whether it was a streaming request.
+    stream: bool,
+    /// A stream that did not end well-formed (the OpenAI grammar): what was wrong.
+    malformed: Option<String>,
 }
 
 /// A temporary directory removed on drop.
@@ -57,10 +65,12 @@ async fn on(node: &Node, name: &str) -> async_nats::Client {
     ailurus::bus::connect_with(&node.url(), name, &ConnectAuth::default()).await.expect("connect to a node")
 }
 
-/// One billed chat request through `base`.
-async fn shoot(web: &reqwest::Client, base: &str, token: &str, at: Duration) -> Shot {
+/// One billed chat request through `base`, streaming or not.
+async fn shoot(web: &reqwest::Client, base: &str, token: &str, at: Duration, stream: bool) -> Shot {
     let t = Instant::now();
-    let body = r#"{"model":"mock","max_tokens":16,"messages":[{"role":"user","content":"still there?"}]}"#;
+    let body = format!(
+        r#"{{"model":"mock","max_tokens":16,"stream":{stream},"messages":[{{"role":"user","content":"still there?"}}]}}"#
+    );
     let res = web
         .post(format!("{base}/v1/chat/completions"))
         .bearer_auth(token)
@@ -68,12 +78,23 @@ async fn shoot(web: &reqwest::Client, base: &str, token: &str, at: Duration) -> 
         .body(body)
         .send()
         .await;
+    let mut malformed = None;
     let (ok, trace, error) = match res {
         Ok(r) => {
             let status = r.status().as_u16();
             let trace = r.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
-            let text = r.text().await.unwrap_or_default();
-            if status == 200 && text.contains("choices") {
+            let bytes = r.bytes().await.unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            if stream && status == 200 {
+                // A stream ends well-formed: answered, or with the usual in-stream error.
+                malformed = Format::OpenAiChat.validate_stream(&bytes).err();
+            }
+            let answered = if stream {
+                text.contains("data: [DONE]") && !text.contains("\"error\"")
+            } else {
+                text.contains("choices")
+            };
+            if status == 200 && answered && malformed.is_none() {
                 (true, trace, String::new())
             } else {
                 (false, trace, format!("{status}: {}", text.chars().take(160).collect::<String>()))
@@ -81,7 +102,7 @@ async fn shoot(web: &reqwest::Client, base: &str, token: &str, at: Duration) -> 
         }
         Err(e) => (false, None, e.to_string()),
     };
-    Shot { at, latency: t.elapsed(), ok, trace, error }
+    Shot { at, latency: t.elapsed(), ok, trace, error, stream, malformed }
 }
 
 /// The `ailurus_worker_ledger_queued` gauge of a worker's `/metrics`.
@@ -187,7 +208,7 @@ async fn node_loss() {
     // Both workers answer before the clock starts.
     let deadline = Instant::now() + Duration::from_secs(20);
     for base in &bases {
-        while !shoot(&web, base, &token, Duration::ZERO).await.ok {
+        while !shoot(&web, base, &token, Duration::ZERO, false).await.ok {
             assert!(Instant::now() < deadline, "no answer through {base}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -212,8 +233,10 @@ async fn node_loss() {
                         let (shots, web, base, token) = (shots.clone(), web.clone(), bases[n % 2].clone(), token.clone());
                         n += 1;
                         let at = started.elapsed();
+                        // Every fourth request streams.
+                        let stream = n.is_multiple_of(4);
                         tasks.spawn(async move {
-                            let s = shoot(&web, &base, &token, at).await;
+                            let s = shoot(&web, &base, &token, at, stream).await;
                             shots.lock().unwrap_or_else(|p| p.into_inner()).push(s);
                         });
                     }
@@ -295,6 +318,16 @@ async fn node_loss() {
     for (r, n) in &reasons {
         println!("  {n} × {r}");
     }
+
+    // Streams end well-formed, answered or with the usual in-stream error.
+    let streams = shots.iter().filter(|s| s.stream).count();
+    let malformed: Vec<&String> = shots.iter().filter_map(|s| s.malformed.as_ref()).collect();
+    println!(
+        "  streams: {streams} sent, {} answered, {} malformed",
+        shots.iter().filter(|s| s.stream && s.ok).count(),
+        malformed.len()
+    );
+    assert!(malformed.is_empty(), "streams that did not end well-formed: {malformed:?}");
 
     // Nothing billed twice, nothing answered unbilled, no drift.
     let answered: Vec<&str> = shots.iter().filter(|s| s.ok).filter_map(|s| s.trace.as_deref()).collect();
