@@ -813,8 +813,16 @@ async fn bench(args: Args) -> Result<String, String> {
         let gwt = openai_target(st.bridge_addr, "bench", false, Some(&token));
         rate_run("token mode warm-up", &gwt, opts(1000.0, Duration::from_millis(1000))).await;
         for &r in &[1000.0, 2000.0] {
+            let pids = [
+                st.bridge.as_ref().map_or(0, Proc::pid),
+                st.worker.as_ref().map_or(0, Proc::pid),
+                st.nats_pid,
+            ];
+            let c0 = cpu_of(&pids);
             let o = rate_run("ailurus token mode", &gwt, opts(r, phase)).await;
-            quota.push((r, o));
+            let c1 = cpu_of(&pids);
+            let used = cpu_us_per_req(&c0, &c1, o.ok);
+            quota.push((r, o, used));
         }
         if !st.worker.as_mut().is_some_and(Proc::alive) {
             return Err("the worker died".into());
@@ -1108,16 +1116,28 @@ async fn bench(args: Args) -> Result<String, String> {
     }
     if !quota.is_empty() {
         let _ = writeln!(s, "**Quota accounting** (bridge, non-streaming): off = auth open; on = auth token (token lookup, reserve before, settle + ledger after)\n");
-        let _ = writeln!(s, "| req/s | off: added p50 / p99 / p99.9 | on: added p50 / p99 / p99.9 | on: errors |");
-        let _ = writeln!(s, "|---:|---|---|---|");
-        for (r, o) in &quota {
+        let _ = writeln!(
+            s,
+            "| req/s | off: added p50 / p99 / p99.9 | on: added p50 / p99 / p99.9 | on: errors | CPU µs/req off → on: bridge, worker, nats-server |"
+        );
+        let _ = writeln!(s, "|---:|---|---|---|---|");
+        for (r, o, on) in &quota {
             if let Some((_, d, g)) = fixed.iter().find(|f| f.0 == *r) {
+                let off = cpu.iter().find(|c| c.0 == *r).map(|c| c.2.clone()).unwrap_or_default();
+                let pair = |i: usize| match (off.get(i), on.get(i)) {
+                    (Some(a), Some(b)) => format!("{a:.0} → {b:.0}"),
+                    (None, Some(b)) => format!("– → {b:.0}"),
+                    _ => "–".into(),
+                };
                 let _ = writeln!(
                     s,
-                    "| {r:.0} | {} | {} | {} |",
+                    "| {r:.0} | {} | {} | {} | {}, {}, {} |",
                     added(&g.latency, &d.latency),
                     added(&o.latency, &d.latency),
-                    errs(o)
+                    errs(o),
+                    pair(0),
+                    pair(1),
+                    pair(2)
                 );
             }
         }
