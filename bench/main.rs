@@ -813,11 +813,7 @@ async fn bench(args: Args) -> Result<String, String> {
         let gwt = openai_target(st.bridge_addr, "bench", false, Some(&token));
         rate_run("token mode warm-up", &gwt, opts(1000.0, Duration::from_millis(1000))).await;
         for &r in &[1000.0, 2000.0] {
-            let pids = [
-                st.bridge.as_ref().map_or(0, Proc::pid),
-                st.worker.as_ref().map_or(0, Proc::pid),
-                st.nats_pid,
-            ];
+            let pids = [st.bridge.as_ref().map_or(0, Proc::pid), st.worker.as_ref().map_or(0, Proc::pid), st.nats_pid];
             let c0 = cpu_of(&pids);
             let o = rate_run("ailurus token mode", &gwt, opts(r, phase)).await;
             let c1 = cpu_of(&pids);
