@@ -142,6 +142,17 @@ pub(crate) fn new_id() -> Token {
     Token::random()
 }
 
+/// The counters a hold raises, with the short names in their `Nats-Msg-Id`s: the user's
+/// spent counter (`u`), and the token's when it has its own limit (`t`).
+fn counters(hold: &Hold) -> Result<Vec<(String, &'static str)>, CasError> {
+    let bad = |e: crate::bus::subjects::InvalidToken| CasError::Store(store_error(e));
+    let mut out = vec![(subjects::quota_used(&Token::new("user_id", &hold.user).map_err(bad)?), "u")];
+    if let Some(t) = &hold.token {
+        out.push((subjects::quota_token_used(&Token::new("token_id", t).map_err(bad)?), "t"));
+    }
+    Ok(out)
+}
+
 /// Whether one increment of a hold happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Did {
@@ -263,20 +274,13 @@ impl QuotaStore {
             released.state = HoldState::Released;
             self.put_hold(&released, seq).await?;
         }
-        let bad = |e: crate::bus::subjects::InvalidToken| CasError::Store(store_error(e));
-        let user = Token::new("user_id", &hold.user).map_err(bad)?;
-        let mut steps = vec![(subjects::quota_used(&user), "u", did[0])];
-        if let Some(t) = &hold.token {
-            steps.push((subjects::quota_token_used(&Token::new("token_id", t).map_err(bad)?), "t", did[1]));
-        }
-        for (subject, name, did) in steps {
+        let user = Token::new("user_id", &hold.user).map_err(|e| CasError::Store(store_error(e)))?;
+        for ((subject, name), did) in counters(hold)?.into_iter().zip(did) {
             if did == Did::No {
                 continue;
             }
             if did == Did::Maybe {
-                self.incr_raw(subject.clone(), hold.units, &format!("{}:{name}+", hold.id))
-                    .await
-                    .map_err(CasError::Store)?;
+                self.redo_increment(hold, &subject, name).await?;
             }
             self.incr_raw(subject, -hold.units, &format!("{}:{name}-", hold.id)).await.map_err(CasError::Store)?;
         }
@@ -324,6 +328,15 @@ impl QuotaStore {
         Ok(used)
     }
 
+    /// Redo a hold's increment of one counter under its `Nats-Msg-Id` (`<hold>:<name>+`): a
+    /// no-op inside the duplicate window when it had happened.
+    async fn redo_increment(&self, hold: &Hold, subject: &str, name: &str) -> Result<(), CasError> {
+        self.incr_raw(subject.to_string(), hold.units, &format!("{}:{name}+", hold.id))
+            .await
+            .map(|_| ())
+            .map_err(CasError::Store)
+    }
+
     /// Complete a lease whose owner is gone (or that outlived its deadline): charge what the
     /// ledger holds of it (the records its requests appended, found by lease id from the
     /// lease's start), count them, and give the rest back. Requests whose records never reached
@@ -335,16 +348,10 @@ impl QuotaStore {
             .await
             .map_err(|e| CasError::Store(store_error(e)))?;
         if !hold.counted {
-            // The owner may have been lost before its increments: redo them under their
-            // `Nats-Msg-Id`s (no-ops when they landed), so the settle's correction below
-            // takes back only what was added.
-            let bad = |e: RequestError| CasError::Store(e);
-            self.incr_raw(subjects::quota_used(&user), hold.units, &format!("{}:u+", hold.id)).await.map_err(bad)?;
-            if let Some(t) = &hold.token {
-                let t = Token::new("token_id", t).map_err(|e| CasError::Store(store_error(e)))?;
-                self.incr_raw(subjects::quota_token_used(&t), hold.units, &format!("{}:t+", hold.id))
-                    .await
-                    .map_err(bad)?;
+            // The owner may have been lost before its increments: redo them (no-ops when
+            // they landed), so the settle's correction below takes back only what was added.
+            for (subject, name) in counters(hold)? {
+                self.redo_increment(hold, &subject, name).await?;
             }
         }
         let mut settling = hold.clone();

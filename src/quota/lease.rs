@@ -118,6 +118,11 @@ impl Lease {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Units a request could still draw: neither spent nor held by a request in flight.
+    fn free(&self, s: &State) -> i64 {
+        self.units - s.spent - s.reserved
+    }
+
     /// A record of this lease was confirmed: `(user, total, used)` for the quota event.
     pub(crate) fn confirmed(&self, quota: i64) -> (Token, i64, i64) {
         let mut s = self.lock();
@@ -177,11 +182,17 @@ impl Draw {
 impl Drop for Draw {
     fn drop(&mut self) {
         if !self.settled {
-            let mut s = self.lease.lock();
-            s.reserved -= self.units;
-            s.in_flight = s.in_flight.saturating_sub(1);
-            s.last_used = Instant::now();
+            self.lease.lock().end(self.units);
         }
+    }
+}
+
+impl State {
+    /// A request that held `units` ended (settled, or dropped unsettled).
+    fn end(&mut self, units: i64) {
+        self.reserved -= units;
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.last_used = Instant::now();
     }
 }
 
@@ -463,11 +474,26 @@ impl Leases {
 
     /// Whether an open lease of `key` has room for `units` now.
     fn room_for(&self, key: &Key, units: i64) -> bool {
+        self.most_free(key) >= units
+    }
+
+    /// The most units one request of `key` could draw from an open lease within its age.
+    fn most_free(&self, key: &Key) -> i64 {
         let book = self.book();
-        book.get(key).into_iter().flatten().any(|l| {
-            let s = l.lock();
-            !s.closed && l.created.elapsed() < self.config.max_age && l.units - s.spent - s.reserved >= units
-        })
+        book.get(key)
+            .into_iter()
+            .flatten()
+            .filter(|l| l.created.elapsed() < self.config.max_age)
+            .map(|l| {
+                let s = l.lock();
+                if s.closed {
+                    0
+                } else {
+                    l.free(&s)
+                }
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// A draw from an open lease of `key` with room for `units`; `aged`: also from a lease
@@ -485,7 +511,7 @@ impl Leases {
             if s.closed || lease.created.elapsed() >= limit {
                 continue;
             }
-            if lease.units - s.spent - s.reserved >= units {
+            if lease.free(&s) >= units {
                 s.reserved += units;
                 s.in_flight += 1;
                 s.last_used = Instant::now();
@@ -501,30 +527,13 @@ impl Leases {
     /// so that a take that must wait out an election finds the old lease still serving.
     fn wants_successor(&self, lease: &Lease) -> bool {
         let s = lease.lock();
-        s.closed
-            || lease.units - s.spent - s.reserved < lease.units / 2
-            || lease.created.elapsed() > self.config.max_age * 7 / 10
+        s.closed || lease.free(&s) < lease.units / 2 || lease.created.elapsed() > self.config.max_age * 7 / 10
     }
 
     /// The most a request of `user` (and a limited `token`) could draw from this worker's
     /// open leases now.
     pub fn room(&self, user: &Token, token: Option<&Token>) -> i64 {
-        let key = Key { user: user.clone(), token: token.cloned() };
-        let book = self.book();
-        book.get(&key)
-            .into_iter()
-            .flatten()
-            .filter(|l| l.created.elapsed() < self.config.max_age)
-            .map(|l| {
-                let s = l.lock();
-                if s.closed {
-                    0
-                } else {
-                    l.units - s.spent - s.reserved
-                }
-            })
-            .max()
-            .unwrap_or(0)
+        self.most_free(&Key { user: user.clone(), token: token.cloned() })
     }
 
     /// Settle one request at `actual` units: the lease notes it and its ledger record (with
@@ -534,10 +543,8 @@ impl Leases {
         let lease = draw.lease.clone();
         let n = {
             let mut s = lease.lock();
-            s.reserved -= draw.units;
+            s.end(draw.units);
             s.spent += actual;
-            s.in_flight = s.in_flight.saturating_sub(1);
-            s.last_used = Instant::now();
             let n = s.queued_n;
             s.queued_n += 1;
             if s.unconfirmed_since.is_none() {
