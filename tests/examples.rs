@@ -328,6 +328,35 @@ async fn ts_example_falls_back_to_the_http_bridge_when_nats_is_unreachable() {
     assert!(ran.stderr.contains("[http] NATS_ENABLED=false"), "{}", ran.stderr);
 }
 
+/// The seed's Gemini CLI variables: `NEW_API_TOKEN` stands for the token, and with
+/// `USE_CODESWITCH=false` the HTTP fallback goes to `NEW_API_URL` instead of
+/// `CODESWITCH_BASE_URL` (here a dead address, so only the right choice can answer).
+#[tokio::test]
+async fn ts_example_honours_the_seeds_codeswitch_and_new_api_variables() {
+    let dir = skip_unless!(ts_ready(), "ts_example_honours_the_seeds_variables (examples/ts)");
+    let live = Live::start().await;
+    let dead_http = dead_nats_url().replace("nats://", "http://");
+    let mut env: Vec<(&'static str, String)> = live
+        .env(&dead_nats_url())
+        .into_iter()
+        .filter(|(k, _)| !matches!(*k, "AILURUS_TOKEN" | "CODESWITCH_BASE_URL"))
+        .collect();
+    env.extend([
+        ("NEW_API_TOKEN", live.token.clone()),
+        ("NEW_API_URL", live.bridge_url.clone()),
+        ("USE_CODESWITCH", "false".into()),
+        ("CODESWITCH_BASE_URL", dead_http.clone()),
+    ]);
+    let ran = run_ts_demo(&dir, &env, "seed variables").await;
+    assert_streamed(&ran, "seed variables", "http", false);
+    assert!(ran.stderr.contains(&format!("using {}", live.bridge_url)), "{}", ran.stderr);
+    // USE_CODESWITCH left at its default: the (dead) CodeSwitch address is used, and fails.
+    let env: Vec<_> = env.into_iter().filter(|(k, _)| *k != "USE_CODESWITCH").collect();
+    let ran = run_ts_demo(&dir, &env, "codeswitch").await;
+    assert_ne!(ran.code, Some(0), "the dead CODESWITCH_BASE_URL answered:\n{}", ran.stdout);
+    assert!(ran.stderr.contains(&format!("using {dead_http}")), "{}", ran.stderr);
+}
+
 #[tokio::test]
 async fn ts_example_reports_a_rejected_token() {
     let dir = skip_unless!(ts_ready(), "ts_example_reports_a_rejected_token (examples/ts)");

@@ -6,7 +6,10 @@
  * |-----------------------|---------------------------|-------------------------------------------|
  * | `NATS_ENABLED`        | `true`                    | `false`: always use the HTTP bridge        |
  * | `NATS_URL`            | `ws://127.0.0.1:9222`     | `ws://`/`wss://` → WebSocket, else TCP     |
+ * | `USE_CODESWITCH`      | `true`                    | `false`: the HTTP fallback goes to `NEW_API_URL` |
  * | `CODESWITCH_BASE_URL` | `http://127.0.0.1:18100`  | the HTTP bridge (fallback)                 |
+ * | `NEW_API_URL`         | (none)                    | NEW-API (or an Ailurus bridge) for the fallback when `USE_CODESWITCH=false` |
+ * | `NEW_API_TOKEN`       | (none)                    | the token when `AILURUS_TOKEN` is not set  |
  * | `AILURUS_USER_ID`     | `demo`                    | seed `user_id` (must be the token's user)  |
  * | `AILURUS_SESSION_ID`  | a random `session_…`      | seed `session_id`                          |
  * | `NATS_USER`           | (none)                    | NATS user (`ailurus up`: `.ailurus-data/nats-auth`) |
@@ -26,6 +29,10 @@ export interface ClientConfig {
   natsUser?: string;
   natsPassword?: string;
   codeswitchBaseUrl: string;
+  /** `USE_CODESWITCH`: whether the HTTP fallback goes to CodeSwitch (the bridge) or NEW-API. */
+  useCodeswitch: boolean;
+  /** `NEW_API_URL`: the HTTP fallback when `USE_CODESWITCH=false` (same OpenAI-shaped API). */
+  newApiUrl?: string;
   userId: string;
   sessionId: string;
   token?: string;
@@ -60,13 +67,23 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ClientConfig {
     natsUser: env.NATS_USER || undefined,
     natsPassword: env.NATS_PASSWORD || undefined,
     codeswitchBaseUrl: (env.CODESWITCH_BASE_URL ?? 'http://127.0.0.1:18100').replace(/\/+$/, ''),
+    useCodeswitch: flag(env.USE_CODESWITCH, true),
+    newApiUrl: env.NEW_API_URL ? env.NEW_API_URL.replace(/\/+$/, '') : undefined,
     userId: env.AILURUS_USER_ID ?? 'demo',
     sessionId: env.AILURUS_SESSION_ID ?? randomId('session_'),
-    token: env.AILURUS_TOKEN || undefined,
+    // The seed's users hold a NEW-API token; an Ailurus token takes its place.
+    token: env.AILURUS_TOKEN || env.NEW_API_TOKEN || undefined,
     model: env.AILURUS_MODEL ?? 'mock',
     platform,
     firstReplyMs: 1000,
     silenceMs: 4000,
     connectTimeoutMs: 2000,
   };
+}
+
+/** Where the HTTP fallback goes: the CodeSwitch bridge, or NEW-API when `USE_CODESWITCH=false`. */
+export function httpBaseUrl(c: ClientConfig): string {
+  if (c.useCodeswitch) return c.codeswitchBaseUrl;
+  if (!c.newApiUrl) throw new Error('USE_CODESWITCH=false needs NEW_API_URL for the HTTP fallback');
+  return c.newApiUrl;
 }

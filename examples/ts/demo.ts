@@ -39,7 +39,7 @@ async function main(): Promise<number> {
     });
     nats.publishPresence(config.userId, config.sessionId, 'online');
   } else {
-    log(`[http] ${client.natsUnavailable}; using ${config.codeswitchBaseUrl}`);
+    log(`[http] ${client.natsUnavailable}; using ${config.useCodeswitch ? config.codeswitchBaseUrl : (config.newApiUrl ?? '(no NEW_API_URL)')}`);
   }
 
   const abort = new AbortController();

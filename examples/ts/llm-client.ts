@@ -22,7 +22,7 @@
 
 import { createHash, createHmac } from 'node:crypto';
 import { createInbox, JSONCodec, type Msg, type Subscription } from 'nats';
-import { randomId, type ClientConfig } from './config.js';
+import { httpBaseUrl, randomId, type ClientConfig } from './config.js';
 import { NatsClient, subjectToken } from './nats-client.js';
 import {
   Headers,
@@ -291,7 +291,7 @@ export class LLMClient {
     };
     arm();
     try {
-      const res = await fetch(`${c.codeswitchBaseUrl}/v1/chat/completions`, {
+      const res = await fetch(`${httpBaseUrl(c)}/v1/chat/completions`, {
         method: 'POST',
         headers,
         body: JSON.stringify(body),
