@@ -137,8 +137,10 @@ async fn newapi_worker_serves_both_shapes(source: Source) {
     let mut cli_env = vec![("HOME", home.path().display().to_string())];
     if source == Source::Env {
         cli_env.push(("NATS_URL", stack.server.url.clone()));
+        cli_env.push(("NEW_API_URL", format!("{}/", upstream.url)));
+        cli_env.push(("NEW_API_TOKEN", TOKEN.to_string()));
     }
-    let table = channels_table(&cli_env, &["newapi-claude", "newapi "]);
+    let table = channels_table(&cli_env, &["newapi-claude", "newapi ", "NEW-API at "]);
     eprintln!("{source:?}:\n{table}");
     for name in ["newapi-claude", "newapi"] {
         let row = table
@@ -148,16 +150,35 @@ async fn newapi_worker_serves_both_shapes(source: Source) {
         assert!(row.contains(source.origin()), "{source:?}: {row}\n{table}");
     }
     assert!(!table.contains("built-in mock"), "the mock is off beside NEW-API:\n{table}");
+    // The NEW-API's balance (its `/api/usage/token/` for the relay key: $10.00 left, $2.50
+    // used), once for the two channels on the same NEW-API.
+    let balance: Vec<&str> = table.lines().filter(|l| l.starts_with("NEW-API at ")).collect();
+    assert_eq!(balance.len(), 1, "{table}");
+    assert!(balance[0].contains("has $10.00 left (5,000,000 units; $2.50 used)"), "{table}");
+    // With an access token and the user id, the account's own balance (`/api/user/self`).
+    cli_env.push(("NEW_API_ACCESS_TOKEN", "access-token-7f3c".to_string()));
+    cli_env.push(("NEW_API_USER", "7".to_string()));
+    let table = channels_table(&cli_env, &["newapi-claude", "NEW-API at "]);
+    assert!(
+        table.contains("account \"codeswitch\" (user 7) has $20.00 left (10,000,000 units; $5.00 used, 42 requests)"),
+        "{table}"
+    );
+    let asked = upstream.requests();
+    let me = asked.iter().rev().find(|r| r.path == "/api/user/self").expect("GET /api/user/self");
+    assert_eq!((me.header("authorization"), me.header("new-api-user")), (Some("access-token-7f3c"), Some("7")));
+    assert!(!table.contains("access-token-7f3c"), "{table}");
     assert!(!table.contains(TOKEN), "{table}");
     assert!(!worker.logs().contains(TOKEN), "{}", worker.logs());
 }
 
-#[tokio::test]
+// Multi-threaded: `ailurus channels` runs blocking while the scripted NEW-API answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_api_from_the_environment() {
     newapi_worker_serves_both_shapes(Source::Env).await;
 }
 
-#[tokio::test]
+// Multi-threaded: `ailurus channels` runs blocking while the scripted NEW-API answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_api_from_code_switch_app_json_with_the_sync_nats_url() {
     newapi_worker_serves_both_shapes(Source::AppJson).await;
 }

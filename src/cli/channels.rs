@@ -86,5 +86,8 @@ pub async fn run(config: Config, json: bool) -> Result<ExitCode, String> {
             r.kind, r.origin, r.priority, r.weight, r.ok, r.failed, r.ttfb_ms, r.prices
         );
     }
+    for line in super::newapi_balance::lines(&config.channels, &|k| std::env::var(k).ok()).await {
+        println!("{line}");
+    }
     Ok(ExitCode::SUCCESS)
 }

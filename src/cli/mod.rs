@@ -6,6 +6,7 @@ mod audit;
 mod bridge;
 mod channels;
 mod connect;
+mod newapi_balance;
 mod req;
 pub mod sign;
 mod streams;

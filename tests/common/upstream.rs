@@ -183,6 +183,9 @@ pub struct Script {
     pub next: VecDeque<Fault>,
     /// Pause between two streamed content pieces.
     pub piece_delay: Duration,
+    /// As a NEW-API: (remaining, used) quota units of the key (`GET /api/usage/token/`) and of
+    /// the account behind an access token (`GET /api/user/self`); 500,000 units are $1.
+    pub newapi_quota: (i64, i64),
 }
 
 impl Default for Script {
@@ -193,6 +196,7 @@ impl Default for Script {
             fault: Fault::None,
             next: VecDeque::new(),
             piece_delay: Duration::ZERO,
+            newapi_quota: (5_000_000, 1_250_000),
         }
     }
 }
@@ -374,6 +378,39 @@ impl Drop for Upstream {
     }
 }
 
+/// `GET /api/usage/token/` (the key's own quota, relay token as bearer) and `GET
+/// /api/user/self` (the account's, an access token and `New-Api-User`), as a NEW-API answers.
+fn newapi_account(path: &str, headers: &HeaderMap, (remain, used): (i64, i64)) -> Option<Response> {
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let json = |status, body: Value| Some(plain(status, "application/json", body.to_string()));
+    match path.trim_end_matches('/') {
+        "/api/usage/token" => match auth.strip_prefix("Bearer ") {
+            Some(_) => json(
+                StatusCode::OK,
+                serde_json::json!({"code": true, "message": "ok", "data": {
+                    "object": "token_usage", "name": "codeswitch", "total_granted": remain + used,
+                    "total_used": used, "total_available": remain, "unlimited_quota": false,
+                    "model_limits": {}, "model_limits_enabled": false, "expires_at": 0,
+                }}),
+            ),
+            None => {
+                json(StatusCode::UNAUTHORIZED, serde_json::json!({"success": false, "message": "Invalid Bearer token"}))
+            }
+        },
+        "/api/user/self" => match headers.get("new-api-user").and_then(|v| v.to_str().ok()) {
+            Some(id) if !auth.is_empty() => json(
+                StatusCode::OK,
+                serde_json::json!({"success": true, "message": "", "data": {
+                    "id": id.parse::<i64>().unwrap_or(0), "username": "codeswitch", "role": 1, "status": 1,
+                    "group": "default", "quota": remain * 2, "used_quota": used * 2, "request_count": 42,
+                }}),
+            ),
+            _ => json(StatusCode::UNAUTHORIZED, serde_json::json!({"success": false, "message": "not logged in"})),
+        },
+        _ => None,
+    }
+}
+
 /// One step of a streamed body.
 enum Step {
     /// Write these bytes.
@@ -413,6 +450,12 @@ async fn handle(
         let fault = s.next.pop_front().unwrap_or_else(|| s.fault.clone());
         (s.clone(), fault)
     };
+    // A NEW-API's account endpoints (QuantumNous/new-api: controller/token.go `GetTokenUsage`,
+    // controller/user.go `GetSelf` behind an access token and `New-Api-User`).
+    if let Some(answer) = newapi_account(uri.path(), &headers, script.newapi_quota) {
+        flight.finish();
+        return answer;
+    }
     // Token counting, as Anthropic and Gemini answer it.
     if uri.path().ends_with("/messages/count_tokens") {
         flight.finish();
