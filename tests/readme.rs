@@ -408,3 +408,72 @@ fn ailurus_up_locks_its_nats_server_on_both_ports() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("LLM_REQUESTS"));
 }
+
+/// The README's promise for a new user: after the two set-up commands, `ailurus connect
+/// <cli> --write` is the only setup, and Claude Code, Codex CLI and Gemini CLI — the real ones,
+/// pinned in `tests/clients/run_cli_smoke.sh`, each in an empty HOME with no model variable —
+/// answer `say hi` through `ailurus up`. Needs Node ≥ 20 and npm (the CLIs are installed from
+/// the npm registry into a cache directory once); skipped with the reason otherwise.
+#[test]
+fn the_real_clis_answer_after_ailurus_connect() {
+    let node = Command::new("node").arg("--version").output();
+    let major = node.as_ref().ok().and_then(|o| {
+        String::from_utf8_lossy(&o.stdout).trim().trim_start_matches('v').split('.').next()?.parse::<u32>().ok()
+    });
+    match major {
+        None => return println!("SKIP the_real_clis_answer_after_ailurus_connect: node is not installed"),
+        Some(m) if m < 20 => {
+            return println!("SKIP the_real_clis_answer_after_ailurus_connect: node {m} is older than 20")
+        }
+        Some(_) if !on_path("npm") => {
+            return println!("SKIP the_real_clis_answer_after_ailurus_connect: npm is not installed")
+        }
+        Some(_) => {}
+    }
+    let stack = up();
+    let token = std::fs::read_to_string(stack.dir.path().join(".ailurus-data/demo-token"))
+        .expect("the demo token")
+        .trim()
+        .to_string();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/run_cli_smoke.sh");
+    let cli_dir = std::env::temp_dir().join("ailurus-cli-smoke");
+    let mut c = Command::new("bash");
+    c.arg(&script)
+        .env("SETUP", "connect")
+        .env("AILURUS", env!("CARGO_BIN_EXE_ailurus"))
+        .env("BRIDGE", format!("http://{}", stack.bridge))
+        .env("API_KEY", &token)
+        .env("CLI_DIR", &cli_dir)
+        .env("TIMEOUT", "120")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().expect("bash tests/clients/run_cli_smoke.sh");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    // The install (about 35 s here) and three CLIs, each bounded to 120 s by the script.
+    let out = match rx.recv_timeout(Duration::from_secs(600)) {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => panic!("run_cli_smoke.sh: {e}"),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            panic!("run_cli_smoke.sh did not finish within 600 s");
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    // npm is there (checked above): a failed install is a failure, as every other one is.
+    assert!(out.status.success(), "the real CLIs did not all answer:\n{stdout}\n{stderr}");
+    for cli in ["claude", "codex", "gemini"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("PASS {cli} ")) && l.contains("(ailurus connect): Mock answer to")),
+            "{cli} did not answer:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains(&token), "the token was printed:\n{stdout}");
+}

@@ -21,6 +21,10 @@
 #   CODEX_DEFAULTS  1 (default): run Codex with its default tools (hosted web_search and the
 #                   multi-agent "namespace" tool); 0 disables both in config.toml
 #   TIMEOUT         seconds per CLI run (default 180)
+#   SETUP           manual (default): the settings below, with MODEL; connect: each CLI is set
+#                   up only by `$AILURUS connect <cli> --write` in its empty HOME, with no model
+#                   variable at all (the client's own default model), as a new user would
+#   AILURUS         the ailurus binary for SETUP=connect (default: ailurus on PATH)
 # Exit status: the number of CLIs that did not print a mock answer.
 set -uo pipefail
 
@@ -30,6 +34,8 @@ MODEL="${MODEL:-mock}"
 CLI_DIR="${CLI_DIR:-${TMPDIR:-/tmp}/ailurus-cli-smoke}"
 TIMEOUT="${TIMEOUT:-180}"
 CODEX_DEFAULTS="${CODEX_DEFAULTS:-1}"
+SETUP="${SETUP:-manual}"
+AILURUS="${AILURUS:-ailurus}"
 CLAUDE_VERSION="${CLAUDE_VERSION:-2.1.197}"
 CODEX_VERSION="${CODEX_VERSION:-0.171.0}"
 GEMINI_VERSION="${GEMINI_VERSION:-0.61.0}"
@@ -140,11 +146,55 @@ EOF
   report "gemini $(version_of @google/gemini-cli)" "$rc" "$WORK/gemini.out" "$WORK/gemini.err"
 }
 
+# SETUP=connect: `ailurus connect <cli> --write` in an empty HOME is the only setup; the CLI
+# runs with nothing but PATH, HOME and TERM (plus the key Codex reads from the environment, as
+# `ailurus connect codex` says to export, and the switches that keep Claude Code offline).
+connect() { # cli, home
+  env -i PATH="$PATH" HOME="$2" "$AILURUS" connect "$1" --write --token "$KEY" --bridge "$BRIDGE" \
+    >"$WORK/$1.connect" 2>&1 || { echo "FAIL $1: ailurus connect $1 --write"; cat "$WORK/$1.connect"; return 1; }
+}
+
+connect_claude() {
+  local home="$WORK/claude-home"
+  mkdir -p "$home"
+  connect claude "$home" || { failures=$((failures + 1)); return; }
+  (cd "$WORK/project" && env -i PATH="$PATH" HOME="$home" TERM=dumb \
+    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_AUTOUPDATER=1 \
+    timeout "$TIMEOUT" "$BIN/claude" -p "$PROMPT" </dev/null >"$WORK/claude.out" 2>"$WORK/claude.err")
+  local rc=$?
+  report "claude $(version_of @anthropic-ai/claude-code) (ailurus connect)" "$rc" "$WORK/claude.out" "$WORK/claude.err"
+}
+
+connect_codex() {
+  local home="$WORK/codex-home"
+  mkdir -p "$home"
+  connect codex "$home" || { failures=$((failures + 1)); return; }
+  (cd "$WORK/project" && env -i PATH="$PATH" HOME="$home" TERM=dumb AILURUS_API_KEY="$KEY" \
+    timeout "$TIMEOUT" "$BIN/codex" exec --skip-git-repo-check "$PROMPT" </dev/null \
+    >"$WORK/codex.out" 2>"$WORK/codex.err")
+  local rc=$?
+  report "codex $(version_of @openai/codex) (ailurus connect)" "$rc" "$WORK/codex.out" "$WORK/codex.err"
+}
+
+connect_gemini() {
+  local home="$WORK/gemini-home"
+  mkdir -p "$home"
+  connect gemini "$home" || { failures=$((failures + 1)); return; }
+  (cd "$WORK/project" && env -i PATH="$PATH" HOME="$home" TERM=dumb \
+    timeout "$TIMEOUT" "$BIN/gemini" -p "$PROMPT" --skip-trust </dev/null >"$WORK/gemini.out" 2>"$WORK/gemini.err")
+  local rc=$?
+  report "gemini $(version_of @google/gemini-cli) (ailurus connect)" "$rc" "$WORK/gemini.out" "$WORK/gemini.err"
+}
+
 for c in "${clis[@]}"; do
+  [ "$SETUP" = connect ] && case "$c" in claude | codex | gemini) c="connect_$c" ;; esac
   case "$c" in
     claude) run_claude ;;
     codex) run_codex ;;
     gemini) run_gemini ;;
+    connect_claude) connect_claude ;;
+    connect_codex) connect_codex ;;
+    connect_gemini) connect_gemini ;;
     *) echo "smoke: unknown CLI $c (claude, codex, gemini)" >&2; failures=$((failures + 1)) ;;
   esac
 done
