@@ -34,6 +34,48 @@ pub struct Config {
     /// Upstream channels (`[[channels]]`). The built-in mock serves `mock*` besides.
     #[serde(default)]
     pub channels: Vec<ChannelConfig>,
+    /// How long the audit trail (`LLM_REQUESTS`: requests and answers) is kept.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// Retention of the audit trail, applied to `LLM_REQUESTS` by `ailurus up` and `ailurus
+/// streams apply` (the ledger, `LLM_USAGE`, is kept forever whatever this says).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Oldest request kept, as an operator duration (`30d`, `12h`).
+    #[serde(default = "AuditConfig::default_retention")]
+    pub retention: String,
+    /// Most bytes kept; the oldest go first. JetStream reserves this much of the server's
+    /// file store when the stream is created, so it must fit `max_file_store`.
+    #[serde(default = "AuditConfig::default_max_bytes")]
+    pub max_bytes: u64,
+}
+
+impl AuditConfig {
+    fn default_retention() -> String {
+        "30d".to_string()
+    }
+
+    const fn default_max_bytes() -> u64 {
+        2 << 30
+    }
+
+    /// The retention in nanoseconds (JetStream's unit), or what is wrong with it.
+    pub fn retention_ns(&self) -> Result<i64, String> {
+        let secs = crate::clock::parse_duration(&self.retention).map_err(|e| format!("audit.retention: {e}"))?;
+        if secs <= 0 {
+            return Err("audit.retention must be longer than 0".into());
+        }
+        secs.checked_mul(1_000_000_000).ok_or_else(|| "audit.retention is too long".to_string())
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { retention: Self::default_retention(), max_bytes: Self::default_max_bytes() }
+    }
 }
 
 /// How to reach NATS.
@@ -276,6 +318,10 @@ impl Config {
 
     /// Semantic checks; each message names the bad field.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.audit.retention_ns().map_err(ConfigError)?;
+        if self.audit.max_bytes < 1 << 20 {
+            return Err(ConfigError("audit.max_bytes must be at least 1 MiB (1048576)".into()));
+        }
         let w = &self.worker;
         if w.concurrency == 0 {
             return Err(ConfigError("worker.concurrency must be at least 1".into()));

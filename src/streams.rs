@@ -2,7 +2,7 @@
 //! stream-config JSON, as `nats stream add --config FILE` takes it). `apply` creates or
 //! updates them idempotently: a stream whose declared fields already match is left alone.
 
-use async_nats::jetstream::{self, stream::Config as StreamConfig};
+use async_nats::jetstream::{self, stream::Config as StreamConfig, stream::StorageType};
 use serde_json::Value;
 use std::path::Path;
 
@@ -33,6 +33,10 @@ pub enum Outcome {
     Updated,
     /// Everything declared already matched.
     Unchanged,
+    /// A memory stream declared on file now: storage cannot change in place, so the stream
+    /// was deleted and created again. Only memory streams are, whose content a restart
+    /// loses anyway (the audit trail of earlier versions, `LLM_REQUESTS`).
+    Recreated,
 }
 
 /// A stream declaration: the parsed config plus the raw JSON, whose keys say which fields
@@ -108,6 +112,22 @@ pub fn with_replicas(decls: &mut [Declared], replicas: usize) -> Result<(), Stre
     Ok(())
 }
 
+/// The stream holding the audit trail, whose retention the config sets.
+pub const AUDIT_STREAM: &str = "LLM_REQUESTS";
+
+/// Keep the audit trail (`LLM_REQUESTS`) `max_age_ns` nanoseconds and `max_bytes` bytes at
+/// most (config `[audit]`); the raw JSON changes too, as for [`with_replicas`].
+pub fn with_audit_retention(decls: &mut [Declared], max_age_ns: i64, max_bytes: u64) {
+    for d in decls.iter_mut().filter(|d| d.config.name == AUDIT_STREAM) {
+        d.config.max_age = std::time::Duration::from_nanos(max_age_ns.max(0) as u64);
+        d.config.max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+        if let Value::Object(map) = &mut d.raw {
+            map.insert("max_age".into(), Value::from(max_age_ns));
+            map.insert("max_bytes".into(), Value::from(max_bytes));
+        }
+    }
+}
+
 /// Whether every field declared in `raw` has the same value on the server.
 fn matches(raw: &Value, current: &StreamConfig) -> bool {
     let Ok(Value::Object(current)) = serde_json::to_value(current) else { return false };
@@ -128,6 +148,12 @@ pub async fn apply(js: &jetstream::Context, decls: &[Declared]) -> Result<Vec<(S
                 let info = stream.info().await.map_err(|e| StreamsError(format!("{name}: info: {e}")))?;
                 if matches(&d.raw, &info.config) {
                     Outcome::Unchanged
+                } else if info.config.storage == StorageType::Memory && d.config.storage == StorageType::File {
+                    js.delete_stream(&name).await.map_err(|e| StreamsError(format!("{name}: delete: {e}")))?;
+                    js.create_stream(d.config.clone())
+                        .await
+                        .map_err(|e| StreamsError(format!("{name}: create on file: {e}")))?;
+                    Outcome::Recreated
                 } else {
                     js.update_stream(d.config.clone())
                         .await

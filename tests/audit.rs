@@ -211,3 +211,89 @@ async fn presence_is_published_and_expires() {
     assert!(gone >= ttl, "expired after {gone:?}, before its {ttl:?} TTL");
     println!("the presence record with a {ttl:?} TTL was gone {gone:?} after the request was sent");
 }
+
+/// The audit trail lasts (issue 17): `LLM_REQUESTS` is a file stream kept 30 days, so the
+/// requests and answers of before a nats-server restart replay after it; its retention is
+/// the config's (`[audit] retention`, `max_bytes`); and a memory stream of an earlier version
+/// is recreated on file by `streams apply`.
+#[tokio::test]
+async fn the_audit_trail_survives_a_restart_and_keeps_its_configured_retention() {
+    use ailurus::nats_server::{free_port, NatsServer, SpawnOptions};
+    use ailurus::streams::{self, Outcome};
+    use async_nats::jetstream::stream::StorageType;
+    let store = tempfile::tempdir().unwrap();
+    let opts =
+        SpawnOptions { port: free_port().unwrap(), store_dir: Some(store.path().join("nats")), ..Default::default() };
+    let mut stack = Stack::with_server(opts.clone()).await;
+    // An earlier version's audit stream: in memory, one hour.
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let mut old = streams::load(None).unwrap().into_iter().find(|d| d.config.name == "LLM_REQUESTS").unwrap();
+    old.config.storage = StorageType::Memory;
+    old.config.max_age = Duration::from_secs(3600);
+    js.create_stream(old.config).await.unwrap();
+    let applied = streams::apply(&js, &streams::load(None).unwrap()).await.unwrap();
+    assert!(applied.contains(&("LLM_REQUESTS".to_string(), Outcome::Recreated)), "{applied:?}");
+    let config = js.get_stream("LLM_REQUESTS").await.unwrap().info().await.unwrap().config.clone();
+    assert_eq!(config.storage, StorageType::File);
+    assert_eq!(config.max_age, Duration::from_secs(30 * 86_400), "30 days by default");
+    assert_eq!(config.max_bytes, 2 << 30);
+    // Applying again changes nothing.
+    let again = streams::apply(&js, &streams::load(None).unwrap()).await.unwrap();
+    assert!(again.iter().all(|(_, o)| *o == Outcome::Unchanged), "{again:?}");
+
+    stack.add_worker(Config::default()).await;
+    let tokens = TokenStore::open(&js).await.unwrap();
+    let quota = QuotaStore::open(stack.client.clone()).await.unwrap();
+    quota.topup(&Token::new("user_id", "ada").unwrap(), 10_000_000).await.unwrap();
+    let token = tokens.create("ada", "t", None, vec![], None).await.unwrap().0;
+    let mut sent = Vec::new();
+    for i in 0..6 {
+        let (trace, kind, content) =
+            run(&stack, &token, "ada", "mock", &format!("before restart {i}"), i % 2 == 0, None).await;
+        assert_eq!(kind, ReplyKind::Done);
+        sent.push((trace, content));
+    }
+    // Kill the server hard and start it again on the same store.
+    stack.server.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack.server = NatsServer::spawn(opts).expect("restart nats-server");
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let found = loop {
+        let day = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        let found = audit::replay(&js, &Filter { since: Some(day), ..Default::default() }, |_, _, _| {}).await;
+        match found {
+            Ok(f) if f.len() >= sent.len() => break f,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(250)).await,
+            other => panic!("the audit trail after the restart: {other:?}"),
+        }
+    };
+    for (trace, content) in &sent {
+        let ex = found.iter().find(|e| &e.trace_id == trace).expect("a request of before the restart");
+        assert_eq!(ex.response.as_ref().map(|r| r.content.as_str()), Some(content.as_str()), "{trace}");
+        assert!(ex.request.get("messages").is_some(), "the request itself is kept: {:?}", ex.request);
+    }
+
+    // A short retention from the config: the stream drops what is older.
+    let short = Config::from_toml("[audit]\nretention = \"2s\"\nmax_bytes = 1048576\n").unwrap();
+    let mut decls = streams::load(None).unwrap();
+    streams::with_audit_retention(&mut decls, short.audit.retention_ns().unwrap(), short.audit.max_bytes);
+    let applied = streams::apply(&js, &decls).await.unwrap();
+    assert!(applied.contains(&("LLM_REQUESTS".to_string(), Outcome::Updated)), "{applied:?}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let n = js.get_stream("LLM_REQUESTS").await.unwrap().info().await.unwrap().state.messages;
+        if n == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "LLM_REQUESTS still holds {n} messages past a 2 s retention");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The ledger is not the audit trail: it keeps everything.
+    let ledger = js.get_stream("LLM_USAGE").await.unwrap().info().await.unwrap().state.messages;
+    assert!(ledger >= sent.len() as u64, "LLM_USAGE holds {ledger}");
+    for bad in ["[audit]\nretention = \"0s\"\n", "[audit]\nretention = \"soon\"\n", "[audit]\nmax_bytes = 10\n"] {
+        let e = Config::from_toml(bad).unwrap_err().to_string();
+        assert!(e.contains("audit."), "{bad}: {e}");
+    }
+}

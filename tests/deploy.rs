@@ -609,8 +609,8 @@ async fn cluster() {
     assert!(bal.used > 0 && bal.request_count > 0, "{bal:?}");
 
     // The restarted node has caught up on every file stream (the ledger, the buckets, the
-    // counters, chats, events): all replicas current again. Memory streams (LLM_REQUESTS,
-    // SESSION_STATUS: an hour of audit, a day of statuses) restart empty on that node; their
+    // counters, chats, events, the audit trail): all replicas current again. Memory streams
+    // (SESSION_STATUS: a day of statuses) restart empty on that node; their
     // replica there was seen still behind 30 s after the restart, so they need a leader only.
     let deadline = Instant::now() + Duration::from_secs(30);
     for decl in ailurus::streams::load(None).unwrap() {

@@ -33,11 +33,13 @@ pub async fn run(config: Config, cmd: StreamsCmd) -> Result<ExitCode, String> {
             if let Some(n) = replicas {
                 streams::with_replicas(&mut decls, n).map_err(|e| e.to_string())?;
             }
+            streams::with_audit_retention(&mut decls, config.audit.retention_ns()?, config.audit.max_bytes);
             for (name, outcome) in streams::apply(&js, &decls).await.map_err(|e| e.to_string())? {
                 let word = match outcome {
                     Outcome::Created => "created",
                     Outcome::Updated => "updated",
                     Outcome::Unchanged => "unchanged",
+                    Outcome::Recreated => "recreated on file (its memory content is gone)",
                 };
                 println!("{name:<16} {word}");
             }

@@ -160,7 +160,8 @@ pub async fn run(config: Config, args: UpArgs) -> Result<ExitCode, String> {
         }
     };
     let js = async_nats::jetstream::new(client.clone());
-    let decls = streams::load(None).map_err(|e| e.to_string())?;
+    let mut decls = streams::load(None).map_err(|e| e.to_string())?;
+    streams::with_audit_retention(&mut decls, config.audit.retention_ns()?, config.audit.max_bytes);
     let applied = streams::apply(&js, &decls).await.map_err(|e| e.to_string())?;
     eprintln!(
         "streams: {}",
