@@ -111,7 +111,11 @@ pub struct SpawnOptions {
 impl Default for SpawnOptions {
     fn default() -> Self {
         Self {
-            config: "jetstream: enabled\nmax_payload: 8MB\n".into(),
+            // The declared streams reserve their `max_bytes` (about 13 GiB: chats, the audit
+            // trail, reasoning) against the server's file store, which by default is 75 % of
+            // the free disk; a throwaway server holds kilobytes, so its limit is set high enough
+            // that no test depends on how full the machine's disk is.
+            config: "jetstream { max_file_store: 1TB }\nmax_payload: 8MB\n".into(),
             port: 0,
             host: "127.0.0.1".into(),
             store_dir: None,
