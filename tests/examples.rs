@@ -61,7 +61,7 @@ impl Live {
     async fn start() -> Self {
         let ws_port = free_port().unwrap();
         let config = format!(
-            "jetstream { max_file_store: 1TB }\nmax_payload: 8MB\nwebsocket {{\n  listen: \"127.0.0.1:{ws_port}\"\n  no_tls: true\n}}\n"
+            "jetstream {{ max_file_store: 1TB }}\nmax_payload: 8MB\nwebsocket {{\n  listen: \"127.0.0.1:{ws_port}\"\n  no_tls: true\n}}\n"
         );
         let mut stack = Stack::with_server(SpawnOptions { config, ..SpawnOptions::default() }).await;
         stack.apply_streams().await;

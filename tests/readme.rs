@@ -1,5 +1,7 @@
-//! README.md's shell commands, run as typed against a live `ailurus up`, so the docs cannot
-//! drift from the code.
+//! README.md's shell commands (and examples/README.md's, and deploy/README.md's), run as
+//! typed against a live `ailurus up`, so the docs cannot drift from the code. A command that
+//! cannot run here (a machine's own ports, systemd, Docker) says so with a `# not run by the
+//! doc test: <reason>` line in its block; its paths must exist and its `ailurus …` must parse.
 //!
 //! The test starts `ailurus up` (this build's binary) in a temporary directory on free ports,
 //! then runs every ```` ```sh ```` block of README.md with bash in that directory, one command
@@ -36,7 +38,14 @@ struct Cmd {
     text: String,
     /// Where it is in README.md (1-based line of its first line).
     line: usize,
+    /// Why the doc test does not run it: a `# not run by the doc test: <reason>` line earlier
+    /// in its block (or the same words as its own trailing comment).
+    not_run: Option<String>,
 }
+
+/// The marker of a command (or, on a line of its own, of the rest of its block) that the doc
+/// test does not run.
+const NOT_RUN: &str = "not run by the doc test:";
 
 /// The commands of every `sh` block, in order, block by block.
 fn blocks(readme: &str) -> Vec<Vec<Cmd>> {
@@ -44,6 +53,7 @@ fn blocks(readme: &str) -> Vec<Vec<Cmd>> {
     // Inside a fenced block, and the commands so far when it is an `sh` one.
     let mut open: Option<Option<Vec<Cmd>>> = None;
     let mut pending: Option<Cmd> = None;
+    let mut not_run: Option<String> = None;
     for (i, raw) in readme.lines().enumerate() {
         let trimmed = raw.trim_start();
         if let Some(info) = trimmed.strip_prefix("```") {
@@ -52,18 +62,26 @@ fn blocks(readme: &str) -> Vec<Vec<Cmd>> {
                 Some(None) => {}
                 None => open = Some((info.trim() == "sh").then(Vec::new)),
             }
+            not_run = None;
             continue;
         }
-        let Some(Some(block)) = open.as_mut() else { continue };
+        let Some(Some(block)) = open.as_mut() else {
+            not_run = None;
+            continue;
+        };
+        if let Some(reason) = trimmed.strip_prefix('#').and_then(|c| c.trim().strip_prefix(NOT_RUN)) {
+            not_run = Some(reason.trim().to_string());
+            continue;
+        }
         let cmd = match pending.take() {
-            Some(p) => Cmd { text: format!("{}\n{raw}", p.text), line: p.line },
+            Some(p) => Cmd { text: format!("{}\n{raw}", p.text), ..p },
             None if trimmed.is_empty() || trimmed.starts_with('#') => continue,
-            None => Cmd { text: raw.to_string(), line: i + 1 },
+            None => Cmd { text: raw.to_string(), line: i + 1, not_run: not_run.clone() },
         };
         if cmd.text.ends_with('\\') {
             pending = Some(cmd);
         } else {
-            block.push(Cmd { text: cmd.text.trim().to_string(), line: cmd.line });
+            block.push(Cmd { text: cmd.text.trim().to_string(), ..cmd });
         }
     }
     out
@@ -250,21 +268,37 @@ fn every_readme_command_runs_as_typed() {
         .skip(1)
         .take_while(|l| !l.contains("Ctrl-C stops everything"))
         .filter(|l| !l.trim().is_empty())
-        .map(|l| Cmd { text: l.trim().to_string(), line: 0 })
+        .map(|l| Cmd { text: l.trim().to_string(), line: 0, not_run: None })
         .collect();
     assert!(try_lines.len() >= 3, "the banner's commands were not found:\n{}", stack.banner);
     let all: Vec<Vec<Cmd>> = all.into_iter().chain(std::iter::once(try_lines)).collect();
+    let replace = |t: &str| t.replace("127.0.0.1:18100", &stack.bridge).replace("localhost:18100", &stack.bridge);
+    let ran = run_blocks("README.md", &all, dir, &env, &prelude, &replace);
+    assert!(ran >= 10, "only {ran} README commands ran");
+}
+
+/// Run every command of `all` (blocks of `doc`) in `dir` as the README test does, after
+/// `replace` (ports); a block's assignments, exports and `cd` carry over to its next commands.
+/// Panics listing every command that failed; returns how many ran.
+fn run_blocks(
+    doc: &str,
+    all: &[Vec<Cmd>],
+    dir: &Path,
+    env: &[(&str, String)],
+    prelude: &str,
+    replace: &dyn Fn(&str) -> String,
+) -> usize {
     let (mut ran, mut skipped, mut failed) = (0, Vec::new(), Vec::new());
-    for block in &all {
+    for block in all {
         // Variables set by one command (T=…) are seen by the next ones of its block.
         let mut before = String::new();
         for cmd in block {
-            let text = cmd.text.replace("127.0.0.1:18100", &stack.bridge).replace("localhost:18100", &stack.bridge);
+            let text = replace(&cmd.text);
             let first = cmd.text.lines().next().unwrap_or("");
             let where_ = if cmd.line == 0 {
                 format!("the banner of ailurus up: {first}")
             } else {
-                format!("README.md:{}: {first}", cmd.line)
+                format!("{doc}:{}: {first}", cmd.line)
             };
             if text.starts_with("./deploy/setup.sh") {
                 skipped.push(format!("{where_} — a set-up command: .ci/run runs it, and this test runs `ailurus up`"));
@@ -274,6 +308,14 @@ fn every_readme_command_runs_as_typed() {
                 continue; // replaced by the prelude's function
             }
             let note = comment(&text).unwrap_or("");
+            if let Some(reason) = cmd.not_run.as_deref().or_else(|| note.strip_prefix(NOT_RUN).map(str::trim)) {
+                assert!(!reason.is_empty(), "{where_}: say why it is not run");
+                match still_true(&text) {
+                    Ok(()) => skipped.push(format!("{where_} — {reason} (its paths and ailurus arguments checked)")),
+                    Err(e) => failed.push(format!("{where_}\n  {e}")),
+                }
+                continue;
+            }
             if let Some(program) = note.strip_prefix("needs:").map(str::trim) {
                 let program = program.split_whitespace().next().unwrap_or("");
                 if !on_path(program) {
@@ -282,25 +324,150 @@ fn every_readme_command_runs_as_typed() {
                 }
             }
             let until = note.contains("runs until Ctrl-C");
-            match run(dir, &env, &format!("{prelude}\n{before}"), &text, until) {
+            match run(dir, env, &format!("{prelude}\n{before}"), &text, until) {
                 Ok(out) if text.starts_with("curl") && out.contains("\"error\"") => {
                     failed.push(format!("{where_}\n  answered an error: {out}"))
                 }
                 Ok(_) => ran += 1,
                 Err(e) => failed.push(format!("{where_}\n  {e}")),
             }
-            // Assignments and exports carry over to the next commands of the block.
+            // Assignments, exports and a leading `cd` carry over to the next commands of the block.
             if sets_a_variable(&text) {
                 before.push_str(&format!("{text}\n"));
+            } else if let Some(cd) = text.strip_prefix("cd ") {
+                let target = cd.split("&&").next().unwrap_or("").trim();
+                before.push_str(&format!("cd {target}\n"));
             }
         }
     }
     for s in &skipped {
         println!("skipped {s}");
     }
-    println!("README.md: {ran} commands ran, {} skipped", skipped.len());
-    assert!(failed.is_empty(), "{} README commands failed:\n{}", failed.len(), failed.join("\n"));
-    assert!(ran >= 10, "only {ran} README commands ran");
+    println!("{doc}: {ran} commands ran, {} skipped", skipped.len());
+    assert!(failed.is_empty(), "{} {doc} commands failed:\n{}", failed.len(), failed.join("\n"));
+    ran
+}
+
+/// What a command the doc test does not run must still get right: every repository path it
+/// names exists (globs match something) and every `ailurus …` it runs parses (`--help` after
+/// its arguments exits 0, so the subcommands and flags exist).
+fn still_true(cmd: &str) -> Result<(), String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = cmd.split(" # ").next().unwrap_or(cmd);
+    for word in text.split(|c: char| c.is_whitespace() || c == ';' || c == '&' || c == '|') {
+        let word = word.trim_matches(|c| c == '"' || c == '\'' || c == '(' || c == ')');
+        if !(word.starts_with("deploy/") || word.starts_with(".tools/") || word.starts_with("examples/")) {
+            continue;
+        }
+        let path = word.replace("$n", "1");
+        let found = if path.contains('*') {
+            let (dir, pattern) = path.rsplit_once('/').unwrap_or((".", path.as_str()));
+            let (head, tail) = pattern.split_once('*').unwrap_or((pattern, ""));
+            std::fs::read_dir(root.join(dir)).is_ok_and(|entries| {
+                entries.filter_map(Result::ok).any(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.starts_with(head) && name.ends_with(tail)
+                })
+            })
+        } else {
+            // `.tools/` is made by ./deploy/setup.sh, which the README runs first.
+            path.starts_with(".tools/") || root.join(&path).exists()
+        };
+        if !found {
+            return Err(format!("names {word}, which is not in the repository"));
+        }
+    }
+    for part in text.split("&&").chain(text.split(';')) {
+        let words: Vec<&str> = part
+            .split_whitespace()
+            .filter(|w| *w != "\\")
+            .skip_while(|w| w.contains('=') && !w.starts_with('-'))
+            .collect();
+        if words.first() != Some(&"ailurus") {
+            continue;
+        }
+        let args: Vec<&str> = words[1..].iter().copied().take_while(|w| *w != "&" && *w != "|").collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_ailurus"))
+            .args(args.iter().map(|a| a.trim_matches('\'')))
+            .arg("--help")
+            .env_remove("NATS_URL")
+            .output()
+            .map_err(|e| format!("ailurus: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "`ailurus {}` does not parse: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// examples/README.md, run as typed from a directory laid out like the repository root
+/// (`examples/` copied without its installed packages, `.tools/` linked, `.ailurus-data/` of
+/// a live `ailurus up`): the TypeScript and Python clients answer over WebSocket, TCP and the
+/// bridge. Ports are the test's: `127.0.0.1:4222` becomes its NATS port, and `NATS_URL` /
+/// `CODESWITCH_BASE_URL` stand for the clients' defaults (`ws://127.0.0.1:9222`, the bridge).
+#[test]
+fn every_examples_readme_command_runs_as_typed() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if !on_path("npm") || !on_path("node") {
+        return println!("SKIP every_examples_readme_command_runs_as_typed: node and npm are not installed");
+    }
+    if !root.join(".tools/venv/bin/python").exists() {
+        return println!("SKIP every_examples_readme_command_runs_as_typed: run ./deploy/setup.sh first");
+    }
+    let doc = std::fs::read_to_string(root.join("examples/README.md")).expect("examples/README.md");
+    let all = blocks(&doc);
+    let stack = up();
+    let dir = stack.dir.path();
+    copy_tree(&root.join("examples"), &dir.join("examples"));
+    std::os::unix::fs::symlink(root.join(".tools"), dir.join(".tools")).expect("link .tools");
+    let nats_port = stack.nats.rsplit(':').next().unwrap_or("").to_string();
+    let env = [
+        ("HOME", dir.display().to_string()),
+        ("NATS_URL", format!("ws://127.0.0.1:{}", stack.ws)),
+        ("CODESWITCH_BASE_URL", format!("http://{}", stack.bridge)),
+        ("npm_config_cache", std::env::temp_dir().join("ailurus-npm-cache").display().to_string()),
+        ("NATS_SERVER_BIN", nats_server_bin().display().to_string()),
+    ];
+    let prelude = format!("ailurus() {{ {} \"$@\"; }}", shell_quote(env!("CARGO_BIN_EXE_ailurus")));
+    let replace = |t: &str| t.replace("127.0.0.1:4222", &format!("127.0.0.1:{nats_port}"));
+    let ran = run_blocks("examples/README.md", &all, dir, &env, &prelude, &replace);
+    assert!(ran >= 8, "only {ran} examples/README.md commands ran");
+}
+
+/// deploy/README.md: its commands set up machines (system paths, systemd, Docker, fixed
+/// ports), so each carries a `not run by the doc test` marker with the reason; what they name
+/// is still checked — the files exist and every `ailurus …` parses. `tests/deploy.rs` runs
+/// the same configurations (secure profile, cluster) on free ports.
+#[test]
+fn every_deploy_readme_command_is_run_or_checked() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("deploy/README.md")).expect("deploy/README.md");
+    let all = blocks(&doc);
+    assert!(all.len() >= 5, "deploy/README.md's sh blocks were not found");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env = [("HOME", dir.path().display().to_string())];
+    let prelude = format!("ailurus() {{ {} \"$@\"; }}", shell_quote(env!("CARGO_BIN_EXE_ailurus")));
+    run_blocks("deploy/README.md", &all, dir.path(), &env, &prelude, &|t: &str| t.to_string());
+}
+
+/// Copy `from` to `to`, leaving out installed packages (`node_modules`).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir").filter_map(Result::ok) {
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if e.file_name() == "node_modules" {
+            continue;
+        }
+        if src.is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).expect("copy");
+        }
+    }
 }
 
 #[test]
@@ -320,6 +487,16 @@ fn blocks_and_comments_are_read_as_the_shell_reads_them() {
     assert!(sets_a_variable("export A=1 B=2"));
     assert!(!sets_a_variable("AILURUS_API_KEY=$TOKEN codex exec \"say hi\""));
     assert!(!sets_a_variable("ailurus req claude \"hello\""));
+    // A command that is not run still has to name real files and parse.
+    assert!(still_true("install -m 0644 deploy/systemd/ailurus-*.service /etc/systemd/system/").is_ok());
+    assert!(still_true("NATS_USER=a X=… ailurus quota topup alice '$5'").is_ok());
+    assert!(still_true("docker build -f deploy/Dockerfile.gone .").unwrap_err().contains("deploy/Dockerfile.gone"));
+    assert!(still_true("ailurus tokens create --user alice").unwrap_err().contains("does not parse"));
+    assert!(still_true("ailurus token create --usr alice").unwrap_err().contains("does not parse"));
+    let md = "```sh\n# not run by the doc test: port 4222\na\nb # c\n```\n```sh\nd\n```\n";
+    let b = blocks(md);
+    assert_eq!(b[0].iter().map(|c| c.not_run.as_deref()).collect::<Vec<_>>(), [Some("port 4222"), Some("port 4222")]);
+    assert_eq!(b[1][0].not_run, None);
 }
 
 /// What a NATS server answers, within 5 s, after `hello` on `stream` (raw bytes, as text).
