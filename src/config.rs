@@ -355,9 +355,7 @@ impl Config {
         if self.nats.url.trim().is_empty() {
             return Err(ConfigError("nats.url must not be empty".into()));
         }
-        if self.routing.max_attempts == 0 {
-            return Err(ConfigError("routing.max_attempts must be at least 1".into()));
-        }
+        self.routing.validate().map_err(ConfigError)?;
         let mut names = std::collections::HashSet::new();
         for (i, c) in self.channels.iter().enumerate() {
             c.validate().map_err(|e| ConfigError(format!("channels[{i}] ({}): {e}", c.name)))?;

@@ -34,4 +34,7 @@ pub struct UpstreamCall<'a> {
     pub stream: bool,
     /// Client headers forwarded on pass-through (`anthropic-beta`, `anthropic-version`, …).
     pub forward_headers: &'a [(String, String)],
+    /// Which of the channel's keys to use (taken modulo their number; the router picks it:
+    /// round robin, or the key a session is pinned to).
+    pub key: usize,
 }

@@ -1,5 +1,5 @@
 //! The HTTP transport shared by every HTTP provider kind: pooled reqwest client per channel,
-//! round-robin keys, connect / first-byte / idle timeouts, SSE framing, upstream error
+//! the key the router picked (round robin or a session's pinned one), connect / first-byte / idle timeouts, SSE framing, upstream error
 //! classification (status, `Retry-After`) with secrets removed.
 
 use super::call::{SseStream, UpstreamBody, UpstreamCall};
@@ -12,7 +12,6 @@ use crate::sse::SseEvent;
 use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Largest upstream body read (non-stream answers and error bodies).
@@ -27,10 +26,8 @@ pub struct HttpProvider {
     kind: ProviderKind,
     /// API root.
     base_url: String,
-    /// Keys, used round robin.
+    /// Keys; each call names the one it uses.
     keys: Vec<Secret>,
-    /// Next key.
-    next_key: AtomicUsize,
     /// Extra configured headers.
     extra_headers: Vec<(String, String)>,
     /// Timeouts.
@@ -54,7 +51,6 @@ impl HttpProvider {
             kind,
             base_url: cfg.base_url.clone(),
             keys,
-            next_key: AtomicUsize::new(0),
             extra_headers: cfg.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             timeouts: cfg.timeouts.clone(),
             client,
@@ -64,6 +60,11 @@ impl HttpProvider {
     /// The kind.
     pub fn kind(&self) -> ProviderKind {
         self.kind
+    }
+
+    /// How many keys it has.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
     }
 
     /// Keys, for redaction.
@@ -78,7 +79,7 @@ impl HttpProvider {
 
     fn endpoint(&self, call: &UpstreamCall<'_>) -> Endpoint {
         let n = self.keys.len().max(1);
-        let key = self.keys.get(self.next_key.fetch_add(1, Ordering::Relaxed) % n).map_or("", |k| k.expose());
+        let key = self.keys.get(call.key % n).map_or("", |k| k.expose());
         match self.kind {
             ProviderKind::OpenAi => super::openai::endpoint(&self.base_url, key),
             ProviderKind::OpenAiResponses => super::openai_responses::endpoint(&self.base_url, key),

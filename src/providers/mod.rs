@@ -46,6 +46,14 @@ impl Provider {
         }
     }
 
+    /// How many keys it calls with (0 for the mock).
+    pub fn key_count(&self) -> usize {
+        match self {
+            Self::Mock(_) => 0,
+            Self::Http(h) => h.key_count(),
+        }
+    }
+
     /// Secrets this provider holds, for redaction.
     pub fn secrets(&self) -> Vec<String> {
         match self {

@@ -14,12 +14,11 @@ use crate::formats::{Format, Op, ParseContext};
 use crate::protocol::canonical::ChatRequest;
 use crate::protocol::{LLMNATSRequest, LLMNATSResponse, Platform};
 use crate::quota::auth::AuthError;
+use crate::router::affinity::SESSION_HEADERS;
 use async_nats::{HeaderMap, Message, Subject};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Headers that name a native client's chat session.
-const SESSION_HEADERS: [&str; 4] = ["Ailurus-Session", "x-claude-code-session-id", "session_id", "x-session-id"];
 /// Client headers forwarded upstream on pass-through.
 const FORWARDED: [&str; 2] = ["anthropic-version", "anthropic-beta"];
 
@@ -107,6 +106,9 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         }
     };
     let Some(replier) = replier_for(&ctx, &msg, &head, Some(&job.trace_id)) else { return };
+    // A scenario route may serve it as another model, on a group of channels: before
+    // admission, which prices and bounds the model served.
+    super::routing::apply_scenario(&ctx, &mut job);
     // Heartbeats let a requester tell "no worker" and "dead worker" from "slow"; the first
     // goes out at once (or, when the requester allows a delay, from a timer of its own),
     // never behind a JetStream round trip (auth, holds), so the requester's one-second "is
@@ -173,7 +175,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     // (often twice over), and it lives as long as the request. Boxing the ones that are
     // only briefly alive keeps an idle stream's task small.
     let mut work = Box::pin(pipeline::serve(&ctx, &job, &replier));
-    let result = loop {
+    let mut result = loop {
         tokio::select! {
             res = &mut work => break res,
             _ = ticker.tick(), if heartbeats => {
@@ -191,6 +193,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         }
     };
     drop(guard);
+    let pin = result.as_mut().ok().and_then(|d| d.affinity.take());
     let keep = result
         .as_ref()
         .ok()
@@ -199,6 +202,9 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     let summary = Box::pin(finish(&ctx, &replier, &job, started, result, ratio)).await;
     // After the final reply: the client never waits for this write.
     Box::pin(super::reasoning::store(ctx.reasoning.as_ref(), keep)).await;
+    if let Some(table) = &ctx.affinity {
+        Box::pin(table.store(pin)).await;
+    }
     Box::pin(super::sync::finished(&ctx, &job, &summary.resp)).await;
     if msg.reply.is_some() && ctx.config.audit_copy {
         Box::pin(super::sync::audit_copy(&ctx, &job.trace_id, &summary.resp, summary.status)).await;
@@ -320,6 +326,8 @@ fn parse_seed(msg: &Message, encoding: Encoding, subject_platform: &str) -> Resu
         claimed_user: Some(seed.user_id.clone()),
         strict_error: None,
         output_cap: None,
+        headers: msg.headers.clone(),
+        channel_group: Vec::new(),
     })))
 }
 
@@ -371,6 +379,8 @@ fn parse_native(msg: &Message, format: Format, subject_platform: &str) -> Result
         claimed_user: None,
         strict_error,
         output_cap: None,
+        headers: msg.headers.clone(),
+        channel_group: Vec::new(),
     })))
 }
 

@@ -1,7 +1,9 @@
 //! Channel health on NATS: every worker puts its router's snapshot into the `CHANNEL_HEALTH`
 //! KV bucket under its worker id every few seconds, so any process (`ailurus channels`,
 //! dashboards) can read the health of every channel on every worker. The bucket's max age
-//! drops the entries of workers that died.
+//! drops the entries of workers that died. On the same tick a worker reads the others'
+//! reports back and gives their in-flight counts to its router (`least_busy` and
+//! `p2c_ewma` count the whole fleet's load, at most [`EVERY`] old).
 
 use crate::router::{HealthSnapshot, Router};
 use crate::shutdown::Shutdown;
@@ -45,6 +47,13 @@ pub async fn publish_loop(client: async_nats::Client, router: Arc<Router>, worke
                         tracing::debug!(error = %e, "channel health put timed out");
                     }
                 }
+                match tokio::time::timeout(Duration::from_secs(2), read_bucket(&kv)).await {
+                    Ok(Ok(all)) => router.absorb(
+                        all.iter().filter(|r| r.worker != worker).flat_map(|r| r.channels.iter()),
+                    ),
+                    Ok(Err(e)) => tracing::debug!(error = %e, "reading the other workers' channel health failed"),
+                    Err(_) => tracing::debug!("reading the other workers' channel health timed out"),
+                }
             }
         }
     }
@@ -52,9 +61,14 @@ pub async fn publish_loop(client: async_nats::Client, router: Arc<Router>, worke
 
 /// Every live worker's report.
 pub async fn read_all(js: &jetstream::Context) -> Result<Vec<WorkerHealth>, String> {
-    use futures::StreamExt;
     let kv =
         js.get_key_value(BUCKET).await.map_err(|e| format!("KV bucket {BUCKET}: {e} (run `ailurus streams apply`)"))?;
+    read_bucket(&kv).await
+}
+
+/// Every report in the bucket.
+async fn read_bucket(kv: &jetstream::kv::Store) -> Result<Vec<WorkerHealth>, String> {
+    use futures::StreamExt;
     let mut keys = kv.keys().await.map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     while let Some(k) = keys.next().await {

@@ -54,6 +54,10 @@ pub(crate) struct Job {
     /// The output cap the gateway set because the request set none (billing bounds every
     /// answer); written into a pass-through body too.
     pub output_cap: Option<u32>,
+    /// The message's headers (session headers, `user-agent`, … for routing).
+    pub headers: Option<async_nats::HeaderMap>,
+    /// Channel name patterns a scenario route allows (empty: any).
+    pub channel_group: Vec<String>,
 }
 
 /// What was delivered.
@@ -68,4 +72,7 @@ pub(crate) struct Delivered {
     pub failure: Option<RequestError>,
     /// Time spent on the successful attempt (upstream call and stream).
     pub upstream: Option<Duration>,
+    /// The session affinity write this answer calls for (a new or moved session), done
+    /// after the final reply.
+    pub affinity: Option<(String, crate::router::Assignment)>,
 }

@@ -14,7 +14,9 @@
 //! - [`sync`]: chat sync, presence and the audit copy of each answer.
 //! - `api`: the NEW-API user API (`ailurus.api.user_*`).
 //! - `models`: model lists in each API's shape.
-//! - [`health`]: channel health into the `CHANNEL_HEALTH` bucket.
+//! - [`health`]: channel health into the `CHANNEL_HEALTH` bucket (and the other workers'
+//!   in-flight counts back into the router).
+//! - `routing`: scenario routes applied to a job; the session affinity table.
 
 pub mod admission;
 mod api;
@@ -27,6 +29,7 @@ mod models;
 mod pipeline;
 mod reasoning;
 pub mod reply;
+mod routing;
 pub mod sync;
 
 use crate::bus::subjects;
@@ -79,6 +82,8 @@ pub(crate) struct WorkerCtx {
     pub metrics: crate::metrics::Metrics,
     /// The reasoning store for clients without a reasoning slot (none without the bucket).
     pub reasoning: Option<async_nats::jetstream::kv::Store>,
+    /// The session affinity table (none when off or without the bucket).
+    pub affinity: Option<Arc<routing::Affinity>>,
 }
 
 impl WorkerCtx {
@@ -236,11 +241,12 @@ pub async fn run_with_router(
         client: client.clone(),
         admission: admission::Admission::new(wc.concurrency, wc.max_queued, Duration::from_millis(wc.queue_timeout_ms)),
         config: wc.clone(),
-        router,
+        router: router.clone(),
         prices,
         inflight: inflight::InFlight::default(),
         metrics: crate::metrics::Metrics::new("ailurus_worker", "platform"),
         reasoning: reasoning::open(&client).await,
+        affinity: routing::Affinity::open(&client, router.affinity(), shutdown.clone()).await,
     });
     tokio::spawn(health::publish_loop(
         client.clone(),

@@ -47,11 +47,24 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
             channel: "local".into(),
             failure: None,
             upstream: None,
+            affinity: None,
         });
     }
-    let candidates = ctx.router.candidates(&job.model, job.platform.as_str());
+    // Session affinity: where this session is pinned (the local cache; one KV get for a
+    // session new to this worker).
+    let session = super::routing::session_key(ctx, job);
+    let pin = match (&ctx.affinity, &session) {
+        (Some(table), Some(key)) => table.lookup(key).await,
+        _ => None,
+    };
+    let candidates = ctx.router.candidates_for(&job.model, job.platform.as_str(), pin.as_ref(), &job.channel_group);
     if candidates.is_empty() {
-        return Err(RequestError::new(404, format!("no channel serves model {:?}", job.model)));
+        let group = if job.channel_group.is_empty() {
+            String::new()
+        } else {
+            format!(" among the channels {:?} its scenario route allows", job.channel_group)
+        };
+        return Err(RequestError::new(404, format!("no channel serves model {:?}{group}", job.model)));
     }
     let _slot = ctx.admission.acquire().await.map_err(|r| {
         let why = match r {
@@ -71,13 +84,18 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
         // mid-attempt (cancel, request timeout), which would otherwise leave a probe claimed
         // for good and the channel stuck in `probing`.
         let mut claim = Claim { router: &ctx.router, cand: &cand, settled: false };
+        // Counted in flight (the load-aware strategies read it) until the attempt ends.
+        let _busy = cand.channel.health.load.begin();
         let started = Instant::now();
         // Boxed: the attempt's state is large and `serve` would hold it (often twice over).
         match Box::pin(attempt(job, &cand, replier)).await {
             Ok((mut delivered, ttfb)) => {
                 delivered.upstream = Some(started.elapsed());
                 match &delivered.failure {
-                    None => ctx.router.success(&cand, ttfb.unwrap_or_default(), started.elapsed()),
+                    None => {
+                        ctx.router.success(&cand, ttfb.unwrap_or_default(), started.elapsed());
+                        delivered.affinity = pin_here(ctx, session.as_deref(), &cand);
+                    }
                     Some(f) => ctx.router.failure(
                         &cand,
                         &ProviderError::new(crate::providers::ProviderErrorKind::Protocol, f.message.clone()),
@@ -112,6 +130,12 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
     }
     let last = last.map_or_else(|| "every channel is cooling down".to_string(), |e| e.message);
     Err(RequestError { status: 502, message: format!("all channels failed; last error: {last}"), retry_after: None })
+}
+
+/// Pin the session where it was served; what to write to the table (after the reply).
+fn pin_here(ctx: &WorkerCtx, session: Option<&str>, cand: &Candidate) -> Option<(String, crate::router::Assignment)> {
+    let (table, key) = (ctx.affinity.as_ref()?, session?);
+    table.record(key, crate::router::Assignment { channel: cand.channel.config.name.clone(), key: cand.key })
 }
 
 /// A claimed candidate; releases the claim on drop unless `settled` (a verdict was recorded).
@@ -156,6 +180,7 @@ async fn count_upstream(
         model: &cand.upstream_model,
         stream: false,
         forward_headers: forward,
+        key: cand.key,
     };
     match http.count_tokens(call).await {
         Ok(b) => Some(b.to_vec()),
@@ -289,6 +314,7 @@ impl<'a> Output<'a> {
                 channel: cand.channel.config.name.clone(),
                 failure: Some(err),
                 upstream: None,
+                affinity: None,
             },
             ttfb,
         ))
@@ -325,6 +351,7 @@ impl<'a> Output<'a> {
                 channel: cand.channel.config.name.clone(),
                 failure: None,
                 upstream: None,
+                affinity: None,
             },
             ttfb,
         )
@@ -393,6 +420,7 @@ async fn attempt(job: &Job, cand: &Candidate, replier: &Replier) -> Result<(Deli
         model: &cand.upstream_model,
         stream: job.chat.stream,
         forward_headers: forward,
+        key: cand.key,
     };
     // Boxed: the call is over once the answer starts; its state should not stay in the
     // attempt's for the whole stream.

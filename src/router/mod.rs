@@ -1,16 +1,29 @@
 //! Channel choice. Candidates for a request are the enabled channels that serve its model
-//! and platform, ordered: highest priority tier first, weighted random inside a tier,
-//! channels cooling down after failures last (tried only when nothing else is left). A
-//! cooled-down channel gets one half-open probe; success closes it, failure re-opens it
-//! with a doubled cooldown (or the upstream's `Retry-After`).
+//! and platform (and its scenario's channel group), ordered: highest priority tier first,
+//! inside a tier by the tier's [`Strategy`] (weighted random, power of two choices over
+//! peak-EWMA latency, least busy), channels cooling down after failures last (tried only
+//! when nothing else is left). A session pinned to a healthy channel of the first tier
+//! goes there first, on its pinned key ([`affinity`]). A cooled-down channel gets one
+//! half-open probe; success closes it, failure re-opens it with a doubled cooldown (or the
+//! upstream's `Retry-After`).
+//!
+//! - [`strategy`]: the orderings inside a tier and the load they read.
+//! - [`affinity`]: which session a request belongs to; the pinned (channel, key).
+//! - [`scenario`]: scenario routes (features → model and channel group).
+
+pub mod affinity;
+pub mod scenario;
+pub mod strategy;
 
 use crate::channel::ChannelConfig;
 use crate::pricing::BuiltinPrices;
 use crate::providers::{http::HttpProvider, mock::MockProvider, Provider, ProviderError, ProviderKind};
+pub use affinity::Assignment;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+pub use strategy::{Load, Strategy, TierConfig};
 
 /// Routing settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -32,6 +45,25 @@ pub struct RoutingConfig {
     /// off.
     #[serde(default = "RoutingConfig::default_builtin_mock")]
     pub builtin_mock: Option<bool>,
+    /// How every tier orders its channels unless `tiers` says otherwise: `weighted`,
+    /// `p2c_ewma` or `least_busy`.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Per-tier strategies (`[[routing.tiers]]`: `priority`, `strategy`).
+    #[serde(default)]
+    pub tiers: Vec<TierConfig>,
+    /// Time constant of the peak-EWMA latency (`p2c_ewma`): how fast a slow sample is
+    /// forgotten, and how fast an untried channel's estimate decays so it is tried again.
+    #[serde(default = "RoutingConfig::default_ewma_tau_ms")]
+    pub ewma_tau_ms: u64,
+    /// Session affinity: a session's requests go to the channel and key that served it
+    /// last while that channel is healthy and in the first tier (the table is the
+    /// `ROUTE_AFFINITY` KV bucket, shared by every worker).
+    #[serde(default = "RoutingConfig::default_affinity")]
+    pub affinity: bool,
+    /// Scenario routes (`[[routing.scenarios]]`), first match wins.
+    #[serde(default)]
+    pub scenarios: Vec<scenario::ScenarioRule>,
 }
 
 /// What the built-in mock serves, from `routing.builtin_mock` and the configured channels.
@@ -78,6 +110,36 @@ impl RoutingConfig {
     const fn default_builtin_mock() -> Option<bool> {
         None
     }
+    const fn default_ewma_tau_ms() -> u64 {
+        10_000
+    }
+    const fn default_affinity() -> bool {
+        true
+    }
+
+    /// The strategy of the tier of `priority`.
+    pub fn strategy_of(&self, priority: i32) -> Strategy {
+        self.tiers.iter().find(|t| t.priority == priority).map_or(self.strategy, |t| t.strategy)
+    }
+
+    /// Semantic checks; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_attempts == 0 {
+            return Err("routing.max_attempts must be at least 1".into());
+        }
+        if self.ewma_tau_ms == 0 {
+            return Err("routing.ewma_tau_ms must be positive".into());
+        }
+        for (i, t) in self.tiers.iter().enumerate() {
+            if self.tiers[..i].iter().any(|o| o.priority == t.priority) {
+                return Err(format!("routing.tiers[{i}]: priority {} is listed twice", t.priority));
+            }
+        }
+        for (i, r) in self.scenarios.iter().enumerate() {
+            r.validate().map_err(|e| format!("routing.scenarios[{i}] ({}): {e}", r.name))?;
+        }
+        Ok(())
+    }
 
     /// What the built-in mock serves beside `channels`: unset, it is on (for every name)
     /// only when there are no channels; `true` adds it for `mock*` names beside them (for
@@ -99,6 +161,11 @@ impl Default for RoutingConfig {
             cooldown_base_ms: Self::default_cooldown_base_ms(),
             cooldown_max_ms: Self::default_cooldown_max_ms(),
             builtin_mock: Self::default_builtin_mock(),
+            strategy: Strategy::default(),
+            tiers: Vec::new(),
+            ewma_tau_ms: Self::default_ewma_tau_ms(),
+            affinity: Self::default_affinity(),
+            scenarios: Vec::new(),
         }
     }
 }
@@ -127,6 +194,8 @@ pub struct Health {
     total_us: AtomicU64,
     /// Cooldown state.
     breaker: Mutex<Breaker>,
+    /// In flight and peak-EWMA latency, for the load-aware strategies.
+    pub load: Load,
 }
 
 /// A snapshot for `ailurus channels` and the health subject.
@@ -157,6 +226,12 @@ pub struct HealthSnapshot {
     /// Where the channel came from (`ChannelOrigin`'s label); empty from older workers.
     #[serde(default)]
     pub origin: String,
+    /// Attempts in flight on this worker when reported.
+    #[serde(default)]
+    pub inflight: u64,
+    /// Peak-EWMA time to first byte, ms (decayed to the report's time).
+    #[serde(default)]
+    pub peak_ttfb_ms: f64,
 }
 
 /// How a channel may be used now.
@@ -216,6 +291,31 @@ pub struct Channel {
     pub provider: Provider,
     /// Shared health.
     pub health: Health,
+    /// How many keys it has (at least 1).
+    pub keys: usize,
+    /// The next key of the round robin, for a request no session pins.
+    next_key: AtomicUsize,
+}
+
+impl Channel {
+    fn new(config: ChannelConfig, kind: ProviderKind, provider: Provider) -> Self {
+        let keys = provider.key_count().max(1);
+        Self { config, kind, provider, health: Health::default(), keys, next_key: AtomicUsize::new(0) }
+    }
+
+    /// The next key of the round robin.
+    fn round_robin(&self) -> usize {
+        self.next_key.fetch_add(1, Ordering::Relaxed) % self.keys
+    }
+}
+
+impl strategy::Weighed for &Arc<Channel> {
+    fn weight(&self) -> u64 {
+        self.config.weight as u64
+    }
+    fn load(&self) -> &Load {
+        &self.health.load
+    }
 }
 
 /// One way to serve a request.
@@ -227,6 +327,10 @@ pub struct Candidate {
     pub upstream_model: String,
     /// This attempt is the channel's half-open probe.
     pub probe: bool,
+    /// Which of the channel's keys to call with.
+    pub key: usize,
+    /// First because a session is pinned here.
+    pub pinned: bool,
 }
 
 /// Routes models to channels.
@@ -250,7 +354,7 @@ impl Router {
                 ProviderKind::Mock => Provider::Mock(MockProvider::default()),
                 _ => Provider::Http(HttpProvider::new(kind, c).map_err(|e| format!("channel {}: {e}", c.name))?),
             };
-            built.push(Arc::new(Channel { config: c.clone(), kind, provider, health: Health::default() }));
+            built.push(Arc::new(Channel::new(c.clone(), kind, provider)));
         }
         let scope = config.mock_scope(channels);
         if scope != MockScope::Off && !built.iter().any(|c| c.config.name == "mock") {
@@ -258,12 +362,7 @@ impl Router {
                 toml::from_str("name = \"mock\"\nkind = \"mock\"\npriority = -1000\n").map_err(|e| e.to_string())?;
             cfg.models = scope.patterns();
             cfg.origin = crate::channel::ChannelOrigin::BuiltinMock;
-            built.push(Arc::new(Channel {
-                config: cfg,
-                kind: ProviderKind::Mock,
-                provider: Provider::Mock(MockProvider::default()),
-                health: Health::default(),
-            }));
+            built.push(Arc::new(Channel::new(cfg, ProviderKind::Mock, Provider::Mock(MockProvider::default()))));
         }
         Ok(Self { channels: built, config: config.clone(), scope })
     }
@@ -299,11 +398,28 @@ impl Router {
 
     /// Candidates for a request, best first, at most `max_attempts`.
     pub fn candidates(&self, model: &str, platform: &str) -> Vec<Candidate> {
+        self.candidates_for(model, platform, None, &[])
+    }
+
+    /// Candidates for a request whose session may be pinned (`pin`) and whose scenario may
+    /// allow only a group of channels (`group`: name patterns, empty for any), best first,
+    /// at most `max_attempts`. The pinned channel goes first, on its key, when it is healthy
+    /// (not cooling, not probing) and in the first tier that has a healthy channel; else the
+    /// order is as without it and the session moves where it is served.
+    pub fn candidates_for(
+        &self,
+        model: &str,
+        platform: &str,
+        pin: Option<&Assignment>,
+        group: &[String],
+    ) -> Vec<Candidate> {
         let now = Instant::now();
+        let tau = Duration::from_millis(self.config.ewma_tau_ms);
         let mut eligible: Vec<&Arc<Channel>> = self
             .channels
             .iter()
             .filter(|c| c.config.enabled && c.config.serves(model) && c.config.serves_platform(platform))
+            .filter(|c| group.is_empty() || group.iter().any(|p| crate::wildcard::matches(p, &c.config.name)))
             .collect();
         eligible.sort_by_key(|c| std::cmp::Reverse(c.config.priority));
         let mut ordered: Vec<&Arc<Channel>> = Vec::with_capacity(eligible.len());
@@ -311,25 +427,8 @@ impl Router {
         while i < eligible.len() {
             let tier = eligible[i].config.priority;
             let end = eligible[i..].iter().position(|c| c.config.priority != tier).map_or(eligible.len(), |p| i + p);
-            let mut tier_channels: Vec<&Arc<Channel>> = eligible[i..end].to_vec();
-            // Weighted random order without replacement.
-            while !tier_channels.is_empty() {
-                let total: u64 = tier_channels.iter().map(|c| c.config.weight as u64).sum();
-                let mut pick = fastrand::u64(0..total.max(1));
-                let idx = tier_channels
-                    .iter()
-                    .position(|c| {
-                        let w = c.config.weight as u64;
-                        if pick < w {
-                            true
-                        } else {
-                            pick -= w;
-                            false
-                        }
-                    })
-                    .unwrap_or(0);
-                ordered.push(tier_channels.remove(idx));
-            }
+            let strategy = self.config.strategy_of(tier);
+            ordered.extend(strategy::order(strategy, eligible[i..end].to_vec(), now, tau));
             i = end;
         }
         let (mut ready, cooling): (Vec<Candidate>, Vec<Candidate>) = ordered
@@ -340,6 +439,8 @@ impl Router {
                     channel: c.clone(),
                     upstream_model: c.config.map_model(model),
                     probe: admit == Admit::Probe,
+                    key: 0,
+                    pinned: false,
                 };
                 (cand, admit)
             })
@@ -351,9 +452,52 @@ impl Router {
                 }
                 (r, o)
             });
+        if let (Some(pin), Some(first)) = (pin, ready.first()) {
+            let tier = first.channel.config.priority;
+            let at = ready.iter().position(|c| {
+                c.channel.config.name == pin.channel
+                    && !c.probe
+                    && c.channel.config.priority == tier
+                    && pin.key < c.channel.keys
+            });
+            if let Some(at) = at {
+                let mut c = ready.remove(at);
+                c.key = pin.key;
+                c.pinned = true;
+                ready.insert(0, c);
+            }
+        }
         ready.extend(cooling);
         ready.truncate(self.config.max_attempts.max(1));
+        for c in ready.iter_mut().filter(|c| !c.pinned) {
+            c.key = c.channel.round_robin();
+        }
         ready
+    }
+
+    /// The scenario rule a request matches, if any.
+    pub fn scenario(&self, features: &scenario::Features<'_>) -> Option<scenario::Decision> {
+        if self.config.scenarios.is_empty() {
+            return None;
+        }
+        scenario::decide(&self.config.scenarios, features)
+    }
+
+    /// Whether session affinity is on.
+    pub const fn affinity(&self) -> bool {
+        self.config.affinity
+    }
+
+    /// Take in what the other workers report in `CHANNEL_HEALTH` (their in-flight counts):
+    /// `others` are the channel snapshots of every other live worker.
+    pub fn absorb<'a>(&self, others: impl Iterator<Item = &'a HealthSnapshot>) {
+        let mut sums: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        for s in others {
+            *sums.entry(s.channel.as_str()).or_default() += s.inflight;
+        }
+        for c in &self.channels {
+            c.health.load.set_remote_inflight(sums.get(c.config.name.as_str()).copied().unwrap_or(0));
+        }
     }
 
     /// Claim a candidate before calling it: a probe candidate may lose the race to another
@@ -376,6 +520,7 @@ impl Router {
         h.consecutive.store(0, Ordering::Relaxed);
         Health::ewma(&h.ttfb_us, ttfb);
         Health::ewma(&h.total_us, total);
+        h.load.observe(ttfb, Instant::now(), Duration::from_millis(self.config.ewma_tau_ms));
         let mut b = h.lock();
         b.open_until = None;
         b.probing = false;
@@ -407,6 +552,7 @@ impl Router {
     /// Health of every channel.
     pub fn snapshot(&self) -> Vec<HealthSnapshot> {
         let now = Instant::now();
+        let tau = Duration::from_millis(self.config.ewma_tau_ms);
         self.channels
             .iter()
             .map(|c| {
@@ -431,6 +577,8 @@ impl Router {
                     state: state.to_string(),
                     cooldown_left_ms: left,
                     origin: c.config.origin.as_str().to_string(),
+                    inflight: h.load.inflight(),
+                    peak_ttfb_ms: h.load.peak_us(now, tau) / 1000.0,
                 }
             })
             .collect()
@@ -468,126 +616,4 @@ impl Router {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::providers::ProviderErrorKind;
-
-    fn mock_channel(name: &str, priority: i32, weight: u32) -> ChannelConfig {
-        toml::from_str(&format!(
-            "name = \"{name}\"\nkind = \"mock\"\nmodels = [\"m\", \"m1\"]\npriority = {priority}\nweight = {weight}\n"
-        ))
-        .unwrap()
-    }
-
-    fn router(chs: &[ChannelConfig]) -> Router {
-        let cfg =
-            RoutingConfig { builtin_mock: Some(false), max_attempts: 10, cooldown_base_ms: 50, ..Default::default() };
-        Router::new(&cfg, chs).unwrap()
-    }
-
-    fn names(c: &[Candidate]) -> Vec<String> {
-        c.iter().map(|c| c.channel.config.name.clone()).collect()
-    }
-
-    #[test]
-    fn tiers_come_first_and_weights_share_a_tier() {
-        let r = router(&[mock_channel("low", 1, 1), mock_channel("a", 10, 3), mock_channel("b", 10, 1)]);
-        let mut first_a = 0;
-        for _ in 0..4000 {
-            let c = names(&r.candidates("m1", "claude"));
-            assert_eq!(c.len(), 3);
-            assert_eq!(c[2], "low", "the lower tier is last");
-            if c[0] == "a" {
-                first_a += 1;
-            }
-        }
-        // Expect 3/4 of 4000 = 3000; allow ±5 standard deviations (σ ≈ 27).
-        assert!((2860..=3140).contains(&first_a), "a first {first_a} times of 4000");
-        assert!(r.candidates("other", "claude").is_empty());
-    }
-
-    #[test]
-    fn cooldown_then_half_open_probe_then_recovery() {
-        let r = router(&[mock_channel("a", 10, 1), mock_channel("b", 5, 1)]);
-        let c = r.candidates("m", "claude");
-        let err = ProviderError::new(ProviderErrorKind::Status(503), "down");
-        r.failure(&c[0], &err);
-        assert_eq!(names(&r.candidates("m", "claude")), ["b", "a"], "cooling channel goes last");
-        std::thread::sleep(Duration::from_millis(60));
-        let c = r.candidates("m", "claude");
-        assert_eq!(names(&c), ["a", "b"]);
-        assert!(c[0].probe && r.claim(&c[0]));
-        // A second request does not get the probe.
-        let c2 = r.candidates("m", "claude");
-        assert_eq!(names(&c2), ["b", "a"]);
-        // The probe fails: cooldown doubles (100 ms).
-        r.failure(&c[0], &err);
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(names(&r.candidates("m", "claude"))[0], "b");
-        std::thread::sleep(Duration::from_millis(60));
-        let c = r.candidates("m", "claude");
-        assert!(c[0].probe && r.claim(&c[0]));
-        r.success(&c[0], Duration::from_millis(5), Duration::from_millis(9));
-        let c = r.candidates("m", "claude");
-        assert!(!c[0].probe && names(&c)[0] == "a");
-        let snap = r.snapshot();
-        assert_eq!((snap[0].successes, snap[0].failures, snap[0].state.as_str()), (1, 2, "ok"));
-    }
-
-    #[test]
-    fn retry_after_sets_the_cooldown() {
-        let r = router(&[mock_channel("a", 1, 1)]);
-        let c = r.candidates("m", "x");
-        let mut err = ProviderError::new(ProviderErrorKind::Status(429), "slow down");
-        err.retry_after = Some(Duration::from_secs(30));
-        r.failure(&c[0], &err);
-        let left = r.snapshot()[0].cooldown_left_ms;
-        assert!((29_000..=30_000).contains(&left), "{left}");
-    }
-
-    #[test]
-    fn platforms_filter_and_attempts_cap() {
-        let mut only_gemini = mock_channel("g", 1, 1);
-        only_gemini.platforms = vec!["gemini".into()];
-        let r = router(&[only_gemini, mock_channel("all", 1, 1)]);
-        assert_eq!(names(&r.candidates("m", "claude")), ["all"]);
-        assert_eq!(r.candidates("m", "gemini").len(), 2);
-        let cfg = RoutingConfig { builtin_mock: Some(true), max_attempts: 1, ..Default::default() };
-        let r = Router::new(&cfg, &[mock_channel("a", 1, 1), mock_channel("b", 1, 1)]).unwrap();
-        assert_eq!(r.candidates("m", "claude").len(), 1);
-        assert_eq!(names(&r.candidates("mock-slow", "claude")), ["mock"]);
-    }
-
-    #[test]
-    fn the_builtin_mock_serves_every_name_only_without_channels() {
-        let real = mock_channel("real", 1, 1);
-        let with = |builtin_mock: Option<bool>, chs: &[ChannelConfig]| {
-            Router::new(&RoutingConfig { builtin_mock, ..Default::default() }, chs).unwrap()
-        };
-        // (builtin_mock, channels configured, scope, serves claude-sonnet-4-5, serves mock-slow)
-        let cases = [
-            (None, false, MockScope::AllNames, true, true),
-            (Some(true), false, MockScope::AllNames, true, true),
-            (Some(false), false, MockScope::Off, false, false),
-            (None, true, MockScope::Off, false, false),
-            (Some(true), true, MockScope::MockNames, false, true),
-            (Some(false), true, MockScope::Off, false, false),
-        ];
-        for (setting, channels, scope, any_name, mock_name) in cases {
-            let chs = if channels { vec![real.clone()] } else { Vec::new() };
-            let r = with(setting, &chs);
-            let what = format!("builtin_mock {setting:?}, channels {channels}");
-            assert_eq!(r.mock_scope(), scope, "{what}");
-            assert_eq!(RoutingConfig { builtin_mock: setting, ..Default::default() }.mock_scope(&chs), scope);
-            let serves = |m: &str| r.candidates(m, "gemini").iter().any(|c| c.channel.config.name == "mock");
-            assert_eq!(serves("claude-sonnet-4-5"), any_name, "{what}");
-            assert_eq!(serves("mock-slow"), mock_name, "{what}");
-            let listed = r.models();
-            assert_eq!(listed.contains(&"gpt-5-codex".to_string()), any_name, "{what}: {listed:?}");
-            let builtin = r.channels().iter().any(|c| c.config.name == "mock");
-            assert_eq!(builtin, scope != MockScope::Off, "{what}");
-        }
-        let toml = |t: &str| toml::from_str::<RoutingConfig>(t).unwrap().builtin_mock;
-        assert_eq!((toml(""), toml("builtin_mock = true")), (None, Some(true)));
-    }
-}
+mod tests;
