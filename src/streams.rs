@@ -243,8 +243,17 @@ mod tests {
         let req = decls.iter().find(|d| d.config.name == "LLM_REQUESTS").unwrap();
         // Without no_ack the stream would answer every request's reply inbox with a PubAck.
         assert!(req.config.no_ack);
-        assert_eq!(req.config.storage, jetstream::stream::StorageType::Memory);
-        assert_eq!(req.config.max_age, std::time::Duration::from_secs(3600));
+        // The audit trail lasts: on file, 30 days unless `[audit]` says otherwise.
+        assert_eq!(req.config.storage, jetstream::stream::StorageType::File);
+        assert_eq!(req.config.max_age, std::time::Duration::from_secs(30 * 86_400));
+        let mut decls = decls.clone();
+        with_audit_retention(&mut decls, 7_200_000_000_000, 1 << 30);
+        let req = decls.iter().find(|d| d.config.name == AUDIT_STREAM).unwrap();
+        assert_eq!((req.config.max_age, req.config.max_bytes), (std::time::Duration::from_secs(7200), 1 << 30));
+        assert_eq!(
+            (req.raw["max_age"].as_i64(), req.raw["max_bytes"].as_i64()),
+            (Some(7_200_000_000_000), Some(1 << 30))
+        );
         let usage = decls.iter().find(|d| d.config.name == "LLM_USAGE").unwrap();
         assert_eq!(usage.config.storage, jetstream::stream::StorageType::File);
     }
