@@ -116,9 +116,10 @@ pub async fn leader_of(js: &async_nats::jetstream::Context, stream: &str) -> Opt
 /// Move every stream's leader to `node` (server ≥ 2.11: stepdown with a preferred peer),
 /// so killing `node` forces every election at once: the worst case for the ledger.
 pub async fn lead_from(admin: &async_nats::Client, js: &async_nats::jetstream::Context, node: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
     for decl in ailurus::streams::load(None).unwrap() {
         let name = decl.config.name;
+        // Per stream: there are over twenty, and on a loaded machine each election takes its time.
+        let deadline = Instant::now() + Duration::from_secs(30);
         while leader_of(js, &name).await.as_deref() != Some(node) {
             assert!(Instant::now() < deadline, "could not move the leader of {name} to {node}");
             let body = serde_json::json!({"placement": {"preferred": node}}).to_string();
