@@ -25,6 +25,7 @@ pub mod ledger;
 pub mod proof;
 pub mod ratelimit;
 pub mod store;
+pub mod token_edit;
 pub mod tokens;
 pub mod users;
 pub mod writer;
