@@ -225,3 +225,58 @@ async fn admins_manage_users_and_everyone_their_tokens() {
     let (s, v) = m.call(&alice, "GET", "/api/token/search?keyword=test", None).await;
     assert_eq!((s, v["data"]["items"].as_array().map(Vec::len)), (200, Some(1)), "{v}");
 }
+
+/// One chat through the bridge as `who`, with `model`.
+async fn chat(m: &Mgmt, who: &str, model: &str) {
+    let resp = m
+        .http
+        .post(format!("{}/v1/chat/completions", m.base))
+        .header("Authorization", format!("Bearer {}", m.people[who].0))
+        .body(json!({"model": model, "messages": [{"role": "user", "content": "log me"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{}", resp.text().await.unwrap());
+}
+
+#[tokio::test]
+async fn logs_page_newest_first_by_user_with_filters() {
+    let m = Mgmt::start(1, Config::default()).await;
+    for (who, model) in [("alice", "mock-a"), ("bob", "mock-b"), ("alice", "mock-b"), ("alice", "mock-c")] {
+        chat(&m, who, model).await;
+    }
+    let alice_user = ailurus::bus::subjects::Token::new("user_id", "alice").unwrap();
+    common::usage_records(&m.stack.client, &alice_user, 3, std::time::Duration::from_secs(20)).await;
+    let bob_user = ailurus::bus::subjects::Token::new("user_id", "bob").unwrap();
+    common::usage_records(&m.stack.client, &bob_user, 1, std::time::Duration::from_secs(20)).await;
+    let alice = m.bearer("alice");
+    let (s, v) = m.call(&alice, "GET", "/api/log/self?p=1&page_size=2&type=2", None).await;
+    assert_eq!(s, 200, "{v}");
+    let models: Vec<_> = v["data"]["items"].as_array().unwrap().iter().map(|i| i["model_name"].clone()).collect();
+    assert_eq!(models, [json!("mock-c"), json!("mock-b")], "newest first: {v}");
+    let (_, v) = m.call(&alice, "GET", "/api/log/self?p=2&page_size=2&type=2", None).await;
+    assert_eq!(v["data"]["items"][0]["model_name"], "mock-a", "{v}");
+    assert_eq!(v["data"]["items"].as_array().map(Vec::len), Some(1));
+    let (_, v) = m.call(&alice, "GET", "/api/log/self?model_name=mock-b", None).await;
+    assert_eq!((v["data"]["total"].as_i64(), v["data"]["complete"].as_bool()), (Some(1), Some(true)), "{v}");
+    assert!(v["data"]["items"].as_array().unwrap().iter().all(|i| i["username"] == "alice"));
+    let now = ailurus::bus::proof::now_secs();
+    let (_, v) = m.call(&alice, "GET", &format!("/api/log/self?type=2&start_timestamp={}", now + 3600), None).await;
+    assert_eq!(v["data"]["total"].as_i64(), Some(0), "{v}");
+    let (_, v) = m.call(&alice, "GET", &format!("/api/log/self?type=2&end_timestamp={}", now - 3600), None).await;
+    assert_eq!(v["data"]["total"].as_i64(), Some(0), "{v}");
+    let (_, v) = m.call(&alice, "GET", "/api/log/self?type=2&status=2xx", None).await;
+    assert_eq!(v["data"]["total"].as_i64(), Some(3), "{v}");
+    let (_, v) = m.call(&alice, "GET", "/api/log/self/stat?type=2", None).await;
+    let spent = common::quiet_balance(&m.quota, &alice_user).await.used;
+    assert_eq!(v["data"]["quota"].as_i64(), Some(spent), "{v}");
+    // Only an admin reads others' logs.
+    for path in ["/api/log/", "/api/log/?username=bob", "/api/log/stat"] {
+        let (s, v) = m.call(&alice, "GET", path, None).await;
+        assert_eq!((s, v["success"].as_bool()), (403, Some(false)), "{path}: {v}");
+    }
+    let (_, v) = m.call(&m.access("ada"), "GET", "/api/log/?username=bob&type=2", None).await;
+    assert_eq!((v["data"]["total"].as_i64(), v["data"]["items"][0]["model_name"].as_str()), (Some(1), Some("mock-b")));
+    let (_, v) = m.call(&m.access("root"), "GET", "/api/log/?type=2&model_name=mock-b", None).await;
+    assert_eq!(v["data"]["total"].as_i64(), Some(2), "{v}");
+}

@@ -27,6 +27,7 @@ pub mod ratelimit;
 pub mod store;
 pub mod token_edit;
 pub mod tokens;
+pub mod usage_log;
 pub mod users;
 pub mod writer;
 

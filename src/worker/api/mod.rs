@@ -16,6 +16,7 @@
 //! access token (`Authorization: <access token>` with `New-Api-User: <id>`, made by
 //! `GET /api/user/token`) gives the user's role (common 1, admin 10, root 100).
 
+mod log;
 mod status;
 mod token;
 mod user;
@@ -56,6 +57,7 @@ async fn answer(ctx: &WorkerCtx, msg: &Message) -> Reply {
         "user" | "user_self" => user::serve(&call).await,
         "token" => token::serve(&call).await,
         "user_token" => token::legacy_list(&call).await,
+        "log" => log::serve(&call).await,
         other => Err(Reply::fail(404, &format!("unknown API operation {other:?}"))),
     };
     answered.unwrap_or_else(|e| e)
