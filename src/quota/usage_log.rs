@@ -33,11 +33,7 @@ async fn bounded<T, E: std::fmt::Display>(
     what: &str,
     f: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, String> {
-    match tokio::time::timeout(TIMEOUT, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what} timed out")),
-    }
+    super::within(what, TIMEOUT, f).await
 }
 
 /// The first sequence at or after `secs` among `filter`'s messages (`None`: none).
