@@ -280,3 +280,19 @@ async fn logs_page_newest_first_by_user_with_filters() {
     let (_, v) = m.call(&m.access("root"), "GET", "/api/log/?type=2&model_name=mock-b", None).await;
     assert_eq!(v["data"]["total"].as_i64(), Some(2), "{v}");
 }
+
+#[tokio::test]
+async fn pricing_for_anyone_groups_for_admins() {
+    let mut config = Config::default();
+    config.pricing.groups.insert("vip".into(), 0.5);
+    let m = Mgmt::start(1, config).await;
+    let (s, v) = m.call(&Cred::None, "GET", "/api/pricing", None).await;
+    assert_eq!(s, 200, "{v}");
+    let mock = v["data"].as_array().unwrap().iter().find(|r| r["model_name"] == "mock*").cloned().unwrap();
+    assert!(mock["input_usd_per_mtok"].as_f64().is_some() && mock["model_ratio"].is_number(), "{mock}");
+    assert_eq!((v["group_ratio"]["vip"].as_f64(), v["group_ratio"]["default"].as_f64()), (Some(0.5), Some(1.0)));
+    let (s, _) = m.call(&m.bearer("alice"), "GET", "/api/group/", None).await;
+    assert_eq!(s, 403);
+    let (s, v) = m.call(&m.access("ada"), "GET", "/api/group/", None).await;
+    assert_eq!((s, v["data"].clone()), (200, json!(["default", "vip"])));
+}

@@ -17,6 +17,7 @@
 //! `GET /api/user/token`) gives the user's role (common 1, admin 10, root 100).
 
 mod log;
+mod pricing;
 mod status;
 mod token;
 mod user;
@@ -58,6 +59,8 @@ async fn answer(ctx: &WorkerCtx, msg: &Message) -> Reply {
         "token" => token::serve(&call).await,
         "user_token" => token::legacy_list(&call).await,
         "log" => log::serve(&call).await,
+        "pricing" => pricing::serve(&call).await,
+        "group" => pricing::serve_groups(&call).await,
         other => Err(Reply::fail(404, &format!("unknown API operation {other:?}"))),
     };
     answered.unwrap_or_else(|e| e)
