@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::path::Path;
 
 /// The declarations compiled into the binary, so `ailurus` works from any directory.
-pub const EMBEDDED: [(&str, &str); 14] = [
+pub const EMBEDDED: [(&str, &str); 18] = [
     ("CHAT_MESSAGES.json", include_str!("../streams/CHAT_MESSAGES.json")),
     ("SESSION_STATUS.json", include_str!("../streams/SESSION_STATUS.json")),
     ("USER_EVENTS.json", include_str!("../streams/USER_EVENTS.json")),
@@ -22,6 +22,10 @@ pub const EMBEDDED: [(&str, &str); 14] = [
     ("KV_WORKERS.json", include_str!("../streams/KV_WORKERS.json")),
     ("KV_REASONING.json", include_str!("../streams/KV_REASONING.json")),
     ("KV_PROOFS.json", include_str!("../streams/KV_PROOFS.json")),
+    ("KV_CHANNELS.json", include_str!("../streams/KV_CHANNELS.json")),
+    ("KV_PRICES.json", include_str!("../streams/KV_PRICES.json")),
+    ("KV_GROUPS.json", include_str!("../streams/KV_GROUPS.json")),
+    ("CONFIG_EVENTS.json", include_str!("../streams/CONFIG_EVENTS.json")),
 ];
 
 /// What `apply` did to one stream.
@@ -207,7 +211,11 @@ mod tests {
                 "QUOTA_HOLDS",
                 "KV_WORKERS",
                 "KV_REASONING",
-                "KV_PROOFS"
+                "KV_PROOFS",
+                "KV_CHANNELS",
+                "KV_PRICES",
+                "KV_GROUPS",
+                "CONFIG_EVENTS"
             ]
         );
         let counters = decls.iter().find(|d| d.config.name == "QUOTA_COUNTERS").unwrap();

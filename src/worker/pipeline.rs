@@ -64,6 +64,23 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
     let mut last: Option<RequestError> = None;
     let mut upstream_failed = false;
     for cand in candidates {
+        // Fail-closed: a copy not proven current is checked against the bucket itself.
+        if let Some(live) = ctx.live.as_ref().filter(|l| !l.channels_trusted()) {
+            match live.confirm(&cand.channel.config).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "channel configuration not proven current");
+                    return Err(RequestError {
+                        status: 503,
+                        message: "channel configuration is not proven current (the CHANNELS bucket does not answer); \
+                                  retry shortly"
+                            .into(),
+                        retry_after: Some(1),
+                    });
+                }
+            }
+        }
         if !ctx.router.claim(&cand) {
             continue;
         }
