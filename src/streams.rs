@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::path::Path;
 
 /// The declarations compiled into the binary, so `ailurus` works from any directory.
-pub const EMBEDDED: [(&str, &str); 18] = [
+pub const EMBEDDED: [(&str, &str); 19] = [
     ("CHAT_MESSAGES.json", include_str!("../streams/CHAT_MESSAGES.json")),
     ("SESSION_STATUS.json", include_str!("../streams/SESSION_STATUS.json")),
     ("USER_EVENTS.json", include_str!("../streams/USER_EVENTS.json")),
@@ -22,6 +22,7 @@ pub const EMBEDDED: [(&str, &str); 18] = [
     ("KV_WORKERS.json", include_str!("../streams/KV_WORKERS.json")),
     ("KV_REASONING.json", include_str!("../streams/KV_REASONING.json")),
     ("KV_PROOFS.json", include_str!("../streams/KV_PROOFS.json")),
+    ("KV_USERS.json", include_str!("../streams/KV_USERS.json")),
     ("KV_CHANNELS.json", include_str!("../streams/KV_CHANNELS.json")),
     ("KV_PRICES.json", include_str!("../streams/KV_PRICES.json")),
     ("KV_GROUPS.json", include_str!("../streams/KV_GROUPS.json")),
@@ -212,6 +213,7 @@ mod tests {
                 "KV_WORKERS",
                 "KV_REASONING",
                 "KV_PROOFS",
+                "KV_USERS",
                 "KV_CHANNELS",
                 "KV_PRICES",
                 "KV_GROUPS",
