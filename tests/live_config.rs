@@ -304,3 +304,122 @@ async fn an_edit_reaches_two_workers_in_milliseconds_p50_p99_over_100_edits() {
         p(1.0).as_secs_f64() * 1e3
     );
 }
+
+/// A credential: the `Authorization` value and the `New-Api-User` header, if any.
+type Auth = (String, Option<String>);
+
+/// One management-API call through the bridge: (HTTP status, body).
+async fn api(
+    base: &str,
+    method: &str,
+    path: &str,
+    auth: &Auth,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut r = reqwest::Client::new().request(method, format!("{base}{path}")).header("Authorization", &auth.0);
+    if let Some(id) = &auth.1 {
+        r = r.header("New-Api-User", id);
+    }
+    if let Some(b) = body {
+        r = r.header("content-type", "application/json").body(b.to_string());
+    }
+    let resp = tokio::time::timeout(WAIT, r.send()).await.expect("in time").expect("sent");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
+}
+
+#[tokio::test]
+async fn the_channel_api_speaks_new_api_shapes_to_admins_and_refuses_everyone_else() {
+    let Setup { stack, routers, store, .. } = setup(None, 1).await;
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let users = ailurus::quota::users::UserStore::open(&js).await.expect("users");
+    let tokens = ailurus::quota::tokens::TokenStore::open(&js).await.expect("tokens");
+    let ops = users.create("ops", ailurus::quota::users::role::ADMIN, "Ops").await.expect("admin");
+    let bob = users.create("bob", ailurus::quota::users::role::COMMON, "Bob").await.expect("user");
+    let admin = (users.new_access_token("ops").await.expect("access token"), Some(ops.id.to_string()));
+    let bob_access = (users.new_access_token("bob").await.expect("access token"), Some(bob.id.to_string()));
+    let (bob_token, _) = tokens.create("bob", "laptop", None, vec![], None).await.expect("token");
+    let bob_bearer = (format!("Bearer {bob_token}"), None);
+    let base = common::http::bridge(stack.client.clone(), Default::default(), stack.shutdown.clone()).await;
+    let up = Upstream::with(Script { answer: Answer::text(&["api channel ok"]), ..Default::default() }).await;
+    let secret = "sk-api-secret-0123456789abcdefQRST";
+
+    // Create as NEW-API's console does.
+    let new = serde_json::json!({"mode": "single", "channel": {
+        "name": "api-up", "type": 1, "key": secret, "base_url": up.base_url(Api::OpenAi),
+        "models": "api-*,other", "group": "default", "priority": 3, "weight": 2, "status": 1,
+        "model_mapping": "{\"api-x\":\"upstream-x\"}"}});
+    let (status, body) = api(&base, "POST", "/api/channel/", &admin, Some(new.clone())).await;
+    assert_eq!((status, &body["success"]), (200, &serde_json::json!(true)), "{body}");
+    let d = &body["data"];
+    assert_eq!(
+        (&d["type"], &d["models"], &d["status"], &d["priority"], &d["weight"], &d["key"]),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!("api-*,other"),
+            &serde_json::json!(1),
+            &serde_json::json!(3),
+            &serde_json::json!(2),
+            &serde_json::json!("sk-…QRST")
+        )
+    );
+    let id = d["id"].as_i64().expect("a numeric id");
+    until(&routers, "the API's channel", |r| find(r, "api-up").is_some()).await;
+    let (_, listed) = api(&base, "GET", "/api/channel/?p=1&page_size=10", &admin, None).await;
+    assert_eq!(listed["data"]["total"], 1, "{listed}");
+    assert_eq!(listed["data"]["items"][0]["name"], "api-up");
+    let (_, got) = api(&base, "GET", &format!("/api/channel/{id}"), &admin, None).await;
+    assert_eq!(got["data"]["name"], "api-up");
+    let (status, tested) = api(&base, "GET", &format!("/api/channel/test/{id}?model=api-x"), &admin, None).await;
+    assert_eq!((status, &tested["success"]), (200, &serde_json::json!(true)), "{tested}");
+    assert!(tested["time"].as_f64().is_some_and(|t| t >= 0.0), "{tested}");
+    let sent = up.requests();
+    let last = sent.last().expect("the test request reached the upstream");
+    assert_eq!(last.header("authorization"), Some(format!("Bearer {secret}").as_str()));
+    assert_eq!(last.model().as_deref(), Some("upstream-x"), "model_mapping applied");
+
+    // Everyone but an admin: 403 (or 401 with no credential) in NEW-API's envelope, nothing changes.
+    let rev = store.channel("api-up").await.expect("read").expect("stored").0;
+    let events_before = events(&stack).await.len();
+    let nobody = (String::new(), None);
+    let off = serde_json::json!({"id": id, "status": 2});
+    // (caller, method, path, body, status)
+    let cases: [(&Auth, &str, String, Option<serde_json::Value>, u16); 9] = [
+        (&bob_access, "GET", "/api/channel/".into(), None, 403),
+        (&bob_access, "PUT", "/api/channel/".into(), Some(off.clone()), 403),
+        (&bob_access, "DELETE", format!("/api/channel/{id}"), None, 403),
+        (&bob_access, "GET", format!("/api/channel/test/{id}"), None, 403),
+        (&bob_bearer, "POST", "/api/channel/".into(), Some(new.clone()), 403),
+        (&bob_bearer, "PUT", "/api/channel/".into(), Some(off.clone()), 403),
+        (&bob_bearer, "GET", format!("/api/channel/{id}"), None, 403),
+        (&nobody, "DELETE", format!("/api/channel/{id}"), None, 401),
+        (&nobody, "GET", "/api/channel/".into(), None, 401),
+    ];
+    for (who, method, path, body, want) in cases {
+        let (status, reply) = api(&base, method, &path, who, body).await;
+        assert_eq!((status, &reply["success"]), (want, &serde_json::json!(false)), "{method} {path}: {reply}");
+        assert!(reply["message"].is_string() && reply.get("data").is_some(), "NEW-API's envelope: {reply}");
+    }
+    assert_eq!(store.channel("api-up").await.expect("read").expect("still there").0, rev, "nothing changed");
+    assert_eq!(events(&stack).await.len(), events_before, "no event");
+
+    let (status, body) = api(&base, "PUT", "/api/channel/", &admin, Some(off)).await;
+    assert_eq!(
+        (status, &body["data"]["status"], &body["data"]["key"]),
+        (200, &serde_json::json!(2), &serde_json::json!("sk-…QRST"))
+    );
+    until(&routers, "disabled through the API", |r| find(r, "api-up").is_some_and(|c| !c.enabled)).await;
+    let bad = serde_json::json!({"id": id, "status": 7});
+    let (status, body) = api(&base, "PUT", "/api/channel/", &admin, Some(bad)).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = api(&base, "DELETE", &format!("/api/channel/{id}"), &admin, None).await;
+    assert_eq!(status, 200);
+    until(&routers, "deleted through the API", |r| find(r, "api-up").is_none()).await;
+    let evs = events(&stack).await;
+    let ops: Vec<(&str, &str)> = evs.iter().map(|e| (e.op.as_str(), e.actor.as_str())).collect();
+    assert_eq!(ops, [("create", "user:ops"), ("disable", "user:ops"), ("delete", "user:ops")]);
+    let holding = streams_holding(&stack, secret).await;
+    assert!(holding.is_empty(), "the API key is in {holding:?}");
+}

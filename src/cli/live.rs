@@ -228,15 +228,16 @@ pub async fn channels(config: Config, cmd: ChannelsCmd) -> Result<ExitCode, Stri
             println!("{}", line(&r));
         }
         ChannelsCmd::Edit { name, fields } => {
-            let r = change(&store, &name, file(&name), |c| fields.apply(c)).await?;
+            let r = store.change(&name, file(&name), |c| fields.apply(c)).await?;
             println!("{}", line(&r));
         }
         ChannelsCmd::Enable { name } | ChannelsCmd::Disable { name } => {
-            let r = change(&store, &name, file(&name), |c| {
-                c.enabled = enable;
-                Ok(KeyChange::Keep)
-            })
-            .await?;
+            let r = store
+                .change(&name, file(&name), |c| {
+                    c.enabled = enable;
+                    Ok(KeyChange::Keep)
+                })
+                .await?;
             println!("{}", line(&r));
         }
         ChannelsCmd::Delete { name } => {
@@ -272,36 +273,6 @@ pub async fn channels(config: Config, cmd: ChannelsCmd) -> Result<ExitCode, Stri
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Change the bucket's record of `name` with `edit` (compare-and-set on its revision), or
-/// create the bucket's copy of the config file's channel `from_file`.
-async fn change(
-    store: &LiveStore,
-    name: &str,
-    from_file: Option<ChannelConfig>,
-    edit: impl FnOnce(&mut ChannelConfig) -> Result<KeyChange, String>,
-) -> Result<ChannelRecord, String> {
-    let before = store.channel(name).await?;
-    let (mut c, file_key) = match (&before, from_file) {
-        (Some((_, r)), _) => (r.channel.clone(), None),
-        (None, Some(f)) => {
-            let key = f.key.clone();
-            (f, key)
-        }
-        (None, None) => return Err(format!("no channel {name} in the bucket or the config file")),
-    };
-    let was = c.enabled;
-    let mut key = edit(&mut c)?;
-    if let (KeyChange::Keep, Some(k)) = (&key, file_key) {
-        key = KeyChange::Set(k);
-    }
-    let op = match (was, c.enabled) {
-        (false, true) => "enable",
-        (true, false) => "disable",
-        _ => "update",
-    };
-    store.save_channel(op, before.as_ref(), c, key).await
 }
 
 /// Price changes.

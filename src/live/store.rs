@@ -95,6 +95,11 @@ impl LiveStore {
         })
     }
 
+    /// The same store, making changes as `actor`.
+    pub fn as_actor(&self, actor: &str) -> Self {
+        Self { actor: actor.to_string(), ..self.clone() }
+    }
+
     /// Every (key, revision, value) of a bucket, by key.
     async fn all<T: serde::de::DeserializeOwned>(
         kv: &kv::Store,
@@ -242,6 +247,41 @@ impl LiveStore {
         ev.key_changed = key_changed;
         self.record(ev).await?;
         Ok(rec)
+    }
+
+    /// Change the bucket's record of `name` with `edit` (compare-and-set on its revision), or
+    /// create the bucket's copy of the config file's channel `from_file` (which then wins over
+    /// the file's). The event's op is `enable` / `disable` when that is what changed.
+    pub async fn change(
+        &self,
+        name: &str,
+        from_file: Option<ChannelConfig>,
+        edit: impl FnOnce(&mut ChannelConfig) -> Result<KeyChange, String>,
+    ) -> Result<ChannelRecord, String> {
+        let before = self.channel(name).await?;
+        let (mut c, file_key) = match (&before, from_file) {
+            (Some((_, r)), _) => (r.channel.clone(), None),
+            (None, Some(f)) => {
+                let key = f.key.clone();
+                (f, key)
+            }
+            (None, None) => return Err(format!("no channel {name} in the bucket or the config file")),
+        };
+        let was = c.enabled;
+        let mut key = edit(&mut c)?;
+        if c.name != name {
+            return Err("a channel's name cannot change (delete it and add it again)".into());
+        }
+        // A file channel's handed-over key (CodeSwitch's app.json token) goes into the copy, sealed.
+        if let (KeyChange::Keep, Some(k)) = (&key, file_key) {
+            key = KeyChange::Set(k);
+        }
+        let op = match (was, c.enabled) {
+            (false, true) => "enable",
+            (true, false) => "disable",
+            _ => "update",
+        };
+        self.save_channel(op, before.as_ref(), c, key).await
     }
 
     /// Delete a channel (only at the revision read, so a concurrent edit is not lost).

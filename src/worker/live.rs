@@ -32,6 +32,10 @@ pub(crate) struct Live {
     prices: Mirror<PriceRecord>,
     /// `GROUPS`.
     groups: Mirror<GroupRecord>,
+    /// Opens (and, for the management API, seals) API keys.
+    seal: Option<SealKey>,
+    /// Changes made through the management API (`/api/channel/`), as the worker.
+    store: live::store::LiveStore,
 }
 
 /// What the config file gives, which the buckets are merged over.
@@ -42,8 +46,6 @@ pub(crate) struct FileConfig {
     pub prices: Vec<PriceEntry>,
     /// `[pricing.groups]`.
     pub groups: BTreeMap<String, f64>,
-    /// Opens sealed API keys.
-    pub seal: Option<SealKey>,
 }
 
 /// A mirror of `bucket` whose records are JSON `T`.
@@ -60,7 +62,11 @@ fn mirror<T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static>(
 impl Live {
     /// Follow the buckets until `shutdown`, once their contents are loaded. `None` (the config
     /// file alone) when `CHANNELS` does not exist.
-    pub(crate) async fn open(client: &async_nats::Client, shutdown: &Shutdown) -> Result<Option<Self>, WorkerError> {
+    pub(crate) async fn open(
+        client: &async_nats::Client,
+        seal: Option<SealKey>,
+        shutdown: &Shutdown,
+    ) -> Result<Option<Self>, WorkerError> {
         let js = async_nats::jetstream::new(client.clone());
         let get = |b: &'static str| {
             let js = js.clone();
@@ -71,10 +77,15 @@ impl Live {
             tracing::info!("no CHANNELS / PRICES / GROUPS buckets (run `ailurus streams apply`): the config file's channels and prices only");
             return Ok(None);
         };
+        let store = live::store::LiveStore::open(js.clone(), seal.clone(), "worker")
+            .await
+            .map_err(|e| WorkerError(format!("live configuration: {e}")))?;
         let this = Self {
             channels: mirror(c, client, live::CHANNELS),
             prices: mirror(p, client, live::PRICES),
             groups: mirror(g, client, live::GROUPS),
+            seal,
+            store,
         };
         for follow in [
             this.channels.follow(shutdown.clone()).await,
@@ -84,6 +95,16 @@ impl Live {
             follow.map_err(|e| WorkerError(format!("live configuration: {e}")))?;
         }
         Ok(Some(this))
+    }
+
+    /// The store, making changes as `actor`.
+    pub(crate) fn store(&self, actor: &str) -> live::store::LiveStore {
+        self.store.as_actor(actor)
+    }
+
+    /// The key that opens sealed API keys, if this worker has one.
+    pub(crate) fn seal(&self) -> Option<&SealKey> {
+        self.seal.as_ref()
     }
 
     /// Whether the channel copy is proven current.
@@ -110,7 +131,7 @@ impl Live {
     pub(crate) fn apply(&self, ctx: &WorkerCtx, file: &FileConfig) {
         let records: Vec<(u64, ChannelRecord)> =
             self.channels.entries().into_iter().map(|(_, c)| (c.revision, c.value)).collect();
-        let merged = live::merge_channels(&file.channels, &records, file.seal.as_ref());
+        let merged = live::merge_channels(&file.channels, &records, self.seal.as_ref());
         for e in ctx.router.replace(&merged) {
             tracing::warn!(error = %e, "live channel left out");
         }

@@ -254,11 +254,11 @@ pub async fn run_with_router(
         };
         crate::quota::lease::Leases::new(q.clone(), worker_id.clone(), lc)
     });
-    let live = if config.live.follow { live::Live::open(&client, &shutdown).await? } else { None };
     let seal = crate::seal::SealKey::load(config.live.secret_key_file.as_deref()).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "no secret key: channels with a sealed API key are left out");
         None
     });
+    let live = if config.live.follow { live::Live::open(&client, seal, &shutdown).await? } else { None };
     let ctx = Arc::new(WorkerCtx {
         auth: config.auth.clone(),
         tokens,
@@ -284,7 +284,6 @@ pub async fn run_with_router(
             channels: config.channels.clone(),
             prices: config.pricing.models.clone(),
             groups: config.pricing.groups.clone(),
-            seal,
         };
         // Serve the live set from the first request on, then follow it.
         l.apply(&ctx, &file);

@@ -16,6 +16,7 @@
 //! access token (`Authorization: <access token>` with `New-Api-User: <id>`, made by
 //! `GET /api/user/token`) gives the user's role (common 1, admin 10, root 100).
 
+mod channel;
 mod status;
 mod token;
 mod user;
@@ -55,6 +56,7 @@ async fn answer(ctx: &WorkerCtx, msg: &Message) -> Reply {
         "status" => status::serve(&call).await,
         "user" | "user_self" => user::serve(&call).await,
         "token" => token::serve(&call).await,
+        "channel" => channel::serve(&call).await,
         "user_token" => token::legacy_list(&call).await,
         other => Err(Reply::fail(404, &format!("unknown API operation {other:?}"))),
     };
