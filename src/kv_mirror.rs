@@ -152,6 +152,11 @@ pub struct Mirror<T> {
     fresh: Arc<Freshness>,
     /// Bumped after every change applied to the copy (a load counts as one).
     version: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The highest bucket revision the copy has applied, and the creation time (Unix ns) of
+    /// the bucket's stream it was applied from (a re-created bucket starts again at 1).
+    applied: Arc<(AtomicU64, std::sync::atomic::AtomicI64)>,
+    /// One on-demand proof at a time: readers that find the copy untrusted together share it.
+    proving: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl<T> Clone for Mirror<T> {
@@ -163,6 +168,8 @@ impl<T> Clone for Mirror<T> {
             cache: self.cache.clone(),
             fresh: self.fresh.clone(),
             version: self.version.clone(),
+            applied: self.applied.clone(),
+            proving: self.proving.clone(),
         }
     }
 }
@@ -183,6 +190,8 @@ impl<T: Clone + Send + Sync + 'static> Mirror<T> {
             cache: Arc::new(DashMap::new()),
             fresh: Arc::new(Freshness::new()),
             version: Arc::new(tokio::sync::watch::Sender::new(0)),
+            applied: Arc::new((AtomicU64::new(0), std::sync::atomic::AtomicI64::new(0))),
+            proving: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -212,6 +221,45 @@ impl<T: Clone + Send + Sync + 'static> Mirror<T> {
     /// A receiver that sees the version change after every applied change.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.version.subscribe()
+    }
+
+    /// Prove the copy current now, on demand (a reader that found it untrusted, under a load
+    /// that delays the follower's own proofs): ask the bucket's last revision within `limit`;
+    /// `Ok(true)` (and trusted again) when the copy has applied it, `Ok(false)` when it is
+    /// behind. The error names the bucket only.
+    pub async fn prove(&self, limit: Duration) -> Result<bool, String> {
+        let bucket = self.spec.bucket;
+        let state = async {
+            let _one = self.proving.lock().await;
+            // Another reader's proof may have landed while this one waited.
+            if self.fresh.trusted() {
+                return Ok(None);
+            }
+            Self::bucket_state(&self.kv, bucket).await.map(Some)
+        };
+        let asked = Instant::now();
+        let Some((last, messages, created)) =
+            tokio::time::timeout(limit, state).await.map_err(|_| format!("stream info of {bucket} timed out"))??
+        else {
+            return Ok(true);
+        };
+        let target = if messages == 0 { 0 } else { last };
+        let same_stream = self.applied.1.load(Ordering::Acquire) == created;
+        if same_stream && self.applied.0.load(Ordering::Acquire) >= target {
+            self.fresh.verify(asked);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Note that the copy has applied `revision` of the stream created at `created`.
+    fn applied_up_to(&self, revision: u64, created: Option<i64>) {
+        if let Some(c) = created {
+            self.applied.1.store(c, Ordering::Release);
+            self.applied.0.store(revision, Ordering::Release);
+        } else {
+            self.applied.0.fetch_max(revision, Ordering::AcqRel);
+        }
     }
 
     /// Read `key` from the bucket itself within `limit` (a put's value and revision; `None`
@@ -284,13 +332,14 @@ impl<T: Clone + Send + Sync + 'static> Mirror<T> {
         }
     }
 
-    /// The bucket's last revision and message count, from the server.
-    async fn bucket_state(kv: &kv::Store, bucket: &str) -> Result<(u64, u64), String> {
+    /// The bucket's last revision, message count and creation time (Unix ns), from the server.
+    async fn bucket_state(kv: &kv::Store, bucket: &str) -> Result<(u64, u64, i64), String> {
         let info = tokio::time::timeout(REQUEST_TIMEOUT, kv.stream.get_info())
             .await
             .map_err(|_| format!("stream info of {bucket} timed out"))?
             .map_err(|e| format!("stream info of {bucket}: {e}"))?;
-        Ok((info.state.last_sequence, info.state.messages))
+        let created = i64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(i64::MAX);
+        Ok((info.state.last_sequence, info.state.messages, created))
     }
 
     /// Open a watch that starts with the last value of every key, read it until it has
@@ -299,7 +348,7 @@ impl<T: Clone + Send + Sync + 'static> Mirror<T> {
         let bucket = self.spec.bucket;
         // Trusted meanwhile only as long as the last proof allows (or an election extends it).
         let asked = Instant::now();
-        let (last, messages) = Self::bucket_state(&self.kv, bucket).await?;
+        let (last, messages, created) = Self::bucket_state(&self.kv, bucket).await?;
         let mut watch = tokio::time::timeout(REQUEST_TIMEOUT, self.kv.watch_with_history(">"))
             .await
             .map_err(|_| format!("watch {bucket} timed out"))?
@@ -332,6 +381,7 @@ impl<T: Clone + Send + Sync + 'static> Mirror<T> {
             self.cache.insert(k, c);
         }
         // Everything up to `last` is applied: trusted as of when we asked for it.
+        self.applied_up_to(revision.max(last), Some(created));
         self.fresh.verify(asked);
         self.version.send_modify(|v| *v += 1);
         Ok(Live { watch, revision: revision.max(last) })
@@ -345,7 +395,8 @@ impl<T: Clone + Send + Sync + 'static> Mirror<T> {
         let Live { mut watch, mut revision } = live;
         let mut tick = tokio::time::interval(PROBE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        type Probe = std::pin::Pin<Box<dyn std::future::Future<Output = (Instant, Result<(u64, u64), String>)> + Send>>;
+        type Answer = Result<(u64, u64, i64), String>;
+        type Probe = std::pin::Pin<Box<dyn std::future::Future<Output = (Instant, Answer)> + Send>>;
         let mut probe: Option<Probe> = None;
         // A probe's answer not reached yet: (when it was asked, last revision).
         let mut target: Option<(Instant, u64)> = None;
@@ -357,6 +408,7 @@ impl<T: Clone + Send + Sync + 'static> Mirror<T> {
                     Some(Ok(e)) => {
                         revision = revision.max(e.revision);
                         self.apply(e);
+                        self.applied_up_to(revision, None);
                     }
                     Some(Err(e)) => return Err(format!("watch {bucket}: {e}")),
                     None => return Err(format!("watch {bucket} ended")),
@@ -385,7 +437,7 @@ impl<T: Clone + Send + Sync + 'static> Mirror<T> {
                     probe = None;
                     match answer {
                         // An empty bucket has nothing to catch up with.
-                        Ok((last, messages)) => target = Some((asked, if messages == 0 { 0 } else { last })),
+                        Ok((last, messages, _)) => target = Some((asked, if messages == 0 { 0 } else { last })),
                         Err(e) => {
                             if self.client.connection_state() == State::Connected {
                                 self.fresh.failed(&e);

@@ -92,7 +92,11 @@ pub(crate) async fn admit(
     let billed = principal.is_some() && ctx.quota.is_some();
     let p = principal.as_ref();
     let counting = matches!(job.client, Client::Native { op: Op::CountTokens, .. });
-    if billed && ctx.live.as_ref().is_some_and(|l| !l.prices_trusted()) {
+    let current = match (billed, &ctx.live) {
+        (true, Some(l)) => matches!(l.prices_current().await, Ok(true)),
+        _ => true,
+    };
+    if !current {
         return Err(RequestError {
             status: 503,
             message: "prices are not proven current (the PRICES / GROUPS buckets do not answer); retry shortly".into(),

@@ -107,14 +107,18 @@ impl Live {
         self.seal.as_ref()
     }
 
-    /// Whether the channel copy is proven current.
-    pub(crate) fn channels_trusted(&self) -> bool {
-        self.channels.trusted()
+    /// Whether the channel copy is current: trusted, or proven so now against the bucket (a
+    /// failure to prove counts as not current: each channel is then confirmed on its own).
+    pub(crate) async fn channels_current(&self) -> bool {
+        self.channels.trusted() || matches!(self.channels.prove(CONFIRM_TIMEOUT).await, Ok(true))
     }
 
-    /// Whether the price and group copies are proven current.
-    pub(crate) fn prices_trusted(&self) -> bool {
-        self.prices.trusted() && self.groups.trusted()
+    /// Whether the price and group copies are current: trusted, or (a loaded worker's follower
+    /// lagging behind its proofs) proven so now against the buckets. `Err` when they cannot
+    /// be.
+    pub(crate) async fn prices_current(&self) -> Result<bool, String> {
+        let prices = self.prices.trusted() || self.prices.prove(CONFIRM_TIMEOUT).await?;
+        Ok(prices && (self.groups.trusted() || self.groups.prove(CONFIRM_TIMEOUT).await?))
     }
 
     /// Whether `channel` is still what the bucket says, read from the bucket itself: a

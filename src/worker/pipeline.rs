@@ -63,9 +63,13 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
 
     let mut last: Option<RequestError> = None;
     let mut upstream_failed = false;
+    // Fail-closed: a copy not proven current is checked against the bucket itself.
+    let unproven = match &ctx.live {
+        Some(l) => !l.channels_current().await,
+        None => false,
+    };
     for cand in candidates {
-        // Fail-closed: a copy not proven current is checked against the bucket itself.
-        if let Some(live) = ctx.live.as_ref().filter(|l| !l.channels_trusted()) {
+        if let Some(live) = ctx.live.as_ref().filter(|_| unproven) {
             match live.confirm(&cand.channel.config).await {
                 Ok(true) => {}
                 Ok(false) => continue,
