@@ -423,3 +423,68 @@ async fn the_channel_api_speaks_new_api_shapes_to_admins_and_refuses_everyone_el
     let holding = streams_holding(&stack, secret).await;
     assert!(holding.is_empty(), "the API key is in {holding:?}");
 }
+
+/// `ailurus <args>` against the stack, with `stdin`; (success, stdout + stderr).
+fn cli(setup: &Setup, args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    let key_file = setup.cfg.live.secret_key_file.as_ref().expect("key file");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ailurus"))
+        .args(args)
+        .env("NATS_URL", &setup.stack.server.url)
+        .env("AILURUS_SECRET_KEY_FILE", key_file)
+        .env("AILURUS_LOG", "debug")
+        .env_remove("AILURUS_SECRET_KEY")
+        .env_remove("NEW_API_URL")
+        .env_remove("NEW_API_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ailurus");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    let out = child.wait_with_output().expect("ailurus ends");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test]
+async fn a_key_typed_into_the_cli_is_sealed_masked_and_in_no_output_log_or_stream() {
+    let setup = setup(Some(""), 1).await;
+    let secret = "sk-cli-secret-0123456789abcdefWXYZ";
+    // (args, stdin, succeeds, what the output shows)
+    let steps: [(&[&str], &str, bool, &str); 6] = [
+        (
+            &[
+                "channels",
+                "add",
+                "cli-up",
+                "--kind",
+                "1",
+                "--base-url",
+                "http://127.0.0.1:9/v1",
+                "--models",
+                "cli-*",
+                "--key-stdin",
+            ],
+            &format!("{secret}\n"),
+            true,
+            "sk-…WXYZ",
+        ),
+        (&["channels", "list"], "", true, "cli-up"),
+        (&["channels", "list", "--json"], "", true, "\"key\":\"sk-…WXYZ\""),
+        // Nothing listens on port 9: the test fails, and its error names no key.
+        (&["channels", "test", "cli-up", "--model", "cli-x"], "", false, "cli-up: failed"),
+        (&["channels", "edit", "cli-up", "--weight", "4"], "", true, "cli-up"),
+        (&["channels", "delete", "cli-up"], "", true, "deleted cli-up"),
+    ];
+    for (args, stdin, ok, shows) in steps {
+        let (success, out) = cli(&setup, args, stdin);
+        assert_eq!(success, ok, "{args:?}: {out}");
+        assert!(out.contains(shows), "{args:?} shows {shows:?}: {out}");
+        assert!(!out.contains(secret), "{args:?} printed the key: {out}");
+    }
+    let holding = streams_holding(&setup.stack, secret).await;
+    assert!(holding.is_empty(), "the API key is in {holding:?}");
+    let ops: Vec<String> =
+        events(&setup.stack).await.into_iter().map(|e| format!("{} {}", e.op, e.key_changed)).collect();
+    assert_eq!(ops, ["create true", "update false", "delete false"]);
+}
