@@ -4,7 +4,7 @@
 
 use crate::providers::kind::ProviderKind;
 use crate::wildcard;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -32,7 +32,7 @@ impl fmt::Debug for Secret {
 }
 
 /// Timeouts of one channel, in milliseconds.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {
     /// TCP + TLS connect.
@@ -105,6 +105,11 @@ pub enum ChannelOrigin {
     CodeSwitchApp,
     /// The built-in mock.
     BuiltinMock,
+    /// The `CHANNELS` KV bucket (`ailurus channels add`, `/api/channel/`), live on every worker.
+    Live,
+    /// The `CHANNELS` bucket's record of a channel the config file also defines: the
+    /// bucket's wins (`ailurus channels edit` of a config channel).
+    LiveOverConfig,
 }
 
 impl ChannelOrigin {
@@ -115,12 +120,15 @@ impl ChannelOrigin {
             Self::NewApiEnv => "NEW_API_URL env",
             Self::CodeSwitchApp => "code-switch app.json",
             Self::BuiltinMock => "built-in mock",
+            Self::Live => "kv",
+            Self::LiveOverConfig => "kv (over config)",
         }
     }
 }
 
-/// One upstream channel, as written in the config file.
-#[derive(Debug, Clone, Deserialize)]
+/// One upstream channel, as written in the config file (and, serialized, in a `CHANNELS`
+/// record: the fields skipped here never are).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
     /// Unique name, shown in logs, metrics, the ledger and `ailurus channels`.
@@ -168,6 +176,9 @@ pub struct ChannelConfig {
     /// `~/.code-switch/app.json`); used before the `api_key_env` ones. Never read from the file.
     #[serde(skip)]
     pub key: Option<Secret>,
+    /// The `CHANNELS` bucket revision this channel came from (0: not from the bucket).
+    #[serde(skip)]
+    pub revision: u64,
 }
 
 impl ChannelConfig {
@@ -230,7 +241,7 @@ impl ChannelConfig {
                 return Err(format!("base_url {:?} must start with http:// or https://", self.base_url));
             }
             if self.api_key_env.is_empty() && self.key.is_none() {
-                return Err("api_key_env must name at least one environment variable".into());
+                return Err("api_key_env must name at least one environment variable (or give a key)".into());
             }
         }
         if self.weight == 0 {

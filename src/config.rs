@@ -37,6 +37,9 @@ pub struct Config {
     /// How long the audit trail (`LLM_REQUESTS`: requests and answers) is kept.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The live configuration (channels, prices and group ratios in KV).
+    #[serde(default)]
+    pub live: LiveConfig,
 }
 
 /// Retention of the audit trail, applied to `LLM_REQUESTS` by `ailurus up` and `ailurus
@@ -75,6 +78,41 @@ impl AuditConfig {
 impl Default for AuditConfig {
     fn default() -> Self {
         Self { retention: Self::default_retention(), max_bytes: Self::default_max_bytes() }
+    }
+}
+
+/// The live configuration: the `CHANNELS`, `PRICES` and `GROUPS` buckets, which win over the
+/// file's channels, prices and group ratios (see `src/live/mod.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveConfig {
+    /// Follow the buckets (when they exist). `false`: this worker serves the file alone.
+    #[serde(default = "LiveConfig::default_follow")]
+    pub follow: bool,
+    /// The file holding the 64-hex-digit key that seals the API keys stored in `CHANNELS`.
+    /// Unset: `AILURUS_SECRET_KEY`, else the file `AILURUS_SECRET_KEY_FILE` names, else
+    /// `<AILURUS_DATA or .ailurus-data>/secret-key` (which `ailurus up` creates, mode 0600).
+    #[serde(default)]
+    pub secret_key_file: Option<std::path::PathBuf>,
+}
+
+impl LiveConfig {
+    const fn default_follow() -> bool {
+        true
+    }
+
+    /// Semantic checks.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match &self.secret_key_file {
+            Some(p) if p.as_os_str().is_empty() => Err(ConfigError("live.secret_key_file must not be empty".into())),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self { follow: Self::default_follow(), secret_key_file: None }
     }
 }
 
@@ -363,6 +401,7 @@ impl Config {
                 return Err(ConfigError(format!("channels[{i}]: duplicate name {:?}", c.name)));
             }
         }
+        self.live.validate()?;
         for (g, r) in &self.pricing.groups {
             if !r.is_finite() || *r < 0.0 {
                 return Err(ConfigError(format!("pricing.groups.{g} must be a non-negative number")));

@@ -29,6 +29,9 @@
 //! - [`streams`]: applies `streams/*.json` to JetStream, idempotently.
 //! - [`nats_server`]: finds and spawns a pinned local `nats-server` (for `ailurus up` and tests).
 //! - [`config`]: typed configuration with defaults and `validate()`.
+//! - [`kv_mirror`]: the fail-closed in-memory copy of a KV bucket (tokens, live configuration).
+//! - [`live`]: channels, prices and group ratios in KV buckets, changed with events.
+//! - [`seal`]: API keys sealed at rest (XChaCha20-Poly1305).
 //! - [`seed_config`]: CodeSwitch's NEW-API and NATS settings when nothing explicit is set.
 //! - [`shutdown`]: the one shutdown signal every loop selects on.
 //! - [`cli`]: one file per subcommand; `main.rs` only dispatches.
@@ -44,6 +47,8 @@ pub mod config;
 pub mod credential;
 pub mod error;
 pub mod formats;
+pub mod kv_mirror;
+pub mod live;
 pub mod metrics;
 pub mod nats_server;
 pub mod pricing;
@@ -52,6 +57,7 @@ pub mod providers;
 pub mod quota;
 pub mod redact;
 pub mod router;
+pub mod seal;
 pub mod seed_config;
 pub mod shutdown;
 pub mod sse;

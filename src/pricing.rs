@@ -3,13 +3,13 @@
 
 use crate::protocol::canonical::Usage;
 use crate::wildcard;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// NEW-API's unit: this many quota units buy one US dollar.
 pub const QUOTA_PER_USD: f64 = 500_000.0;
 
 /// One row of the price table.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PriceEntry {
     /// Model pattern (`*` and `?` wildcards).
@@ -29,7 +29,7 @@ pub struct PriceEntry {
     /// The most output tokens one answer of this model may bill: the cap the gateway sets
     /// in the upstream request when the client sets none (never above what the balance
     /// pays for). Unset: [`DEFAULT_MAX_OUTPUT_TOKENS`].
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u32>,
 }
 

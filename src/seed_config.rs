@@ -119,6 +119,7 @@ fn channels(root: &str, origin: ChannelOrigin, api_key_env: Vec<String>, key: Op
         enabled: true,
         origin,
         key: key.clone(),
+        revision: 0,
     };
     vec![
         base("newapi-claude", "anthropic", root.to_string(), PRIORITY + 1, vec!["claude".into()]),

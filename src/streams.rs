@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::path::Path;
 
 /// The declarations compiled into the binary, so `ailurus` works from any directory.
-pub const EMBEDDED: [(&str, &str); 16] = [
+pub const EMBEDDED: [(&str, &str); 20] = [
     ("CHAT_MESSAGES.json", include_str!("../streams/CHAT_MESSAGES.json")),
     ("SESSION_STATUS.json", include_str!("../streams/SESSION_STATUS.json")),
     ("USER_EVENTS.json", include_str!("../streams/USER_EVENTS.json")),
@@ -24,6 +24,10 @@ pub const EMBEDDED: [(&str, &str); 16] = [
     ("KV_PROOFS.json", include_str!("../streams/KV_PROOFS.json")),
     ("KV_ROUTE_AFFINITY.json", include_str!("../streams/KV_ROUTE_AFFINITY.json")),
     ("KV_USERS.json", include_str!("../streams/KV_USERS.json")),
+    ("KV_CHANNELS.json", include_str!("../streams/KV_CHANNELS.json")),
+    ("KV_PRICES.json", include_str!("../streams/KV_PRICES.json")),
+    ("KV_GROUPS.json", include_str!("../streams/KV_GROUPS.json")),
+    ("CONFIG_EVENTS.json", include_str!("../streams/CONFIG_EVENTS.json")),
 ];
 
 /// What `apply` did to one stream.
@@ -237,7 +241,11 @@ mod tests {
                 "KV_REASONING",
                 "KV_PROOFS",
                 "KV_ROUTE_AFFINITY",
-                "KV_USERS"
+                "KV_USERS",
+                "KV_CHANNELS",
+                "KV_PRICES",
+                "KV_GROUPS",
+                "CONFIG_EVENTS"
             ]
         );
         let counters = decls.iter().find(|d| d.config.name == "QUOTA_COUNTERS").unwrap();

@@ -545,6 +545,8 @@ fn ailurus_up_locks_its_nats_server_on_both_ports() {
     assert_eq!(mode(&auth_file), 0o600, "{}", auth_file.display());
     let conf = dir.join(".ailurus-data/nats/nats-server.conf");
     assert_eq!(mode(&conf), 0o600, "the server config holds the password");
+    let secret_key = dir.join(".ailurus-data").join(ailurus::seal::KEY_FILE);
+    assert_eq!(mode(&secret_key), 0o600, "the key that seals channel API keys");
     let auth = ailurus::bus::ConnectAuth::from_file(&auth_file).expect("user and password");
     let (user, password) = (auth.user.unwrap_or_default(), auth.password.unwrap_or_default());
     assert!(password.len() >= 32);

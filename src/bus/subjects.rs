@@ -43,6 +43,8 @@ pub const QUOTA_REQUESTS: SubjectSpec = SubjectSpec { name: "quota_requests", pa
 pub const QUOTA_HOLD: SubjectSpec = SubjectSpec { name: "quota_hold", pattern: "quota.hold.{hold_id}" };
 /// `ailurus.api.{op}`
 pub const API: SubjectSpec = SubjectSpec { name: "api", pattern: "ailurus.api.{op}" };
+/// `ailurus.config.{kind}`
+pub const CONFIG: SubjectSpec = SubjectSpec { name: "config", pattern: "ailurus.config.{kind}" };
 
 /// `quota.rpm.{token_id}.{window}` (a server-side counter)
 pub const RATE_RPM: SubjectSpec = SubjectSpec { name: "rate_rpm", pattern: "quota.rpm.{token_id}.{window}" };
@@ -52,7 +54,7 @@ pub const RATE_TPM: SubjectSpec = SubjectSpec { name: "rate_tpm", pattern: "quot
 pub const RATE_CONC: SubjectSpec = SubjectSpec { name: "rate_conc", pattern: "quota.conc.{token_id}" };
 
 /// Every subject: design §2, the quota and rate counters and the user API.
-pub const SPECS: [SubjectSpec; 17] = [
+pub const SPECS: [SubjectSpec; 18] = [
     REQUEST,
     RESPONSE,
     CANCEL,
@@ -67,6 +69,7 @@ pub const SPECS: [SubjectSpec; 17] = [
     QUOTA_REQUESTS,
     QUOTA_HOLD,
     API,
+    CONFIG,
     RATE_RPM,
     RATE_TPM,
     RATE_CONC,
@@ -262,6 +265,10 @@ pub fn api(op: &str) -> String {
 /// `ailurus.api.*`: what workers subscribe to.
 pub fn api_all() -> String {
     render(API, &["*"])
+}
+/// `ailurus.config.<kind>`: one change of the live configuration (`channel`, `price`, `group`).
+pub fn config_event(kind: &Token) -> String {
+    render(CONFIG, &[kind.as_str()])
 }
 
 /// Whether a requester-chosen reply subject is safe for a worker to publish on: not a

@@ -6,6 +6,7 @@ mod audit;
 mod bridge;
 mod channels;
 mod connect;
+mod live;
 mod newapi_balance;
 mod req;
 pub mod sign;
@@ -55,12 +56,19 @@ pub enum Command {
     Req(req::ReqArgs),
     /// Print the proof-of-possession headers of one request, as `-H K:V` for the nats CLI.
     Sign(sign::SignArgs),
-    /// Health of every channel on every live worker.
+    /// Health of every channel on every live worker; with a subcommand, change the live
+    /// channels (CHANNELS bucket).
     Channels {
         /// One JSON report per worker.
         #[arg(long)]
         json: bool,
+        /// add, edit, enable, disable, delete, test, list, import.
+        #[command(subcommand)]
+        cmd: Option<live::ChannelsCmd>,
     },
+    /// List and change the live prices and group ratios (PRICES and GROUPS buckets).
+    #[command(subcommand)]
+    Prices(live::PricesCmd),
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(admin::TokenCmd),
@@ -123,7 +131,9 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Sign(args) => sign::run(args),
         Command::Streams(cmd) => streams::run(config, cmd).await,
         Command::Token(cmd) => admin::token(config, cmd).await,
-        Command::Channels { json } => channels::run(config, json).await,
+        Command::Channels { json: _, cmd: Some(cmd) } => live::channels(config, cmd).await,
+        Command::Channels { json, cmd: None } => channels::run(config, json).await,
+        Command::Prices(cmd) => live::prices(config, cmd).await,
         Command::Audit(cmd) => audit::run(config, cmd).await,
         Command::Chat(cmd) => audit::chat(config, cmd).await,
         Command::Quota(cmd) => admin::quota(config, cmd).await,

@@ -143,7 +143,12 @@ fn local_target(url: &str) -> Option<(String, u16)> {
 }
 
 /// Run everything in one process.
-pub async fn run(config: Config, args: UpArgs) -> Result<ExitCode, String> {
+pub async fn run(mut config: Config, args: UpArgs) -> Result<ExitCode, String> {
+    // The key that seals the API keys of live channels: made once, mode 0600.
+    if config.live.secret_key_file.is_none() && std::env::var_os(crate::seal::KEY_ENV).is_none() {
+        let (_, path) = crate::seal::SealKey::load_or_create(&args.data_dir)?;
+        config.live.secret_key_file = Some(path);
+    }
     let url = config.nats.url.clone();
     let mut started: Option<NatsServer> = None;
     let client = match tokio::time::timeout(Duration::from_secs(2), crate::bus::connect(&url, "ailurus-up")).await {

@@ -13,7 +13,7 @@ impl TokenStore {
         change: impl Fn(&mut TokenRecord) -> Result<(), String>,
     ) -> Result<TokenRecord, String> {
         for _ in 0..5 {
-            let entry = tokio::time::timeout(LOOKUP_TIMEOUT, self.kv.entry(hash))
+            let entry = tokio::time::timeout(LOOKUP_TIMEOUT, self.mirror.store().entry(hash))
                 .await
                 .map_err(|_| format!("reading {BUCKET} timed out"))?
                 .map_err(|e| format!("reading {BUCKET}: {}", e.kind()))?
@@ -25,7 +25,9 @@ impl TokenStore {
             }
             change(&mut rec)?;
             let body = serde_json::to_vec(&rec).map_err(|e| e.to_string())?;
-            match tokio::time::timeout(LOOKUP_TIMEOUT, self.kv.update(hash, body.into(), entry.revision)).await {
+            match tokio::time::timeout(LOOKUP_TIMEOUT, self.mirror.store().update(hash, body.into(), entry.revision))
+                .await
+            {
                 Ok(Ok(_)) => return Ok(rec),
                 Ok(Err(_)) => continue,
                 Err(_) => return Err(format!("writing {BUCKET} timed out")),

@@ -7,16 +7,12 @@
 //! store carries the replay set those proofs are claimed in ([`ReplaySet`]).
 
 use super::proof::ReplaySet;
+use crate::kv_mirror::{Mirror, Spec};
 use crate::shutdown::Shutdown;
-use async_nats::connection::State;
-use async_nats::jetstream::{self, kv};
-use dashmap::DashMap;
+use async_nats::jetstream;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use time::OffsetDateTime;
 
 /// The KV bucket name.
@@ -139,126 +135,26 @@ pub fn generate() -> Result<String, String> {
     Ok(out)
 }
 
-/// How long the in-memory copy is trusted after the last proof that it was current: a
-/// lookup answers from the cache only if, at most `MAX_STALE` before, the server's last
-/// revision of the bucket (asked every [`PROBE_EVERY`]) was already applied to the cache.
-/// Otherwise — watch ended, failed, fell behind, connection lost, or a reload not finished —
-/// the lookup reads the bucket itself (within [`LOOKUP_TIMEOUT`]) and refuses if it cannot.
-/// So a revocation acknowledged by the server at time `t` is honoured by every lookup from
-/// `t + MAX_STALE` on, whatever happens to the watch (normally within milliseconds).
-pub const MAX_STALE: Duration = Duration::from_secs(2);
-
-/// How much longer the copy stays trusted while the bucket's stream is leaderless (a
-/// JetStream election after a node loss: the probe times out or hears "no responders" /
-/// "unavailable" while the connection is up). No revocation can be acknowledged without a
-/// leader, so the copy is as current as it was; requests keep being served through the
-/// election. The price: in a minority partition (the worker's node cut off from a majority
-/// that elected a leader), a revocation made on the majority side is honoured within
-/// `MAX_STALE + ELECTION_GRACE` instead of `MAX_STALE`. See RELIABILITY.md.
-pub const ELECTION_GRACE: Duration = Duration::from_secs(15);
-
-/// How often the follower asks the server for the bucket's last revision.
-pub const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// How long the in-memory copy is trusted after the last proof that it was current (see
+/// [`crate::kv_mirror::MAX_STALE`]): a revocation acknowledged by the server at time `t` is
+/// honoured by every lookup from `t + MAX_STALE` on, whatever happens to the watch.
+pub const MAX_STALE: Duration = crate::kv_mirror::MAX_STALE;
 
 /// Bound on a lookup's own read of the bucket (when the cache is not trusted, or misses).
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Bound on each request of the follower (stream info, opening the watch).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Bound on loading every key when the follower (re)starts.
-const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// First pause before following again after the watch was lost; doubles up to
-/// [`BACKOFF_MAX`], back to this once a watch has lasted [`BACKOFF_RESET`].
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
-const BACKOFF_RESET: Duration = Duration::from_secs(10);
-
-/// A record and the bucket revision it came from.
-#[derive(Debug, Clone)]
-struct Cached {
-    revision: u64,
-    record: TokenRecord,
-}
-
-/// When the cache was last proven current.
-#[derive(Debug)]
-struct Freshness {
-    /// Origin of `verified`.
-    epoch: Instant,
-    /// Microseconds from `epoch` to the sending of the last probe whose revision the cache
-    /// had reached, plus one; 0: not trusted.
-    verified: AtomicU64,
-    /// Whether the last probe found the bucket's stream leaderless (see [`ELECTION_GRACE`]).
-    election: std::sync::atomic::AtomicBool,
-}
-
-impl Freshness {
-    fn new() -> Self {
-        Self { epoch: Instant::now(), verified: AtomicU64::new(0), election: std::sync::atomic::AtomicBool::new(false) }
-    }
-
-    /// Whether lookups may answer from the cache now.
-    fn trusted(&self) -> bool {
-        match self.verified.load(Ordering::Acquire) {
-            0 => false,
-            v => {
-                let bound = if self.election.load(Ordering::Acquire) { MAX_STALE + ELECTION_GRACE } else { MAX_STALE };
-                self.epoch.elapsed() < Duration::from_micros(v - 1) + bound
-            }
-        }
-    }
-
-    /// Note what the last failed probe or load said: a leaderless stream extends the trust
-    /// by [`ELECTION_GRACE`], anything else ends the extension.
-    fn failed(&self, error: &str) {
-        self.election.store(leaderless(error), Ordering::Release);
-    }
-
-    /// The cache held every revision the bucket had when `sent`.
-    fn verify(&self, sent: Instant) {
-        let us = u64::try_from(sent.saturating_duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX - 1);
-        self.verified.store(us + 1, Ordering::Release);
-        self.election.store(false, Ordering::Release);
-    }
-
-    /// Stop trusting the cache until the next proof.
-    fn distrust(&self) {
-        self.verified.store(0, Ordering::Release);
-        self.election.store(false, Ordering::Release);
-    }
-}
-
-/// Whether a failed request to the bucket's stream looks like a leaderless stream (timed out,
-/// no responders, JetStream temporarily unavailable) rather than a missing bucket or a bad
-/// answer.
+/// Whether a failed request looks like a leaderless stream (see [`crate::kv_mirror::leaderless`]).
 pub(crate) fn leaderless(error: &str) -> bool {
-    let e = error.to_ascii_lowercase();
-    ["timed out", "timeout", "no responders", "no stream found for given subject", "unavailable", "10008"]
-        .iter()
-        .any(|s| e.contains(s))
+    crate::kv_mirror::leaderless(error)
 }
 
-/// The token store: KV plus the in-memory copy.
+/// The token store: KV plus the in-memory copy ([`Mirror`]).
 #[derive(Clone)]
 pub struct TokenStore {
-    /// The bucket.
-    pub(super) kv: kv::Store,
-    /// The connection, to see it drop.
-    client: async_nats::Client,
-    /// hash → record, kept fresh by [`TokenStore::follow`].
-    cache: Arc<DashMap<String, Cached>>,
-    /// Whether the cache may be trusted.
-    fresh: Arc<Freshness>,
+    /// The bucket and hash → record, kept fresh by [`TokenStore::follow`].
+    pub(super) mirror: Mirror<TokenRecord>,
     /// Trace ids already used by proofs.
     replay: ReplaySet,
-}
-
-/// The watch being followed and the highest bucket revision applied to the cache.
-struct Live {
-    watch: kv::Watch,
-    revision: u64,
 }
 
 impl TokenStore {
@@ -268,13 +164,13 @@ impl TokenStore {
             .get_key_value(BUCKET)
             .await
             .map_err(|e| format!("KV bucket {BUCKET}: {e} (run `ailurus streams apply`)"))?;
-        Ok(Self {
-            kv,
-            client: js.client(),
-            cache: Arc::new(DashMap::new()),
-            fresh: Arc::new(Freshness::new()),
-            replay: ReplaySet::new(js.clone()),
-        })
+        let spec = Spec {
+            bucket: BUCKET,
+            parse: |b| serde_json::from_slice::<TokenRecord>(b).map_err(|e| e.to_string()),
+            // The key is a credential (the hash is accepted as one): log only its id.
+            label: |k| k.get(..12).unwrap_or_default().to_string(),
+        };
+        Ok(Self { mirror: Mirror::new(kv, js.client(), spec), replay: ReplaySet::new(js.clone()) })
     }
 
     /// The replay set proofs are claimed in.
@@ -285,205 +181,17 @@ impl TokenStore {
     /// Follow the bucket until `shutdown`: every put and delete updates the cache. Returns
     /// once the current contents are loaded (an error if they cannot be). When the watch
     /// ends, fails, falls behind or the connection drops, the cache is trusted only until its
-    /// last proof is [`MAX_STALE`] old (or, while the bucket is leaderless,
-    /// [`ELECTION_GRACE`] more); then it is distrusted (lookups
-    /// read the bucket, see [`MAX_STALE`]), and after a short backoff a new watch is opened
-    /// and every key loaded again, so revoked, deleted and purged tokens leave the cache.
+    /// last proof is [`MAX_STALE`] old (longer while the bucket is leaderless); then lookups
+    /// read the bucket, and after a short backoff a new watch is opened and every key loaded
+    /// again, so revoked, deleted and purged tokens leave the cache.
     pub async fn follow(&self, shutdown: Shutdown) -> Result<(), String> {
-        let live = self.load().await?;
-        let this = self.clone();
-        tokio::spawn(async move { this.follow_loop(live, shutdown).await });
-        Ok(())
+        self.mirror.follow(shutdown).await
     }
 
     /// Whether lookups currently answer from the cache (it was proven current within
     /// [`MAX_STALE`]).
     pub fn cache_trusted(&self) -> bool {
-        self.fresh.trusted()
-    }
-
-    /// Follow `live`; when it is lost, back off, load again and follow that, until `shutdown`.
-    async fn follow_loop(self, live: Live, shutdown: Shutdown) {
-        let mut live = Some(live);
-        let mut backoff = BACKOFF_MIN;
-        loop {
-            if let Some(l) = live.take() {
-                let started = Instant::now();
-                match self.follow_live(l, &shutdown).await {
-                    Ok(()) => return,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "token watch lost; lookups read the bucket until it is followed again")
-                    }
-                }
-                // The copy stays trusted only as long as its last proof allows (`MAX_STALE`,
-                // extended by an election): nothing it missed since can be older than that.
-                if started.elapsed() >= BACKOFF_RESET {
-                    backoff = BACKOFF_MIN;
-                }
-            }
-            tokio::select! {
-                _ = shutdown.wait() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
-            if self.client.connection_state() != State::Connected {
-                continue;
-            }
-            tokio::select! {
-                _ = shutdown.wait() => return,
-                loaded = self.load() => match loaded {
-                    Ok(l) => {
-                        tracing::info!("token watch following {BUCKET} again");
-                        live = Some(l);
-                    }
-                    Err(e) => {
-                        // A leaderless bucket keeps the copy trusted for a while (no revocation
-                        // can land either); anything else distrusts it.
-                        if self.client.connection_state() == State::Connected && leaderless(&e) {
-                            self.fresh.failed(&e);
-                        } else {
-                            self.fresh.distrust();
-                        }
-                        tracing::debug!(error = %e, "token watch not reopened yet")
-                    }
-                },
-            }
-        }
-    }
-
-    /// The bucket's last revision and message count, from the server.
-    async fn bucket_state(kv: &kv::Store) -> Result<(u64, u64), String> {
-        let info = tokio::time::timeout(REQUEST_TIMEOUT, kv.stream.get_info())
-            .await
-            .map_err(|_| format!("stream info of {BUCKET} timed out"))?
-            .map_err(|e| format!("stream info of {BUCKET}: {e}"))?;
-        Ok((info.state.last_sequence, info.state.messages))
-    }
-
-    /// Open a watch that starts with the last value of every key, read it until it has
-    /// delivered what the bucket held when we started, and replace the cache with that set.
-    /// The cache is distrusted meanwhile.
-    async fn load(&self) -> Result<Live, String> {
-        // Trusted meanwhile only as long as the last proof allows (or an election extends it).
-        let asked = Instant::now();
-        let (last, messages) = Self::bucket_state(&self.kv).await?;
-        let mut watch = tokio::time::timeout(REQUEST_TIMEOUT, self.kv.watch_with_history(">"))
-            .await
-            .map_err(|_| format!("watch {BUCKET} timed out"))?
-            .map_err(|e| format!("watch {BUCKET}: {e}"))?;
-        let mut set: HashMap<String, Cached> = HashMap::new();
-        let mut revision = 0;
-        // Nothing to read when the bucket was empty; else read until the last revision we saw
-        // (deliveries are in revision order) or until nothing is pending.
-        if messages > 0 {
-            let deadline = tokio::time::Instant::now() + LOAD_TIMEOUT;
-            loop {
-                let entry = tokio::time::timeout_at(deadline, watch.next())
-                    .await
-                    .map_err(|_| format!("loading {BUCKET} timed out"))?
-                    .ok_or_else(|| format!("watch {BUCKET} ended while loading"))?
-                    .map_err(|e| format!("watch {BUCKET} while loading: {e}"))?;
-                revision = revision.max(entry.revision);
-                let done = entry.revision >= last || entry.delta == 0;
-                match parse(&entry) {
-                    Some(c) => set.insert(entry.key, c),
-                    None => set.remove(&entry.key),
-                };
-                if done {
-                    break;
-                }
-            }
-        }
-        self.cache.retain(|k, _| set.contains_key(k));
-        for (k, c) in set {
-            self.cache.insert(k, c);
-        }
-        // Everything up to `last` is applied: trusted as of when we asked for it.
-        self.fresh.verify(asked);
-        Ok(Live { watch, revision: revision.max(last) })
-    }
-
-    /// Apply updates from `live` and prove the cache current every [`PROBE_EVERY`]. `Ok` on
-    /// shutdown; `Err` when the watch ends or fails, the connection drops, or no proof
-    /// succeeds for [`MAX_STALE`].
-    async fn follow_live(&self, live: Live, shutdown: &Shutdown) -> Result<(), String> {
-        let Live { mut watch, mut revision } = live;
-        let mut tick = tokio::time::interval(PROBE_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        type Probe = std::pin::Pin<Box<dyn std::future::Future<Output = (Instant, Result<(u64, u64), String>)> + Send>>;
-        let mut probe: Option<Probe> = None;
-        // A probe's answer not reached yet: (when it was asked, last revision).
-        let mut target: Option<(Instant, u64)> = None;
-        let mut proven = Instant::now();
-        loop {
-            tokio::select! {
-                _ = shutdown.wait() => return Ok(()),
-                entry = watch.next() => match entry {
-                    Some(Ok(e)) => {
-                        revision = revision.max(e.revision);
-                        self.apply(e);
-                    }
-                    Some(Err(e)) => return Err(format!("watch {BUCKET}: {e}")),
-                    None => return Err(format!("watch {BUCKET} ended")),
-                },
-                _ = tick.tick() => {
-                    if self.client.connection_state() != State::Connected {
-                        return Err("NATS connection lost".into());
-                    }
-                    if proven.elapsed() > MAX_STALE {
-                        return Err(format!("cache not proven current for {:?}", proven.elapsed()));
-                    }
-                    if probe.is_none() && target.is_none() {
-                        let kv = self.kv.clone();
-                        probe = Some(Box::pin(async move {
-                            let asked = Instant::now();
-                            (asked, Self::bucket_state(&kv).await)
-                        }));
-                    }
-                }
-                (asked, answer) = async {
-                    match probe.as_mut() {
-                        Some(p) => p.await,
-                        None => std::future::pending().await,
-                    }
-                }, if probe.is_some() => {
-                    probe = None;
-                    match answer {
-                        // An empty bucket has nothing to catch up with.
-                        Ok((last, messages)) => target = Some((asked, if messages == 0 { 0 } else { last })),
-                        Err(e) => {
-                            if self.client.connection_state() == State::Connected {
-                                self.fresh.failed(&e);
-                            }
-                            tracing::debug!(error = %e, "token cache probe failed")
-                        }
-                    }
-                }
-            }
-            if let Some((asked, last)) = target {
-                if revision >= last {
-                    self.fresh.verify(asked);
-                    proven = asked;
-                    target = None;
-                }
-            }
-        }
-    }
-
-    /// Apply one watch entry, unless the cache already holds a later revision of its key.
-    fn apply(&self, e: kv::Entry) {
-        let newer = self.cache.get(&e.key).is_none_or(|c| c.revision < e.revision);
-        if !newer {
-            return;
-        }
-        match parse(&e) {
-            Some(c) => {
-                self.cache.insert(e.key, c);
-            }
-            None => {
-                self.cache.remove(&e.key);
-            }
-        }
+        self.mirror.trusted()
     }
 
     /// The record for a token hash: the cache while it is trusted, else (or on a miss: a
@@ -491,17 +199,13 @@ impl TokenStore {
     /// not trusted and the bucket does not answer within [`LOOKUP_TIMEOUT`]: the caller must
     /// refuse. The message never contains the hash.
     pub async fn lookup(&self, token_hash: &str) -> Result<Option<TokenRecord>, String> {
-        if self.fresh.trusted() {
-            if let Some(c) = self.cache.get(token_hash) {
-                return Ok(Some(c.record.clone()));
+        if self.mirror.trusted() {
+            if let Some(c) = self.mirror.cached(token_hash) {
+                return Ok(Some(c.value));
             }
         }
         // Not stored in the cache: only the watch writes it, in revision order.
-        let v = tokio::time::timeout(LOOKUP_TIMEOUT, self.kv.get(token_hash))
-            .await
-            .map_err(|_| format!("reading {BUCKET} timed out after {LOOKUP_TIMEOUT:?}"))?
-            .map_err(|e| format!("reading {BUCKET}: {}", e.kind()))?;
-        Ok(v.and_then(|v| serde_json::from_slice::<TokenRecord>(&v).ok()))
+        Ok(self.mirror.read(token_hash, LOOKUP_TIMEOUT).await?.map(|c| c.value))
     }
 
     /// Create a token; returns the plain token (shown once) and its record.
@@ -550,17 +254,17 @@ impl TokenStore {
             proof_key: Some(ProofKey::of(&plain)),
         };
         let body = serde_json::to_vec(&rec).map_err(|e| e.to_string())?;
-        self.kv.create(&h, body.into()).await.map_err(|e| format!("store token: {e}"))?;
+        self.mirror.store().create(&h, body.into()).await.map_err(|e| format!("store token: {e}"))?;
         Ok((plain, rec))
     }
 
     /// Every (hash, record) in the bucket.
     pub async fn list(&self) -> Result<Vec<(String, TokenRecord)>, String> {
         let mut out = Vec::new();
-        let mut keys = self.kv.keys().await.map_err(|e| format!("keys {BUCKET}: {e}"))?;
+        let mut keys = self.mirror.store().keys().await.map_err(|e| format!("keys {BUCKET}: {e}"))?;
         while let Some(key) = keys.next().await {
             let key = key.map_err(|e| e.to_string())?;
-            if let Some(v) = self.kv.get(key.as_str()).await.map_err(|e| e.to_string())? {
+            if let Some(v) = self.mirror.store().get(key.as_str()).await.map_err(|e| e.to_string())? {
                 if let Ok(rec) = serde_json::from_slice::<TokenRecord>(&v) {
                     out.push((key, rec));
                 }
@@ -583,24 +287,8 @@ impl TokenStore {
         };
         rec.status = TokenStatus::Revoked;
         let body = serde_json::to_vec(&rec).map_err(|e| e.to_string())?;
-        self.kv.put(&h, body.into()).await.map_err(|e| format!("store token: {e}"))?;
+        self.mirror.store().put(&h, body.into()).await.map_err(|e| format!("store token: {e}"))?;
         Ok(rec)
-    }
-}
-
-/// A watch entry as cached: `None` for a deleted, purged or unreadable record.
-fn parse(e: &kv::Entry) -> Option<Cached> {
-    match e.operation {
-        kv::Operation::Put => match serde_json::from_slice::<TokenRecord>(&e.value) {
-            Ok(record) => Some(Cached { revision: e.revision, record }),
-            Err(err) => {
-                // The key is a credential (the hash is accepted as one): log only its id.
-                let id = e.key.get(..12).unwrap_or_default();
-                tracing::warn!(id, error = %err, "unreadable token record");
-                None
-            }
-        },
-        kv::Operation::Delete | kv::Operation::Purge => None,
     }
 }
 
@@ -632,47 +320,5 @@ mod tests {
         assert!(rec.expired(OffsetDateTime::now_utc()));
         rec.expires_at = None;
         assert!(!rec.expired(OffsetDateTime::now_utc()));
-    }
-
-    #[test]
-    fn tokens_cache_is_trusted_only_within_max_stale_of_a_proof() {
-        let f = Freshness::new();
-        assert!(!f.trusted(), "never proven");
-        f.verify(Instant::now());
-        assert!(f.trusted());
-        // Proven longer than MAX_STALE ago: no longer trusted.
-        if let Some(epoch) = Instant::now().checked_sub(MAX_STALE + Duration::from_millis(100)) {
-            let old = Freshness { epoch, verified: AtomicU64::new(0), election: Default::default() };
-            old.verify(epoch);
-            assert!(!old.trusted());
-            old.verify(epoch + Duration::from_millis(200));
-            assert!(old.trusted());
-        }
-        f.distrust();
-        assert!(!f.trusted(), "distrusted until the next proof");
-    }
-
-    #[test]
-    fn a_leaderless_bucket_extends_the_trust_by_the_election_grace_only() {
-        let Some(epoch) = Instant::now().checked_sub(MAX_STALE + Duration::from_secs(1)) else { return };
-        let f = Freshness { epoch, verified: AtomicU64::new(0), election: Default::default() };
-        f.verify(epoch);
-        assert!(!f.trusted(), "past MAX_STALE");
-        f.failed("stream info of TOKENS timed out");
-        assert!(f.trusted(), "an election extends it");
-        f.failed("stream info of TOKENS: nats: no responders");
-        assert!(f.trusted());
-        f.failed("stream info of TOKENS: stream not found");
-        assert!(!f.trusted(), "a missing bucket is no election");
-        f.failed("timed out");
-        f.verify(epoch);
-        assert!(!f.trusted(), "a proof ends the extension");
-        // Past the grace, an election does not help either.
-        if let Some(old) = Instant::now().checked_sub(MAX_STALE + ELECTION_GRACE + Duration::from_secs(1)) {
-            let g = Freshness { epoch: old, verified: AtomicU64::new(0), election: Default::default() };
-            g.verify(old);
-            g.failed("timed out");
-            assert!(!g.trusted());
-        }
     }
 }

@@ -333,15 +333,42 @@ pub struct Candidate {
     pub pinned: bool,
 }
 
-/// Routes models to channels.
+/// The channels a router serves at one moment, and what its built-in mock serves.
+#[derive(Debug)]
+pub struct ChannelSet {
+    /// Every channel, config order.
+    pub channels: Vec<Arc<Channel>>,
+    /// What the built-in mock serves.
+    pub scope: MockScope,
+}
+
+/// Routes models to channels. The set of channels is swapped whole ([`Router::replace`]): a
+/// request reads it once, so it never sees half a change, and in-flight requests keep the
+/// channels they hold.
 #[derive(Debug)]
 pub struct Router {
-    /// Every channel, config order.
-    channels: Vec<Arc<Channel>>,
+    /// The current set.
+    set: std::sync::RwLock<Arc<ChannelSet>>,
     /// Settings.
     config: RoutingConfig,
-    /// What the built-in mock serves.
-    scope: MockScope,
+}
+
+/// Build one channel (its provider reads keys from the environment or the handed-over key).
+pub fn build_channel(c: &ChannelConfig) -> Result<Channel, String> {
+    let kind = c.provider_kind().map_err(|e| format!("channel {}: {e}", c.name))?;
+    let provider = match kind {
+        ProviderKind::Mock => Provider::Mock(MockProvider::default()),
+        _ => Provider::Http(HttpProvider::new(kind, c).map_err(|e| format!("channel {}: {e}", c.name))?),
+    };
+    Ok(Channel::new(c.clone(), kind, provider))
+}
+
+/// Whether two channel configs are the same channel (then its provider and health are kept).
+fn same(a: &ChannelConfig, b: &ChannelConfig) -> bool {
+    a.key == b.key
+        && a.origin == b.origin
+        && a.revision == b.revision
+        && serde_json::to_value(a).ok().is_some_and(|v| serde_json::to_value(b).ok() == Some(v))
 }
 
 impl Router {
@@ -349,47 +376,90 @@ impl Router {
     pub fn new(config: &RoutingConfig, channels: &[ChannelConfig]) -> Result<Self, String> {
         let mut built = Vec::new();
         for c in channels {
-            let kind = c.provider_kind().map_err(|e| format!("channel {}: {e}", c.name))?;
-            let provider = match kind {
-                ProviderKind::Mock => Provider::Mock(MockProvider::default()),
-                _ => Provider::Http(HttpProvider::new(kind, c).map_err(|e| format!("channel {}: {e}", c.name))?),
-            };
-            built.push(Arc::new(Channel::new(c.clone(), kind, provider)));
+            built.push(Arc::new(build_channel(c)?));
         }
+        let set = Self::with_mock(config, channels, built, None)?;
+        Ok(Self { set: std::sync::RwLock::new(Arc::new(set)), config: config.clone() })
+    }
+
+    /// `built` plus the built-in mock when `channels` call for it (kept from `old` if there).
+    fn with_mock(
+        config: &RoutingConfig,
+        channels: &[ChannelConfig],
+        mut built: Vec<Arc<Channel>>,
+        old: Option<&ChannelSet>,
+    ) -> Result<ChannelSet, String> {
         let scope = config.mock_scope(channels);
         if scope != MockScope::Off && !built.iter().any(|c| c.config.name == "mock") {
             let mut cfg: ChannelConfig =
                 toml::from_str("name = \"mock\"\nkind = \"mock\"\npriority = -1000\n").map_err(|e| e.to_string())?;
             cfg.models = scope.patterns();
             cfg.origin = crate::channel::ChannelOrigin::BuiltinMock;
-            built.push(Arc::new(Channel::new(cfg, ProviderKind::Mock, Provider::Mock(MockProvider::default()))));
+            let kept = old.and_then(|o| o.channels.iter().find(|c| same(&c.config, &cfg)).cloned());
+            built.push(kept.unwrap_or_else(|| {
+                Arc::new(Channel::new(cfg, ProviderKind::Mock, Provider::Mock(MockProvider::default())))
+            }));
         }
-        Ok(Self { channels: built, config: config.clone(), scope })
+        Ok(ChannelSet { channels: built, scope })
+    }
+
+    /// Swap in a new set of channels at once. A channel whose config is unchanged keeps its
+    /// provider (connection pool) and its health (cooldown, probe, averages); one that cannot
+    /// be built is left out, and its error returned. Requests in flight keep what they hold.
+    pub fn replace(&self, channels: &[ChannelConfig]) -> Vec<String> {
+        let old = self.current();
+        let mut errors = Vec::new();
+        let mut built = Vec::with_capacity(channels.len() + 1);
+        let mut usable = Vec::with_capacity(channels.len());
+        for c in channels {
+            if let Some(kept) = old.channels.iter().find(|o| same(&o.config, c)) {
+                built.push(kept.clone());
+                usable.push(c.clone());
+                continue;
+            }
+            match build_channel(c) {
+                Ok(ch) => {
+                    built.push(Arc::new(ch));
+                    usable.push(c.clone());
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        match Self::with_mock(&self.config, &usable, built, Some(&old)) {
+            Ok(set) => *self.set.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set),
+            Err(e) => errors.push(e),
+        }
+        errors
+    }
+
+    /// The current set.
+    pub fn current(&self) -> Arc<ChannelSet> {
+        self.set.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// What the built-in mock serves on this router.
-    pub const fn mock_scope(&self) -> MockScope {
-        self.scope
+    pub fn mock_scope(&self) -> MockScope {
+        self.current().scope
     }
 
     /// A router with only the built-in mock.
     pub fn mock_only() -> Self {
         Self::new(&RoutingConfig::default(), &[]).unwrap_or(Self {
-            channels: Vec::new(),
+            set: std::sync::RwLock::new(Arc::new(ChannelSet { channels: Vec::new(), scope: MockScope::Off })),
             config: RoutingConfig::default(),
-            scope: MockScope::Off,
         })
     }
 
-    /// Every channel.
-    pub fn channels(&self) -> &[Arc<Channel>] {
-        &self.channels
+    /// Every channel now.
+    pub fn channels(&self) -> Vec<Arc<Channel>> {
+        self.current().channels.clone()
     }
 
     /// The upstream formats of the enabled channels that serve `model` on `platform` (`None`
     /// for a channel without a wire format, the mock): a cheap check before any work.
     pub fn serving_formats(&self, model: &str, platform: &str) -> Vec<Option<crate::protocol::Format>> {
-        self.channels
+        self.current()
+            .channels
             .iter()
             .filter(|c| c.config.enabled && c.config.serves(model) && c.config.serves_platform(platform))
             .map(|c| c.kind.format())
@@ -415,7 +485,8 @@ impl Router {
     ) -> Vec<Candidate> {
         let now = Instant::now();
         let tau = Duration::from_millis(self.config.ewma_tau_ms);
-        let mut eligible: Vec<&Arc<Channel>> = self
+        let set = self.current();
+        let mut eligible: Vec<&Arc<Channel>> = set
             .channels
             .iter()
             .filter(|c| c.config.enabled && c.config.serves(model) && c.config.serves_platform(platform))
@@ -495,7 +566,7 @@ impl Router {
         for s in others {
             *sums.entry(s.channel.as_str()).or_default() += s.inflight;
         }
-        for c in &self.channels {
+        for c in &self.current().channels {
             c.health.load.set_remote_inflight(sums.get(c.config.name.as_str()).copied().unwrap_or(0));
         }
     }
@@ -553,7 +624,8 @@ impl Router {
     pub fn snapshot(&self) -> Vec<HealthSnapshot> {
         let now = Instant::now();
         let tau = Duration::from_millis(self.config.ewma_tau_ms);
-        self.channels
+        self.current()
+            .channels
             .iter()
             .map(|c| {
                 let h = &c.health;
@@ -587,7 +659,7 @@ impl Router {
     /// Model patterns served, for `/v1/models`.
     pub fn models(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        for c in &self.channels {
+        for c in &self.current().channels {
             if !c.config.enabled {
                 continue;
             }

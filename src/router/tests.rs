@@ -246,3 +246,17 @@ fn routing_settings_are_checked() {
     ok.validate().unwrap();
     assert_eq!((ok.strategy_of(1), ok.strategy_of(5)), (Strategy::LeastBusy, Strategy::P2cEwma));
 }
+
+#[test]
+fn a_replaced_set_keeps_the_health_of_unchanged_channels_only() {
+    let r = router(&[mock_channel("a", 10, 1), mock_channel("b", 5, 1)]);
+    let held = r.candidates("m", "claude");
+    r.failure(&held[0], &ProviderError::new(ProviderErrorKind::Status(503), "down"));
+    let mut b2 = mock_channel("b", 5, 7);
+    b2.revision = 2;
+    assert!(r.replace(&[mock_channel("a", 10, 1), b2, mock_channel("c", 1, 1)]).is_empty());
+    let snap: Vec<_> = r.snapshot().into_iter().map(|s| (s.channel, s.failures, s.weight)).collect();
+    assert_eq!(snap, [("a".into(), 1, 1), ("b".into(), 0, 7), ("c".into(), 0, 1)]);
+    // The request in flight still holds the old channel.
+    assert!(Arc::ptr_eq(&held[0].channel, &r.channels()[0]) && held[1].channel.config.weight == 1);
+}

@@ -92,7 +92,19 @@ pub(crate) async fn admit(
     let billed = principal.is_some() && ctx.quota.is_some();
     let p = principal.as_ref();
     let counting = matches!(job.client, Client::Native { op: Op::CountTokens, .. });
-    let price = ctx.prices.lookup(&job.model);
+    let current = match (billed, &ctx.live) {
+        (true, Some(l)) => matches!(l.prices_current().await, Ok(true)),
+        _ => true,
+    };
+    if !current {
+        return Err(RequestError {
+            status: 503,
+            message: "prices are not proven current (the PRICES / GROUPS buckets do not answer); retry shortly".into(),
+            retry_after: Some(1),
+        });
+    }
+    let pricing = ctx.pricing();
+    let price = pricing.table.lookup(&job.model);
     if billed && !counting && price.is_none() && ctx.unpriced == Unpriced::Refuse {
         return Err(RequestError::new(
             403,

@@ -441,7 +441,7 @@ async fn finish(
             let u = d.usage;
             resp.tokens_input = u.prompt_total();
             resp.tokens_output = u.output_tokens;
-            resp.cost = ctx.prices.cost(&job.model, &u) * ratio;
+            resp.cost = ctx.pricing().table.cost(&job.model, &u) * ratio;
             resp.usage_estimated = u.estimated;
             resp.finish_reason = d.acc.finish().map(|f| f.as_str().to_string());
             resp.content = d.acc.text().to_string();

@@ -17,6 +17,8 @@
 //! - [`health`]: channel health into the `CHANNEL_HEALTH` bucket (and the other workers'
 //!   in-flight counts back into the router).
 //! - `routing`: scenario routes applied to a job; the session affinity table.
+//! - `live`: the live configuration (channels, prices, group ratios in KV), followed and
+//!   swapped in after every change.
 
 pub mod admission;
 mod api;
@@ -25,6 +27,7 @@ mod handler;
 pub mod health;
 pub mod inflight;
 pub(crate) mod job;
+mod live;
 mod models;
 mod pipeline;
 mod reasoning;
@@ -52,10 +55,13 @@ pub(crate) struct WorkerCtx {
     pub client: async_nats::Client,
     /// Worker settings.
     pub config: crate::config::WorkerConfig,
-    /// Model → provider (shared with whoever started the worker, for `Router::snapshot`).
+    /// Model → provider (shared with whoever started the worker, for `Router::snapshot`);
+    /// its channel set follows the live configuration.
     pub router: Arc<Router>,
-    /// Model → price.
-    pub prices: PriceTable,
+    /// Model → price and the group ratios, swapped whole when the live configuration changes.
+    pub pricing: std::sync::RwLock<Arc<Pricing>>,
+    /// The followed live-configuration buckets (none: the config file alone).
+    pub live: Option<live::Live>,
     /// Requests being worked on, by trace id.
     pub inflight: inflight::InFlight,
     /// Concurrency slots.
@@ -72,8 +78,6 @@ pub(crate) struct WorkerCtx {
     pub leases: Option<Arc<crate::quota::lease::Leases>>,
     /// Per-token rate limits (none in open mode or without `RATE_COUNTERS`).
     pub rates: Option<crate::quota::ratelimit::RateLimiter>,
-    /// Price multipliers per group.
-    pub group_ratios: std::collections::BTreeMap<String, f64>,
     /// What a request for a model without a price gets (`[pricing] unpriced`).
     pub unpriced: crate::pricing::Unpriced,
     /// When each user's presence was last published (throttle).
@@ -88,16 +92,34 @@ pub(crate) struct WorkerCtx {
     pub affinity: Option<Arc<routing::Affinity>>,
 }
 
+/// Prices and group ratios at one moment.
+pub(crate) struct Pricing {
+    /// Model → price.
+    pub table: PriceTable,
+    /// Price multipliers per group.
+    pub groups: std::collections::BTreeMap<String, f64>,
+}
+
 impl WorkerCtx {
+    /// The prices and group ratios now.
+    pub(crate) fn pricing(&self) -> Arc<Pricing> {
+        self.pricing.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Swap in new prices and group ratios.
+    pub(crate) fn set_pricing(&self, p: Pricing) {
+        *self.pricing.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(p);
+    }
+
     /// Price multiplier of a group (1.0 when not configured).
     pub(crate) fn group_ratio(&self, group: &str) -> f64 {
-        self.group_ratios.get(group).copied().unwrap_or(1.0)
+        self.pricing().groups.get(group).copied().unwrap_or(1.0)
     }
 
     /// The largest price multiplier any user may have (at least 1.0): a hold is taken before
     /// the user's group is read, so it covers the dearest group.
     pub(crate) fn group_ratio_bound(&self) -> f64 {
-        self.group_ratios.values().copied().fold(1.0, f64::max)
+        self.pricing().groups.values().copied().fold(1.0, f64::max)
     }
 }
 
@@ -237,6 +259,11 @@ pub async fn run_with_router(
         };
         crate::quota::lease::Leases::new(q.clone(), worker_id.clone(), lc)
     });
+    let seal = crate::seal::SealKey::load(config.live.secret_key_file.as_deref()).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "no secret key: channels with a sealed API key are left out");
+        None
+    });
+    let live = if config.live.follow { live::Live::open(&client, seal, &shutdown).await? } else { None };
     let ctx = Arc::new(WorkerCtx {
         auth: config.auth.clone(),
         tokens,
@@ -244,7 +271,7 @@ pub async fn run_with_router(
         quota,
         leases,
         rates,
-        group_ratios: config.pricing.groups.clone(),
+        live,
         unpriced: config.pricing.unpriced,
         presence: dashmap::DashMap::new(),
         worker_id,
@@ -252,12 +279,22 @@ pub async fn run_with_router(
         admission: admission::Admission::new(wc.concurrency, wc.max_queued, Duration::from_millis(wc.queue_timeout_ms)),
         config: wc.clone(),
         router: router.clone(),
-        prices,
+        pricing: std::sync::RwLock::new(Arc::new(Pricing { table: prices, groups: config.pricing.groups.clone() })),
         inflight: inflight::InFlight::default(),
         metrics: crate::metrics::Metrics::new("ailurus_worker", "platform"),
         reasoning: reasoning::open(&client).await,
         affinity: routing::Affinity::open(&client, router.affinity(), shutdown.clone()).await,
     });
+    if let Some(l) = &ctx.live {
+        let file = live::FileConfig {
+            channels: config.channels.clone(),
+            prices: config.pricing.models.clone(),
+            groups: config.pricing.groups.clone(),
+        };
+        // Serve the live set from the first request on, then follow it.
+        l.apply(&ctx, &file);
+        tokio::spawn(live::Live::keep_applying(ctx.clone(), file, shutdown.clone()));
+    }
     tokio::spawn(health::publish_loop(
         client.clone(),
         ctx.router.clone(),

@@ -76,7 +76,28 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
 
     let mut last: Option<RequestError> = None;
     let mut upstream_failed = false;
+    // Fail-closed: a copy not proven current is checked against the bucket itself.
+    let unproven = match &ctx.live {
+        Some(l) => !l.channels_current().await,
+        None => false,
+    };
     for cand in candidates {
+        if let Some(live) = ctx.live.as_ref().filter(|_| unproven) {
+            match live.confirm(&cand.channel.config).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "channel configuration not proven current");
+                    return Err(RequestError {
+                        status: 503,
+                        message: "channel configuration is not proven current (the CHANNELS bucket does not answer); \
+                                  retry shortly"
+                            .into(),
+                        retry_after: Some(1),
+                    });
+                }
+            }
+        }
         if !ctx.router.claim(&cand) {
             continue;
         }

@@ -16,6 +16,7 @@
 //! access token (`Authorization: <access token>` with `New-Api-User: <id>`, made by
 //! `GET /api/user/token`) gives the user's role (common 1, admin 10, root 100).
 
+mod channel;
 mod log;
 mod pricing;
 mod status;
@@ -57,6 +58,7 @@ async fn answer(ctx: &WorkerCtx, msg: &Message) -> Reply {
         "status" => status::serve(&call).await,
         "user" | "user_self" => user::serve(&call).await,
         "token" => token::serve(&call).await,
+        "channel" => channel::serve(&call).await,
         "user_token" => token::legacy_list(&call).await,
         "log" => log::serve(&call).await,
         "pricing" => pricing::serve(&call).await,

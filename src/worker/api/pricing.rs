@@ -10,9 +10,9 @@ pub(super) async fn serve(call: &Call<'_>) -> Answer {
     let (method, path) = call.route();
     match (method, path.as_slice()) {
         ("GET", []) => {
-            let rows: Vec<Value> = call
-                .ctx
-                .prices
+            let pricing = call.ctx.pricing();
+            let rows: Vec<Value> = pricing
+                .table
                 .entries()
                 .iter()
                 .map(|e| {
@@ -48,7 +48,7 @@ pub(super) async fn serve_groups(call: &Call<'_>) -> Answer {
 /// Every group name (`default` first).
 fn groups(call: &Call<'_>) -> Vec<String> {
     let mut out = vec!["default".to_string()];
-    out.extend(call.ctx.group_ratios.keys().filter(|g| *g != "default").cloned());
+    out.extend(call.ctx.pricing().groups.keys().filter(|g| *g != "default").cloned());
     out
 }
 
