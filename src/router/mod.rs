@@ -304,7 +304,7 @@ impl Channel {
     }
 
     /// The next key of the round robin.
-    fn round_robin(&self) -> usize {
+    pub fn round_robin(&self) -> usize {
         self.next_key.fetch_add(1, Ordering::Relaxed) % self.keys
     }
 }
@@ -327,7 +327,8 @@ pub struct Candidate {
     pub upstream_model: String,
     /// This attempt is the channel's half-open probe.
     pub probe: bool,
-    /// Which of the channel's keys to call with.
+    /// Which of the channel's keys to call with: a pinned session's, else the next of the
+    /// round robin, taken by [`Router::claim`] (only candidates that are tried take one).
     pub key: usize,
     /// First because a session is pinned here.
     pub pinned: bool,
@@ -469,9 +470,6 @@ impl Router {
         }
         ready.extend(cooling);
         ready.truncate(self.config.max_attempts.max(1));
-        for c in ready.iter_mut().filter(|c| !c.pinned) {
-            c.key = c.channel.round_robin();
-        }
         ready
     }
 
@@ -501,9 +499,13 @@ impl Router {
     }
 
     /// Claim a candidate before calling it: a probe candidate may lose the race to another
-    /// request, and is then skipped.
-    pub fn claim(&self, cand: &Candidate) -> bool {
-        !cand.probe || cand.channel.health.claim_probe(Instant::now())
+    /// request, and is then skipped. A candidate no session pins takes its key here.
+    pub fn claim(&self, cand: &mut Candidate) -> bool {
+        let ok = !cand.probe || cand.channel.health.claim_probe(Instant::now());
+        if ok && !cand.pinned {
+            cand.key = cand.channel.round_robin();
+        }
+        ok
     }
 
     /// Whether an upstream error is the channel's fault (fail over, cool down).

@@ -47,7 +47,6 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
             channel: "local".into(),
             failure: None,
             upstream: None,
-            affinity: None,
         });
     }
     // Session affinity: where this session is pinned (the local cache; one KV get for a
@@ -76,8 +75,8 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
 
     let mut last: Option<RequestError> = None;
     let mut upstream_failed = false;
-    for cand in candidates {
-        if !ctx.router.claim(&cand) {
+    for mut cand in candidates {
+        if !ctx.router.claim(&mut cand) {
             continue;
         }
         // Released on drop unless a verdict is recorded: also when this future is dropped
@@ -94,7 +93,7 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
                 match &delivered.failure {
                     None => {
                         ctx.router.success(&cand, ttfb.unwrap_or_default(), started.elapsed());
-                        delivered.affinity = pin_here(ctx, session.as_deref(), &cand);
+                        pin_here(ctx, session.as_deref(), &cand);
                     }
                     Some(f) => ctx.router.failure(
                         &cand,
@@ -132,10 +131,11 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
     Err(RequestError { status: 502, message: format!("all channels failed; last error: {last}"), retry_after: None })
 }
 
-/// Pin the session where it was served; what to write to the table (after the reply).
-fn pin_here(ctx: &WorkerCtx, session: Option<&str>, cand: &Candidate) -> Option<(String, crate::router::Assignment)> {
-    let (table, key) = (ctx.affinity.as_ref()?, session?);
-    table.record(key, crate::router::Assignment { channel: cand.channel.config.name.clone(), key: cand.key })
+/// Pin the session where it was served (a table write only when it moved or is new).
+fn pin_here(ctx: &WorkerCtx, session: Option<&str>, cand: &Candidate) {
+    if let (Some(table), Some(key)) = (ctx.affinity.as_ref(), session) {
+        table.record(key, crate::router::Assignment { channel: cand.channel.config.name.clone(), key: cand.key });
+    }
 }
 
 /// A claimed candidate; releases the claim on drop unless `settled` (a verdict was recorded).
@@ -180,7 +180,7 @@ async fn count_upstream(
         model: &cand.upstream_model,
         stream: false,
         forward_headers: forward,
-        key: cand.key,
+        key: cand.channel.round_robin(),
     };
     match http.count_tokens(call).await {
         Ok(b) => Some(b.to_vec()),
@@ -314,7 +314,6 @@ impl<'a> Output<'a> {
                 channel: cand.channel.config.name.clone(),
                 failure: Some(err),
                 upstream: None,
-                affinity: None,
             },
             ttfb,
         ))
@@ -351,7 +350,6 @@ impl<'a> Output<'a> {
                 channel: cand.channel.config.name.clone(),
                 failure: None,
                 upstream: None,
-                affinity: None,
             },
             ttfb,
         )
