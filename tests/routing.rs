@@ -418,3 +418,31 @@ async fn p2c_ewma_takes_traffic_off_a_slow_channel_and_gives_it_back() {
     assert!(slow_share < 0.3, "slow share {slow_share:.3}");
     assert!(recovered_share > 0.3, "recovered share {recovered_share:.3}");
 }
+
+#[test]
+fn the_readme_config_for_a_claude_code_team_is_valid_and_routes_as_it_says() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
+    let section = readme.split("### Routing for coding agents").nth(1).expect("the routing section");
+    let toml_text = section.split("```toml\n").nth(1).and_then(|b| b.split("```").next()).expect("its config");
+    let config = Config::from_toml(toml_text).unwrap_or_else(|e| panic!("README config: {e}"));
+    assert_eq!(config.routing.strategy_of(10), ailurus::router::Strategy::P2cEwma);
+    assert_eq!(config.routing.strategy_of(0), ailurus::router::Strategy::LeastBusy);
+    let router = Router::new(&config.routing, &[]).expect("router");
+    let route = |file: &str| {
+        let raw = serde_json::to_vec(&fixture(file)).expect("body");
+        let ctx = ParseContext { model: None, op: Op::Generate };
+        let format = Format::AnthropicMessages;
+        let chat = format
+            .parse_request(&raw, &ctx)
+            .ok()
+            .or_else(|| ailurus::formats::passthrough::minimal_request(format, &raw, &ctx))
+            .expect("readable");
+        let none = |_: &str| None;
+        router.scenario(&Features::new(&chat.model, "claude", &chat, &none, Some(&raw)))
+    };
+    let bg = route("routing/claude_code_haiku.json").expect("background");
+    assert_eq!((bg.rule.as_str(), bg.model.as_deref()), ("background", Some("deepseek-chat")));
+    assert_eq!(route("routing/claude_code_subagent.json").map(|d| d.model), Some(Some("deepseek-chat".into())));
+    assert_eq!(route("routing/claude_code_web_search.json").map(|d| d.rule), Some("web-search".into()));
+    assert_eq!(route("anthropic/claude_code_request.json"), None, "a main turn is routed as it came");
+}
