@@ -387,14 +387,29 @@ impl Router {
         &self.channels
     }
 
-    /// The upstream formats of the enabled channels that serve `model` on `platform` (`None`
-    /// for a channel without a wire format, the mock): a cheap check before any work.
-    pub fn serving_formats(&self, model: &str, platform: &str) -> Vec<Option<crate::protocol::Format>> {
+    /// The upstream formats of the enabled channels that serve `model` on `platform` (and are
+    /// in `group`, a scenario's channel patterns, when not empty; `None` for a channel
+    /// without a wire format, the mock): a cheap check before any work.
+    pub fn serving_formats(
+        &self,
+        model: &str,
+        platform: &str,
+        group: &[String],
+    ) -> Vec<Option<crate::protocol::Format>> {
+        self.serving(model, platform, group).map(|c| c.kind.format()).collect()
+    }
+
+    /// The enabled channels that serve `model` on `platform` inside `group` (any when empty).
+    fn serving<'a>(
+        &'a self,
+        model: &'a str,
+        platform: &'a str,
+        group: &'a [String],
+    ) -> impl Iterator<Item = &'a Arc<Channel>> {
         self.channels
             .iter()
-            .filter(|c| c.config.enabled && c.config.serves(model) && c.config.serves_platform(platform))
-            .map(|c| c.kind.format())
-            .collect()
+            .filter(move |c| c.config.enabled && c.config.serves(model) && c.config.serves_platform(platform))
+            .filter(move |c| group.is_empty() || group.iter().any(|p| crate::wildcard::matches(p, &c.config.name)))
     }
 
     /// Candidates for a request, best first, at most `max_attempts`.
@@ -416,12 +431,7 @@ impl Router {
     ) -> Vec<Candidate> {
         let now = Instant::now();
         let tau = Duration::from_millis(self.config.ewma_tau_ms);
-        let mut eligible: Vec<&Arc<Channel>> = self
-            .channels
-            .iter()
-            .filter(|c| c.config.enabled && c.config.serves(model) && c.config.serves_platform(platform))
-            .filter(|c| group.is_empty() || group.iter().any(|p| crate::wildcard::matches(p, &c.config.name)))
-            .collect();
+        let mut eligible: Vec<&Arc<Channel>> = self.serving(model, platform, group).collect();
         eligible.sort_by_key(|c| std::cmp::Reverse(c.config.priority));
         let mut ordered: Vec<&Arc<Channel>> = Vec::with_capacity(eligible.len());
         let mut i = 0;

@@ -252,3 +252,26 @@ fn routing_settings_are_checked() {
     ok.validate().unwrap();
     assert_eq!((ok.strategy_of(1), ok.strategy_of(5)), (Strategy::LeastBusy, Strategy::P2cEwma));
 }
+
+#[test]
+fn least_busy_counts_what_the_other_workers_report() {
+    let cfg = RoutingConfig {
+        builtin_mock: Some(false),
+        strategy: Strategy::LeastBusy,
+        max_attempts: 10,
+        ..Default::default()
+    };
+    let r = Router::new(&cfg, &[mock_channel("a", 1, 1), mock_channel("b", 1, 1)]).unwrap();
+    let mut other = r.snapshot();
+    for s in &mut other {
+        s.inflight = if s.channel == "a" { 5 } else { 1 };
+    }
+    r.absorb(other.iter());
+    let _here: Vec<_> = (0..3).map(|_| r.channels()[1].health.load.begin()).collect();
+    // a: 5 elsewhere; b: 1 elsewhere + 3 here.
+    for _ in 0..20 {
+        assert_eq!(names(&r.candidates("m", "x")), ["b", "a"]);
+    }
+    r.absorb(std::iter::empty());
+    assert_eq!(names(&r.candidates("m", "x")), ["a", "b"], "the reports are gone");
+}

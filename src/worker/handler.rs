@@ -238,9 +238,9 @@ fn preflight(ctx: &WorkerCtx, job: &Job) -> Result<(), RequestError> {
     if let Client::Native { op: Op::CountTokens, .. } = &job.client {
         return Ok(());
     }
-    let formats = ctx.router.serving_formats(&job.model, job.platform.as_str());
+    let formats = ctx.router.serving_formats(&job.model, job.platform.as_str(), &job.channel_group);
     if formats.is_empty() {
-        return Err(RequestError::new(404, format!("no channel serves model {:?}", job.model)));
+        return Err(RequestError::new(404, super::pipeline::no_channel(job)));
     }
     if let (Some(e), Client::Native { format, .. }) = (&job.strict_error, &job.client) {
         if !formats.contains(&Some(*format)) {

@@ -58,12 +58,7 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
     };
     let candidates = ctx.router.candidates_for(&job.model, job.platform.as_str(), pin.as_ref(), &job.channel_group);
     if candidates.is_empty() {
-        let group = if job.channel_group.is_empty() {
-            String::new()
-        } else {
-            format!(" among the channels {:?} its scenario route allows", job.channel_group)
-        };
-        return Err(RequestError::new(404, format!("no channel serves model {:?}{group}", job.model)));
+        return Err(RequestError::new(404, no_channel(job)));
     }
     let _slot = ctx.admission.acquire().await.map_err(|r| {
         let why = match r {
@@ -129,6 +124,16 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
     }
     let last = last.map_or_else(|| "every channel is cooling down".to_string(), |e| e.message);
     Err(RequestError { status: 502, message: format!("all channels failed; last error: {last}"), retry_after: None })
+}
+
+/// Why no channel can take the job (naming its scenario's channels, if any).
+pub(crate) fn no_channel(job: &Job) -> String {
+    let group = if job.channel_group.is_empty() {
+        String::new()
+    } else {
+        format!(" among the channels {:?} its scenario route allows", job.channel_group)
+    };
+    format!("no channel serves model {:?}{group}", job.model)
 }
 
 /// Pin the session where it was served (a table write only when it moved or is new).
