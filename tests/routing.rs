@@ -446,3 +446,80 @@ fn the_readme_config_for_a_claude_code_team_is_valid_and_routes_as_it_says() {
     assert_eq!(route("routing/claude_code_web_search.json").map(|d| d.rule), Some("web-search".into()));
     assert_eq!(route("anthropic/claude_code_request.json"), None, "a main turn is routed as it came");
 }
+
+/// What affinity costs a request: naming its session (CPU) and the KV operations the table
+/// does (a read the first time a worker sees a session, a write when it is new or moves).
+/// Run with `cargo test --release --test routing affinity_cost -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement: prints figures"]
+async fn affinity_cost() {
+    use ailurus::router::affinity::{self, Evidence};
+    let per = |n: u32, f: &mut dyn FnMut()| {
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    };
+    let ctx = ParseContext { model: None, op: Op::Generate };
+    let claude = serde_json::to_vec(&fixture("anthropic/claude_code_request.json")).expect("body");
+    let claude_chat = Format::AnthropicMessages.parse_request(&claude, &ctx).expect("parse");
+    let codex = serde_json::to_vec(&fixture("clients/codex_request.json")).expect("body");
+    let codex_chat = Format::OpenAiResponses.parse_request(&codex, &ctx).expect("parse");
+    let mut long = session_turn(1, 9);
+    pad(Format::AnthropicMessages, &mut long, 25_000);
+    let long_raw = serde_json::to_vec(&long).expect("body");
+    let long_chat = Format::AnthropicMessages.parse_request(&long_raw, &ctx).expect("parse");
+    let header = |h: &str| (h == "x-claude-code-session-id").then(|| "0c1d2e3f-4a5b".to_string());
+    let none = |_: &str| None;
+    let cases: [(&str, Evidence<'_>, usize); 4] = [
+        (
+            "session header (Claude Code, Codex)",
+            Evidence { header: &header, seed_session: None, chat: &claude_chat, body: Some(&claude) },
+            claude.len(),
+        ),
+        (
+            "Claude Code metadata.user_id",
+            Evidence { header: &none, seed_session: None, chat: &claude_chat, body: Some(&claude) },
+            claude.len(),
+        ),
+        (
+            "Codex prompt_cache_key (body scanned)",
+            Evidence { header: &none, seed_session: None, chat: &codex_chat, body: Some(&codex) },
+            codex.len(),
+        ),
+        (
+            "hash of the first messages (no id sent)",
+            Evidence { header: &none, seed_session: None, chat: &long_chat, body: None },
+            long_raw.len(),
+        ),
+    ];
+    println!("| naming the session | body | CPU per request |");
+    println!("|---|---:|---:|");
+    for (name, ev, bytes) in &cases {
+        let us = per(2_000, &mut || {
+            let (s, _) = affinity::session(ev);
+            std::hint::black_box(affinity::table_key("user", &s));
+        });
+        println!("| {name} | {} KB | {us:.2} µs |", bytes / 1024);
+    }
+    // The table's KV operations against a local nats-server.
+    let stack = Stack::server_only().await;
+    stack.apply_streams().await;
+    let js = async_nats::jetstream::new(stack.client.clone());
+    let kv = js.get_key_value("ROUTE_AFFINITY").await.expect("bucket");
+    let value: bytes::Bytes = br#"{"c":"anthropic-a","k":2}"#.to_vec().into();
+    let n = 500;
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        kv.put(format!("k{i}"), value.clone()).await.expect("put");
+    }
+    let put = t.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        assert!(kv.entry(format!("k{i}")).await.expect("get").is_some());
+    }
+    let get = t.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+    println!("| KV write (a new or moved session; in its own task) | {put:.0} µs |");
+    println!("| KV read (a session new to this worker; on the request's path) | {get:.0} µs |");
+}

@@ -209,7 +209,15 @@ pub(crate) fn session_key(ctx: &WorkerCtx, job: &Job) -> Option<String> {
         header: &get,
         seed_session: matches!(job.client, Client::Seed).then_some(job.session_id.as_deref()).flatten(),
         chat: &job.chat,
-        body: body(job),
+        // Only OpenAI bodies carry a `prompt_cache_key` (Codex).
+        body: match &job.client {
+            Client::Native {
+                format: crate::formats::Format::OpenAiResponses | crate::formats::Format::OpenAiChat,
+                body,
+                ..
+            } => Some(body),
+            _ => None,
+        },
     };
     let (session, _) = affinity::session(&ev);
     Some(affinity::table_key(&job.user_id, &session))
