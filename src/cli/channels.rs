@@ -23,6 +23,8 @@ struct Row {
     failed: u64,
     /// Worst average time to first byte.
     ttfb_ms: f64,
+    /// Attempts in flight on all workers.
+    inflight: u64,
     /// Workers where it is not healthy.
     states: Vec<String>,
     /// How much of its models the local config's price table covers (`all`, `partial`,
@@ -69,6 +71,7 @@ pub async fn run(config: Config, json: bool) -> Result<ExitCode, String> {
             e.ok += c.successes;
             e.failed += c.failures;
             e.ttfb_ms = e.ttfb_ms.max(c.ttfb_ms);
+            e.inflight += c.inflight;
             if c.state != "ok" {
                 e.states.push(format!("{}:{}({} ms)", r.worker, c.state, c.cooldown_left_ms));
             }
@@ -76,14 +79,14 @@ pub async fn run(config: Config, json: bool) -> Result<ExitCode, String> {
     }
     println!("{} live worker(s)", reports.len());
     println!(
-        "{:<20} {:<17} {:<20} {:>8} {:>6} {:>9} {:>9} {:>10} {:>7}  state",
-        "channel", "kind", "origin", "priority", "weight", "ok", "failed", "ttfb ms", "prices"
+        "{:<20} {:<17} {:<20} {:>8} {:>6} {:>9} {:>9} {:>10} {:>9} {:>7}  state",
+        "channel", "kind", "origin", "priority", "weight", "ok", "failed", "ttfb ms", "in flight", "prices"
     );
     for (name, r) in by_channel {
         let state = if r.states.is_empty() { "ok".to_string() } else { r.states.join(", ") };
         println!(
-            "{name:<20} {:<17} {:<20} {:>8} {:>6} {:>9} {:>9} {:>10.1} {:>7}  {state}",
-            r.kind, r.origin, r.priority, r.weight, r.ok, r.failed, r.ttfb_ms, r.prices
+            "{name:<20} {:<17} {:<20} {:>8} {:>6} {:>9} {:>9} {:>10.1} {:>9} {:>7}  {state}",
+            r.kind, r.origin, r.priority, r.weight, r.ok, r.failed, r.ttfb_ms, r.inflight, r.prices
         );
     }
     for line in super::newapi_balance::lines(&config.channels, &|k| std::env::var(k).ok()).await {

@@ -61,11 +61,6 @@ pub fn prompt_cache_key(body: &[u8]) -> Option<String> {
     struct Only {
         prompt_cache_key: Option<String>,
     }
-    // A cheap look before the parse: most bodies have none.
-    let needle = b"\"prompt_cache_key\"";
-    if !body.windows(needle.len()).any(|w| w == needle) {
-        return None;
-    }
     serde_json::from_slice::<Only>(body).ok()?.prompt_cache_key.filter(|k| !k.is_empty())
 }
 
@@ -92,7 +87,8 @@ pub struct Evidence<'a> {
     pub seed_session: Option<&'a str>,
     /// The canonical request.
     pub chat: &'a ChatRequest,
-    /// The native body, if any (for `prompt_cache_key`).
+    /// The native body of an OpenAI-format client (Responses, Chat), for `prompt_cache_key`
+    /// (read only when nothing before names the session).
     pub body: Option<&'a [u8]>,
 }
 

@@ -304,7 +304,7 @@ impl Channel {
     }
 
     /// The next key of the round robin.
-    fn round_robin(&self) -> usize {
+    pub fn round_robin(&self) -> usize {
         self.next_key.fetch_add(1, Ordering::Relaxed) % self.keys
     }
 }
@@ -327,7 +327,8 @@ pub struct Candidate {
     pub upstream_model: String,
     /// This attempt is the channel's half-open probe.
     pub probe: bool,
-    /// Which of the channel's keys to call with.
+    /// Which of the channel's keys to call with: a pinned session's, else the next of the
+    /// round robin, taken by [`Router::claim`] (only candidates that are tried take one).
     pub key: usize,
     /// First because a session is pinned here.
     pub pinned: bool,
@@ -455,17 +456,35 @@ impl Router {
         self.current().channels.clone()
     }
 
-    /// The upstream formats of the enabled channels that serve `model` on `platform` (`None`
-    /// for a channel without a wire format, the mock): a cheap check before any work.
-    pub fn serving_formats(&self, model: &str, platform: &str) -> Vec<Option<crate::protocol::Format>> {
-        self.current()
-            .channels
-            .iter()
-            .filter(|c| c.config.enabled && c.config.serves(model) && c.config.serves_platform(platform))
-            .map(|c| c.kind.format())
-            .collect()
+    /// The upstream formats of the enabled channels that serve `model` on `platform` (and are
+    /// in `group`, a scenario's channel patterns, when not empty; `None` for a channel
+    /// without a wire format, the mock): a cheap check before any work.
+    pub fn serving_formats(
+        &self,
+        model: &str,
+        platform: &str,
+        group: &[String],
+    ) -> Vec<Option<crate::protocol::Format>> {
+        let set = self.current();
+        serving(&set.channels, model, platform, group).map(|c| c.kind.format()).collect()
     }
+}
 
+/// The enabled channels of `channels` that serve `model` on `platform` inside `group` (any
+/// when empty).
+fn serving<'a>(
+    channels: &'a [Arc<Channel>],
+    model: &'a str,
+    platform: &'a str,
+    group: &'a [String],
+) -> impl Iterator<Item = &'a Arc<Channel>> {
+    channels
+        .iter()
+        .filter(move |c| c.config.enabled && c.config.serves(model) && c.config.serves_platform(platform))
+        .filter(move |c| group.is_empty() || group.iter().any(|p| crate::wildcard::matches(p, &c.config.name)))
+}
+
+impl Router {
     /// Candidates for a request, best first, at most `max_attempts`.
     pub fn candidates(&self, model: &str, platform: &str) -> Vec<Candidate> {
         self.candidates_for(model, platform, None, &[])
@@ -486,12 +505,7 @@ impl Router {
         let now = Instant::now();
         let tau = Duration::from_millis(self.config.ewma_tau_ms);
         let set = self.current();
-        let mut eligible: Vec<&Arc<Channel>> = set
-            .channels
-            .iter()
-            .filter(|c| c.config.enabled && c.config.serves(model) && c.config.serves_platform(platform))
-            .filter(|c| group.is_empty() || group.iter().any(|p| crate::wildcard::matches(p, &c.config.name)))
-            .collect();
+        let mut eligible: Vec<&Arc<Channel>> = serving(&set.channels, model, platform, group).collect();
         eligible.sort_by_key(|c| std::cmp::Reverse(c.config.priority));
         let mut ordered: Vec<&Arc<Channel>> = Vec::with_capacity(eligible.len());
         let mut i = 0;
@@ -540,9 +554,6 @@ impl Router {
         }
         ready.extend(cooling);
         ready.truncate(self.config.max_attempts.max(1));
-        for c in ready.iter_mut().filter(|c| !c.pinned) {
-            c.key = c.channel.round_robin();
-        }
         ready
     }
 
@@ -572,9 +583,13 @@ impl Router {
     }
 
     /// Claim a candidate before calling it: a probe candidate may lose the race to another
-    /// request, and is then skipped.
-    pub fn claim(&self, cand: &Candidate) -> bool {
-        !cand.probe || cand.channel.health.claim_probe(Instant::now())
+    /// request, and is then skipped. A candidate no session pins takes its key here.
+    pub fn claim(&self, cand: &mut Candidate) -> bool {
+        let ok = !cand.probe || cand.channel.health.claim_probe(Instant::now());
+        if ok && !cand.pinned {
+            cand.key = cand.channel.round_robin();
+        }
+        ok
     }
 
     /// Whether an upstream error is the channel's fault (fail over, cool down).

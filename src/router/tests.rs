@@ -44,9 +44,9 @@ fn cooldown_then_half_open_probe_then_recovery() {
     r.failure(&c[0], &err);
     assert_eq!(names(&r.candidates("m", "claude")), ["b", "a"], "cooling channel goes last");
     std::thread::sleep(Duration::from_millis(60));
-    let c = r.candidates("m", "claude");
+    let mut c = r.candidates("m", "claude");
     assert_eq!(names(&c), ["a", "b"]);
-    assert!(c[0].probe && r.claim(&c[0]));
+    assert!(c[0].probe && r.claim(&mut c[0]));
     // A second request does not get the probe.
     let c2 = r.candidates("m", "claude");
     assert_eq!(names(&c2), ["b", "a"]);
@@ -55,8 +55,8 @@ fn cooldown_then_half_open_probe_then_recovery() {
     std::thread::sleep(Duration::from_millis(60));
     assert_eq!(names(&r.candidates("m", "claude"))[0], "b");
     std::thread::sleep(Duration::from_millis(60));
-    let c = r.candidates("m", "claude");
-    assert!(c[0].probe && r.claim(&c[0]));
+    let mut c = r.candidates("m", "claude");
+    assert!(c[0].probe && r.claim(&mut c[0]));
     r.success(&c[0], Duration::from_millis(5), Duration::from_millis(9));
     let c = r.candidates("m", "claude");
     assert!(!c[0].probe && names(&c)[0] == "a");
@@ -143,10 +143,16 @@ fn a_pinned_session_goes_first_on_its_key_while_healthy_and_in_the_first_tier() 
     for _ in 0..50 {
         let c = r.candidates_for("m", "claude", Some(&pin("b", 2)), &[]);
         assert_eq!((c[0].channel.config.name.as_str(), c[0].key, c[0].pinned), ("b", 2, true));
-        assert!(c[1..].iter().all(|c| !c.pinned && c.key < 3));
+        assert!(c[1..].iter().all(|c| !c.pinned));
     }
     // Unpinned requests take the keys round robin.
-    let keys: Vec<usize> = (0..6).map(|_| r.candidates_for("m", "x", None, &["a".into()])[0].key).collect();
+    let keys: Vec<usize> = (0..6)
+        .map(|_| {
+            let mut c = r.candidates_for("m", "x", None, &["a".into()]).remove(0);
+            assert!(r.claim(&mut c));
+            c.key
+        })
+        .collect();
     assert!(keys.windows(2).all(|w| w[1] == (w[0] + 1) % 3), "{keys:?}");
     // A key the channel no longer has, or a lower tier, is not pinned.
     assert!(!r.candidates_for("m", "claude", Some(&pin("b", 7)), &[])[0].pinned);
@@ -259,4 +265,27 @@ fn a_replaced_set_keeps_the_health_of_unchanged_channels_only() {
     assert_eq!(snap, [("a".into(), 1, 1), ("b".into(), 0, 7), ("c".into(), 0, 1)]);
     // The request in flight still holds the old channel.
     assert!(Arc::ptr_eq(&held[0].channel, &r.channels()[0]) && held[1].channel.config.weight == 1);
+}
+
+#[test]
+fn least_busy_counts_what_the_other_workers_report() {
+    let cfg = RoutingConfig {
+        builtin_mock: Some(false),
+        strategy: Strategy::LeastBusy,
+        max_attempts: 10,
+        ..Default::default()
+    };
+    let r = Router::new(&cfg, &[mock_channel("a", 1, 1), mock_channel("b", 1, 1)]).unwrap();
+    let mut other = r.snapshot();
+    for s in &mut other {
+        s.inflight = if s.channel == "a" { 5 } else { 1 };
+    }
+    r.absorb(other.iter());
+    let _here: Vec<_> = (0..3).map(|_| r.channels()[1].health.load.begin()).collect();
+    // a: 5 elsewhere; b: 1 elsewhere + 3 here.
+    for _ in 0..20 {
+        assert_eq!(names(&r.candidates("m", "x")), ["b", "a"]);
+    }
+    r.absorb(std::iter::empty());
+    assert_eq!(names(&r.candidates("m", "x")), ["a", "b"], "the reports are gone");
 }

@@ -175,7 +175,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     // (often twice over), and it lives as long as the request. Boxing the ones that are
     // only briefly alive keeps an idle stream's task small.
     let mut work = Box::pin(pipeline::serve(&ctx, &job, &replier));
-    let mut result = loop {
+    let result = loop {
         tokio::select! {
             res = &mut work => break res,
             _ = ticker.tick(), if heartbeats => {
@@ -193,7 +193,6 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         }
     };
     drop(guard);
-    let pin = result.as_mut().ok().and_then(|d| d.affinity.take());
     let keep = result
         .as_ref()
         .ok()
@@ -202,9 +201,6 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     let summary = Box::pin(finish(&ctx, &replier, &job, started, result, ratio)).await;
     // After the final reply: the client never waits for this write.
     Box::pin(super::reasoning::store(ctx.reasoning.as_ref(), keep)).await;
-    if let Some(table) = &ctx.affinity {
-        Box::pin(table.store(pin)).await;
-    }
     Box::pin(super::sync::finished(&ctx, &job, &summary.resp)).await;
     if msg.reply.is_some() && ctx.config.audit_copy {
         Box::pin(super::sync::audit_copy(&ctx, &job.trace_id, &summary.resp, summary.status)).await;
@@ -242,9 +238,9 @@ fn preflight(ctx: &WorkerCtx, job: &Job) -> Result<(), RequestError> {
     if let Client::Native { op: Op::CountTokens, .. } = &job.client {
         return Ok(());
     }
-    let formats = ctx.router.serving_formats(&job.model, job.platform.as_str());
+    let formats = ctx.router.serving_formats(&job.model, job.platform.as_str(), &job.channel_group);
     if formats.is_empty() {
-        return Err(RequestError::new(404, format!("no channel serves model {:?}", job.model)));
+        return Err(RequestError::new(404, super::pipeline::no_channel(job)));
     }
     if let (Some(e), Client::Native { format, .. }) = (&job.strict_error, &job.client) {
         if !formats.contains(&Some(*format)) {

@@ -49,7 +49,7 @@ pub async fn publish_loop(client: async_nats::Client, router: Arc<Router>, worke
                 }
                 match tokio::time::timeout(Duration::from_secs(2), read_bucket(&kv)).await {
                     Ok(Ok(all)) => router.absorb(
-                        all.iter().filter(|r| r.worker != worker).flat_map(|r| r.channels.iter()),
+                        all.iter().filter(|r| r.worker != worker && fresh(r)).flat_map(|r| r.channels.iter()),
                     ),
                     Ok(Err(e)) => tracing::debug!(error = %e, "reading the other workers' channel health failed"),
                     Err(_) => tracing::debug!("reading the other workers' channel health timed out"),
@@ -57,6 +57,15 @@ pub async fn publish_loop(client: async_nats::Client, router: Arc<Router>, worke
             }
         }
     }
+}
+
+/// Whether a report is recent enough to count its in-flight requests (a dead worker's entry
+/// stays in the bucket up to a minute).
+fn fresh(r: &WorkerHealth) -> bool {
+    let Ok(at) = time::OffsetDateTime::parse(&r.timestamp, &time::format_description::well_known::Rfc3339) else {
+        return false;
+    };
+    time::OffsetDateTime::now_utc() - at < EVERY * 3
 }
 
 /// Every live worker's report.
@@ -80,4 +89,17 @@ async fn read_bucket(kv: &jetstream::kv::Store) -> Result<Vec<WorkerHealth>, Str
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_recent_reports_count() {
+        let report = |timestamp: String| WorkerHealth { worker: "w".into(), timestamp, channels: Vec::new() };
+        assert!(fresh(&report(crate::clock::now_rfc3339())));
+        assert!(!fresh(&report("2020-01-01T00:00:00Z".into())));
+        assert!(!fresh(&report("not a time".into())));
+    }
 }

@@ -72,7 +72,4 @@ pub(crate) struct Delivered {
     pub failure: Option<RequestError>,
     /// Time spent on the successful attempt (upstream call and stream).
     pub upstream: Option<Duration>,
-    /// The session affinity write this answer calls for (a new or moved session), done
-    /// after the final reply.
-    pub affinity: Option<(String, crate::router::Assignment)>,
 }

@@ -47,7 +47,6 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
             channel: "local".into(),
             failure: None,
             upstream: None,
-            affinity: None,
         });
     }
     // Session affinity: where this session is pinned (the local cache; one KV get for a
@@ -59,12 +58,7 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
     };
     let candidates = ctx.router.candidates_for(&job.model, job.platform.as_str(), pin.as_ref(), &job.channel_group);
     if candidates.is_empty() {
-        let group = if job.channel_group.is_empty() {
-            String::new()
-        } else {
-            format!(" among the channels {:?} its scenario route allows", job.channel_group)
-        };
-        return Err(RequestError::new(404, format!("no channel serves model {:?}{group}", job.model)));
+        return Err(RequestError::new(404, no_channel(job)));
     }
     let _slot = ctx.admission.acquire().await.map_err(|r| {
         let why = match r {
@@ -81,7 +75,7 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
         Some(l) => !l.channels_current().await,
         None => false,
     };
-    for cand in candidates {
+    for mut cand in candidates {
         if let Some(live) = ctx.live.as_ref().filter(|_| unproven) {
             match live.confirm(&cand.channel.config).await {
                 Ok(true) => {}
@@ -98,7 +92,7 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
                 }
             }
         }
-        if !ctx.router.claim(&cand) {
+        if !ctx.router.claim(&mut cand) {
             continue;
         }
         // Released on drop unless a verdict is recorded: also when this future is dropped
@@ -115,7 +109,7 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
                 match &delivered.failure {
                     None => {
                         ctx.router.success(&cand, ttfb.unwrap_or_default(), started.elapsed());
-                        delivered.affinity = pin_here(ctx, session.as_deref(), &cand);
+                        pin_here(ctx, session.as_deref(), &cand);
                     }
                     Some(f) => ctx.router.failure(
                         &cand,
@@ -153,10 +147,21 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
     Err(RequestError { status: 502, message: format!("all channels failed; last error: {last}"), retry_after: None })
 }
 
-/// Pin the session where it was served; what to write to the table (after the reply).
-fn pin_here(ctx: &WorkerCtx, session: Option<&str>, cand: &Candidate) -> Option<(String, crate::router::Assignment)> {
-    let (table, key) = (ctx.affinity.as_ref()?, session?);
-    table.record(key, crate::router::Assignment { channel: cand.channel.config.name.clone(), key: cand.key })
+/// Why no channel can take the job (naming its scenario's channels, if any).
+pub(crate) fn no_channel(job: &Job) -> String {
+    let group = if job.channel_group.is_empty() {
+        String::new()
+    } else {
+        format!(" among the channels {:?} its scenario route allows", job.channel_group)
+    };
+    format!("no channel serves model {:?}{group}", job.model)
+}
+
+/// Pin the session where it was served (a table write only when it moved or is new).
+fn pin_here(ctx: &WorkerCtx, session: Option<&str>, cand: &Candidate) {
+    if let (Some(table), Some(key)) = (ctx.affinity.as_ref(), session) {
+        table.record(key, crate::router::Assignment { channel: cand.channel.config.name.clone(), key: cand.key });
+    }
 }
 
 /// A claimed candidate; releases the claim on drop unless `settled` (a verdict was recorded).
@@ -201,7 +206,7 @@ async fn count_upstream(
         model: &cand.upstream_model,
         stream: false,
         forward_headers: forward,
-        key: cand.key,
+        key: cand.channel.round_robin(),
     };
     match http.count_tokens(call).await {
         Ok(b) => Some(b.to_vec()),
@@ -335,7 +340,6 @@ impl<'a> Output<'a> {
                 channel: cand.channel.config.name.clone(),
                 failure: Some(err),
                 upstream: None,
-                affinity: None,
             },
             ttfb,
         ))
@@ -372,7 +376,6 @@ impl<'a> Output<'a> {
                 channel: cand.channel.config.name.clone(),
                 failure: None,
                 upstream: None,
-                affinity: None,
             },
             ttfb,
         )

@@ -8,8 +8,9 @@
 //! trip: a request reads the local cache; only a session this worker has not seen yet costs
 //! one KV get (bounded by [`LOOKUP_TIMEOUT`]); a KV write happens only when the assignment
 //! changes (a new session, a failover) or when the entry is a third of its life old (to keep
-//! a live session's entry from expiring), after the reply, off the request's path. A failover
-//! on one worker reaches every other worker's cache through the watch.
+//! a live session's entry from expiring), in a task of its own that the reply never waits
+//! for. A failover on one worker reaches every other worker's cache through the watch (within
+//! a round trip or two of the answer).
 
 use super::job::{Client, Job};
 use super::WorkerCtx;
@@ -153,22 +154,25 @@ impl Affinity {
         }
     }
 
-    /// `key`'s session was served at `assignment`: what to write, if anything (a changed
-    /// assignment, or one a third of its life old). The cache is updated at once.
-    pub(crate) fn record(&self, key: &str, assignment: Assignment) -> Option<(String, Assignment)> {
+    /// `key`'s session was served at `assignment`: the cache is updated at once, and the
+    /// bucket, in a task of its own (the reply never waits for it), when the assignment
+    /// changed or is a third of its life old. Returns whether a write was started.
+    pub(crate) fn record(self: &Arc<Self>, key: &str, assignment: Assignment) -> bool {
         let now = Instant::now();
         if let Some(l) = self.local.get(key) {
             if l.assignment == assignment && now.duration_since(l.written) < TTL / 3 {
-                return None;
+                return false;
             }
         }
         self.local.insert(key.to_string(), Local { assignment: assignment.clone(), written: now, used: now });
-        Some((key.to_string(), assignment))
+        let me = self.clone();
+        let key = key.to_string();
+        tokio::spawn(async move { me.store(key, assignment).await });
+        true
     }
 
-    /// Write what [`Self::record`] returned (after the reply; bounded).
-    pub(crate) async fn store(&self, write: Option<(String, Assignment)>) {
-        let Some((key, assignment)) = write else { return };
+    /// Write one assignment (bounded).
+    async fn store(&self, key: String, assignment: Assignment) {
         let Ok(value) = serde_json::to_vec(&assignment) else { return };
         match tokio::time::timeout(PUT_TIMEOUT, self.kv.put(key, value.into())).await {
             Ok(Ok(_)) => {}
@@ -205,7 +209,15 @@ pub(crate) fn session_key(ctx: &WorkerCtx, job: &Job) -> Option<String> {
         header: &get,
         seed_session: matches!(job.client, Client::Seed).then_some(job.session_id.as_deref()).flatten(),
         chat: &job.chat,
-        body: body(job),
+        // Only OpenAI bodies carry a `prompt_cache_key` (Codex).
+        body: match &job.client {
+            Client::Native {
+                format: crate::formats::Format::OpenAiResponses | crate::formats::Format::OpenAiChat,
+                body,
+                ..
+            } => Some(body),
+            _ => None,
+        },
     };
     let (session, _) = affinity::session(&ev);
     Some(affinity::table_key(&job.user_id, &session))
@@ -257,16 +269,17 @@ mod tests {
         let b = Affinity::open(&client, true, shutdown.clone()).await.expect("table");
         let pin = |c: &str, k| Assignment { channel: c.into(), key: k };
         assert_eq!(a.lookup("s1").await, None);
-        let w = a.record("s1", pin("x", 2));
-        assert!(w.is_some(), "a new session is written");
-        a.store(w).await;
-        assert_eq!(a.record("s1", pin("x", 2)), None, "the same assignment is not written again");
+        assert!(a.record("s1", pin("x", 2)), "a new session is written");
+        assert!(!a.record("s1", pin("x", 2)), "the same assignment is not written again");
         // Another worker finds it with one get, then in its cache.
-        assert_eq!(b.lookup("s1").await, Some(pin("x", 2)));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while b.lookup("s1").await != Some(pin("x", 2)) {
+            assert!(Instant::now() < deadline, "the other worker finds the session");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert_eq!(b.cached(), 1);
         // A failover on b reaches a through the watch.
-        let w = b.record("s1", pin("y", 0));
-        b.store(w).await;
+        assert!(b.record("s1", pin("y", 0)));
         let deadline = Instant::now() + Duration::from_secs(5);
         while a.lookup("s1").await != Some(pin("y", 0)) {
             assert!(Instant::now() < deadline, "the move reached the other worker");

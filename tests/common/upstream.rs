@@ -186,6 +186,10 @@ pub struct Script {
     /// As a NEW-API: (remaining, used) quota units of the key (`GET /api/usage/token/`) and of
     /// the account behind an access token (`GET /api/user/self`); 500,000 units are $1.
     pub newapi_quota: (i64, i64),
+    /// Simulate a prompt cache per API key: the usage reports as cache reads the tokens of
+    /// the longest prefix of the conversation this key has sent before (and the rest as
+    /// input); `usage.output` stays as scripted. See [`Upstream::cache_totals`].
+    pub prompt_cache: bool,
 }
 
 impl Default for Script {
@@ -197,6 +201,7 @@ impl Default for Script {
             next: VecDeque::new(),
             piece_delay: Duration::ZERO,
             newapi_quota: (5_000_000, 1_250_000),
+            prompt_cache: false,
         }
     }
 }
@@ -260,6 +265,53 @@ pub struct Shared {
     dropped: AtomicUsize,
     drops: Mutex<Vec<Instant>>,
     changed: Notify,
+    /// The simulated prompt cache: key → hashes of every conversation prefix it has sent.
+    cache: Mutex<std::collections::HashMap<String, std::collections::HashSet<u64>>>,
+    /// Simulated prompt cache, summed: (prompt tokens, of which read from the cache, later
+    /// turns (three messages or more), of which read all of the turn before's prompt).
+    cache_totals: Mutex<(u64, u64, u64, u64)>,
+}
+
+impl Shared {
+    /// The usage of a request under the simulated per-key prompt cache (see
+    /// [`Script::prompt_cache`]): each message counts a quarter of its JSON's bytes.
+    fn cached_usage(&self, api: Api, headers: &HeaderMap, uri: &Uri, req: &Value, output: u64) -> Usage {
+        use std::hash::{Hash, Hasher};
+        let key = ["x-api-key", "authorization", "x-goog-api-key"]
+            .iter()
+            .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()).map(str::to_string))
+            .or_else(|| uri.query().map(str::to_string))
+            .unwrap_or_default();
+        let (head, turns) = match api {
+            Api::Anthropic => ("system", "messages"),
+            Api::OpenAi => ("", "messages"),
+            Api::Responses => ("instructions", "input"),
+            Api::Gemini => ("systemInstruction", "contents"),
+        };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        req.get(head).map(Value::to_string).unwrap_or_default().hash(&mut hasher);
+        let mut total = req.get(head).map_or(0, |v| v.to_string().len() as u64 / 4);
+        let mut prefixes = Vec::new();
+        for m in req.get(turns).and_then(Value::as_array).into_iter().flatten() {
+            let text = m.to_string();
+            text.hash(&mut hasher);
+            total += text.len() as u64 / 4;
+            prefixes.push((hasher.finish(), total));
+        }
+        let mut cache = self.cache.lock().unwrap();
+        let seen = cache.entry(key).or_default();
+        let read = prefixes.iter().rev().find(|(h, _)| seen.contains(h)).map_or(0, |(_, t)| *t);
+        // The turn before sent everything up to its answer and this turn's message.
+        let later = prefixes.len() >= 3;
+        let warm = later && seen.contains(&prefixes[prefixes.len() - 3].0);
+        seen.extend(prefixes.iter().map(|(h, _)| *h));
+        let mut totals = self.cache_totals.lock().unwrap();
+        totals.0 += total;
+        totals.1 += read;
+        totals.2 += u64::from(later);
+        totals.3 += u64::from(warm);
+        Usage { input: total - read, output, cache_read: read, cache_write: 0 }
+    }
 }
 
 /// Tracks one answer: finished when marked, dropped when dropped unmarked.
@@ -347,6 +399,12 @@ impl Upstream {
         let finished = self.shared.finished.load(Ordering::SeqCst);
         let dropped = self.shared.dropped.load(Ordering::SeqCst);
         Stats { received, in_flight: received.saturating_sub(finished + dropped), finished, dropped }
+    }
+
+    /// Over every request: (prompt tokens, of which read from the simulated prompt cache,
+    /// later turns, of which found the whole prompt of the turn before in the cache).
+    pub fn cache_totals(&self) -> (u64, u64, u64, u64) {
+        *self.shared.cache_totals.lock().unwrap()
     }
 
     /// Instants at which answers were dropped, in order.
@@ -445,7 +503,7 @@ async fn handle(
     shared.changed.notify_waiters();
     let mut flight = Flight { shared: shared.clone(), done: false };
 
-    let (script, fault) = {
+    let (mut script, fault) = {
         let mut s = shared.script.lock().unwrap();
         let fault = s.next.pop_front().unwrap_or_else(|| s.fault.clone());
         (s.clone(), fault)
@@ -478,6 +536,9 @@ async fn handle(
         Api::Gemini => uri.path().split("/models/").nth(1).and_then(|r| r.split(':').next()).unwrap_or("").to_string(),
         _ => req.get("model").and_then(Value::as_str).unwrap_or("").to_string(),
     };
+    if script.prompt_cache {
+        script.usage = shared.cached_usage(api, &headers, &uri, &req, script.usage.output);
+    }
     let include_usage =
         req.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false) || api != Api::OpenAi;
 
