@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::path::Path;
 
 /// The declarations compiled into the binary, so `ailurus` works from any directory.
-pub const EMBEDDED: [(&str, &str); 14] = [
+pub const EMBEDDED: [(&str, &str); 15] = [
     ("CHAT_MESSAGES.json", include_str!("../streams/CHAT_MESSAGES.json")),
     ("SESSION_STATUS.json", include_str!("../streams/SESSION_STATUS.json")),
     ("USER_EVENTS.json", include_str!("../streams/USER_EVENTS.json")),
@@ -22,6 +22,7 @@ pub const EMBEDDED: [(&str, &str); 14] = [
     ("KV_WORKERS.json", include_str!("../streams/KV_WORKERS.json")),
     ("KV_REASONING.json", include_str!("../streams/KV_REASONING.json")),
     ("KV_PROOFS.json", include_str!("../streams/KV_PROOFS.json")),
+    ("KV_USERS.json", include_str!("../streams/KV_USERS.json")),
 ];
 
 /// What `apply` did to one stream.
@@ -233,7 +234,8 @@ mod tests {
                 "QUOTA_HOLDS",
                 "KV_WORKERS",
                 "KV_REASONING",
-                "KV_PROOFS"
+                "KV_PROOFS",
+                "KV_USERS"
             ]
         );
         let counters = decls.iter().find(|d| d.config.name == "QUOTA_COUNTERS").unwrap();

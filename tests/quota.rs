@@ -595,9 +595,11 @@ async fn new_api_user_endpoints_show_the_balance_falling_by_the_priced_usage() {
     assert_eq!(me["data"]["quota"].as_i64(), Some(1_000_000 - charged));
     assert_eq!(me["data"]["used_quota"].as_i64(), Some(charged));
     assert_eq!(me["data"]["request_count"].as_i64(), Some(1));
-    let (status, list) = get("/api/user/token", bearer).await;
+    // NEW-API's token list, paged.
+    let (status, list) = get("/api/token/", bearer).await;
     assert_eq!(status, 200);
-    let t = &list["data"][0];
+    assert_eq!((list["data"]["total"].as_i64(), list["data"]["page"].as_i64()), (Some(1), Some(1)), "{list}");
+    let t = &list["data"]["items"][0];
     assert_eq!(
         (t["id"].as_str(), t["name"].as_str(), t["status"].as_i64()),
         (Some(rec.id.as_str()), Some("laptop"), Some(1))

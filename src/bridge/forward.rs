@@ -4,7 +4,7 @@
 //! body untouched, and turn the first reply into the HTTP answer.
 
 use super::body::{reply_body, sse_frames, whole_body, BodyState, Finished};
-use super::response::{client_error, copy_reply_headers, error, json};
+use super::response::{api_error, client_error, copy_reply_headers, error, json};
 use super::routes::{self, Route};
 use super::state::AppState;
 use crate::bus::headers::{self, ReplyKind};
@@ -71,7 +71,7 @@ pub(super) async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Res
             r.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; version=0.0.4"));
             r
         }
-        Route::UserApi { what } => user_api(&st, req.headers(), what).await,
+        Route::Api { family, .. } => api(&st, req, family).await,
         Route::Models { platform, format, .. } => {
             match forward(
                 &st,
@@ -106,25 +106,46 @@ pub(super) async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Res
     resp
 }
 
-/// `GET /api/user/self|token`: one NATS request to `ailurus.api.user_<what>` with the
-/// caller's credentials; the worker's JSON answer is returned as is.
-async fn user_api(st: &Arc<AppState>, http: &HeaderMap, what: &str) -> Response {
-    for name in ["authorization", "x-api-key", "x-goog-api-key"] {
-        if http.get_all(name).iter().count() > 1 {
-            return error(None, 400, &format!("more than one {name} header"));
-        }
+/// Longest path-and-query a management-API call may have (it travels in a header).
+const MAX_API_TARGET: usize = 4096;
+
+/// A management-API call (`/api/<family>…`): one NATS request to `ailurus.api.<family>`
+/// with `Ailurus-Op: <METHOD> <path below the family>[?<query>]`, `New-Api-User` as sent,
+/// the body as is, and a proof of possession made from the caller's `Authorization`
+/// (`Bearer sk-…`, or NEW-API's bare access token); the worker's answer is returned as is.
+async fn api(st: &Arc<AppState>, req: Request, family: &'static str) -> Response {
+    let (parts, body) = req.into_parts();
+    let has_body = !matches!(parts.method, Method::GET | Method::HEAD | Method::DELETE);
+    if let Err((status, message)) = check_headers(&parts.headers, has_body) {
+        return api_error(status, &message);
     }
+    let mut target = format!("{} {}", parts.method, routes::api_rest(parts.uri.path(), family));
+    if let Some(q) = parts.uri.query().filter(|q| !q.is_empty()) {
+        target.push('?');
+        target.push_str(q);
+    }
+    if target.len() > MAX_API_TARGET {
+        return api_error(414, &format!("the path and query are over {MAX_API_TARGET} bytes"));
+    }
+    let body = match read_body(st, body).await {
+        Ok(b) => b,
+        Err((status, message)) => return api_error(status, &message),
+    };
     let mut h = async_nats::HeaderMap::new();
     let trace = Token::random();
     h.insert(headers::TRACE, trace.as_str());
-    let subject = subjects::api(&format!("user_{what}"));
-    if let Some(signer) = signer(http, None) {
-        signer.sign(&subject, trace.as_str(), proof::now_secs(), &mut h, &[]);
+    h.insert(headers::OP, target.as_str());
+    if let Some(v) = parts.headers.get(headers::NEW_API_USER).and_then(|v| v.to_str().ok()) {
+        h.insert(headers::NEW_API_USER, v);
     }
-    let req = st.client.request_with_headers(subject, h, Bytes::new());
+    let subject = subjects::api(family);
+    if let Some(signer) = signer(&parts.headers, None) {
+        signer.sign(&subject, trace.as_str(), proof::now_secs(), &mut h, &body);
+    }
+    let req = st.client.request_with_headers(subject, h, body);
     match tokio::time::timeout(Duration::from_millis(st.config.silence_ms), req).await {
         Ok(Ok(msg)) if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) => {
-            error(None, 503, "no Ailurus worker is serving the user API")
+            api_error(503, "no Ailurus worker is serving the management API")
         }
         Ok(Ok(msg)) => {
             let status = msg
@@ -135,8 +156,26 @@ async fn user_api(st: &Arc<AppState>, http: &HeaderMap, what: &str) -> Response 
                 .unwrap_or(200);
             json(status, msg.payload.to_vec())
         }
-        Ok(Err(e)) => error(None, 503, &format!("user API request failed: {e}")),
-        Err(_) => error(None, 504, "the user API did not answer in time"),
+        Ok(Err(e)) => api_error(503, &format!("management API request failed: {e}")),
+        Err(_) => api_error(504, "the management API did not answer in time"),
+    }
+}
+
+/// Read a request body within the size and time limits: the body, or a status and why not.
+async fn read_body(st: &Arc<AppState>, body: Body) -> Result<Bytes, (u16, String)> {
+    let read = axum::body::to_bytes(body, st.config.max_body_bytes);
+    match tokio::time::timeout(Duration::from_millis(st.config.body_read_timeout_ms), read).await {
+        Err(_) => Err((408, format!("the request body did not arrive within {} ms", st.config.body_read_timeout_ms))),
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => {
+            let too_big = std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit"))
+                || e.to_string().contains("length limit");
+            Err(if too_big {
+                (413, format!("request body is over the {} byte limit", st.config.max_body_bytes))
+            } else {
+                (400, format!("cannot read the request body: {e}"))
+            })
+        }
     }
 }
 
@@ -240,26 +279,14 @@ async fn forward(st: &Arc<AppState>, req: Request, target: Target) -> Answer {
     if let Err((status, message)) = check_headers(&parts.headers, op != Some("models")) {
         return Answer::Complete(error(Some(format), status, &message));
     }
-    let read = axum::body::to_bytes(body, st.config.max_body_bytes);
-    let body = match tokio::time::timeout(Duration::from_millis(st.config.body_read_timeout_ms), read).await {
-        Err(_) => {
-            let mut r = error(
-                Some(format),
-                408,
-                &format!("the request body did not arrive within {} ms", st.config.body_read_timeout_ms),
-            );
-            r.headers_mut().insert("connection", HeaderValue::from_static("close"));
+    let body = match read_body(st, body).await {
+        Ok(b) => b,
+        Err((status, message)) => {
+            let mut r = error(Some(format), status, &message);
+            if status == 408 {
+                r.headers_mut().insert("connection", HeaderValue::from_static("close"));
+            }
             return Answer::Complete(r);
-        }
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => {
-            let too_big = std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit"))
-                || e.to_string().contains("length limit");
-            return Answer::Complete(if too_big {
-                error(Some(format), 413, &format!("request body is over the {} byte limit", st.config.max_body_bytes))
-            } else {
-                error(Some(format), 400, &format!("cannot read the request body: {e}"))
-            });
         }
     };
     let trace = Token::random();

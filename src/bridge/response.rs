@@ -28,6 +28,11 @@ pub(super) fn error(format: Option<Format>, status: u16, message: &str) -> Respo
     json(status, body)
 }
 
+/// An error of a management-API route, in NEW-API's envelope.
+pub(super) fn api_error(status: u16, message: &str) -> Response {
+    json(status, serde_json::json!({"success": false, "message": message, "data": null}).to_string().into_bytes())
+}
+
 /// `Retry-After` from a reply, and the trace id as `x-request-id`.
 pub(super) fn copy_reply_headers(reply: &Reply, r: &mut Response, trace: &Token) {
     if let Some(ra) = reply.headers.get(headers::RETRY_AFTER).and_then(|v| HeaderValue::from_str(v.as_str()).ok()) {

@@ -29,10 +29,14 @@ pub enum Route {
         /// Label for metrics.
         label: &'static str,
     },
-    /// NEW-API user endpoints, answered over NATS.
-    UserApi {
-        /// `self` or `token`.
-        what: &'static str,
+    /// A NEW-API management endpoint family (`/api/<family>[/…]`), forwarded to
+    /// `ailurus.api.<family>` with the method, the rest of the path and the query; its
+    /// meaning is the worker's business.
+    Api {
+        /// The family: the subject's last token.
+        family: &'static str,
+        /// Label for metrics (`/api/<family>`).
+        label: &'static str,
     },
     /// `GET /` and `HEAD /`.
     Root,
@@ -46,9 +50,7 @@ impl Route {
     /// The metrics label.
     pub fn label(&self) -> &'static str {
         match self {
-            Route::Llm { label, .. } | Route::Models { label, .. } => label,
-            Route::UserApi { what: "self" } => "/api/user/self",
-            Route::UserApi { .. } => "/api/user/token",
+            Route::Llm { label, .. } | Route::Models { label, .. } | Route::Api { label, .. } => label,
             Route::Root => "/",
             Route::Health => "/healthz",
             Route::Metrics => "/metrics",
@@ -106,10 +108,41 @@ pub fn match_route(method: &str, path: &str, dialect: Dialect) -> Option<Route> 
         ("GET" | "HEAD", "/") => Some(Route::Root),
         ("GET", "/healthz") => Some(Route::Health),
         ("GET", "/metrics") => Some(Route::Metrics),
-        ("GET", "/api/user/self") => Some(Route::UserApi { what: "self" }),
-        ("GET", "/api/user/token") => Some(Route::UserApi { what: "token" }),
+        (_, p) if p.starts_with("/api/") => api(p),
         ("POST", p) => gemini(p),
         _ => None,
+    }
+}
+
+/// The management API's endpoint families: `/api/<family>` and everything below it goes to
+/// `ailurus.api.<family>` (adding a family is one line here and one file in
+/// `src/worker/api/`).
+const API_FAMILIES: [(&str, &str); 9] = [
+    ("status", "/api/status"),
+    ("user", "/api/user"),
+    ("token", "/api/token"),
+    ("log", "/api/log"),
+    ("data", "/api/data"),
+    ("redemption", "/api/redemption"),
+    ("pricing", "/api/pricing"),
+    ("group", "/api/group"),
+    ("channel", "/api/channel"),
+];
+
+/// `/api/<family>` or `/api/<family>/…` of a known family.
+fn api(path: &str) -> Option<Route> {
+    let rest = path.strip_prefix("/api/")?;
+    let name = rest.split('/').next().unwrap_or(rest);
+    API_FAMILIES.iter().find(|(f, _)| *f == name).map(|(family, label)| Route::Api { family, label })
+}
+
+/// The path below `/api/<family>` (`/` when nothing is), for `Ailurus-Op`.
+pub fn api_rest<'a>(path: &'a str, family: &str) -> &'a str {
+    let rest = path.strip_prefix("/api/").and_then(|p| p.strip_prefix(family)).unwrap_or("");
+    if rest.is_empty() {
+        "/"
+    } else {
+        rest
     }
 }
 
@@ -209,5 +242,23 @@ mod tests {
             Some(Route::Models { format: Format::GeminiGenerate, .. })
         ));
         assert_eq!(match_route("HEAD", "/", Dialect::Neutral), Some(Route::Root));
+        for (method, path, family, rest) in [
+            ("GET", "/api/user/self", Some("user"), "/self"),
+            ("DELETE", "/api/token/12", Some("token"), "/12"),
+            ("GET", "/api/status", Some("status"), "/"),
+            ("PUT", "/api/user/", Some("user"), "/"),
+            ("GET", "/api/statusx", None, ""),
+            ("GET", "/api/", None, ""),
+            ("GET", "/apis/user", None, ""),
+        ] {
+            match (match_route(method, path, Dialect::Neutral), family) {
+                (Some(Route::Api { family: f, .. }), Some(want)) => {
+                    assert_eq!(f, want, "{method} {path}");
+                    assert_eq!(api_rest(path, f), rest, "{path}");
+                }
+                (None, None) => {}
+                (got, _) => panic!("{method} {path}: {got:?}"),
+            }
+        }
     }
 }

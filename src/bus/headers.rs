@@ -11,8 +11,13 @@ pub const FORMAT: &str = "Ailurus-Format";
 /// Model taken from a URL (Gemini puts it in the path).
 pub const MODEL: &str = "Ailurus-Model";
 /// Operation of a native request: `generate` (default), `stream` (Gemini
-/// `streamGenerateContent`), `count_tokens`, `models`.
+/// `streamGenerateContent`), `count_tokens`, `models`. On `ailurus.api.<family>`: the HTTP
+/// method and the path below `/api/<family>` with its query (`GET /5?p=1`), so the proof of
+/// possession covers them.
 pub const OP: &str = "Ailurus-Op";
+/// NEW-API's user id header, sent beside an access token (`New-Api-User: 1`); forwarded to
+/// the management API as is.
+pub const NEW_API_USER: &str = "New-Api-User";
 /// Trace id of a native request (the bridge makes one per HTTP request).
 pub const TRACE: &str = "Ailurus-Trace";
 /// The old bearer form: the sha256 of a token alone. Refused (a reader of `LLM_REQUESTS`

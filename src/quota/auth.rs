@@ -37,6 +37,15 @@ impl AuthError {
     }
 }
 
+impl AuthError {
+    /// A 503 for a store that did not answer (`what`: "token store", …): the caller is
+    /// refused rather than trusted on a copy that may be stale; retry in a second.
+    fn unavailable(what: &str, e: &str) -> Self {
+        tracing::warn!(error = %e, "{what} did not answer; refusing");
+        Self { error: RequestError::new(503, format!("{what} unavailable; retry shortly")).retry_after(1), user: None }
+    }
+}
+
 impl From<AuthError> for RequestError {
     fn from(e: AuthError) -> Self {
         e.error
@@ -147,13 +156,7 @@ pub async fn authenticate(
         Ok(None) => return Err(AuthError::new(401, "invalid API token", None)),
         // The bucket did not answer (the cache was not proven current, or did not hold the
         // token): refuse rather than trust a copy that may miss a revocation.
-        Err(e) => {
-            tracing::warn!(error = %e, "token lookup failed; refusing");
-            return Err(AuthError {
-                error: RequestError::new(503, "token store unavailable; retry shortly").retry_after(1),
-                user: None,
-            });
-        }
+        Err(e) => return Err(AuthError::unavailable("token store", &e)),
     };
     let Some(key) = &rec.proof_key else {
         let m = format!("API token {} was created before proofs of possession: create a new one", rec.id);
@@ -195,17 +198,62 @@ pub async fn authenticate(
             );
             return Err(AuthError::new(401, m, user));
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "replay set unavailable; refusing");
-            return Err(AuthError {
-                error: RequestError::new(503, "proof replay set unavailable; retry shortly").retry_after(1),
-                user: None,
-            });
-        }
+        Err(e) => return Err(AuthError::unavailable("proof replay set", &e)),
     }
     let user_token = Token::new("user_id", &rec.user_id).map_err(|e| AuthError::new(500, e.to_string(), None))?;
     let hash_token = Token::new("token_id", hash).map_err(|e| AuthError::new(500, e.to_string(), None))?;
     Ok(Some(Principal { user: user_token, token: Some((hash_token, rec)) }))
+}
+
+/// Who called the management API: a token's holder, or a user by its access token.
+#[derive(Debug, Clone)]
+pub enum ApiIdentity {
+    /// An API token (`sk-…`): its user, at most a common user's rights.
+    Token(Principal),
+    /// A user's access token (NEW-API's `Authorization: <access token>`).
+    Access(super::users::UserRecord),
+}
+
+/// Authenticate a management-API call: the proof's token id is an API token in `TOKENS`
+/// (checked as [`authenticate`] does) or a user's access token in `USERS` (the same proof,
+/// time window and replay set; a disabled user is refused).
+pub async fn authenticate_api(
+    tokens: &TokenStore,
+    users: Option<&super::users::UserStore>,
+    token: Option<&Credential>,
+) -> Result<ApiIdentity, AuthError> {
+    let as_token = || async {
+        match authenticate(AuthMode::Token, Some(tokens), token, None, "").await? {
+            Some(p) => Ok(ApiIdentity::Token(p)),
+            None => Err(AuthError::new(401, "no user", None)),
+        }
+    };
+    let Some(Credential::Proof(proof)) = token else { return as_token().await };
+    // An outage of the token store is answered by `authenticate`, in its own words.
+    let is_token = tokens.lookup(&proof.token_id).await.map_or(true, |found| found.is_some());
+    let Some(users) = users.filter(|_| !is_token) else { return as_token().await };
+    let rec = match users.by_access(&proof.token_id).await {
+        Ok(Some(rec)) => rec,
+        Ok(None) => return Err(AuthError::new(401, "invalid API token", None)),
+        Err(e) => return Err(AuthError::unavailable("user store", &e)),
+    };
+    let Some(key) = rec.access.as_ref().map(|a| a.proof_key.clone()) else {
+        return Err(AuthError::new(401, "invalid API token", None));
+    };
+    if !proof.verify(key.expose()) {
+        return Err(AuthError::new(401, "invalid API token proof", None));
+    }
+    if !proof.fresh_at(crate::bus::proof::now_secs()) {
+        return Err(AuthError::new(401, "Ailurus-Proof-Time is too far from the gateway's clock", None));
+    }
+    if rec.status != 1 {
+        return Err(AuthError::new(403, format!("user {} is disabled", rec.id), Some(&rec.username)));
+    }
+    match tokens.replay().claim(&format!("user-{}", rec.id), &proof.bound.trace).await {
+        Ok(true) => Ok(ApiIdentity::Access(rec)),
+        Ok(false) => Err(AuthError::new(401, "this trace id was already used (a replayed request)", None)),
+        Err(e) => Err(AuthError::unavailable("proof replay set", &e)),
+    }
 }
 
 /// An event on `user.<id>.auth`.

@@ -26,6 +26,7 @@ pub mod proof;
 pub mod ratelimit;
 pub mod store;
 pub mod tokens;
+pub mod users;
 pub mod writer;
 
 use crate::error::RequestError;

@@ -12,7 +12,7 @@
 //! - [`job`]: the parsed request a worker serves, how its client talks, what was delivered.
 //! - `pipeline`: routing with failover before the first byte, pass-through or conversion.
 //! - [`sync`]: chat sync, presence and the audit copy of each answer.
-//! - `api`: the NEW-API user API (`ailurus.api.user_*`).
+//! - `api`: the NEW-API management API (`ailurus.api.<family>`), one file per family.
 //! - `models`: model lists in each API's shape.
 //! - [`health`]: channel health into the `CHANNEL_HEALTH` bucket.
 
@@ -61,6 +61,8 @@ pub(crate) struct WorkerCtx {
     pub auth: crate::quota::AuthConfig,
     /// Token records (none in open mode).
     pub tokens: Option<crate::quota::tokens::TokenStore>,
+    /// Users and roles, for the management API (none in open mode or without `USERS`).
+    pub users: Option<crate::quota::users::UserStore>,
     /// Quota accounts and counters (none in open mode).
     pub quota: Option<crate::quota::account::QuotaStore>,
     /// This worker's quota leases and its ledger writer (none in open mode).
@@ -190,15 +192,22 @@ pub async fn run_with_router(
     shutdown: Shutdown,
 ) -> Result<(), WorkerError> {
     let wc = config.worker.clone();
-    let (tokens, quota, rates) = if config.auth.mode == crate::quota::AuthMode::Open {
-        (None, None, None)
+    let (tokens, quota, rates, users) = if config.auth.mode == crate::quota::AuthMode::Open {
+        (None, None, None, None)
     } else {
         let js = async_nats::jetstream::new(client.clone());
         let tokens = crate::quota::tokens::TokenStore::open(&js).await.map_err(WorkerError)?;
         tokens.follow(shutdown.clone()).await.map_err(WorkerError)?;
         let quota = crate::quota::account::QuotaStore::open(client.clone()).await.map_err(WorkerError)?;
         let rates = crate::quota::ratelimit::RateLimiter::open(client.clone()).await;
-        (Some(tokens), Some(quota), rates)
+        let users = match crate::quota::users::UserStore::open(&js).await {
+            Ok(u) => Some(u),
+            Err(e) => {
+                tracing::warn!(error = %e, "no user directory: access tokens and roles are unavailable");
+                None
+            }
+        };
+        (Some(tokens), Some(quota), rates, users)
     };
     // The built-in prices follow what this router's built-in mock serves.
     let prices = PriceTable::new(&config.pricing.models, router.mock_scope().builtin_prices());
@@ -226,6 +235,7 @@ pub async fn run_with_router(
     let ctx = Arc::new(WorkerCtx {
         auth: config.auth.clone(),
         tokens,
+        users,
         quota,
         leases,
         rates,
