@@ -149,6 +149,11 @@ impl PriceTable {
         Self { entries }
     }
 
+    /// Every entry, in the order they are tried.
+    pub fn entries(&self) -> &[PriceEntry] {
+        &self.entries
+    }
+
     /// The entry for a model, if any.
     pub fn lookup(&self, model: &str) -> Option<&PriceEntry> {
         self.entries.iter().find(|e| wildcard::matches(&e.pattern, model))

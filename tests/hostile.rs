@@ -262,6 +262,9 @@ struct State {
     requests: i64,
     ledger: u64,
     holds: u64,
+    /// Writes to the token records and the user directory (the management API).
+    tokens: u64,
+    users: u64,
 }
 
 async fn state(js: &async_nats::jetstream::Context, quota: &QuotaStore) -> State {
@@ -276,6 +279,8 @@ async fn state(js: &async_nats::jetstream::Context, quota: &QuotaStore) -> State
         requests: b.request_count,
         ledger: count("LLM_USAGE").await,
         holds: count("QUOTA_HOLDS").await,
+        tokens: count("KV_TOKENS").await,
+        users: count("KV_USERS").await,
     }
 }
 

@@ -11,6 +11,7 @@ mod req;
 pub mod sign;
 mod streams;
 mod up;
+mod users;
 mod worker;
 
 use crate::config::Config;
@@ -66,6 +67,9 @@ pub enum Command {
     /// Show, top up, set and rebuild quota.
     #[command(subcommand)]
     Quota(admin::QuotaCmd),
+    /// Users and roles (common, admin, root) and their management-API access tokens.
+    #[command(subcommand)]
+    User(users::UserCmd),
     /// Replay or follow traffic from JetStream.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
@@ -123,6 +127,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Audit(cmd) => audit::run(config, cmd).await,
         Command::Chat(cmd) => audit::chat(config, cmd).await,
         Command::Quota(cmd) => admin::quota(config, cmd).await,
+        Command::User(cmd) => users::run(config, cmd).await,
         Command::Connect(args) => connect::run(&config, args),
     }
 }

@@ -49,14 +49,38 @@ async fn seed_demo(client: &async_nats::Client, data_dir: &std::path::Path) -> R
         }
     }
     let (plain, _) = store.create("demo", "demo", None, Vec::new(), None).await?;
-    std::fs::create_dir_all(data_dir).map_err(|e| e.to_string())?;
-    std::fs::write(&path, format!("{plain}\n")).map_err(|e| format!("{}: {e}", path.display()))?;
+    save_secret(&path, &plain)?;
+    Ok(plain)
+}
+
+/// Seed the root user (NEW-API role 100) the first time, with an access token for the
+/// management API saved in `<data_dir>/root-token` (mode 0600). Returns the token when it
+/// was made now (it is printed once), else `None`.
+async fn seed_root(client: &async_nats::Client, data_dir: &std::path::Path) -> Result<Option<(i64, String)>, String> {
+    use crate::quota::users::{role, UserStore};
+    let users = UserStore::open(&async_nats::jetstream::new(client.clone())).await?;
+    let rec = match users.get("root").await? {
+        Some(rec) if rec.access.is_some() => return Ok(None),
+        Some(rec) => rec,
+        None => users.create("root", role::ROOT, "Root User").await?,
+    };
+    let token = users.new_access_token(&rec.username).await?;
+    save_secret(&data_dir.join("root-token"), &token)?;
+    Ok(Some((rec.id, token)))
+}
+
+/// Write a secret to `path` with mode 0600.
+fn save_secret(path: &std::path::Path, secret: &str) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(path, format!("{secret}\n")).map_err(|e| format!("{}: {e}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
     }
-    Ok(plain)
+    Ok(())
 }
 
 /// The user and password of the nats-server `up` starts: read from
@@ -168,10 +192,10 @@ pub async fn run(config: Config, args: UpArgs) -> Result<ExitCode, String> {
         applied.iter().map(|(n, o)| format!("{n} {o:?}").to_lowercase()).collect::<Vec<_>>().join(", ")
     );
 
-    let demo = if config.auth.mode == crate::quota::AuthMode::Open {
-        None
+    let (demo, root) = if config.auth.mode == crate::quota::AuthMode::Open {
+        (None, None)
     } else {
-        Some(seed_demo(&client, &args.data_dir).await?)
+        (Some(seed_demo(&client, &args.data_dir).await?), seed_root(&client, &args.data_dir).await?)
     };
     let shutdown = Shutdown::new();
     shutdown.on_signals();
@@ -189,6 +213,17 @@ pub async fn run(config: Config, args: UpArgs) -> Result<ExitCode, String> {
             "\ndemo user: demo ($5 of quota) · demo token (saved in {}/demo-token):\n  {token}",
             args.data_dir.display()
         );
+        match &root {
+            Some((id, token)) => eprintln!(
+                "root user: root (id {id}) · management API access token, shown once (saved in {}/root-token):\n  \
+                 {token}\n  send it as `Authorization: <token>` with `New-Api-User: {id}`",
+                args.data_dir.display()
+            ),
+            None => eprintln!(
+                "root user: root · its access token is in {}/root-token (`ailurus user token root` makes a new one)",
+                args.data_dir.display()
+            ),
+        }
     }
     let scope = config.routing.mock_scope(&config.channels);
     let serving = match scope {

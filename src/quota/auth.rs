@@ -173,8 +173,14 @@ pub async fn authenticate(
         return Err(AuthError::new(401, m, None));
     }
     let user = Some(rec.user_id.as_str());
-    if rec.status == TokenStatus::Revoked {
-        return Err(AuthError::new(401, format!("API token {} has been revoked", rec.id), user));
+    let refused = match rec.status {
+        TokenStatus::Active => None,
+        TokenStatus::Revoked => Some("has been revoked"),
+        TokenStatus::Disabled => Some("is disabled"),
+        TokenStatus::Deleted => Some("has been deleted"),
+    };
+    if let Some(why) = refused {
+        return Err(AuthError::new(401, format!("API token {} {why}", rec.id), user));
     }
     if rec.expired(time::OffsetDateTime::now_utc()) {
         return Err(AuthError::new(401, format!("API token {} has expired", rec.id), user));
@@ -259,7 +265,7 @@ pub async fn authenticate_api(
 /// An event on `user.<id>.auth`.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuthEvent<'a> {
-    /// `created`, `revoked` or `rejected`.
+    /// `created`, `revoked`, `disabled`, `deleted` or `rejected`.
     pub event: &'a str,
     /// Whose.
     pub user_id: &'a str,

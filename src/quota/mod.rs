@@ -25,7 +25,9 @@ pub mod ledger;
 pub mod proof;
 pub mod ratelimit;
 pub mod store;
+pub mod token_edit;
 pub mod tokens;
+pub mod usage_log;
 pub mod users;
 pub mod writer;
 
@@ -58,4 +60,17 @@ pub struct AuthConfig {
 /// A 503 for a quota operation whose JetStream store did not answer.
 pub(crate) fn store_error(e: impl std::fmt::Display) -> RequestError {
     RequestError::unavailable("quota store", e)
+}
+
+/// `f` within `limit`, its error (or the timeout) as text naming `what`.
+pub(crate) async fn within<T, E: std::fmt::Display>(
+    what: &str,
+    limit: std::time::Duration,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: timed out")),
+    }
 }

@@ -28,8 +28,12 @@ pub const BUCKET: &str = "TOKENS";
 pub enum TokenStatus {
     /// Usable.
     Active,
-    /// Revoked by an admin.
+    /// Revoked by an admin (for good).
     Revoked,
+    /// Switched off through the management API; can be switched on again.
+    Disabled,
+    /// Deleted through the management API (the bucket keeps the record, refused and unlisted).
+    Deleted,
 }
 
 /// What `TOKENS` stores for a token.
@@ -240,7 +244,7 @@ pub(crate) fn leaderless(error: &str) -> bool {
 #[derive(Clone)]
 pub struct TokenStore {
     /// The bucket.
-    kv: kv::Store,
+    pub(super) kv: kv::Store,
     /// The connection, to see it drop.
     client: async_nats::Client,
     /// hash → record, kept fresh by [`TokenStore::follow`].

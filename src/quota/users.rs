@@ -92,11 +92,7 @@ async fn bounded<T, E: std::fmt::Display>(
     what: &str,
     f: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, String> {
-    match tokio::time::timeout(TIMEOUT, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(kv_err(what, e)),
-        Err(_) => Err(kv_err(what, "timed out")),
-    }
+    super::within(what, TIMEOUT, f).await
 }
 
 impl UserStore {

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod http;
+pub mod mgmt;
 pub mod procs;
 pub mod upstream;
 

@@ -16,6 +16,8 @@
 //! access token (`Authorization: <access token>` with `New-Api-User: <id>`, made by
 //! `GET /api/user/token`) gives the user's role (common 1, admin 10, root 100).
 
+mod log;
+mod pricing;
 mod status;
 mod token;
 mod user;
@@ -56,6 +58,9 @@ async fn answer(ctx: &WorkerCtx, msg: &Message) -> Reply {
         "user" | "user_self" => user::serve(&call).await,
         "token" => token::serve(&call).await,
         "user_token" => token::legacy_list(&call).await,
+        "log" => log::serve(&call).await,
+        "pricing" => pricing::serve(&call).await,
+        "group" => pricing::serve_groups(&call).await,
         other => Err(Reply::fail(404, &format!("unknown API operation {other:?}"))),
     };
     answered.unwrap_or_else(|e| e)
@@ -282,11 +287,10 @@ impl Page {
         (self.page - 1).saturating_mul(self.size)
     }
 
-    /// This page of `all` and the total, as NEW-API's `{items, total, page, page_size}`.
-    pub fn of(&self, all: Vec<Value>) -> Reply {
+    /// This page of `all`, with its total.
+    pub fn cut<T>(&self, all: Vec<T>) -> (Vec<T>, usize) {
         let total = all.len();
-        let items: Vec<Value> = all.into_iter().skip(self.offset()).take(self.size).collect();
-        self.reply(items, total)
+        (all.into_iter().skip(self.offset()).take(self.size).collect(), total)
     }
 
     /// `{items, total, page, page_size}` of a page already cut.
@@ -307,12 +311,11 @@ mod tests {
 
     #[test]
     fn pages_cut_like_new_api() {
-        let all: Vec<Value> = (0..25).map(|i| json!(i)).collect();
-        let r = Page { page: 3, size: 10 }.of(all.clone());
-        assert_eq!(r.body["data"]["items"], json!([20, 21, 22, 23, 24]));
+        let (items, total) = Page { page: 3, size: 10 }.cut((0..25).collect());
+        assert_eq!((items, total), (vec![20, 21, 22, 23, 24], 25));
+        assert!(Page { page: 9, size: 10 }.cut((0..25).collect::<Vec<_>>()).0.is_empty());
+        let r = Page { page: 3, size: 10 }.reply(vec![json!(1)], 25);
         assert_eq!((r.body["data"]["total"].as_u64(), r.body["data"]["page"].as_u64()), (Some(25), Some(3)));
-        let r = Page { page: 9, size: 10 }.of(all);
-        assert_eq!(r.body["data"]["items"], json!([]));
         assert_eq!(Reply::forbidden().body["success"], json!(false));
     }
 }
