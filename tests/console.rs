@@ -106,6 +106,14 @@ async fn the_console_in_chromium() {
     let money = |units: i64| format!("${:.4}", units as f64 / ailurus::pricing::QUOTA_PER_USD);
     assert_eq!(shown["spent"].as_str(), Some(money(ledger.used).as_str()), "{shown} vs {ledger:?}");
     assert_eq!(shown["balance"].as_str(), Some(money(ledger.remain).as_str()), "{shown} vs {ledger:?}");
+    // The usage totals (from /api/data, or the request log where that is missing) too.
+    let totals = &result["alice_totals"];
+    if totals.is_null() {
+        println!("SKIPPED: the dashboard's usage totals: the page showed none (see the SKIPPED lines above)");
+    } else {
+        assert_eq!(totals["requests"].as_str(), Some(ledger.request_count.to_string().as_str()), "{totals}");
+        assert_eq!(totals["cost"].as_str(), Some(money(ledger.used).as_str()), "{totals} vs {ledger:?}");
+    }
     stack.shutdown.trigger();
     let _ = tokio::time::timeout(Duration::from_secs(5), bridge).await;
 }

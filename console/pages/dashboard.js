@@ -2,7 +2,7 @@
 // `/api/data/` (admins: everyone) or `/api/data/self`, split by model, channel or user; a
 // day × hour heatmap; top users and models.
 
-import { get, query } from '../api.js';
+import { get, query, pageOf } from '../api.js';
 import { h, mount, field, table, failure, num, notice } from '../dom.js';
 import { timeChart } from '../chart.js';
 
@@ -40,14 +40,25 @@ export async function render(root, ctx) {
     const start = now - RANGES[range.value];
     const path = ctx.isAdmin ? '/api/data/' : '/api/data/self';
     let rows;
+    let source = null;
     try {
       const data = await get(path + query({ start_timestamp: start, end_timestamp: now }));
       rows = Array.isArray(data) ? data : (data && data.items) || [];
     } catch (e) {
-      mount(body, failure('Usage statistics', e));
-      return;
+      if (!e.unavailable) {
+        mount(body, failure('Usage statistics', e));
+        return;
+      }
+      // No /api/data here: the same figures from the request log's newest entries.
+      try {
+        ({ rows, source } = await fromLog(ctx, start, now));
+      } catch (e2) {
+        mount(body, failure('Usage statistics', e), failure('The request log', e2));
+        return;
+      }
     }
     draw(rows, start, now);
+    if (source) body.prepend(notice('info', source));
   }
 
   function draw(rows, start, now) {
@@ -131,4 +142,31 @@ function top(rows, key, title, ctx) {
   return h('div', {}, h('h2', {}, title), table([
     ['Name', (r) => r.name], ['Requests', (r) => num(r.count)], ['Tokens', (r) => num(r.tokens)], ['Cost', (r) => ctx.money(r.quota)],
   ], list));
+}
+
+/** Most log entries the dashboard reads when the server has no `/api/data`. */
+const LOG_LIMIT = 2000;
+
+/** Usage rows (`/api/data`'s shape, one per request) from the request log. */
+async function fromLog(ctx, start, now) {
+  const path = ctx.isAdmin ? '/api/log/' : '/api/log/self';
+  const rows = [];
+  let total = 0;
+  let read = 0;
+  for (let p = 1; read < LOG_LIMIT; p += 1) {
+    const page = pageOf(await get(path + query({ p, page_size: 100, start_timestamp: start, end_timestamp: now })));
+    total = page.total;
+    read += page.items.length;
+    for (const r of page.items) {
+      if (r.type !== 2 && r.type !== 5) continue; // top-ups and quota changes are no requests
+      rows.push({
+        created_at: r.created_at, model_name: r.model_name, channel: r.channel_name || r.channel, username: r.username,
+        count: 1, quota: r.quota, token_used: (Number(r.prompt_tokens) || 0) + (Number(r.completion_tokens) || 0),
+        error_count: Number(r.status) >= 400 ? 1 : 0, latency_ms: Number(r.duration_ms ?? r.use_time * 1000),
+      });
+    }
+    if (page.items.length < 100 || read >= total) break;
+  }
+  const note = read < total ? `the newest ${num(read)} of ${num(total)} entries` : `all ${num(total)} entries`;
+  return { rows, source: `Computed from the request log (${num(rows.length)} requests in ${note}): this server has no /api/data.` };
 }

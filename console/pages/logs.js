@@ -49,7 +49,7 @@ export async function render(root, ctx) {
       ['Type', (r) => (TYPES.find(([v]) => v === String(r.type)) || [null, String(r.type)])[1]],
       ['Tokens in/out', (r) => `${num(r.prompt_tokens)} / ${num(r.completion_tokens)}`],
       ['Cost', (r) => ctx.money(r.quota)],
-      ['Time (s)', (r) => (r.use_time === undefined ? '—' : String(r.use_time))],
+      ['Latency', (r) => (r.duration_ms !== undefined ? `${num(r.duration_ms)} ms` : r.use_time !== undefined ? `${r.use_time} s` : '—')],
       ['', (r) => h('button', { type: 'button', class: 'link', onclick: () => show(r) }, 'Details')],
     ].filter(Boolean), data.items, {
       class: 'logs',

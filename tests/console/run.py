@@ -26,6 +26,7 @@ ROOT_ID = os.environ["AILURUS_ROOT_ID"]
 USER_TOKEN = os.environ["AILURUS_USER_TOKEN"]
 SHOTS = os.environ["AILURUS_SCREENSHOTS"]
 N_REQUESTS = 5
+HOSTILE_MODEL = "mock <img src=x onerror=alert(5)><script>alert(6)</script>"
 ASSETS = ["/", "/console/app.css", "/console/app.js", "/console/api.js", "/console/dom.js", "/console/chart.js",
           "/console/pages/dashboard.js", "/console/pages/logs.js", "/console/pages/channels.js",
           "/console/pages/tokens.js", "/console/pages/users.js", "/console/pages/models.js",
@@ -171,7 +172,7 @@ def root_session(d):
     result["dashboard_load_ms"] = nav_time
     why = unavailable(d, "#dash-body")
     if why:
-        skip("dashboard totals vs `ailurus quota show` (usage statistics)", why)
+        skip("dashboard totals (usage statistics)", why)
     open_page(d, "users", "root-users")
     table = d.find_element(By.ID, "user-list").text
     assert "alice" in table and "root" in table, table
@@ -243,19 +244,31 @@ def token_flow(d):
         return
     key = d.find_element(By.ID, "token-key").get_attribute("value")
     assert key.startswith("sk-"), key
+    log("tokens: created in the UI, key shown once")
     open_page(d, "logs", "user-logs-before")
     why = unavailable(d, "#page-logs")
     client = OpenAI(base_url=BRIDGE + "/v1", api_key=key, max_retries=0)
-    client.chat.completions.create(model="mock", messages=[{"role": "user", "content": "from the new token"}])
+    # The model's name is hostile markup (the mock serves any name): its log row must show it
+    # as text.
+    client.chat.completions.create(model=HOSTILE_MODEL, messages=[{"role": "user", "content": "from the new token"}])
     if why:
         skip("the new token's row appears in Logs without reload", why)
     else:
-        wait(d, lambda: "from-the-ui" in d.find_element(By.ID, "log-list").text, "the new token's log row", 20)
-        log("logs: the new token's row appeared without reload")
+        wait(d, lambda: HOSTILE_MODEL in d.find_element(By.ID, "log-list").text, "the new token's log row", 20)
+        assert d.find_elements(By.CSS_SELECTOR, "#log-list tr.fresh"), "the new row is not marked"
+        no_script_ran(d, "logs with a hostile model name")
+        shot(d, "user-logs-live")
+        log("logs: the new token's row appeared without reload; its hostile model name is text")
+        d.find_element(By.CSS_SELECTOR, "#log-list tr.fresh button").click()
+        wait(d, lambda: "Log entry" in d.find_element(By.ID, "log-detail").text, "the log detail")
+        assert HOSTILE_MODEL in d.find_element(By.ID, "log-detail").text
+        no_script_ran(d, "log detail")
+        shot(d, "user-log-detail")
     open_page(d, "tokens", "user-tokens-created")
     d.find_element(By.CSS_SELECTOR, "button[data-revoke='from-the-ui']").click()
     wait(d, lambda: "revoked" in d.find_element(By.ID, "token-created").text
          or unavailable(d, "#token-created"), "the revocation")
+    shot(d, "user-tokens-revoked")
     why = unavailable(d, "#token-created")
     if why:
         skip("revoke a token in the UI", why)
@@ -313,6 +326,9 @@ def user_session(d):
     value = lambda i: d.find_element(By.CSS_SELECTOR, f"#{i} .value").text
     result["alice_dashboard"] = {"balance": value("own-balance"), "spent": value("own-spend"),
                                  "requests": value("own-requests")}
+    if css(d, "#total-requests"):
+        result["alice_totals"] = {"requests": value("total-requests"), "cost": value("total-cost"),
+                                  "errors": value("total-errors")}
     log(f"alice's dashboard: {result['alice_dashboard']}")
     d.set_window_size(390, 844)
     time.sleep(0.5)
