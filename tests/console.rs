@@ -49,7 +49,14 @@ async fn the_console_in_chromium() {
         eprintln!("SKIPPED: {why}");
         return;
     }
-    let mut stack = Stack::server_only().await;
+    // The streams reserve their max_bytes (13 GiB) from the file store, which nats-server
+    // sizes from the free disk by default; this test stores a few kilobytes, so it names a
+    // store size rather than fail on a machine with little free disk.
+    let mut stack = Stack::with_server(ailurus::nats_server::SpawnOptions {
+        config: "jetstream {\n  max_file_store: 64GB\n}\nmax_payload: 8MB\n".into(),
+        ..Default::default()
+    })
+    .await;
     stack.apply_streams().await;
     let js = async_nats::jetstream::new(stack.client.clone());
     let tokens = TokenStore::open(&js).await.expect("TOKENS");
