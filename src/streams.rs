@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::path::Path;
 
 /// The declarations compiled into the binary, so `ailurus` works from any directory.
-pub const EMBEDDED: [(&str, &str); 15] = [
+pub const EMBEDDED: [(&str, &str); 16] = [
     ("CHAT_MESSAGES.json", include_str!("../streams/CHAT_MESSAGES.json")),
     ("SESSION_STATUS.json", include_str!("../streams/SESSION_STATUS.json")),
     ("USER_EVENTS.json", include_str!("../streams/USER_EVENTS.json")),
@@ -23,6 +23,7 @@ pub const EMBEDDED: [(&str, &str); 15] = [
     ("KV_REASONING.json", include_str!("../streams/KV_REASONING.json")),
     ("KV_PROOFS.json", include_str!("../streams/KV_PROOFS.json")),
     ("KV_USERS.json", include_str!("../streams/KV_USERS.json")),
+    ("KV_REDEMPTIONS.json", include_str!("../streams/KV_REDEMPTIONS.json")),
 ];
 
 /// What `apply` did to one stream.
@@ -235,7 +236,8 @@ mod tests {
                 "KV_WORKERS",
                 "KV_REASONING",
                 "KV_PROOFS",
-                "KV_USERS"
+                "KV_USERS",
+                "KV_REDEMPTIONS"
             ]
         );
         let counters = decls.iter().find(|d| d.config.name == "QUOTA_COUNTERS").unwrap();

@@ -265,6 +265,7 @@ struct State {
     /// Writes to the token records and the user directory (the management API).
     tokens: u64,
     users: u64,
+    redemptions: u64,
 }
 
 async fn state(js: &async_nats::jetstream::Context, quota: &QuotaStore) -> State {
@@ -281,6 +282,7 @@ async fn state(js: &async_nats::jetstream::Context, quota: &QuotaStore) -> State
         holds: count("QUOTA_HOLDS").await,
         tokens: count("KV_TOKENS").await,
         users: count("KV_USERS").await,
+        redemptions: count("KV_REDEMPTIONS").await,
     }
 }
 

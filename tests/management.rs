@@ -296,3 +296,45 @@ async fn pricing_for_anyone_groups_for_admins() {
     let (s, v) = m.call(&m.access("ada"), "GET", "/api/group/", None).await;
     assert_eq!((s, v["data"].clone()), (200, json!(["default", "vip"])));
 }
+
+#[tokio::test]
+async fn redemption_codes_credit_once_and_only_admins_make_them() {
+    let m = Mgmt::start(1, Config::default()).await;
+    let (s, _) = m.call(&m.bearer("alice"), "POST", "/api/redemption/", Some(json!({"quota": 5, "count": 1}))).await;
+    assert_eq!(s, 403);
+    let ada = m.access("ada");
+    let (s, v) =
+        m.call(&ada, "POST", "/api/redemption/", Some(json!({"name": "promo", "quota": 1234, "count": 2}))).await;
+    assert_eq!(s, 200, "{v}");
+    let codes: Vec<String> = v["data"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    let (_, v) = m.call(&ada, "GET", "/api/redemption/?p=1&page_size=10", None).await;
+    assert_eq!(v["data"]["total"].as_i64(), Some(2), "{v}");
+    assert!(codes.iter().all(|c| !v.to_string().contains(c.as_str())), "a listed code never shows the code");
+    let before = m.balance("alice").await.total;
+    // alice and bob race on one code: one is credited.
+    let body = Some(json!({"key": codes[0]}));
+    let (alice, bob) = (m.bearer("alice"), m.bearer("bob"));
+    let (a, b) = tokio::join!(
+        m.call(&alice, "POST", "/api/user/topup", body.clone()),
+        m.call(&bob, "POST", "/api/user/topup", body.clone())
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 400], "{a:?} {b:?}");
+    let credited = m.balance("alice").await.total - before + m.balance("bob").await.total - 1_000_000;
+    assert_eq!(credited, 1234);
+    // A disabled code is refused; a wrong one too.
+    let id = {
+        let (_, v) = m.call(&ada, "GET", "/api/redemption/search?keyword=promo", None).await;
+        v["data"]["items"].as_array().unwrap().iter().find(|r| r["status"] == 1).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (s, v) = m.call(&ada, "PUT", "/api/redemption/", Some(json!({"id": id, "status": 2}))).await;
+    assert_eq!((s, v["data"]["status"].as_i64()), (200, Some(2)), "{v}");
+    for key in [codes[1].as_str(), "nope"] {
+        let (s, v) = m.call(&m.bearer("alice"), "POST", "/api/user/topup", Some(json!({"key": key}))).await;
+        assert_eq!((s, v["success"].as_bool()), (400, Some(false)), "{v}");
+    }
+}

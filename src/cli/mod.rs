@@ -7,6 +7,7 @@ mod bridge;
 mod channels;
 mod connect;
 mod newapi_balance;
+mod redemption;
 mod req;
 pub mod sign;
 mod streams;
@@ -70,6 +71,9 @@ pub enum Command {
     /// Users and roles (common, admin, root) and their management-API access tokens.
     #[command(subcommand)]
     User(users::UserCmd),
+    /// Make and list top-up codes (redeemed with `POST /api/user/topup`).
+    #[command(subcommand)]
+    Redemption(redemption::RedemptionCmd),
     /// Replay or follow traffic from JetStream.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
@@ -128,6 +132,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Chat(cmd) => audit::chat(config, cmd).await,
         Command::Quota(cmd) => admin::quota(config, cmd).await,
         Command::User(cmd) => users::run(config, cmd).await,
+        Command::Redemption(cmd) => redemption::run(config, cmd).await,
         Command::Connect(args) => connect::run(&config, args),
     }
 }

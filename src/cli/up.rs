@@ -208,6 +208,18 @@ pub async fn run(config: Config, args: UpArgs) -> Result<ExitCode, String> {
         let (client, bridge_config, shutdown) = (client.clone(), config.bridge.clone(), shutdown.clone());
         tokio::spawn(async move { crate::bridge::run(client, bridge_config, shutdown).await })
     };
+    // The banner's commands run at once: wait until the worker answers (its subscriptions are
+    // made together; `ailurus.api.status` needs no credential).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline && !worker.is_finished() {
+        let ask = client.request(crate::bus::subjects::api("status"), "".into());
+        if let Ok(Ok(m)) = tokio::time::timeout(std::time::Duration::from_millis(500), ask).await {
+            if m.status != Some(async_nats::StatusCode::NO_RESPONDERS) {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     if let Some(token) = &demo {
         eprintln!(
             "\ndemo user: demo ($5 of quota) · demo token (saved in {}/demo-token):\n  {token}",

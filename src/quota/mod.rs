@@ -24,6 +24,7 @@ pub mod lease;
 pub mod ledger;
 pub mod proof;
 pub mod ratelimit;
+pub mod redemption;
 pub mod store;
 pub mod token_edit;
 pub mod tokens;

@@ -63,6 +63,8 @@ pub(crate) struct WorkerCtx {
     pub tokens: Option<crate::quota::tokens::TokenStore>,
     /// Users and roles, for the management API (none in open mode or without `USERS`).
     pub users: Option<crate::quota::users::UserStore>,
+    /// Top-up codes (none in open mode or without `REDEMPTIONS`).
+    pub redemptions: Option<crate::quota::redemption::Redemptions>,
     /// Quota accounts and counters (none in open mode).
     pub quota: Option<crate::quota::account::QuotaStore>,
     /// This worker's quota leases and its ledger writer (none in open mode).
@@ -209,6 +211,10 @@ pub async fn run_with_router(
         };
         (Some(tokens), Some(quota), rates, users)
     };
+    let redemptions = match &quota {
+        Some(q) => crate::quota::redemption::Redemptions::open(q.jetstream()).await.ok(),
+        None => None,
+    };
     // The built-in prices follow what this router's built-in mock serves.
     let prices = PriceTable::new(&config.pricing.models, router.mock_scope().builtin_prices());
     if config.auth.mode != crate::quota::AuthMode::Open && config.pricing.unpriced == crate::pricing::Unpriced::Refuse {
@@ -236,6 +242,7 @@ pub async fn run_with_router(
         auth: config.auth.clone(),
         tokens,
         users,
+        redemptions,
         quota,
         leases,
         rates,

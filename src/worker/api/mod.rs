@@ -18,6 +18,7 @@
 
 mod log;
 mod pricing;
+mod redemption;
 mod status;
 mod token;
 mod user;
@@ -61,6 +62,7 @@ async fn answer(ctx: &WorkerCtx, msg: &Message) -> Reply {
         "log" => log::serve(&call).await,
         "pricing" => pricing::serve(&call).await,
         "group" => pricing::serve_groups(&call).await,
+        "redemption" => redemption::serve(&call).await,
         other => Err(Reply::fail(404, &format!("unknown API operation {other:?}"))),
     };
     answered.unwrap_or_else(|e| e)

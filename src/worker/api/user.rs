@@ -17,6 +17,7 @@ pub(super) async fn serve(call: &Call<'_>) -> Answer {
         ("POST", []) => create(call).await,
         ("PUT", []) => update(call).await,
         ("POST", ["manage"]) => manage(call).await,
+        ("POST", ["topup"]) => super::redemption::topup(call).await,
         ("GET", [id]) => {
             let (name, rec) = target(call, id).await?;
             Ok(Reply::ok(shown(call, &name, Some(&rec)).await?))
