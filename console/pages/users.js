@@ -68,7 +68,7 @@ export async function render(root, ctx) {
     ], data.items, { empty: 'No users.' }));
   }
 
-  async function loadCodes() {
+  async function loadCodes(fresh = null) {
     const cname = h('input', { id: 'code-name', type: 'text', required: true });
     const count = h('input', { id: 'code-count', type: 'number', min: 1, max: 100, value: 1 });
     const amount = h('input', { id: 'code-quota', type: 'number', min: 0, step: '0.01', value: 1 });
@@ -78,10 +78,10 @@ export async function render(root, ctx) {
     mount(codes, h('form', { class: 'card controls', onsubmit: async (e) => {
       e.preventDefault();
       const keys = await act('Codes created', 'POST', '/api/redemption/', { name: cname.value.trim(), count: Number(count.value), quota: Math.round(Number(amount.value) * per) });
-      if (Array.isArray(keys)) mount(made, h('pre', {}, keys.join('\n')));
-      loadCodes();
-    } }, field('Name', cname), field('Count', count), field('Quota each ($)', amount), h('button', { type: 'submit' }, 'Create codes')), made,
+      loadCodes(Array.isArray(keys) ? keys : null);
+    } }, field('Name', cname), field('Count', count), field('Quota each ($)', amount), h('button', { type: 'submit', id: 'code-create' }, 'Create codes')), made,
     table([['Name', (c) => c.name], ['Quota', (c) => ctx.money(c.quota)], ['Status', (c) => (c.status === 1 ? 'unused' : c.status === 3 ? 'used' : 'disabled')], ['Used by', (c) => String(c.used_user_id || '—')]], data.items, { empty: 'No codes.' }));
+    if (fresh) mount(made, h('p', {}, 'Copy the codes now: they are not shown again.'), h('pre', { id: 'redemption-keys' }, fresh.join('\n')));
   }
 
   await Promise.all([load(), loadCodes()]);

@@ -190,6 +190,17 @@ def root_session(d):
     why = unavailable(d, "#redemptions")
     if why:
         skip("redemption codes", why)
+    else:
+        d.find_element(By.ID, "code-name").send_keys("ui-codes")
+        count = d.find_element(By.ID, "code-count")
+        count.clear()
+        count.send_keys("2")
+        d.find_element(By.ID, "code-create").click()
+        wait(d, lambda: css(d, "#redemption-keys"), "the new codes")
+        keys = d.find_element(By.ID, "redemption-keys").text.split()
+        assert len(keys) == 2 and len(set(keys)) == 2, keys
+        wait(d, lambda: d.find_element(By.ID, "redemptions").text.count("ui-codes") == 2, "the codes in the list")
+        log("redemption: two codes made in the UI, shown once and listed")
     shot(d, "root-users")
     open_page(d, "channels", "root-channels")
     why = unavailable(d, "#page-channels")
