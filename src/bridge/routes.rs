@@ -38,8 +38,10 @@ pub enum Route {
         /// Label for metrics (`/api/<family>`).
         label: &'static str,
     },
-    /// `GET /` and `HEAD /`.
+    /// `GET /` and `HEAD /`: the web console's page.
     Root,
+    /// `GET /console/…`: the console's embedded files.
+    Console,
     /// `GET /healthz`.
     Health,
     /// `GET /metrics`.
@@ -52,6 +54,7 @@ impl Route {
         match self {
             Route::Llm { label, .. } | Route::Models { label, .. } | Route::Api { label, .. } => label,
             Route::Root => "/",
+            Route::Console => "/console",
             Route::Health => "/healthz",
             Route::Metrics => "/metrics",
         }
@@ -106,6 +109,7 @@ pub fn match_route(method: &str, path: &str, dialect: Dialect) -> Option<Route> 
             Some(Route::Models { platform: Platform::Gemini, format: Format::GeminiGenerate, label: "/v1beta/models" })
         }
         ("GET" | "HEAD", "/") => Some(Route::Root),
+        ("GET" | "HEAD", p) if p.starts_with("/console/") => Some(Route::Console),
         ("GET", "/healthz") => Some(Route::Health),
         ("GET", "/metrics") => Some(Route::Metrics),
         (_, p) if p.starts_with("/api/") => api(p),
@@ -242,6 +246,8 @@ mod tests {
             Some(Route::Models { format: Format::GeminiGenerate, .. })
         ));
         assert_eq!(match_route("HEAD", "/", Dialect::Neutral), Some(Route::Root));
+        assert_eq!(match_route("GET", "/console/app.js", Dialect::Neutral), Some(Route::Console));
+        assert_eq!(match_route("POST", "/console/app.js", Dialect::Neutral), None);
         for (method, path, family, rest) in [
             ("GET", "/api/user/self", Some("user"), "/self"),
             ("DELETE", "/api/token/12", Some("token"), "/12"),

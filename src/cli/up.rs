@@ -269,6 +269,7 @@ pub async fn run(mut config: Config, args: UpArgs) -> Result<ExitCode, String> {
     ];
     eprintln!(
         "\nAilurus is up: worker on llm.request.*, HTTP bridge on http://{listen}\n\
+         Web console: http://{listen}/ (sign in with the root access token and user id above, or any sk- token)\n\
          Models: {serving}\n\
          Try, in another terminal:\n\n  {}\n\
          \nCtrl-C stops everything this command started.",

@@ -1,0 +1,80 @@
+// Logs: `/api/log/` (admins: everyone's) or `/api/log/self`, with NEW-API's filters and
+// paging; while "Live" is on, the first page is fetched again every 2 s and new rows are
+// marked; a row opens its detail (every field, as text).
+
+import { get, query, pageOf } from '../api.js';
+import { h, mount, field, table, failure, when, num } from '../dom.js';
+
+const TYPES = [['', 'all'], ['2', 'consume'], ['5', 'error'], ['1', 'top-up'], ['3', 'manage'], ['4', 'system']];
+const PAGE_SIZE = 20;
+
+export async function render(root, ctx) {
+  const f = {
+    model_name: h('input', { id: 'log-model', type: 'text' }),
+    token_name: h('input', { id: 'log-token', type: 'text' }),
+    username: ctx.isAdmin ? h('input', { id: 'log-user', type: 'text' }) : null,
+    type: h('select', { id: 'log-type' }, TYPES.map(([v, l]) => h('option', { value: v }, l))),
+  };
+  const live = h('input', { id: 'log-live', type: 'checkbox', checked: true });
+  const list = h('div', { id: 'log-list' }, 'Loading…');
+  const detail = h('div', { id: 'log-detail', 'aria-live': 'polite' });
+  const pager = h('div', { class: 'pager' });
+  let page = 1;
+  let seen = null;
+  const form = h('form', { class: 'controls', onsubmit: (e) => { e.preventDefault(); page = 1; seen = null; load(); } },
+    field('Model', f.model_name), field('Token name', f.token_name), f.username ? field('User', f.username) : null, field('Type', f.type),
+    h('button', { type: 'submit' }, 'Filter'),
+    h('label', { class: 'check' }, live, ' Live'));
+  root.append(form, list, pager, detail);
+
+  async function load() {
+    const params = { p: page, page_size: PAGE_SIZE };
+    for (const [k, el] of Object.entries(f)) if (el) params[k] = el.value.trim();
+    let data;
+    try {
+      data = pageOf(await get((ctx.isAdmin ? '/api/log/' : '/api/log/self') + query(params)));
+    } catch (e) {
+      mount(list, failure('The request log', e));
+      mount(pager);
+      return;
+    }
+    const fresh = seen === null ? new Set() : new Set(data.items.map((r) => r.id).filter((id) => !seen.has(id)));
+    seen = new Set([...(seen || []), ...data.items.map((r) => r.id)]);
+    mount(list, table([
+      ['Time', (r) => when(r.created_at)],
+      ctx.isAdmin ? ['User', (r) => r.username] : null,
+      ['Token', (r) => r.token_name],
+      ['Model', (r) => r.model_name],
+      ['Channel', (r) => r.channel_name || r.channel || '—'],
+      ['Type', (r) => (TYPES.find(([v]) => v === String(r.type)) || [null, String(r.type)])[1]],
+      ['Tokens in/out', (r) => `${num(r.prompt_tokens)} / ${num(r.completion_tokens)}`],
+      ['Cost', (r) => ctx.money(r.quota)],
+      ['Latency', (r) => (r.duration_ms !== undefined ? `${num(r.duration_ms)} ms` : r.use_time !== undefined ? `${r.use_time} s` : '—')],
+      ['', (r) => h('button', { type: 'button', class: 'link', onclick: () => show(r) }, 'Details')],
+    ].filter(Boolean), data.items, {
+      class: 'logs',
+      empty: 'No log entries.',
+      rowAttrs: (r) => ({ 'data-id': r.id, class: fresh.has(r.id) ? 'fresh' : '' }),
+    }));
+    const pages = Math.max(1, Math.ceil(data.total / PAGE_SIZE));
+    mount(pager,
+      h('button', { type: 'button', disabled: page <= 1, onclick: () => { page -= 1; load(); } }, 'Previous'),
+      h('span', { id: 'log-pages' }, ` page ${page} of ${pages} · ${num(data.total)} entries `),
+      h('button', { type: 'button', disabled: page >= pages, onclick: () => { page += 1; load(); } }, 'Next'));
+  }
+
+  function show(r) {
+    mount(detail, h('div', { class: 'card' },
+      h('h2', {}, `Log entry ${r.id}`),
+      h('dl', { class: 'kv' }, Object.entries(r).flatMap(([k, v]) => [
+        h('dt', {}, k),
+        h('dd', {}, h('pre', {}, typeof v === 'object' && v !== null ? JSON.stringify(v, null, 2) : String(v))),
+      ])),
+      h('button', { type: 'button', onclick: () => mount(detail) }, 'Close')));
+    detail.querySelector('button').focus();
+  }
+
+  await load();
+  const timer = setInterval(() => { if (live.checked && page === 1 && !document.hidden) load(); }, 2000);
+  return () => clearInterval(timer);
+}

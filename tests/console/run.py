@@ -1,0 +1,374 @@
+"""The console in Chromium (selenium + chromium-driver), run by tests/console.rs against a
+live stack. Prints what it checks, saves a screenshot of every page, and ends with one
+`RESULT {json}` line of what the pages showed, which the Rust test compares with the ledger.
+A check of an endpoint this server does not have is printed as SKIPPED with the page's own
+"not available on this server" notice (which is itself checked)."""
+
+import gzip
+import json
+import os
+import re
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from openai import OpenAI
+from selenium import webdriver
+from selenium.common.exceptions import NoAlertPresentException, TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+BRIDGE = os.environ["AILURUS_BRIDGE_URL"]
+ROOT_TOKEN = os.environ["AILURUS_ROOT_TOKEN"]
+ROOT_ID = os.environ["AILURUS_ROOT_ID"]
+USER_TOKEN = os.environ["AILURUS_USER_TOKEN"]
+SHOTS = os.environ["AILURUS_SCREENSHOTS"]
+N_REQUESTS = 5
+HOSTILE_MODEL = "mock <img src=x onerror=alert(5)><script>alert(6)</script>"
+ASSETS = ["/", "/console/app.css", "/console/app.js", "/console/api.js", "/console/dom.js", "/console/chart.js",
+          "/console/pages/dashboard.js", "/console/pages/logs.js", "/console/pages/channels.js",
+          "/console/pages/tokens.js", "/console/pages/users.js", "/console/pages/models.js",
+          "/console/pages/playground.js", "/console/vendor/uPlot.iife.min.js", "/console/vendor/uPlot.min.css"]
+# Console messages that are expected refusals: the API's answer to a call the page makes
+# (403 for a common user's admin call, 404 for an endpoint this server lacks, 401 for a
+# revoked token), which Chromium logs as "Failed to load resource".
+EXPECTED = re.compile(r"/(api|v1)/\S* - Failed to load resource: the server responded with a status of (401|403|404)")
+
+result = {"skipped": []}
+errors = []
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def skip(what, why):
+    log(f"SKIPPED: {what}: {why}")
+    result["skipped"].append(f"{what}: {why}")
+
+
+def http(method, path, headers=None, body=None):
+    req = urllib.request.Request(BRIDGE + path, method=method, headers=headers or {}, data=body)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def check_assets():
+    total = 0
+    for path in ASSETS:
+        status, headers, body = http("GET", path)
+        assert status == 200, f"{path}: HTTP {status}"
+        csp = headers.get("content-security-policy", "")
+        assert "script-src 'self'" in csp, f"{path}: CSP {csp!r}"
+        total += len(gzip.compress(body, 9))
+    log(f"assets: {len(ASSETS)} files, {total} bytes gzipped (budget 300000)")
+    assert total <= 300_000, total
+    result["assets_gzip_bytes"] = total
+
+
+def browser():
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800",
+              "--no-first-run", "--disable-extensions"]:
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    d.set_page_load_timeout(30)
+    d.set_script_timeout(30)
+    return d
+
+
+def wait(d, cond, what, timeout=15):
+    try:
+        return WebDriverWait(d, timeout, poll_frequency=0.1).until(lambda _: cond())
+    except TimeoutException:
+        shot(d, "failure")
+        raise AssertionError(f"timed out waiting for {what}; page text: {d.find_element(By.TAG_NAME, 'body').text[:2000]}")
+
+
+def css(d, sel):
+    found = d.find_elements(By.CSS_SELECTOR, sel)
+    return found[0] if found else None
+
+
+def shot(d, name):
+    os.makedirs(SHOTS, exist_ok=True)
+    d.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
+
+
+def no_script_ran(d, where):
+    try:
+        alert = d.switch_to.alert
+        text = alert.text
+        alert.dismiss()
+        raise AssertionError(f"{where}: a dialog opened: {text!r}")
+    except NoAlertPresentException:
+        pass
+    assert d.execute_script("return window.__pwned === undefined"), f"{where}: injected script ran"
+    assert not d.find_elements(By.CSS_SELECTOR, "main img, header img, main script"), f"{where}: markup was inserted"
+
+
+def console_clean(d, where):
+    for entry in d.get_log("browser"):
+        if entry["level"] in ("SEVERE", "WARNING") and not EXPECTED.search(entry["message"]):
+            errors.append(f"{where}: {entry['level']} {entry['message']}")
+        elif entry["level"] == "SEVERE":
+            log(f"  expected refusal on {where}: {entry['message']}")
+
+
+def settled(d):
+    """The page has loaded: no 'Loading…' left in main."""
+    main = css(d, "main")
+    return main is not None and "Loading…" not in main.text and css(d, "main section") is not None
+
+
+def open_page(d, page, name):
+    d.execute_script("location.hash = arguments[0]", f"#/{page}")
+    wait(d, lambda: css(d, f"#page-{page}") is not None and settled(d), f"page {page}")
+    time.sleep(0.3)
+    no_script_ran(d, name)
+    shot(d, name)
+    console_clean(d, name)
+
+
+def sign_in(d, token, user=""):
+    d.get(BRIDGE + "/")
+    d.execute_script("sessionStorage.clear()")
+    d.get(BRIDGE + "/")
+    wait(d, lambda: css(d, "#signin-token"), "the sign-in form")
+    shot(d, "signin")
+    d.find_element(By.ID, "signin-token").send_keys(token)
+    if user:
+        d.find_element(By.ID, "signin-user").send_keys(user)
+    d.find_element(By.ID, "signin-submit").click()
+    wait(d, lambda: css(d, "#who-name") and settled(d), "the signed-in header")
+
+
+def unavailable(d, sel):
+    el = css(d, sel + " .notice.unavailable")
+    return el.text if el else None
+
+
+def visible_pages(d):
+    return [a.get_attribute("id")[4:] for a in d.find_elements(By.CSS_SELECTOR, "#nav a")]
+
+
+def root_session(d):
+    sign_in(d, ROOT_TOKEN, ROOT_ID)
+    assert "root" in d.find_element(By.ID, "who-name").text
+    pages = visible_pages(d)
+    log(f"root sees: {pages}")
+    assert {"channels", "users"} <= set(pages), pages
+    open_page(d, "dashboard", "root-dashboard")
+    nav_time = d.execute_script(
+        "const n = performance.getEntriesByType('navigation')[0]; return n ? n.loadEventEnd : null")
+    log(f"dashboard: load event at {nav_time:.0f} ms after navigation start")
+    result["dashboard_load_ms"] = nav_time
+    why = unavailable(d, "#dash-body")
+    if why:
+        skip("dashboard totals (usage statistics)", why)
+    open_page(d, "users", "root-users")
+    table = d.find_element(By.ID, "user-list").text
+    assert "alice" in table and "root" in table, table
+    # alice's display name is hostile markup: the Users page shows it as text.
+    # Top up alice by $1 and see her balance change.
+    before = re.search(r"alice.*?\$(\d+\.\d+)", table)
+    amount = d.find_element(By.CSS_SELECTOR, "input[aria-label='Amount to add to alice']")
+    amount.send_keys("1")
+    d.find_element(By.CSS_SELECTOR, "button[data-topup='alice']").click()
+    wait(d, lambda: "Added $1 to alice" in d.find_element(By.ID, "user-result").text, "the top-up")
+    wait(d, lambda: "Loading" not in d.find_element(By.ID, "user-list").text, "the user list")
+    after = re.search(r"alice.*?\$(\d+\.\d+)", d.find_element(By.ID, "user-list").text)
+    assert before and after and abs(float(after.group(1)) - float(before.group(1)) - 1.0) < 1e-6, (before, after)
+    log(f"top-up: alice {before.group(1)} -> {after.group(1)}")
+    why = unavailable(d, "#redemptions")
+    if why:
+        skip("redemption codes", why)
+    else:
+        d.find_element(By.ID, "code-name").send_keys("ui-codes")
+        count = d.find_element(By.ID, "code-count")
+        count.clear()
+        count.send_keys("2")
+        d.find_element(By.ID, "code-create").click()
+        wait(d, lambda: css(d, "#redemption-keys"), "the new codes")
+        keys = d.find_element(By.ID, "redemption-keys").text.split()
+        assert len(keys) == 2 and len(set(keys)) == 2, keys
+        wait(d, lambda: d.find_element(By.ID, "redemptions").text.count("ui-codes") == 2, "the codes in the list")
+        log("redemption: two codes made in the UI, shown once and listed")
+    shot(d, "root-users")
+    open_page(d, "channels", "root-channels")
+    why = unavailable(d, "#page-channels")
+    if why:
+        skip("disable a channel in the UI, traffic moves (channels API)", why)
+    else:
+        assert not css(d, "#channel-list .notice.error"), d.find_element(By.ID, "channel-list").text
+        skip("disable a channel in the UI, traffic moves",
+             "the channel list loads, but this test's stack puts no live channel in CHANNELS yet")
+    open_page(d, "logs", "root-logs")
+    why = unavailable(d, "#page-logs")
+    if why:
+        skip("logs as root", why)
+    open_page(d, "models", "root-models")
+    console_clean(d, "root session")
+
+
+def stream_in_playground(d):
+    open_page(d, "playground", "user-playground-empty")
+    model = d.find_element(By.ID, "play-model")
+    model.clear()
+    model.send_keys("mock-c40-d50")
+    prompt = d.find_element(By.ID, "play-prompt")
+    prompt.clear()
+    prompt.send_keys("Repeat <img src=x onerror=alert(3)> and <script>alert(4)</script> please")
+    d.find_element(By.ID, "play-send").click()
+    lengths = []
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        lengths.append(len(d.find_element(By.ID, "play-answer").text))
+        if "cost $" in d.find_element(By.ID, "play-facts").text:
+            break
+        time.sleep(0.1)
+    facts = d.find_element(By.ID, "play-facts").text
+    final = len(d.find_element(By.ID, "play-answer").text)
+    partial = sorted({n for n in lengths if 0 < n < final})
+    log(f"playground: {len(partial)} partial lengths before the end ({partial[:5]}…), final {final}; {facts}")
+    assert final > 0 and len(partial) >= 2, (lengths, final)
+    assert "latency" in facts and "tokens" in facts and "cost $" in facts, facts
+    no_script_ran(d, "playground")
+    shot(d, "user-playground")
+    result["playground_partial_lengths"] = len(partial)
+
+
+def token_flow(d):
+    open_page(d, "tokens", "user-tokens")
+    listing = d.find_element(By.ID, "token-list").text
+    assert "<script>window.__pwned=1</script>" in listing, listing
+    log("tokens: the hostile token name renders as text")
+    d.find_element(By.ID, "token-name").send_keys("from-the-ui")
+    d.find_element(By.ID, "token-create").click()
+    wait(d, lambda: d.find_element(By.ID, "token-created").text, "the token's creation")
+    why = unavailable(d, "#token-created")
+    if why:
+        skip("create a token in the UI, use it, see it in Logs live, revoke it and get 401", why)
+        return
+    key = d.find_element(By.ID, "token-key").get_attribute("value")
+    assert key.startswith("sk-"), key
+    log("tokens: created in the UI, key shown once")
+    open_page(d, "logs", "user-logs-before")
+    why = unavailable(d, "#page-logs")
+    client = OpenAI(base_url=BRIDGE + "/v1", api_key=key, max_retries=0)
+    # The model's name is hostile markup (the mock serves any name): its log row must show it
+    # as text.
+    client.chat.completions.create(model=HOSTILE_MODEL, messages=[{"role": "user", "content": "from the new token"}])
+    if why:
+        skip("the new token's row appears in Logs without reload", why)
+    else:
+        wait(d, lambda: HOSTILE_MODEL in d.find_element(By.ID, "log-list").text, "the new token's log row", 20)
+        assert d.find_elements(By.CSS_SELECTOR, "#log-list tr.fresh"), "the new row is not marked"
+        no_script_ran(d, "logs with a hostile model name")
+        shot(d, "user-logs-live")
+        log("logs: the new token's row appeared without reload; its hostile model name is text")
+        d.find_element(By.CSS_SELECTOR, "#log-list tr.fresh button").click()
+        wait(d, lambda: "Log entry" in d.find_element(By.ID, "log-detail").text, "the log detail")
+        assert HOSTILE_MODEL in d.find_element(By.ID, "log-detail").text
+        no_script_ran(d, "log detail")
+        shot(d, "user-log-detail")
+    open_page(d, "tokens", "user-tokens-created")
+    d.find_element(By.CSS_SELECTOR, "button[data-revoke='from-the-ui']").click()
+    wait(d, lambda: "revoked" in d.find_element(By.ID, "token-created").text
+         or unavailable(d, "#token-created"), "the revocation")
+    shot(d, "user-tokens-revoked")
+    why = unavailable(d, "#token-created")
+    if why:
+        skip("revoke a token in the UI", why)
+        return
+    try:
+        client.chat.completions.create(model="mock", messages=[{"role": "user", "content": "after revoke"}])
+        raise AssertionError("a revoked token still works")
+    except Exception as e:  # openai.AuthenticationError
+        assert getattr(e, "status_code", None) == 401, repr(e)
+    log("tokens: the revoked token gets 401")
+
+
+def user_session(d):
+    client = OpenAI(base_url=BRIDGE + "/v1", api_key=USER_TOKEN, max_retries=0)
+    for i in range(N_REQUESTS):
+        client.chat.completions.create(model="mock", messages=[{"role": "user", "content": f"request {i}"}])
+    log(f"sent {N_REQUESTS} requests with the OpenAI SDK")
+    sign_in(d, USER_TOKEN)
+    who = d.find_element(By.ID, "who-name").text
+    assert "<img src=x" in who, who
+    pages = visible_pages(d)
+    log(f"alice sees: {pages}")
+    assert "channels" not in pages and "users" not in pages, pages
+    # The admin pages are absent even by address, and their API refuses her.
+    d.execute_script("location.hash = '#/users'")
+    wait(d, lambda: css(d, "#page-dashboard") and settled(d), "the fallback to the dashboard")
+    status = d.execute_async_script("""
+        const done = arguments[0];
+        const s = JSON.parse(sessionStorage.getItem('ailurus.console.session'));
+        fetch('/api/user/', {headers: {Authorization: 'Bearer ' + s.token}}).then(r => done(r.status));""")
+    assert status == 403, status
+    log("alice: admin pages absent, GET /api/user/ refused with 403")
+    no_script_ran(d, "alice's header")
+    token_flow(d)
+    open_page(d, "logs", "user-logs")
+    why = unavailable(d, "#page-logs")
+    if why:
+        skip("a log entry with <script> and <img onerror> renders as text", why)
+    stream_in_playground(d)
+    open_page(d, "models", "user-models")
+    # Let every lease and hold settle, then read the dashboard (compared with the ledger).
+    last = None
+    for _ in range(60):
+        _, _, body = http("GET", "/api/user/self", {"Authorization": f"Bearer {USER_TOKEN}"})
+        cur = json.loads(body)["data"]
+        if cur == last:
+            break
+        last = cur
+        time.sleep(1)
+    d.execute_script("location.hash = '#/dashboard'")
+    d.refresh()
+    wait(d, lambda: css(d, "#own-spend") and settled(d), "the dashboard")
+    time.sleep(0.3)
+    shot(d, "user-dashboard")
+    value = lambda i: d.find_element(By.CSS_SELECTOR, f"#{i} .value").text
+    result["alice_dashboard"] = {"balance": value("own-balance"), "spent": value("own-spend"),
+                                 "requests": value("own-requests")}
+    if css(d, "#total-requests"):
+        result["alice_totals"] = {"requests": value("total-requests"), "cost": value("total-cost"),
+                                  "errors": value("total-errors")}
+    log(f"alice's dashboard: {result['alice_dashboard']}")
+    d.set_window_size(390, 844)
+    time.sleep(0.5)
+    shot(d, "user-dashboard-phone")
+    width = d.execute_script("return document.documentElement.scrollWidth")
+    log(f"phone width: page is {width} px wide at 390 px")
+    assert width <= 400, width
+    d.set_window_size(1280, 800)
+    console_clean(d, "alice session")
+
+
+def main():
+    check_assets()
+    d = browser()
+    try:
+        root_session(d)
+        user_session(d)
+    finally:
+        d.quit()
+    for e in errors:
+        log(f"CONSOLE ERROR {e}")
+    print("RESULT " + json.dumps(result), flush=True)
+    if errors:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
