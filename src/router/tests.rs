@@ -281,7 +281,8 @@ fn least_busy_counts_what_the_other_workers_report() {
         s.inflight = if s.channel == "a" { 5 } else { 1 };
     }
     r.absorb(other.iter());
-    let _here: Vec<_> = (0..3).map(|_| r.channels()[1].health.load.begin()).collect();
+    let channels = r.channels();
+    let _here: Vec<_> = (0..3).map(|_| channels[1].health.load.begin()).collect();
     // a: 5 elsewhere; b: 1 elsewhere + 3 here.
     for _ in 0..20 {
         assert_eq!(names(&r.candidates("m", "x")), ["b", "a"]);
