@@ -13,13 +13,16 @@
 
 pub mod affinity;
 pub mod scenario;
+mod set;
 pub mod strategy;
 
 use crate::channel::ChannelConfig;
 use crate::pricing::BuiltinPrices;
-use crate::providers::{http::HttpProvider, mock::MockProvider, Provider, ProviderError, ProviderKind};
+use crate::providers::{mock::MockProvider, Provider, ProviderError, ProviderKind};
 pub use affinity::Assignment;
 use serde::{Deserialize, Serialize};
+pub use set::{build_channel, ChannelSet};
+use set::{same, serving};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -334,15 +337,6 @@ pub struct Candidate {
     pub pinned: bool,
 }
 
-/// The channels a router serves at one moment, and what its built-in mock serves.
-#[derive(Debug)]
-pub struct ChannelSet {
-    /// Every channel, config order.
-    pub channels: Vec<Arc<Channel>>,
-    /// What the built-in mock serves.
-    pub scope: MockScope,
-}
-
 /// Routes models to channels. The set of channels is swapped whole ([`Router::replace`]): a
 /// request reads it once, so it never sees half a change, and in-flight requests keep the
 /// channels they hold.
@@ -352,24 +346,6 @@ pub struct Router {
     set: std::sync::RwLock<Arc<ChannelSet>>,
     /// Settings.
     config: RoutingConfig,
-}
-
-/// Build one channel (its provider reads keys from the environment or the handed-over key).
-pub fn build_channel(c: &ChannelConfig) -> Result<Channel, String> {
-    let kind = c.provider_kind().map_err(|e| format!("channel {}: {e}", c.name))?;
-    let provider = match kind {
-        ProviderKind::Mock => Provider::Mock(MockProvider::default()),
-        _ => Provider::Http(HttpProvider::new(kind, c).map_err(|e| format!("channel {}: {e}", c.name))?),
-    };
-    Ok(Channel::new(c.clone(), kind, provider))
-}
-
-/// Whether two channel configs are the same channel (then its provider and health are kept).
-fn same(a: &ChannelConfig, b: &ChannelConfig) -> bool {
-    a.key == b.key
-        && a.origin == b.origin
-        && a.revision == b.revision
-        && serde_json::to_value(a).ok().is_some_and(|v| serde_json::to_value(b).ok() == Some(v))
 }
 
 impl Router {
@@ -468,23 +444,6 @@ impl Router {
         let set = self.current();
         serving(&set.channels, model, platform, group).map(|c| c.kind.format()).collect()
     }
-}
-
-/// The enabled channels of `channels` that serve `model` on `platform` inside `group` (any
-/// when empty).
-fn serving<'a>(
-    channels: &'a [Arc<Channel>],
-    model: &'a str,
-    platform: &'a str,
-    group: &'a [String],
-) -> impl Iterator<Item = &'a Arc<Channel>> {
-    channels
-        .iter()
-        .filter(move |c| c.config.enabled && c.config.serves(model) && c.config.serves_platform(platform))
-        .filter(move |c| group.is_empty() || group.iter().any(|p| crate::wildcard::matches(p, &c.config.name)))
-}
-
-impl Router {
     /// Candidates for a request, best first, at most `max_attempts`.
     pub fn candidates(&self, model: &str, platform: &str) -> Vec<Candidate> {
         self.candidates_for(model, platform, None, &[])
