@@ -136,7 +136,7 @@ fn cases() -> Vec<Case> {
             ..case("GET", "/v1/models", "", 200, "application/json", "\"has_more\"")
         },
         case("GET", "/v1beta/models", "", 200, "application/json", "\"models/mock\""),
-        case("GET", "/", "", 200, "", "ailurus"),
+        case("GET", "/", "", 200, "text/html", "<title>Ailurus console</title>"),
         case("HEAD", "/", "", 200, "", ""),
         case("GET", "/healthz", "", 200, "application/json", "\"ok\""),
         case("GET", "/metrics", "", 200, "text/plain", "ailurus_bridge_requests_total"),

@@ -1,5 +1,4 @@
-//! The web console: static files embedded in the binary (`console/` at the repository's
-//! root), served at `/` (the page) and `/console/…` (its scripts, styles and the vendored
+//! The web console: static files embedded in the binary (`src/bridge/assets/`), served at `/` (the page) and `/console/…` (its scripts, styles and the vendored
 //! charting library). Every data call the page makes goes to the management API
 //! (`/api/…`) and the LLM routes, so the bridge serves bytes and nothing else.
 
@@ -20,7 +19,7 @@ struct Asset {
 /// Declares the embedded files: `(path below /console/, mime)`.
 macro_rules! assets {
     ($(($path:literal, $mime:expr)),* $(,)?) => {
-        &[$(Asset { path: $path, mime: $mime, body: include_bytes!(concat!("../../console/", $path)) }),*]
+        &[$(Asset { path: $path, mime: $mime, body: include_bytes!(concat!("assets/", $path)) }),*]
     };
 }
 
