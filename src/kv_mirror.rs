@@ -238,10 +238,19 @@ impl<T: Clone + Send + Sync + 'static> Mirror<T> {
             Self::bucket_state(&self.kv, bucket).await.map(Some)
         };
         let asked = Instant::now();
-        let Some((last, messages, created)) =
-            tokio::time::timeout(limit, state).await.map_err(|_| format!("stream info of {bucket} timed out"))??
-        else {
-            return Ok(true);
+        let answer = tokio::time::timeout(limit, state)
+            .await
+            .map_err(|_| format!("stream info of {bucket} timed out"))
+            .and_then(|r| r);
+        let (last, messages, created) = match answer {
+            Ok(Some(state)) => state,
+            Ok(None) => return Ok(true),
+            // The same rule as the follower's own proofs: a leaderless bucket (an election)
+            // extends the trust by ELECTION_GRACE, anything else does not.
+            Err(e) => {
+                self.fresh.failed(&e);
+                return if self.fresh.trusted() { Ok(true) } else { Err(e) };
+            }
         };
         let target = if messages == 0 { 0 } else { last };
         let same_stream = self.applied.1.load(Ordering::Acquire) == created;
