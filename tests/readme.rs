@@ -377,7 +377,9 @@ fn still_true(cmd: &str) -> Result<(), String> {
             return Err(format!("names {word}, which is not in the repository"));
         }
     }
-    for part in text.split("&&").chain(text.split(';')) {
+    // Each command of a `a && b; c` list once.
+    let list = text.replace("&&", ";");
+    for part in list.split(';') {
         let words: Vec<&str> = part
             .split_whitespace()
             .filter(|w| *w != "\\")
