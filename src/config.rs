@@ -203,6 +203,37 @@ pub struct WorkerConfig {
     /// records; 0 keeps none (rebuild them later with `ailurus stats rebuild`).
     #[serde(default = "WorkerConfig::default_stats_flush_ms")]
     pub stats_flush_ms: u64,
+    /// What this worker answers: `all` (LLM requests and the management API, the default),
+    /// `requests` (LLM requests only) or `api` (the management API only). The secure profile
+    /// runs its request workers as `requests`, and one `api` worker as the NATS user allowed
+    /// to write users, tokens, quota, codes and the live configuration (deploy/nats/secure).
+    #[serde(default)]
+    pub serve: Serve,
+}
+
+/// What a worker answers (`[worker] serve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Serve {
+    /// LLM requests and the management API.
+    #[default]
+    All,
+    /// LLM requests (`llm.request.*`, `llm.cancel.*`) only.
+    Requests,
+    /// The management API (`ailurus.api.*`) only.
+    Api,
+}
+
+impl Serve {
+    /// Whether LLM requests are answered.
+    pub const fn requests(self) -> bool {
+        matches!(self, Serve::All | Serve::Requests)
+    }
+
+    /// Whether the management API is answered.
+    pub const fn api(self) -> bool {
+        matches!(self, Serve::All | Serve::Api)
+    }
 }
 
 impl WorkerConfig {
@@ -277,6 +308,7 @@ impl Default for WorkerConfig {
             lease_max_age_ms: Self::default_lease_max_age_ms(),
             billing_stall_ms: Self::default_billing_stall_ms(),
             stats_flush_ms: Self::default_stats_flush_ms(),
+            serve: Serve::All,
         }
     }
 }

@@ -29,10 +29,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// The secure profile's password variables, defined for the test server.
-const PASSWORDS: [(&str, &str); 6] = [
+const PASSWORDS: [(&str, &str); 7] = [
     ("AILURUS_ADMIN_PASSWORD", "t-admin"),
     ("AILURUS_AUDITOR_PASSWORD", "t-auditor"),
     ("AILURUS_WORKER_PASSWORD", "t-worker"),
+    ("AILURUS_API_PASSWORD", "t-api"),
     ("AILURUS_BRIDGE_PASSWORD", "t-bridge"),
     ("ALICE_PASSWORD", "t-alice"),
     ("BOB_PASSWORD", "t-bob"),
@@ -240,10 +241,17 @@ async fn secure_profile() {
         quota.topup(&ailurus::bus::subjects::Token::new("user_id", u).unwrap(), 5_000_000).await.unwrap();
     }
 
-    // Worker, as the worker user, in token mode (KV watch, counters, ledger, events).
+    // Worker, as the worker user, in token mode (KV watch, counters, ledger, events),
+    // answering LLM requests only; the management API's worker as the api user.
     let mut worker = connect_watched(&url, "worker", &login("worker", "AILURUS_WORKER_PASSWORD", None)).await;
     let shutdown = Shutdown::new();
-    let worker_task = spawn_worker(worker.client.clone(), Config::default(), shutdown.clone());
+    let mut requests_only = Config::default();
+    requests_only.worker.serve = ailurus::config::Serve::Requests;
+    let worker_task = spawn_worker(worker.client.clone(), requests_only, shutdown.clone());
+    let mut api_worker = connect_watched(&url, "api", &login("api", "AILURUS_API_PASSWORD", None)).await;
+    let mut api_only = Config::default();
+    api_only.worker.serve = ailurus::config::Serve::Api;
+    let api_task = spawn_worker(api_worker.client.clone(), api_only, shutdown.clone());
 
     // Bridge, as the bridge user.
     let bridge = connect_watched(&url, "bridge", &login("bridge", "AILURUS_BRIDGE_PASSWORD", None)).await;
@@ -450,9 +458,41 @@ async fn secure_profile() {
         panic!("the worker wrote on {} for alice", m.subject);
     }
 
+    // The management API works through the bridge: the api worker writes what request
+    // workers may not (a token of alice's own; a root setting alice's quota).
+    let users = ailurus::quota::users::UserStore::open(&js).await.expect("USERS");
+    let root = users.create("root", ailurus::quota::users::role::ROOT, "").await.unwrap();
+    let root_access = users.new_access_token("root").await.unwrap();
+    let alice_id = users.create("alice", ailurus::quota::users::role::COMMON, "").await.unwrap().id;
+    let api = |method: reqwest::Method, path: &str| {
+        reqwest::Client::new()
+            .request(method, format!("http://{bridge_addr}{path}"))
+            .header("content-type", "application/json")
+    };
+    let made = api(reqwest::Method::POST, "/api/token/")
+        .bearer_auth(&alice_token)
+        .body(r#"{"name":"from-the-api"}"#)
+        .send()
+        .await
+        .unwrap();
+    let made: serde_json::Value = serde_json::from_str(&made.text().await.unwrap()).unwrap();
+    assert_eq!(made["success"], true, "{made}");
+    assert!(tokens.list().await.unwrap().iter().any(|(_, r)| r.name == "from-the-api"));
+    let set = api(reqwest::Method::PUT, "/api/user/")
+        .header("Authorization", &root_access)
+        .header("New-Api-User", root.id.to_string())
+        .body(serde_json::json!({"id": alice_id, "quota": 7_000_000}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let set: serde_json::Value = serde_json::from_str(&set.text().await.unwrap()).unwrap();
+    assert_eq!(set["success"], true, "{set}");
+
     // The roles did their whole job without a single permission error.
     let worker_errors = worker.drain_errors();
     assert!(worker_errors.is_empty(), "worker: {worker_errors:?}");
+    let api_errors = api_worker.drain_errors();
+    assert!(api_errors.is_empty(), "api worker: {api_errors:?}");
     let mut b = bridge;
     let bridge_errors = b.drain_errors();
     assert!(bridge_errors.is_empty(), "bridge: {bridge_errors:?}");
@@ -469,6 +509,7 @@ async fn secure_profile() {
 
     shutdown.trigger();
     let _ = tokio::time::timeout(Duration::from_secs(10), worker_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), api_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), bridge_task).await;
     drop(server);
 }

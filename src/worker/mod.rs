@@ -40,6 +40,7 @@ use crate::config::Config;
 use crate::pricing::PriceTable;
 use crate::router::Router;
 use crate::shutdown::Shutdown;
+use async_nats::Message;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,6 +125,15 @@ impl WorkerCtx {
     /// the user's group is read, so it covers the dearest group.
     pub(crate) fn group_ratio_bound(&self) -> f64 {
         self.pricing().groups.values().copied().fold(1.0, f64::max)
+    }
+}
+
+/// The next message of an optional subscription (never, for one this worker does not hold;
+/// `None` when a held one ends).
+async fn next(sub: &mut Option<async_nats::Subscriber>) -> Option<Message> {
+    match sub {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -323,18 +333,34 @@ pub async fn run_with_router(
     }
     // Load the count_tokens vocabulary in the background, so the first count is fast.
     tokio::task::spawn_blocking(|| crate::tokenize::count(""));
-    let mut requests = client
-        .queue_subscribe(subjects::request_all(), wc.queue_group.clone())
-        .await
-        .map_err(|e| WorkerError(format!("subscribe {}: {e}", subjects::request_all())))?;
-    let mut cancels = client
-        .subscribe(subjects::cancel_all())
-        .await
-        .map_err(|e| WorkerError(format!("subscribe {}: {e}", subjects::cancel_all())))?;
-    let mut api = client
-        .queue_subscribe(subjects::api_all(), wc.queue_group.clone())
-        .await
-        .map_err(|e| WorkerError(format!("subscribe {}: {e}", subjects::api_all())))?;
+    let serve = wc.serve;
+    let mut requests = match serve.requests() {
+        true => Some(
+            client
+                .queue_subscribe(subjects::request_all(), wc.queue_group.clone())
+                .await
+                .map_err(|e| WorkerError(format!("subscribe {}: {e}", subjects::request_all())))?,
+        ),
+        false => None,
+    };
+    let mut cancels = match serve.requests() {
+        true => Some(
+            client
+                .subscribe(subjects::cancel_all())
+                .await
+                .map_err(|e| WorkerError(format!("subscribe {}: {e}", subjects::cancel_all())))?,
+        ),
+        false => None,
+    };
+    let mut api = match serve.api() {
+        true => Some(
+            client
+                .queue_subscribe(subjects::api_all(), wc.queue_group.clone())
+                .await
+                .map_err(|e| WorkerError(format!("subscribe {}: {e}", subjects::api_all())))?,
+        ),
+        false => None,
+    };
     // Make sure the server has both subscriptions before anyone is told we are up.
     client.flush().await.map_err(|e| WorkerError(format!("flush: {e}")))?;
     if let Some(quota) = ctx.quota.clone() {
@@ -350,37 +376,47 @@ pub async fn run_with_router(
     if let Some(leases) = ctx.leases.clone() {
         tokio::spawn(leases.keep(shutdown.clone()));
     }
-    tracing::info!(queue_group = %wc.queue_group, concurrency = wc.concurrency, worker_id = %ctx.worker_id, "worker serving llm.request.*");
+    tracing::info!(queue_group = %wc.queue_group, concurrency = wc.concurrency, worker_id = %ctx.worker_id, serve = ?serve, "worker serving");
 
     let tasks = TaskTracker::new();
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
-            msg = requests.next() => match msg {
+            msg = next(&mut requests) => match msg {
                 Some(msg) => { tasks.spawn(handler::handle(ctx.clone(), msg)); }
                 None => {
                     tracing::warn!("request subscription closed");
                     break;
                 }
             },
-            msg = cancels.next() => if let Some(msg) = msg {
+            msg = next(&mut cancels) => if let Some(msg) = msg {
                 ctx.inflight.cancel(subjects::last_token(&msg.subject));
             },
-            msg = api.next() => if let Some(msg) = msg {
-                let ctx = ctx.clone();
-                tasks.spawn(async move { api::handle(&ctx, msg).await });
+            msg = next(&mut api) => match msg {
+                Some(msg) => {
+                    let ctx = ctx.clone();
+                    tasks.spawn(async move { api::handle(&ctx, msg).await });
+                }
+                None => {
+                    tracing::warn!("API subscription closed");
+                    break;
+                }
             },
         }
     }
-    let _ = api.unsubscribe().await;
+    if let Some(api) = &mut api {
+        let _ = api.unsubscribe().await;
+    }
 
     // Drain: stop taking new requests, but handle the ones already delivered to us.
     tracing::info!(in_flight = ctx.inflight.len(), "draining");
-    if let Err(e) = requests.drain().await {
-        tracing::warn!(error = %e, "unsubscribe during drain failed");
+    if let Some(requests) = &mut requests {
+        if let Err(e) = requests.drain().await {
+            tracing::warn!(error = %e, "unsubscribe during drain failed");
+        }
     }
     let pending = async {
-        while let Some(msg) = requests.next().await {
+        while let Some(msg) = next(&mut requests).await {
             tasks.spawn(handler::handle(ctx.clone(), msg));
         }
     };
@@ -399,7 +435,7 @@ pub async fn run_with_router(
                 tracing::warn!(in_flight = ctx.inflight.len(), "drain timed out; abandoning in-flight requests");
                 break;
             }
-            msg = cancels.next() => if let Some(msg) = msg {
+            msg = next(&mut cancels) => if let Some(msg) = msg {
                 ctx.inflight.cancel(subjects::last_token(&msg.subject));
             },
         }
