@@ -15,15 +15,21 @@ import urllib.request
 
 from openai import OpenAI
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException, TimeoutException
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 BRIDGE = os.environ["AILURUS_BRIDGE_URL"]
 ROOT_TOKEN = os.environ["AILURUS_ROOT_TOKEN"]
 ROOT_ID = os.environ["AILURUS_ROOT_ID"]
 USER_TOKEN = os.environ["AILURUS_USER_TOKEN"]
+OTHER_TOKEN = os.environ["AILURUS_OTHER_TOKEN"]
+UPSTREAM_A = os.environ["AILURUS_UPSTREAM_A"]
+UPSTREAM_B = os.environ["AILURUS_UPSTREAM_B"]
+KEY_A = os.environ["AILURUS_CHANNEL_KEY_A"]
+KEY_B = os.environ["AILURUS_CHANNEL_KEY_B"]
+FLOW3_MODEL = "flow3-model"
 SHOTS = os.environ["AILURUS_SCREENSHOTS"]
 N_REQUESTS = 5
 HOSTILE_MODEL = "mock <img src=x onerror=alert(5)><script>alert(6)</script>"
@@ -202,20 +208,154 @@ def root_session(d):
         wait(d, lambda: d.find_element(By.ID, "redemptions").text.count("ui-codes") == 2, "the codes in the list")
         log("redemption: two codes made in the UI, shown once and listed")
     shot(d, "root-users")
-    open_page(d, "channels", "root-channels")
-    why = unavailable(d, "#page-channels")
-    if why:
-        skip("disable a channel in the UI, traffic moves (channels API)", why)
-    else:
-        assert not css(d, "#channel-list .notice.error"), d.find_element(By.ID, "channel-list").text
-        skip("disable a channel in the UI, traffic moves",
-             "the channel list loads, but this test's stack puts no live channel in CHANNELS yet")
+    channels_flow(d)
     open_page(d, "logs", "root-logs")
     why = unavailable(d, "#page-logs")
     if why:
         skip("logs as root", why)
     open_page(d, "models", "root-models")
     console_clean(d, "root session")
+
+
+def click(d, sel):
+    """Click `sel`, again if a refresh replaced it between finding and clicking."""
+    for _ in range(5):
+        try:
+            wait(d, lambda: css(d, sel), sel).click()
+            return
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    raise AssertionError(f"{sel} kept going stale")
+
+
+def fill(d, element_id, value):
+    el = d.find_element(By.ID, element_id)
+    if el.tag_name == "select":
+        Select(el).select_by_value(value)
+        return
+    el.clear()
+    el.send_keys(str(value))
+
+
+def text_of(d, sel):
+    """The text of `sel` read in one script call (a refreshing list cannot make it stale)."""
+    return d.execute_script("const e = document.querySelector(arguments[0]); return e ? e.innerText : null", sel)
+
+
+def channel_row(d, name):
+    return text_of(d, f"#channel-list tr[data-channel='{name}']")
+
+
+def cell(d, name, col):
+    return text_of(d, f"#channel-list tr[data-channel='{name}'] td[data-col='{col}']")
+
+
+def result_says(d, text):
+    return text in (text_of(d, "#channel-result") or "")
+
+
+def add_channel(d, name, kind, base, key, models, priority, weight):
+    click(d, "#channel-add")
+    for i, v in [("ch-name", name), ("ch-base", base), ("ch-key", key), ("ch-models", models),
+                 ("ch-priority", priority), ("ch-weight", weight)]:
+        fill(d, i, v)
+    fill(d, "ch-type", kind)
+    click(d, "#ch-save")
+    wait(d, lambda: result_says(d, f"Channel {name} added: ok") or css(d, "#channel-result .notice.error"),
+         f"channel {name} added")
+    assert result_says(d, f"Channel {name} added: ok"), d.find_element(By.ID, "channel-result").text
+    wait(d, lambda: channel_row(d, name), f"channel {name} in the list")
+
+
+def flow3_rows(d):
+    """(log id, channel) of the request-log rows of the flow-3 model, newest first."""
+    rows = d.execute_script("""return [...document.querySelectorAll('#log-list tbody tr[data-id]')].map(tr => {
+        const o = {id: Number(tr.dataset.id)};
+        tr.querySelectorAll('td[data-col]').forEach(td => { o[td.dataset.col] = td.textContent; });
+        return o; })""")
+    return [(r["id"], r.get("channel")) for r in rows if r.get("model") == FLOW3_MODEL]
+
+
+def one_flow3_request(d, client):
+    """Send one request and wait for its row in Logs (live, without reload); its channel."""
+    before = max([i for i, _ in flow3_rows(d)], default=0)
+    client.chat.completions.create(model=FLOW3_MODEL, messages=[{"role": "user", "content": "flow 3"}])
+    wait(d, lambda: any(i > before for i, _ in flow3_rows(d)), "the request's row in Logs", 20)
+    return flow3_rows(d)[0][1]
+
+
+def traffic_moves_to(d, client, name, where):
+    """Requests until one is served by `name` (the workers follow a change within ~1 s), then
+    three more that all must be."""
+    open_page(d, "logs", where)
+    first = [one_flow3_request(d, client) for _ in range(1)]
+    deadline = time.time() + 10
+    while first[-1] != name and time.time() < deadline:
+        time.sleep(0.3)
+        first.append(one_flow3_request(d, client))
+    after = [one_flow3_request(d, client) for _ in range(3)]
+    log(f"flow 3: channels of the requests: {first} then {after} (want {name})")
+    assert first[-1] == name and after == [name] * 3, (first, after)
+    shot(d, where)
+    return after
+
+
+def channels_flow(d):
+    """Flow 3 and the Channels page: add (key write-only), edit, delete, test, disable → the
+    traffic moves to the other channel in Logs, enable it back."""
+    open_page(d, "channels", "root-channels-before")
+    why = unavailable(d, "#page-channels")
+    if why:
+        skip("the Channels page and flow 3 (channels API)", why)
+        return
+    add_channel(d, "primary", "openai", UPSTREAM_A, KEY_A, FLOW3_MODEL, 10, 1)
+    add_channel(d, "secondary", "openai", UPSTREAM_B, KEY_B, FLOW3_MODEL, 0, 1)
+    add_channel(d, "scratch", "mock", "", "", "scratch-model", 0, 1)
+    click(d, "button[data-delete='scratch']")
+    d.switch_to.alert.accept()
+    wait(d, lambda: result_says(d, "scratch deleted: ok") and not channel_row(d, "scratch"), "the deletion")
+    # Edit: the secondary's weight; its key field left empty keeps the key.
+    click(d, "button[data-edit='secondary']")
+    assert d.find_element(By.ID, "ch-key").get_attribute("value") == "", "the edit form shows a key"
+    fill(d, "ch-weight", 3)
+    fill(d, "ch-priority", 1)
+    click(d, "#ch-save")
+    wait(d, lambda: result_says(d, "Channel secondary saved: ok"), "the edit")
+    wait(d, lambda: (cell(d, "secondary", "priority"), cell(d, "secondary", "weight")) == ("1", "3"), "the new weight")
+    # Keys: the list shows the mask; neither the page nor the API answer hold a key.
+    mask_a = KEY_A[:3] + "…" + KEY_A[-4:]
+    assert cell(d, "primary", "key") == mask_a, channel_row(d, "primary")
+    for key in (KEY_A, KEY_B):
+        assert key not in d.page_source, "a channel key is in the page"
+        _, _, body = http("GET", "/api/channel/?page_size=100", {"Authorization": ROOT_TOKEN, "New-Api-User": ROOT_ID})
+        assert key not in body.decode(), "a channel key is in the API's answer"
+        assert mask_a in body.decode(), body[:300]
+    log("channels: added three, deleted one, edited one; keys shown masked only")
+    click(d, "button[data-test='primary']")
+    wait(d, lambda: result_says(d, "Test of primary:") , "the channel test", 35)
+    test = d.find_element(By.ID, "channel-result").text
+    assert "Test of primary: ok in" in test, test
+    log(f"channels: {test}")
+    shot(d, "root-channels")
+    client = OpenAI(base_url=BRIDGE + "/v1", api_key=OTHER_TOKEN, max_retries=0)
+    before = traffic_moves_to(d, client, "primary", "root-logs-flow3-primary")
+    open_page(d, "channels", "root-channels-disabling")
+    click(d, "button[data-toggle='primary']")
+    wait(d, lambda: result_says(d, "primary disabled: ok") and cell(d, "primary", "status") == "disabled",
+         "the channel disabled")
+    shot(d, "root-channels-disabled")
+    moved = traffic_moves_to(d, client, "secondary", "root-logs-flow3-secondary")
+    open_page(d, "channels", "root-channels-enabling")
+    click(d, "button[data-toggle='primary']")
+    wait(d, lambda: result_says(d, "primary enabled: ok"), "the channel enabled")
+    back = traffic_moves_to(d, client, "primary", "root-logs-flow3-back")
+    result["flow3"] = {"before": before, "disabled": moved, "enabled": back}
+    log("flow 3: disabling primary in the UI moved the traffic to secondary; enabling it moved it back")
+    # Health: the workers' CHANNEL_HEALTH reports (every 5 s) reach the list.
+    open_page(d, "channels", "root-channels-health")
+    wait(d, lambda: re.search(r"^ok · [1-9]\d* ok", cell(d, "primary", "health") or ""), "primary's health", 20)
+    log(f"channels: health of primary: {channel_row(d, 'primary')}")
+    shot(d, "root-channels")
 
 
 def stream_in_playground(d):

@@ -42,10 +42,10 @@ export async function render(root, ctx) {
     seen = new Set([...(seen || []), ...data.items.map((r) => r.id)]);
     mount(list, table([
       ['Time', (r) => when(r.created_at)],
-      ctx.isAdmin ? ['User', (r) => r.username] : null,
-      ['Token', (r) => r.token_name],
-      ['Model', (r) => r.model_name],
-      ['Channel', (r) => r.channel_name || r.channel || '—'],
+      ctx.isAdmin ? ['User', (r) => r.username, 'user'] : null,
+      ['Token', (r) => r.token_name, 'token'],
+      ['Model', (r) => r.model_name, 'model'],
+      ['Channel', (r) => r.channel_name || r.channel || '—', 'channel'],
       ['Type', (r) => (TYPES.find(([v]) => v === String(r.type)) || [null, String(r.type)])[1]],
       ['Tokens in/out', (r) => `${num(r.prompt_tokens)} / ${num(r.completion_tokens)}`],
       ['Cost', (r) => ctx.money(r.quota)],
