@@ -79,7 +79,9 @@ async fn the_console_in_chromium() {
     let root_name = ailurus::bus::subjects::Token::new("user_id", "root").expect("root id");
     quota.set(&root_name, 100_000_000, None).await.expect("root quota");
     // Bob: another user whose requests alice must never see.
-    let (_, bob_token) = common::funded(&tokens, &quota, "bob", 50_000_000).await;
+    let (bob, _) = common::funded(&tokens, &quota, "bob", 50_000_000).await;
+    let (bob_token, _) = tokens.create("bob", "bob-secret-token", None, Vec::new(), None).await.expect("bob's token");
+    let _ = bob;
     users.create("bob", role::COMMON, "Bob").await.expect("bob");
     // The channels the script adds in the UI serve `flow3-model`, priced here; their keys are
     // sealed with this secret key.

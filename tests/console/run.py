@@ -30,6 +30,17 @@ UPSTREAM_B = os.environ["AILURUS_UPSTREAM_B"]
 KEY_A = os.environ["AILURUS_CHANNEL_KEY_A"]
 KEY_B = os.environ["AILURUS_CHANNEL_KEY_B"]
 FLOW3_MODEL = "flow3-model"
+# Admin API calls a common user's credential must get 403 for: (method, path, JSON body or None).
+ADMIN_CALLS = [
+    ("GET", "/api/user/", None),
+    ("GET", "/api/channel/", None),
+    ("PUT", "/api/channel/", {"id": "primary", "status": 2}),
+    ("GET", "/api/log/", None),
+    ("GET", "/api/log/stat", None),
+    ("GET", "/api/group/", None),
+    ("POST", "/api/redemption/", {"name": "x", "count": 1, "quota": 1}),
+    ("GET", "/api/token/?user=bob", None),
+]
 SHOTS = os.environ["AILURUS_SCREENSHOTS"]
 N_REQUESTS = 5
 HOSTILE_MODEL = "mock <img src=x onerror=alert(5)><script>alert(6)</script>"
@@ -436,6 +447,20 @@ def token_flow(d):
     log("tokens: the revoked token gets 401")
 
 
+def only_her_own(d):
+    """Flow 5: alice's Logs and Tokens show nothing of bob's (whose requests and token exist:
+    root's Logs showed them), and her log API answers only her rows."""
+    rows = d.find_element(By.ID, "log-list").text
+    assert FLOW3_MODEL not in rows and "bob" not in rows, rows
+    _, _, body = http("GET", "/api/log/self?page_size=100", {"Authorization": f"Bearer {USER_TOKEN}"})
+    items = json.loads(body)["data"]["items"]
+    assert items and {r["username"] for r in items} == {"alice"}, {r["username"] for r in items}
+    open_page(d, "tokens", "user-tokens-own")
+    tokens = d.find_element(By.ID, "token-list").text
+    assert "bob-secret-token" not in tokens, tokens
+    log(f"alice: Logs and Tokens show only her own ({len(items)} log rows, all hers; no token of bob's)")
+
+
 def user_session(d):
     client = OpenAI(base_url=BRIDGE + "/v1", api_key=USER_TOKEN, max_retries=0)
     for i in range(N_REQUESTS):
@@ -450,18 +475,32 @@ def user_session(d):
     # The admin pages are absent even by address, and their API refuses her.
     d.execute_script("location.hash = '#/users'")
     wait(d, lambda: css(d, "#page-dashboard") and settled(d), "the fallback to the dashboard")
-    status = d.execute_async_script("""
-        const done = arguments[0];
-        const s = JSON.parse(sessionStorage.getItem('ailurus.console.session'));
-        fetch('/api/user/', {headers: {Authorization: 'Bearer ' + s.token}}).then(r => done(r.status));""")
-    assert status == 403, status
-    log("alice: admin pages absent, GET /api/user/ refused with 403")
+    for page in ("channels", "users"):
+        d.execute_script("location.hash = arguments[0]", f"#/{page}")
+        wait(d, lambda: css(d, "#page-dashboard") and settled(d), f"the fallback from #/{page} to the dashboard")
+    # Her credential on admin routes, called from the page itself: 403 in NEW-API's envelope.
+    for method, path, body in ADMIN_CALLS:
+        got = d.execute_async_script("""
+            const [method, path, body, done] = arguments;
+            const s = JSON.parse(sessionStorage.getItem('ailurus.console.session'));
+            const headers = {Authorization: 'Bearer ' + s.token};
+            if (body !== null) headers['Content-Type'] = 'application/json';
+            fetch(path, {method, headers, body: body === null ? undefined : JSON.stringify(body)})
+              .then(async r => done({status: r.status, body: await r.json()}))
+              .catch(e => done({status: 0, body: String(e)}));""", method, path, body)
+        env = got["body"]
+        assert got["status"] == 403, (method, path, got)
+        assert env.get("success") is False and env.get("message") and env.get("data") is None, (method, path, env)
+    log(f"alice: admin pages absent from navigation and by address; {len(ADMIN_CALLS)} admin API calls answered 403 "
+        f"in NEW-API's envelope (the last: {env['message']!r})")
     no_script_ran(d, "alice's header")
     token_flow(d)
     open_page(d, "logs", "user-logs")
     why = unavailable(d, "#page-logs")
     if why:
         skip("a log entry with <script> and <img onerror> renders as text", why)
+    else:
+        only_her_own(d)
     stream_in_playground(d)
     open_page(d, "models", "user-models")
     # Let every lease and hold settle, then read the dashboard (compared with the ledger).
