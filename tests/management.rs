@@ -338,3 +338,50 @@ async fn redemption_codes_credit_once_and_only_admins_make_them() {
         assert_eq!((s, v["success"].as_bool()), (400, Some(false)), "{v}");
     }
 }
+
+/// One chat through the bridge with the API token `key`: the HTTP status.
+async fn chat_status(m: &Mgmt, key: &str) -> u16 {
+    let resp = m
+        .http
+        .post(format!("{}/v1/chat/completions", m.base))
+        .header("Authorization", format!("Bearer {key}"))
+        .body(json!({"model": "mock", "messages": [{"role": "user", "content": "limit me"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    resp.status().as_u16()
+}
+
+#[tokio::test]
+async fn token_rate_limits_on_create_and_edit() {
+    let m = Mgmt::start(1, Config::default()).await;
+    let alice = m.bearer("alice");
+    let body = json!({"name": "limited", "rpm": 2, "tpm": 100000, "concurrency": 3});
+    let (s, v) = m.call(&alice, "POST", "/api/token/", Some(body)).await;
+    assert_eq!(s, 200, "{v}");
+    let (key, id) = (v["data"]["key"].as_str().unwrap().to_string(), v["data"]["id"].clone());
+    let limits = |v: &Value| (v["rpm"].clone(), v["tpm"].clone(), v["concurrency"].clone());
+    assert_eq!(limits(&v["data"]), (json!(2), json!(100000), json!(3)), "{v}");
+    // The limit is the one the gateway applies: the third request in the minute is refused.
+    let got = [chat_status(&m, &key).await, chat_status(&m, &key).await, chat_status(&m, &key).await];
+    assert_eq!(got, [200, 200, 429]);
+    // Edit: 0 (or null) removes a limit, an absent one is kept, a bad one is a 400.
+    let (s, v) = m.call(&alice, "PUT", "/api/token/", Some(json!({"id": id, "rpm": 0, "concurrency": null}))).await;
+    assert_eq!((s, limits(&v["data"])), (200, (Value::Null, json!(100000), Value::Null)), "{v}");
+    assert_eq!(chat_status(&m, &key).await, 200, "no rpm limit any more");
+    let (s, v) = m.call(&alice, "PUT", "/api/token/", Some(json!({"id": id, "tpm": 5}))).await;
+    assert_eq!((s, limits(&v["data"])), (200, (Value::Null, json!(5), Value::Null)), "{v}");
+    for bad in [
+        json!({"id": id, "rpm": -1}),
+        json!({"id": id, "concurrency": 5_000_000_000_i64}),
+        json!({"id": id, "tpm": "x"}),
+    ] {
+        let (s, v) = m.call(&alice, "PUT", "/api/token/", Some(bad.clone())).await;
+        assert_eq!((s, v["success"].as_bool()), (400, Some(false)), "{bad}: {v}");
+    }
+    let (s, v) = m.call(&alice, "POST", "/api/token/", Some(json!({"name": "bad", "rpm": -5}))).await;
+    assert_eq!(s, 400, "{v}");
+    let (_, v) = m.call(&alice, "GET", "/api/token/", None).await;
+    let listed = v["data"]["items"].as_array().unwrap().iter().find(|t| t["id"] == id).cloned().unwrap();
+    assert_eq!(limits(&listed), (Value::Null, json!(5), Value::Null), "{listed}");
+}

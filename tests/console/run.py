@@ -401,7 +401,9 @@ def token_flow(d):
     listing = d.find_element(By.ID, "token-list").text
     assert "<script>window.__pwned=1</script>" in listing, listing
     log("tokens: the hostile token name renders as text")
-    d.find_element(By.ID, "token-name").send_keys("from-the-ui")
+    for i, v in [("token-name", "from-the-ui"), ("token-quota", "2.5"), ("token-models", "mock*"),
+                 ("token-rpm", 30), ("token-tpm", 100000), ("token-concurrency", 2)]:
+        fill(d, i, v)
     d.find_element(By.ID, "token-create").click()
     wait(d, lambda: d.find_element(By.ID, "token-created").text, "the token's creation")
     why = unavailable(d, "#token-created")
@@ -410,7 +412,24 @@ def token_flow(d):
         return
     key = d.find_element(By.ID, "token-key").get_attribute("value")
     assert key.startswith("sk-"), key
-    log("tokens: created in the UI, key shown once")
+    click(d, "#token-copy")
+    wait(d, lambda: text_of(d, "#token-copy") in ("Copied", "Press Ctrl+C"), "the copy button")
+    copied = text_of(d, "#token-copy")
+    row = lambda col: text_of(d, f"#token-list tr[data-token='from-the-ui'] td[data-col='{col}']")
+    wait(d, lambda: row("limits"), "the new token's row")
+    assert (row("limits"), row("models"), row("remain")) == ("30 rpm · 100,000 tpm · 2 at once", "mock*", "$2.5000"), \
+        (row("limits"), row("models"), row("remain"))
+    assert key not in text_of(d, "#token-list"), "the list shows the key"
+    shot(d, "user-tokens-new-key")
+    # Edit: raise rpm, drop concurrency (empty: none), keep the rest.
+    click(d, "button[data-edit='from-the-ui']")
+    assert d.find_element(By.ID, "tok-edit-rpm").get_attribute("value") == "30"
+    fill(d, "tok-edit-rpm", 60)
+    d.find_element(By.ID, "tok-edit-concurrency").clear()
+    click(d, "#tok-edit-save")
+    wait(d, lambda: row("limits") == "60 rpm · 100,000 tpm", "the edited limits")
+    log(f"tokens: created in the UI with quota, models and rpm/tpm/concurrency, key shown once ({copied}); "
+        f"edited to {row('limits')!r}")
     open_page(d, "logs", "user-logs-before")
     why = unavailable(d, "#page-logs")
     client = OpenAI(base_url=BRIDGE + "/v1", api_key=key, max_retries=0)
@@ -431,6 +450,7 @@ def token_flow(d):
         no_script_ran(d, "log detail")
         shot(d, "user-log-detail")
     open_page(d, "tokens", "user-tokens-created")
+    assert key not in d.page_source, "the key shows again after the page is left"
     d.find_element(By.CSS_SELECTOR, "button[data-revoke='from-the-ui']").click()
     wait(d, lambda: "revoked" in d.find_element(By.ID, "token-created").text
          or unavailable(d, "#token-created"), "the revocation")
