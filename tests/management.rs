@@ -385,3 +385,60 @@ async fn token_rate_limits_on_create_and_edit() {
     let listed = v["data"]["items"].as_array().unwrap().iter().find(|t| t["id"] == id).cloned().unwrap();
     assert_eq!(limits(&listed), (Value::Null, json!(5), Value::Null), "{listed}");
 }
+
+#[tokio::test]
+async fn prices_are_edited_by_admins_only_and_reach_the_table() {
+    let m = Mgmt::start(1, Config::default()).await;
+    let price = json!({"model_name": "mock-priced-*", "input_usd_per_mtok": 3.0, "output_usd_per_mtok": 15.0,
+                       "cache_read_usd_per_mtok": 0.3});
+    // (who, method, path, body, status): refused before anything changes.
+    for (who, method, path, body, want) in [
+        ("alice", "PUT", "/api/pricing", Some(price.clone()), 403),
+        ("alice", "DELETE", "/api/pricing?model_name=mock*", None, 403),
+        ("-", "POST", "/api/pricing", Some(price.clone()), 401),
+        ("ada", "PUT", "/api/pricing", Some(json!({"model_name": "x", "input_usd_per_mtok": -1.0})), 400),
+        ("ada", "PUT", "/api/pricing", Some(json!({"model_name": "", "input_usd_per_mtok": 1.0})), 400),
+        ("ada", "PUT", "/api/pricing", Some(json!({"model_name": "x", "model_ratio": 2})), 400),
+        ("ada", "DELETE", "/api/pricing?model_name=never-priced", None, 404),
+        ("ada", "DELETE", "/api/pricing", None, 400),
+    ] {
+        let cred = match who {
+            "-" => Cred::None,
+            "alice" => m.bearer("alice"),
+            _ => m.access(who),
+        };
+        let (s, v) = m.call(&cred, method, path, body).await;
+        assert_eq!((s, v["success"].as_bool()), (want, Some(false)), "{who} {method} {path}: {v}");
+    }
+    let row = |v: &Value, p: &str| v["data"].as_array().and_then(|a| a.iter().find(|r| r["model_name"] == p).cloned());
+    let (_, v) = m.call(&Cred::None, "GET", "/api/pricing", None).await;
+    assert!(row(&v, "mock-priced-*").is_none() && v.get("unpriced").is_none(), "{v}");
+    let (s, v) = m.call(&m.access("ada"), "PUT", "/api/pricing", Some(price)).await;
+    assert_eq!(s, 200, "{v}");
+    // Every worker follows the PRICES bucket within about a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let shown = loop {
+        let (_, v) = m.call(&m.bearer("alice"), "GET", "/api/pricing", None).await;
+        if let Some(r) = row(&v, "mock-priced-*") {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "the new price never reached the table: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!((shown["input_usd_per_mtok"].as_f64(), shown["output_usd_per_mtok"].as_f64()), (Some(3.0), Some(15.0)));
+    assert_eq!((shown["cache_read_usd_per_mtok"].as_f64(), shown["source"].as_str()), (Some(0.3), Some("kv")));
+    // An admin also sees which channel models no price covers (the default mock's are priced).
+    let (_, v) = m.call(&m.access("root"), "GET", "/api/pricing", None).await;
+    assert_eq!(v["unpriced"], json!([]), "{v}");
+    let (s, v) = m.call(&m.access("root"), "DELETE", "/api/pricing?model_name=mock-priced-*", None).await;
+    assert_eq!(s, 200, "{v}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, v) = m.call(&Cred::None, "GET", "/api/pricing", None).await;
+        if row(&v, "mock-priced-*").is_none() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the deleted price stayed: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -30,6 +30,8 @@ UPSTREAM_B = os.environ["AILURUS_UPSTREAM_B"]
 KEY_A = os.environ["AILURUS_CHANNEL_KEY_A"]
 KEY_B = os.environ["AILURUS_CHANNEL_KEY_B"]
 FLOW3_MODEL = "flow3-model"
+# A model the second channel serves and no price covers: flagged on the Models page.
+UNPRICED = "unpriced-model"
 # Admin API calls a common user's credential must get 403 for: (method, path, JSON body or None).
 ADMIN_CALLS = [
     ("GET", "/api/user/", None),
@@ -40,10 +42,15 @@ ADMIN_CALLS = [
     ("GET", "/api/group/", None),
     ("POST", "/api/redemption/", {"name": "x", "count": 1, "quota": 1}),
     ("GET", "/api/token/?user=bob", None),
+    ("PUT", "/api/pricing", {"model_name": "mock*", "input_usd_per_mtok": 0, "output_usd_per_mtok": 0}),
+    ("DELETE", "/api/pricing?model_name=flow3-*", None),
 ]
 SHOTS = os.environ["AILURUS_SCREENSHOTS"]
 N_REQUESTS = 5
 HOSTILE_MODEL = "mock <img src=x onerror=alert(5)><script>alert(6)</script>"
+# A prompt with markup and a key-shaped secret: the log detail shows it as text, redacted.
+FAKE_KEY = "sk-proj-abcdefghijklmnop123"
+HOSTILE_PROMPT = f"hi <script>alert(7)</script><img src=x onerror=alert(8)> my key is {FAKE_KEY}"
 ASSETS = ["/", "/console/app.css", "/console/app.js", "/console/api.js", "/console/dom.js", "/console/chart.js",
           "/console/pages/dashboard.js", "/console/pages/logs.js", "/console/pages/channels.js",
           "/console/pages/tokens.js", "/console/pages/users.js", "/console/pages/models.js",
@@ -224,7 +231,7 @@ def root_session(d):
     why = unavailable(d, "#page-logs")
     if why:
         skip("logs as root", why)
-    open_page(d, "models", "root-models")
+    prices_flow(d)
     console_clean(d, "root session")
 
 
@@ -320,7 +327,7 @@ def channels_flow(d):
         skip("the Channels page and flow 3 (channels API)", why)
         return
     add_channel(d, "primary", "openai", UPSTREAM_A, KEY_A, FLOW3_MODEL, 10, 1)
-    add_channel(d, "secondary", "openai", UPSTREAM_B, KEY_B, FLOW3_MODEL, 0, 1)
+    add_channel(d, "secondary", "openai", UPSTREAM_B, KEY_B, f"{FLOW3_MODEL},{UNPRICED}", 0, 1)
     add_channel(d, "scratch", "mock", "", "", "scratch-model", 0, 1)
     click(d, "button[data-delete='scratch']")
     d.switch_to.alert.accept()
@@ -367,6 +374,32 @@ def channels_flow(d):
     wait(d, lambda: re.search(r"^ok · [1-9]\d* ok", cell(d, "primary", "health") or ""), "primary's health", 20)
     log(f"channels: health of primary: {channel_row(d, 'primary')}")
     shot(d, "root-channels")
+
+
+def prices_flow(d):
+    """The Models page: a channel's model without a price is flagged; pricing it in the UI
+    clears the flag (through PRICES, followed by the workers), edit, remove brings it back."""
+    open_page(d, "models", "root-models-unpriced")
+    flags = lambda: text_of(d, "#price-flags") or ""
+    price = lambda col: text_of(d, f"#price-list tr[data-price='{UNPRICED}'] td[data-col='{col}']")
+    wait(d, lambda: f"secondary: {UNPRICED}" in flags(), "the unpriced flag")
+    log(f"models: flagged: {flags()!r}")
+    click(d, f"button[data-price-for='{UNPRICED}']")
+    assert d.find_element(By.ID, "price-model").get_attribute("value") == UNPRICED
+    fill(d, "price-input_usd_per_mtok", 4)
+    fill(d, "price-output_usd_per_mtok", 8)
+    click(d, "#price-save")
+    wait(d, lambda: price("source") == "live" and UNPRICED not in flags(), "the new price, flag gone")
+    click(d, f"button[data-edit-price='{UNPRICED}']")
+    fill(d, "price-output_usd_per_mtok", 9)
+    click(d, "#price-save")
+    wait(d, lambda: price("output_usd_per_mtok") == "$9", "the edited price")
+    assert price("input_usd_per_mtok") == "$4", price("input_usd_per_mtok")
+    shot(d, "root-models")
+    click(d, f"button[data-delete-price='{UNPRICED}']")
+    d.switch_to.alert.accept()
+    wait(d, lambda: price("source") is None and UNPRICED in flags(), "the price removed, flagged again")
+    log("models: priced the flagged model in the UI, edited and removed it (the flag went and came back)")
 
 
 def stream_in_playground(d):
@@ -435,7 +468,7 @@ def token_flow(d):
     client = OpenAI(base_url=BRIDGE + "/v1", api_key=key, max_retries=0)
     # The model's name is hostile markup (the mock serves any name): its log row must show it
     # as text.
-    client.chat.completions.create(model=HOSTILE_MODEL, messages=[{"role": "user", "content": "from the new token"}])
+    client.chat.completions.create(model=HOSTILE_MODEL, messages=[{"role": "user", "content": HOSTILE_PROMPT}])
     if why:
         skip("the new token's row appears in Logs without reload", why)
     else:
@@ -444,11 +477,18 @@ def token_flow(d):
         no_script_ran(d, "logs with a hostile model name")
         shot(d, "user-logs-live")
         log("logs: the new token's row appeared without reload; its hostile model name is text")
-        d.find_element(By.CSS_SELECTOR, "#log-list tr.fresh button").click()
-        wait(d, lambda: "Log entry" in d.find_element(By.ID, "log-detail").text, "the log detail")
-        assert HOSTILE_MODEL in d.find_element(By.ID, "log-detail").text
+        click(d, "#log-list tr.fresh button")
+        wait(d, lambda: css(d, "#log-request") or css(d, "#log-detail .notice"), "the log detail", 20)
+        assert HOSTILE_MODEL in text_of(d, "#log-detail"), text_of(d, "#log-detail")
+        request = text_of(d, "#log-request") or text_of(d, "#log-detail")
+        answer = text_of(d, "#log-answer") or ""
+        # The prompt as text, its key-shaped secret redacted as `audit replay` redacts it.
+        assert HOSTILE_PROMPT.replace(FAKE_KEY, "sk-[redacted]") in request, request
+        assert FAKE_KEY not in d.page_source, "an unredacted secret reached the page"
+        assert answer and answer != "—", answer
         no_script_ran(d, "log detail")
         shot(d, "user-log-detail")
+        log(f"logs: the detail shows the request (hostile markup as text, the key redacted) and the answer {answer[:40]!r}")
     open_page(d, "tokens", "user-tokens-created")
     assert key not in d.page_source, "the key shows again after the page is left"
     d.find_element(By.CSS_SELECTOR, "button[data-revoke='from-the-ui']").click()
@@ -478,7 +518,15 @@ def only_her_own(d):
     open_page(d, "tokens", "user-tokens-own")
     tokens = d.find_element(By.ID, "token-list").text
     assert "bob-secret-token" not in tokens, tokens
-    log(f"alice: Logs and Tokens show only her own ({len(items)} log rows, all hers; no token of bob's)")
+    _, _, body = http("GET", "/api/log/?username=bob&type=2", {"Authorization": ROOT_TOKEN, "New-Api-User": ROOT_ID})
+    bobs = json.loads(body)["data"]["items"]
+    assert bobs, "bob has no log rows"
+    status, _, body = http("GET", f"/api/log/detail/{bobs[0]['trace_id']}", {"Authorization": f"Bearer {USER_TOKEN}"})
+    assert status == 404 and json.loads(body)["success"] is False, (status, body)
+    status, _, body = http("GET", f"/api/log/detail/{bobs[0]['trace_id']}", {"Authorization": ROOT_TOKEN, "New-Api-User": ROOT_ID})
+    assert status == 200 and json.loads(body)["data"]["exchange"]["request"], (status, body[:300])
+    log(f"alice: Logs and Tokens show only her own ({len(items)} log rows, all hers; no token of bob's); "
+        "bob's log detail: 404 for her, shown to root")
 
 
 def user_session(d):
@@ -523,6 +571,7 @@ def user_session(d):
         only_her_own(d)
     stream_in_playground(d)
     open_page(d, "models", "user-models")
+    assert not css(d, "#price-add") and not css(d, "button[data-edit-price]"), "a common user can edit prices"
     # Let every lease and hold settle, then read the dashboard (compared with the ledger).
     last = None
     for _ in range(60):
