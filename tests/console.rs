@@ -5,7 +5,9 @@
 //! script adds as channels in the UI (flow 3: disable one, traffic moves to the other). The
 //! stack holds a root user with a management access token, a common user with an API token
 //! and quota, and a second user (bob) whose traffic the first must never see; the script signs
-//! in as each, walks every page, screenshots them under `target/console-screenshots/`, and
+//! in as each, walks every page, screenshots each at 1280×800 and at phone width (390×844)
+//! under `target/console-screenshots/`, checks that every control is labelled and reached by
+//! Tab in the page's order, and
 //! prints what the pages showed as one JSON line (`RESULT {…}`), which this test checks
 //! against the ledger. Without Chromium, chromedriver or selenium the test prints why and
 //! passes.

@@ -17,7 +17,9 @@ from openai import OpenAI
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 BRIDGE = os.environ["AILURUS_BRIDGE_URL"]
@@ -232,6 +234,7 @@ def root_session(d):
     if why:
         skip("logs as root", why)
     prices_flow(d)
+    every_page(d, "root")
     console_clean(d, "root session")
 
 
@@ -374,6 +377,72 @@ def channels_flow(d):
     wait(d, lambda: re.search(r"^ok · [1-9]\d* ok", cell(d, "primary", "health") or ""), "primary's health", 20)
     log(f"channels: health of primary: {channel_row(d, 'primary')}")
     shot(d, "root-channels")
+
+
+# What a page offers the keyboard: the focusable, visible controls of main in DOM order, and
+# those without an accessible name (a <label>, aria-label or aria-labelledby; a button's or
+# link's text).
+CONTROLS_JS = """
+const sel = 'a[href], button, input:not([type=hidden]), select, textarea, summary, [tabindex]';
+const shown = (e) => !e.disabled && e.getClientRects().length > 0 && getComputedStyle(e).visibility !== 'hidden';
+const all = [...document.querySelectorAll('main ' + sel.split(', ').join(', main '))].filter(shown);
+const key = (e) => e.id ? '#' + e.id : e.tagName.toLowerCase() + ':' + (e.textContent || e.name || e.type || '').trim().slice(0, 30);
+const named = (e) => {
+  if (['BUTTON', 'A', 'SUMMARY'].includes(e.tagName)) return (e.textContent || e.getAttribute('aria-label') || '').trim() !== '';
+  return (e.labels && e.labels.length > 0 && [...e.labels].some(l => l.textContent.trim())) ||
+         !!e.getAttribute('aria-label') || !!e.getAttribute('aria-labelledby');
+};
+// The page's own controls (not the rows of a table, which repeat and refresh), numbered.
+const own = all.filter(e => !e.closest('tbody'));
+own.forEach((e, i) => e.setAttribute('data-kb', String(i)));
+return {controls: own.map(e => e.dataset.kb), names: own.map(key), total: all.length,
+        unnamed: all.filter(e => !named(e)).map(key), untabbable: all.filter(e => e.tabIndex < 0).map(key)};
+"""
+
+
+def keyboard_and_labels(d, name):
+    """Every control of main has a name and a tab stop; the skip link is the first tab stop,
+    and Tab from it reaches the first controls of main (up to 12) in their order."""
+    got = d.execute_script(CONTROLS_JS)
+    assert not got["unnamed"], f"{name}: controls without a label: {got['unnamed']}"
+    assert not got["untabbable"], f"{name}: controls out of the tab order: {got['untabbable']}"
+    want = got["controls"][:12]
+    # Start where a keyboard user starts: the page's first tab stop, the skip link.
+    first = d.execute_script("""const all = [...document.querySelectorAll('a[href], button, input, select, textarea')]
+        .filter(e => !e.disabled && e.tabIndex >= 0); all[0].focus(); return all[0].className""")
+    assert first == "skip", f"{name}: the first tab stop is not the skip link but .{first}"
+    reached = ["skip"]
+    keyed = "const e = document.activeElement; return e.dataset.kb || (e.id ? '#' + e.id : e.tagName.toLowerCase())"
+    actions = ActionChains(d)
+    for _ in range(len(want) + 25):
+        actions.send_keys(Keys.TAB).perform()
+        reached.append(d.execute_script(keyed))
+        if want and want[-1] in reached:
+            break
+    missing = [c for c in want if c not in reached]
+    names = dict(zip(got["controls"], got["names"]))
+    assert not missing, f"{name}: Tab never reached {[names[m] for m in missing]}; it went {reached}"
+    # (A date input's day, month and year are tab stops of one control.)
+    in_main = [c for i, c in enumerate(reached) if c in want and (i == 0 or reached[i - 1] != c)]
+    assert in_main == want, f"{name}: tab order {in_main} is not the page's order {want} ({got['names']})"
+    return got["total"]
+
+
+def every_page(d, who):
+    """Each page the session sees at 1280×800 and at phone width (390×844): screenshots,
+    labels, keyboard, no sideways scrolling of the page itself (wide tables scroll in their
+    own box)."""
+    for page in visible_pages(d):
+        d.set_window_size(1280, 800)
+        open_page(d, page, f"{who}-{page}-1280x800")
+        n = keyboard_and_labels(d, f"{who} {page}")
+        d.set_window_size(390, 844)
+        time.sleep(0.4)
+        shot(d, f"{who}-{page}-390x844")
+        width = d.execute_script("return document.documentElement.scrollWidth")
+        assert width <= 392, f"{who} {page}: the page is {width} px wide at 390 px"
+        log(f"{who} {page}: {n} controls, all labelled and tab-reachable in order; {width} px wide at phone width")
+    d.set_window_size(1280, 800)
 
 
 def prices_flow(d):
@@ -593,13 +662,7 @@ def user_session(d):
         result["alice_totals"] = {"requests": value("total-requests"), "cost": value("total-cost"),
                                   "errors": value("total-errors")}
     log(f"alice's dashboard: {result['alice_dashboard']}")
-    d.set_window_size(390, 844)
-    time.sleep(0.5)
-    shot(d, "user-dashboard-phone")
-    width = d.execute_script("return document.documentElement.scrollWidth")
-    log(f"phone width: page is {width} px wide at 390 px")
-    assert width <= 400, width
-    d.set_window_size(1280, 800)
+    every_page(d, "user")
     console_clean(d, "alice session")
 
 
