@@ -12,6 +12,7 @@
 //! ```
 
 mod load;
+mod stats;
 
 use ailurus::bus::codec::Encoding;
 use ailurus::bus::headers::ReplyKind;
@@ -37,7 +38,8 @@ struct Args {
     driver_threads: usize,
     /// Skip the highest-rate search and the 10,000-stream memory phase.
     quick: bool,
-    /// Phases to run (all when empty): fixed, shapes, stream, native, max, mem, quota, litellm.
+    /// Phases to run (all when empty): fixed, shapes, stream, native, max, mem, quota, stats,
+    /// stats1m, litellm.
     only: Vec<String>,
     /// Rates of the fixed-rate phase.
     rates: Vec<f64>,
@@ -298,6 +300,8 @@ struct Stack {
     metrics_addr: SocketAddr,
     config: PathBuf,
     bin: PathBuf,
+    /// Extra environment of the worker and the bridge (`AILURUS__…` overrides).
+    env: Vec<(String, String)>,
     _dir: TempDir,
 }
 
@@ -307,10 +311,13 @@ impl Stack {
     async fn restart(&mut self, mode: &str, token: Option<&str>) -> Result<(), String> {
         self.worker = None;
         self.bridge = None;
-        let w =
-            Proc::spawn("ailurus worker", ailurus_cmd(&self.bin, &self.config, &self.nats_url, mode).arg("worker"))?;
-        let b =
-            Proc::spawn("ailurus bridge", ailurus_cmd(&self.bin, &self.config, &self.nats_url, mode).arg("bridge"))?;
+        let cmd = |what: &str| {
+            let mut c = ailurus_cmd(&self.bin, &self.config, &self.nats_url, mode);
+            c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).arg(what);
+            c
+        };
+        let w = Proc::spawn("ailurus worker", &mut cmd("worker"))?;
+        let b = Proc::spawn("ailurus bridge", &mut cmd("bridge"))?;
         self.worker = Some(w);
         self.bridge = Some(b);
         wait_ready(&openai_target(self.bridge_addr, "bench", false, token), Duration::from_secs(20)).await
@@ -543,7 +550,22 @@ async fn start_stack(bin: &Path, mock_bin: &Path) -> Result<Stack, String> {
     let nats_url = nats.url.clone();
     let client = ailurus::bus::connect(&nats_url, "bench-setup").await.map_err(|e| e.to_string())?;
     let js = async_nats::jetstream::new(client.clone());
-    let decls = ailurus::streams::load(None).map_err(|e| e.to_string())?;
+    let mut decls = ailurus::streams::load(None).map_err(|e| e.to_string())?;
+    if std::env::var("BENCH_AUDIT").as_deref() == Ok("memory") {
+        // The audit trail as it was before it moved to file storage (issue 17 point 6): a
+        // memory stream kept one hour, to measure what the move costs.
+        for d in decls.iter_mut().filter(|d| d.config.name == ailurus::streams::AUDIT_STREAM) {
+            d.config.storage = async_nats::jetstream::stream::StorageType::Memory;
+            d.config.max_age = Duration::from_secs(3600);
+            d.config.max_bytes = -1;
+            if let serde_json::Value::Object(map) = &mut d.raw {
+                map.insert("storage".into(), "memory".into());
+                map.insert("max_age".into(), serde_json::Value::from(3_600_000_000_000i64));
+                map.insert("max_bytes".into(), serde_json::Value::from(-1));
+            }
+        }
+        eprintln!("audit trail: memory, 1 h (BENCH_AUDIT=memory)");
+    }
     ailurus::streams::apply(&js, &decls).await.map_err(|e| e.to_string())?;
 
     let mock_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().map_err(|e| format!("{e}"))?;
@@ -576,11 +598,130 @@ async fn start_stack(bin: &Path, mock_bin: &Path) -> Result<Stack, String> {
         metrics_addr,
         config,
         bin: bin.to_path_buf(),
+        env: Vec::new(),
         _dir: dir,
     };
     wait_ready(&openai_target(stack.mock_addr, "bench", false, None), Duration::from_secs(10)).await?;
     wait_ready(&openai_target(stack.bridge_addr, "bench", false, None), Duration::from_secs(20)).await?;
     Ok(stack)
+}
+
+/// A funded token of user `bench` (the token-mode phases).
+async fn bench_token(nats_url: &str) -> Result<String, String> {
+    let client = ailurus::bus::connect(nats_url, "bench-admin").await.map_err(|e| e.to_string())?;
+    let js = async_nats::jetstream::new(client.clone());
+    let store = ailurus::quota::tokens::TokenStore::open(&js).await?;
+    let (plain, _) = store.create("bench", "bench", None, Vec::new(), None).await?;
+    let qs = ailurus::quota::account::QuotaStore::open(client).await?;
+    let user = ailurus::bus::subjects::Token::new("user_id", "bench").map_err(|e| e.to_string())?;
+    qs.topup(&user, 1_000_000_000_000).await.map_err(|e| e.message)?;
+    Ok(plain)
+}
+
+/// The usage-statistics phases: `stats`, the CPU the rollups add per request (token mode at
+/// 1,000 req/s with `stats_flush_ms` 0 and 1000, alternated twice); `stats1m`, a million
+/// synthetic ledger records, their rebuild, and the management API's reads over them.
+async fn stats_phases(st: &mut Stack, args: &Args, phase: Duration) -> Result<String, String> {
+    let mut s = String::new();
+    let token = bench_token(&st.nats_url).await?;
+    if args.runs("stats") {
+        eprintln!("usage statistics off / on (token mode, 1,000 req/s)");
+        let gwt = openai_target(st.bridge_addr, "bench", false, Some(&token));
+        let mut rows: Vec<(&str, Vec<f64>, Outcome)> = Vec::new();
+        for flush in ["0", "1000", "0", "1000"] {
+            st.env = vec![("AILURUS__WORKER__STATS_FLUSH_MS".into(), flush.into())];
+            st.restart("token", Some(&token)).await?;
+            rate_run("stats warm-up", &gwt, opts(1000.0, Duration::from_millis(1000))).await;
+            let pids = [st.worker.as_ref().map_or(0, Proc::pid), st.nats_pid];
+            let c0 = cpu_of(&pids);
+            let o = rate_run(if flush == "0" { "statistics off" } else { "statistics on" }, &gwt, opts(1000.0, phase))
+                .await;
+            let c1 = cpu_of(&pids);
+            rows.push((if flush == "0" { "off" } else { "on" }, cpu_us_per_req(&c0, &c1, o.ok), o));
+        }
+        st.env.clear();
+        let _ = writeln!(
+            s,
+            "**Usage statistics** (token mode, 1,000 req/s, `[worker] stats_flush_ms` 0 = off, 1000 = on)\n"
+        );
+        let _ = writeln!(
+            s,
+            "| run | statistics | p50 / p99 / p99.9 | errors | CPU µs/req worker | CPU µs/req nats-server |"
+        );
+        let _ = writeln!(s, "|---:|---|---|---|---:|---:|");
+        for (i, (label, cpu, o)) in rows.iter().enumerate() {
+            let c = |j: usize| cpu.get(j).map_or("–".into(), |v| format!("{v:.0}"));
+            let _ = writeln!(s, "| {} | {label} | {} | {} | {} | {} |", i + 1, triple(&o.latency), errs(o), c(0), c(1));
+        }
+        let mean = |on: bool, j: usize| {
+            let v: Vec<f64> = rows.iter().filter(|r| (r.0 == "on") == on).filter_map(|r| r.1.get(j).copied()).collect();
+            v.iter().sum::<f64>() / v.len().max(1) as f64
+        };
+        let _ = writeln!(
+            s,
+            "\nStatistics add {:.1} µs of worker CPU and {:.1} µs of nats-server CPU per request (mean on − mean off).\n",
+            mean(true, 0) - mean(false, 0),
+            mean(true, 1) - mean(false, 1)
+        );
+    }
+    if args.runs("stats1m") {
+        let n: u64 = std::env::var("BENCH_STATS_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+        eprintln!("{n} synthetic usage records over 30 days");
+        st.restart("token", Some(&token)).await?;
+        let client = ailurus::bus::connect(&st.nats_url, "bench-stats").await.map_err(|e| e.to_string())?;
+        let js = async_nats::jetstream::new(client.clone());
+        let published = stats::synthetic(&js, n, 30).await?;
+        let started = Instant::now();
+        let out = Command::new(&st.bin)
+            .args(["--config"])
+            .arg(&st.config)
+            .args(["stats", "rebuild"])
+            .env("NATS_URL", &st.nats_url)
+            .output()
+            .map_err(|e| e.to_string())?;
+        let rebuilt = started.elapsed();
+        if !out.status.success() {
+            return Err(format!("stats rebuild: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        let cred = stats::root_credential(&client).await?;
+        let base = format!("http://{}", st.bridge_addr);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let month = now - 30 * 86_400;
+        let week = now - 7 * 86_400;
+        let reads = [
+            (
+                "`/api/data/stats`, 30 days (day documents)",
+                format!("/api/data/stats?start_timestamp={month}&end_timestamp={now}"),
+            ),
+            ("`/api/data/`, 30 days (NEW-API rows)", format!("/api/data/?start_timestamp={month}&end_timestamp={now}")),
+            (
+                "`/api/data/stats`, 7 days (hour documents)",
+                format!("/api/data/stats?start_timestamp={week}&end_timestamp={now}"),
+            ),
+            ("`/api/data/stats`, 24 hours", "/api/data/stats".to_string()),
+            (
+                "`/api/data/self/stats`-like: one user, 30 days",
+                format!("/api/data/stats?username=user07&start_timestamp={month}&end_timestamp={now}"),
+            ),
+            ("`/api/log/`, first page (10)", "/api/log/?p=1&page_size=10".to_string()),
+            ("`/api/log/?username=user07`, first page", "/api/log/?p=1&page_size=10&username=user07".to_string()),
+        ];
+        let _ = writeln!(
+            s,
+            "**Usage statistics over {n} ledger records** (30 days, 50 users, 100 tokens, 6 models, 3 channels, 3 platforms): published in {:.1} s, `ailurus stats rebuild` {:.1} s ({})\n",
+            published.as_secs_f64(),
+            rebuilt.as_secs_f64(),
+            String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").trim()
+        );
+        let _ = writeln!(s, "| read, through the bridge (root access token) | p50 ms | p95 ms | max ms |");
+        let _ = writeln!(s, "|---|---:|---:|---:|");
+        for (label, path) in reads {
+            let (p50, p95, max) = stats::time_get(&base, &cred, &path, 40).await?;
+            let _ = writeln!(s, "| {label} | {p50:.1} | {p95:.1} | {max:.1} |");
+        }
+        let _ = writeln!(s);
+    }
+    Ok(s)
 }
 
 /// The LiteLLM proxy on the same mock, if it is installed and starts.
@@ -799,16 +940,7 @@ async fn bench(args: Args) -> Result<String, String> {
     let mut idle = None;
     if args.runs("quota") {
         eprintln!("quota accounting on (token mode)");
-        let token = {
-            let client = ailurus::bus::connect(&st.nats_url, "bench-admin").await.map_err(|e| e.to_string())?;
-            let js = async_nats::jetstream::new(client.clone());
-            let store = ailurus::quota::tokens::TokenStore::open(&js).await?;
-            let (plain, _) = store.create("bench", "bench", None, Vec::new(), None).await?;
-            let qs = ailurus::quota::account::QuotaStore::open(client).await?;
-            let user = ailurus::bus::subjects::Token::new("user_id", "bench").map_err(|e| e.to_string())?;
-            qs.topup(&user, 1_000_000_000_000).await.map_err(|e| e.message)?;
-            plain
-        };
+        let token = bench_token(&st.nats_url).await?;
         st.restart("token", Some(&token)).await?;
         let gwt = openai_target(st.bridge_addr, "bench", false, Some(&token));
         rate_run("token mode warm-up", &gwt, opts(1000.0, Duration::from_millis(1000))).await;
@@ -824,6 +956,10 @@ async fn bench(args: Args) -> Result<String, String> {
             return Err("the worker died".into());
         }
         idle = Some((rss_kb(st.worker.as_ref().map_or(0, Proc::pid)), rss_kb(st.bridge.as_ref().map_or(0, Proc::pid))));
+    }
+    let mut stats_report = String::new();
+    if args.runs("stats") || args.runs("stats1m") {
+        stats_report = stats_phases(&mut st, &args, phase).await?;
     }
     drop(st.worker.take());
     drop(st.bridge.take());
@@ -1110,6 +1246,7 @@ async fn bench(args: Args) -> Result<String, String> {
         }
         let _ = writeln!(s);
     }
+    s.push_str(&stats_report);
     if !quota.is_empty() {
         let _ = writeln!(s, "**Quota accounting** (bridge, non-streaming): off = auth open; on = auth token (token lookup, reserve before, settle + ledger after)\n");
         let _ = writeln!(

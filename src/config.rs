@@ -198,6 +198,11 @@ pub struct WorkerConfig {
     /// admitting that user's requests (503) until the records are confirmed.
     #[serde(default = "WorkerConfig::default_billing_stall_ms")]
     pub billing_stall_ms: u64,
+    /// How often the usage statistics (`USAGE_STATS`: per-hour and per-day rollups of the
+    /// ledger, read by `/api/data` and `ailurus stats`) take this worker's confirmed
+    /// records; 0 keeps none (rebuild them later with `ailurus stats rebuild`).
+    #[serde(default = "WorkerConfig::default_stats_flush_ms")]
+    pub stats_flush_ms: u64,
 }
 
 impl WorkerConfig {
@@ -212,6 +217,9 @@ impl WorkerConfig {
     }
     const fn default_billing_stall_ms() -> u64 {
         15_000
+    }
+    const fn default_stats_flush_ms() -> u64 {
+        1_000
     }
     fn default_queue_group() -> String {
         "ailurus-workers".to_string()
@@ -268,6 +276,7 @@ impl Default for WorkerConfig {
             lease_idle_ms: Self::default_lease_idle_ms(),
             lease_max_age_ms: Self::default_lease_max_age_ms(),
             billing_stall_ms: Self::default_billing_stall_ms(),
+            stats_flush_ms: Self::default_stats_flush_ms(),
         }
     }
 }

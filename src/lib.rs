@@ -16,6 +16,8 @@
 //!   timeouts); [`redact`] keeps secrets out of every message.
 //! - [`quota`]: tokens (KV `TOKENS`, watched), accounts (KV `QUOTA`), server-side spend
 //!   counters, reserve and settle, the `LLM_USAGE` ledger and its rebuild.
+//! - [`stats`]: usage statistics kept at write time (per-hour and per-day rollups of the
+//!   ledger in KV `USAGE_STATS`), read back as series, splits and a heatmap, rebuildable.
 //! - [`router`]: candidates for a model: priority tiers, weighted random inside a tier,
 //!   cooldown with half-open probes.
 //! - [`worker`]: the request loop, bounded concurrency, in-flight registry, cancellation, drain.
@@ -61,6 +63,7 @@ pub mod seal;
 pub mod seed_config;
 pub mod shutdown;
 pub mod sse;
+pub mod stats;
 pub mod streams;
 pub mod tokenize;
 pub mod wildcard;

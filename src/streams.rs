@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::path::Path;
 
 /// The declarations compiled into the binary, so `ailurus` works from any directory.
-pub const EMBEDDED: [(&str, &str); 21] = [
+pub const EMBEDDED: [(&str, &str); 22] = [
     ("CHAT_MESSAGES.json", include_str!("../streams/CHAT_MESSAGES.json")),
     ("SESSION_STATUS.json", include_str!("../streams/SESSION_STATUS.json")),
     ("USER_EVENTS.json", include_str!("../streams/USER_EVENTS.json")),
@@ -29,6 +29,7 @@ pub const EMBEDDED: [(&str, &str); 21] = [
     ("KV_GROUPS.json", include_str!("../streams/KV_GROUPS.json")),
     ("CONFIG_EVENTS.json", include_str!("../streams/CONFIG_EVENTS.json")),
     ("KV_REDEMPTIONS.json", include_str!("../streams/KV_REDEMPTIONS.json")),
+    ("KV_USAGE_STATS.json", include_str!("../streams/KV_USAGE_STATS.json")),
 ];
 
 /// What `apply` did to one stream.
@@ -247,7 +248,8 @@ mod tests {
                 "KV_PRICES",
                 "KV_GROUPS",
                 "CONFIG_EVENTS",
-                "KV_REDEMPTIONS"
+                "KV_REDEMPTIONS",
+                "KV_USAGE_STATS"
             ]
         );
         let counters = decls.iter().find(|d| d.config.name == "QUOTA_COUNTERS").unwrap();

@@ -11,6 +11,7 @@ mod newapi_balance;
 mod redemption;
 mod req;
 pub mod sign;
+mod stats;
 mod streams;
 mod up;
 mod users;
@@ -79,6 +80,9 @@ pub enum Command {
     /// Users and roles (common, admin, root) and their management-API access tokens.
     #[command(subcommand)]
     User(users::UserCmd),
+    /// Usage over a window (requests, errors, tokens, cost, latency) by model, channel,
+    /// platform, user or token; `stats rebuild` recomputes the statistics from the ledger.
+    Stats(stats::StatsArgs),
     /// Make and list top-up codes (redeemed with `POST /api/user/topup`).
     #[command(subcommand)]
     Redemption(redemption::RedemptionCmd),
@@ -143,6 +147,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Quota(cmd) => admin::quota(config, cmd).await,
         Command::User(cmd) => users::run(config, cmd).await,
         Command::Redemption(cmd) => redemption::run(config, cmd).await,
+        Command::Stats(args) => stats::run(config, args).await,
         Command::Connect(args) => connect::run(&config, args),
     }
 }

@@ -287,9 +287,15 @@ pub struct Leases {
 }
 
 impl Leases {
-    /// Leases of worker `worker`, with their ledger writer.
-    pub fn new(store: QuotaStore, worker: String, config: LeaseConfig) -> Arc<Self> {
-        let writer = LedgerWriter::start(store.clone());
+    /// Leases of worker `worker`, with their ledger writer (which counts confirmed records
+    /// in `stats` when given).
+    pub fn new(
+        store: QuotaStore,
+        worker: String,
+        config: LeaseConfig,
+        stats: Option<crate::stats::rollup::Rollup>,
+    ) -> Arc<Self> {
+        let writer = LedgerWriter::start(store.clone(), stats);
         Arc::new(Self {
             store,
             worker,

@@ -54,6 +54,9 @@ pub struct UsageRecord {
     /// Request time.
     #[serde(default)]
     pub duration_ms: u64,
+    /// Time to the first answer-bearing chunk, when one came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<u64>,
     /// HTTP-like status of the outcome.
     #[serde(default)]
     pub status: u16,

@@ -10,6 +10,7 @@ use super::account::QuotaStore;
 use super::lease::Lease;
 use super::ledger::UsageRecord;
 use crate::bus::subjects::{self, Token};
+use crate::stats::rollup::Rollup;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +43,8 @@ pub(crate) struct Entry {
     lease: Arc<Lease>,
     /// When it was queued.
     queued: Instant,
+    /// What it adds to the usage statistics (its sequence filled in once confirmed).
+    point: Option<crate::stats::Point>,
 }
 
 impl Entry {
@@ -57,6 +60,7 @@ impl Entry {
             trace_id: record.trace_id.clone(),
             lease,
             queued: Instant::now(),
+            point: crate::stats::Point::from_record(0, record),
         }
     }
 }
@@ -75,12 +79,13 @@ pub(crate) struct LedgerWriter {
 impl LedgerWriter {
     /// Start the writer task; it runs until every handle is dropped and its queue is empty
     /// (a stopping worker waits for its leases, see [`super::lease::Leases::drain`]).
-    pub(crate) fn start(store: QuotaStore) -> Self {
+    /// Confirmed records are counted in `stats` when given.
+    pub(crate) fn start(store: QuotaStore, stats: Option<Rollup>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicU64::new(0));
         let abandoned = Arc::new(AtomicU64::new(0));
         let w = Self { tx, queued: queued.clone(), abandoned: abandoned.clone() };
-        tokio::spawn(run(store, rx, queued, abandoned));
+        tokio::spawn(run(store, rx, queued, abandoned, stats));
         w
     }
 
@@ -115,6 +120,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Entry>,
     queued: Arc<AtomicU64>,
     abandoned: Arc<AtomicU64>,
+    stats: Option<Rollup>,
 ) {
     let mut pending: VecDeque<Entry> = VecDeque::new();
     let mut pause = Duration::from_millis(50);
@@ -135,9 +141,13 @@ async fn run(
         let confirmed = publish_batch(&store, pending.range(..n)).await;
         let mut kept = VecDeque::with_capacity(pending.len());
         let mut failed = false;
-        for (i, e) in pending.drain(..).enumerate() {
-            if i < n && confirmed[i] {
+        for (i, mut e) in pending.drain(..).enumerate() {
+            if let Some(seq) = confirmed.get(i).copied().flatten() {
                 queued.fetch_sub(1, Ordering::Relaxed);
+                if let (Some(stats), Some(mut p)) = (&stats, e.point.take()) {
+                    p.seq = seq;
+                    stats.add(p);
+                }
                 let (user, total, used) = e.lease.confirmed(e.quota);
                 store.event(&user, total, used, e.quota, Some(e.model), Some(e.trace_id)).await;
             } else if i < n && e.queued.elapsed() >= PATIENCE {
@@ -162,8 +172,9 @@ async fn run(
     }
 }
 
-/// Publish `batch` back to back, then await the acknowledgements: whether each was stored.
-async fn publish_batch<'a>(store: &QuotaStore, batch: impl Iterator<Item = &'a Entry>) -> Vec<bool> {
+/// Publish `batch` back to back, then await the acknowledgements: each one's stream
+/// sequence, if it was stored.
+async fn publish_batch<'a>(store: &QuotaStore, batch: impl Iterator<Item = &'a Entry>) -> Vec<Option<u64>> {
     let js = store.jetstream();
     let mut acks = Vec::new();
     let mut connected = true;
@@ -188,8 +199,11 @@ async fn publish_batch<'a>(store: &QuotaStore, batch: impl Iterator<Item = &'a E
     // Every acknowledgement is awaited at once: one bound for the whole batch.
     futures::future::join_all(acks.into_iter().map(|ack| async move {
         match ack {
-            Some(ack) => matches!(tokio::time::timeout(ACK_TIMEOUT, ack).await, Ok(Ok(_))),
-            None => false,
+            Some(ack) => match tokio::time::timeout(ACK_TIMEOUT, ack).await {
+                Ok(Ok(ack)) => Some(ack.sequence),
+                _ => None,
+            },
+            None => None,
         }
     }))
     .await

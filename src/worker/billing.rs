@@ -266,6 +266,7 @@ impl Ticket {
                 cost_usd: if outcome.usage.is_some() { outcome.cost } else { 0.0 },
                 quota: actual,
                 duration_ms: outcome.duration_ms,
+                ttft_ms: outcome.ttft_ms,
                 status: outcome.status,
                 estimated: u.estimated,
                 session_id: job.session_id.clone(),
@@ -295,4 +296,6 @@ pub(crate) struct Outcome<'a> {
     pub(crate) duration_ms: u64,
     /// HTTP-like status of the outcome.
     pub(crate) status: u16,
+    /// Time to the first answer-bearing chunk, when one came.
+    pub(crate) ttft_ms: Option<u64>,
 }

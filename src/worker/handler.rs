@@ -211,6 +211,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         channel: &summary.channel,
         duration_ms: summary.resp.duration_ms,
         status: summary.status,
+        ttft_ms: summary.ttft_ms,
     };
     Box::pin(ticket.settle(&ctx, &job, &outcome)).await;
 }
@@ -260,6 +261,8 @@ struct Summary {
     channel: String,
     /// HTTP-like status of the outcome.
     status: u16,
+    /// Time to the first answer-bearing chunk, when one came.
+    ttft_ms: Option<u64>,
 }
 
 fn native_trace(msg: &Message) -> Option<Token> {
@@ -429,9 +432,11 @@ async fn finish(
     let mut usage = None;
     let mut channel = String::new();
     let mut upstream = None;
+    let mut ttft_ms = None;
     let failure = match result {
         Ok(d) => {
             upstream = d.upstream;
+            ttft_ms = d.first_chunk.map(|t| t.saturating_duration_since(started).as_millis() as u64);
             usage = Some(d.usage);
             channel = d.channel.clone();
             let u = d.usage;
@@ -474,5 +479,5 @@ async fn finish(
     let total = started.elapsed();
     let overhead = upstream.map(|u| total.saturating_sub(u).as_secs_f64());
     ctx.metrics.record(job.platform.as_str(), status, total.as_secs_f64(), overhead);
-    Summary { resp, usage, channel, status }
+    Summary { resp, usage, channel, status, ttft_ms }
 }

@@ -72,4 +72,6 @@ pub(crate) struct Delivered {
     pub failure: Option<RequestError>,
     /// Time spent on the successful attempt (upstream call and stream).
     pub upstream: Option<Duration>,
+    /// When the first answer-bearing event came (time to first token).
+    pub first_chunk: Option<std::time::Instant>,
 }

@@ -92,6 +92,8 @@ pub(crate) struct WorkerCtx {
     pub reasoning: Option<async_nats::jetstream::kv::Store>,
     /// The session affinity table (none when off or without the bucket).
     pub affinity: Option<Arc<routing::Affinity>>,
+    /// The usage statistics bucket, opened by the first `/api/data` call.
+    pub stats_kv: tokio::sync::OnceCell<async_nats::jetstream::kv::Store>,
 }
 
 /// Prices and group ratios at one moment.
@@ -255,6 +257,13 @@ pub async fn run_with_router(
         }
     }
     let worker_id = nuid::next().to_string();
+    let stats = match (&quota, wc.stats_flush_ms) {
+        (Some(_), ms) if ms > 0 => {
+            let js = async_nats::jetstream::new(client.clone());
+            crate::stats::rollup::Rollup::start(&js, worker_id.clone(), Duration::from_millis(ms)).await
+        }
+        _ => None,
+    };
     let leases = quota.as_ref().map(|q| {
         let lc = crate::quota::lease::LeaseConfig {
             requests: wc.lease_requests,
@@ -263,7 +272,7 @@ pub async fn run_with_router(
             request_ttl: Duration::from_millis(wc.request_timeout_ms),
             stall: Duration::from_millis(wc.billing_stall_ms),
         };
-        crate::quota::lease::Leases::new(q.clone(), worker_id.clone(), lc)
+        crate::quota::lease::Leases::new(q.clone(), worker_id.clone(), lc, stats.clone())
     });
     let seal = crate::seal::SealKey::load(config.live.secret_key_file.as_deref()).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "no secret key: channels with a sealed API key are left out");
@@ -291,6 +300,7 @@ pub async fn run_with_router(
         metrics: crate::metrics::Metrics::new("ailurus_worker", "platform"),
         reasoning: reasoning::open(&client).await,
         affinity: routing::Affinity::open(&client, router.affinity(), shutdown.clone()).await,
+        stats_kv: tokio::sync::OnceCell::new(),
     });
     if let Some(l) = &ctx.live {
         let file = live::FileConfig {
@@ -397,6 +407,9 @@ pub async fn run_with_router(
     // Every request has settled: confirm their ledger records and give the leases back.
     if let Some(leases) = &ctx.leases {
         leases.drain(LEASE_DRAIN).await;
+    }
+    if let Some(stats) = &stats {
+        stats.close(Duration::from_secs(5)).await;
     }
     if let Err(e) = tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
         tracing::warn!(error = %e, "final flush timed out");

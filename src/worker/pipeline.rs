@@ -47,6 +47,7 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
             channel: "local".into(),
             failure: None,
             upstream: None,
+            first_chunk: None,
         });
     }
     // Session affinity: where this session is pinned (the local cache; one KV get for a
@@ -340,6 +341,7 @@ impl<'a> Output<'a> {
                 channel: cand.channel.config.name.clone(),
                 failure: Some(err),
                 upstream: None,
+                first_chunk: ttfb.map(|t| self.started + t),
             },
             ttfb,
         ))
@@ -376,6 +378,7 @@ impl<'a> Output<'a> {
                 channel: cand.channel.config.name.clone(),
                 failure: None,
                 upstream: None,
+                first_chunk: ttfb.map(|t| self.started + t),
             },
             ttfb,
         )

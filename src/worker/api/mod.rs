@@ -17,6 +17,7 @@
 //! `GET /api/user/token`) gives the user's role (common 1, admin 10, root 100).
 
 mod channel;
+mod data;
 mod log;
 mod pricing;
 mod redemption;
@@ -62,6 +63,7 @@ async fn answer(ctx: &WorkerCtx, msg: &Message) -> Reply {
         "channel" => channel::serve(&call).await,
         "user_token" => token::legacy_list(&call).await,
         "log" => log::serve(&call).await,
+        "data" => data::serve(&call).await,
         "pricing" => pricing::serve(&call).await,
         "group" => pricing::serve_groups(&call).await,
         "redemption" => redemption::serve(&call).await,
