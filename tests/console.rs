@@ -157,14 +157,27 @@ async fn the_console_in_chromium() {
     let money = |units: i64| format!("${:.4}", units as f64 / ailurus::pricing::QUOTA_PER_USD);
     assert_eq!(shown["spent"].as_str(), Some(money(ledger.used).as_str()), "{shown} vs {ledger:?}");
     assert_eq!(shown["balance"].as_str(), Some(money(ledger.remain).as_str()), "{shown} vs {ledger:?}");
-    // The usage totals (from /api/data, or the request log where that is missing) too.
+    // The usage totals (from /api/data/self/stats) too, and they are what `ailurus stats`
+    // reads (the same rollups, over the last day).
     let totals = &result["alice_totals"];
-    if totals.is_null() {
-        println!("SKIPPED: the dashboard's usage totals: the page showed none (see the SKIPPED lines above)");
-    } else {
-        assert_eq!(totals["requests"].as_str(), Some(ledger.request_count.to_string().as_str()), "{totals}");
-        assert_eq!(totals["cost"].as_str(), Some(money(ledger.used).as_str()), "{totals} vs {ledger:?}");
-    }
+    assert!(!totals.is_null(), "the dashboard showed no usage totals");
+    assert_eq!(totals["requests"].as_str(), Some(ledger.request_count.to_string().as_str()), "{totals}");
+    assert_eq!(totals["cost"].as_str(), Some(money(ledger.used).as_str()), "{totals} vs {ledger:?}");
+    let stats = ailurus::stats::query::open(&js).await.expect("USAGE_STATS");
+    let now = ailurus::bus::proof::now_secs();
+    let scope = ailurus::stats::query::Scope::User("alice".into());
+    let periods = ailurus::stats::query::read(&stats, &scope, now - 86_400, now).await.expect("read the statistics");
+    let report = ailurus::stats::query::Report::build(now - 86_400, now, &periods);
+    assert_eq!(
+        (report.totals.requests.to_string(), money(report.totals.quota)),
+        (ledger.request_count.to_string(), money(ledger.used)),
+        "ailurus stats vs the ledger"
+    );
+    println!(
+        "dashboard totals {totals} = ailurus stats {} requests, {} = the ledger",
+        report.totals.requests,
+        money(report.totals.quota)
+    );
     stack.shutdown.trigger();
     let _ = tokio::time::timeout(Duration::from_secs(5), bridge).await;
 }

@@ -199,6 +199,8 @@ def root_session(d):
     why = unavailable(d, "#dash-body")
     if why:
         skip("dashboard totals (usage statistics)", why)
+    else:
+        assert css(d, "#top-users") and css(d, "#total-requests"), text_of(d, "#dash-body")
     open_page(d, "users", "root-users")
     table = d.find_element(By.ID, "user-list").text
     assert "alice" in table and "root" in table, table
@@ -651,16 +653,39 @@ def user_session(d):
         last = cur
         time.sleep(1)
     d.execute_script("location.hash = '#/dashboard'")
-    d.refresh()
-    wait(d, lambda: css(d, "#own-spend") and settled(d), "the dashboard")
-    time.sleep(0.3)
+    value = lambda i: text_of(d, f"#{i} .value")
+    # The statistics take each worker's records about once a second: reload until they hold
+    # every request the ledger counts (the Rust test then compares both with the ledger).
+    deadline = time.time() + 20
+    while True:
+        d.refresh()
+        wait(d, lambda: css(d, "#own-spend") and settled(d), "the dashboard")
+        if not css(d, "#total-requests") or value("total-requests") == value("own-requests") \
+                or time.time() > deadline:
+            break
+        time.sleep(1)
+    time.sleep(0.5)
     shot(d, "user-dashboard")
-    value = lambda i: d.find_element(By.CSS_SELECTOR, f"#{i} .value").text
+    d.execute_script("const e = document.getElementById('dash-latency'); if (e) e.scrollIntoView()")
+    shot(d, "user-dashboard-latency")
+    d.execute_script("const e = document.getElementById('heatmap'); if (e) e.scrollIntoView()")
+    shot(d, "user-dashboard-heatmap")
+    d.execute_script("window.scrollTo(0, 0)")
     result["alice_dashboard"] = {"balance": value("own-balance"), "spent": value("own-spend"),
                                  "requests": value("own-requests")}
     if css(d, "#total-requests"):
         result["alice_totals"] = {"requests": value("total-requests"), "cost": value("total-cost"),
-                                  "errors": value("total-errors")}
+                                  "errors": value("total-errors"), "latency": value("total-latency"),
+                                  "ttft": value("total-ttft")}
+        assert css(d, "#dash-chart canvas") and css(d, "#dash-latency canvas"), "the charts are missing"
+        heat = d.execute_script("return [...document.querySelectorAll('#heatmap td')].reduce((a, td) => a + Number(td.textContent || 0), 0)")
+        assert str(heat) == value("total-requests"), (heat, value("total-requests"))
+        top = text_of(d, "#top-models")
+        assert "mock-c40-d50" in top and HOSTILE_MODEL in top, top
+        for split in ("by_channel", "by_platform", "by_model"):
+            Select(d.find_element(By.ID, "dash-split")).select_by_value(split)
+            wait(d, lambda: css(d, "table.split tbody tr td"), f"the {split} table")
+        log(f"alice's dashboard totals (from /api/data/self/stats): {result['alice_totals']}; heatmap sums to {heat}")
     log(f"alice's dashboard: {result['alice_dashboard']}")
     every_page(d, "user")
     console_clean(d, "alice session")
