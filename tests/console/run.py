@@ -342,8 +342,13 @@ def channels_flow(d):
     assert d.find_element(By.ID, "ch-key").get_attribute("value") == "", "the edit form shows a key"
     fill(d, "ch-weight", 3)
     fill(d, "ch-priority", 1)
+    fill(d, "ch-mapping", '{"flow3-alias": "flow3-model"}')
     click(d, "#ch-save")
     wait(d, lambda: result_says(d, "Channel secondary saved: ok"), "the edit")
+    click(d, "button[data-edit='secondary']")
+    mapping = d.find_element(By.ID, "ch-mapping").get_attribute("value")
+    assert json.loads(mapping) == {"flow3-alias": "flow3-model"}, mapping
+    click(d, "#channel-editor button[type='button']")
     wait(d, lambda: (cell(d, "secondary", "priority"), cell(d, "secondary", "weight")) == ("1", "3"), "the new weight")
     # Keys: the list shows the mask; neither the page nor the API answer hold a key.
     mask_a = KEY_A[:3] + "…" + KEY_A[-4:]

@@ -36,13 +36,14 @@ export async function render(root) {
       models: h('input', { id: 'ch-models', type: 'text', value: v.models || '', placeholder: 'gpt-4o,gpt-4o-*' }),
       priority: h('input', { id: 'ch-priority', type: 'number', step: 1, value: v.priority ?? 0 }),
       weight: h('input', { id: 'ch-weight', type: 'number', min: 1, step: 1, value: v.weight ?? 1 }),
+      model_mapping: h('input', { id: 'ch-mapping', type: 'text', value: v.model_mapping && v.model_mapping !== '{}' ? v.model_mapping : '', placeholder: '{"gpt-4o": "gpt-4o-2024-08-06"}' }),
     };
-    const labels = { name: 'Name', type: 'Kind', base_url: 'Base URL', key: 'API key (write-only)', models: 'Models (comma-separated)', priority: 'Priority (higher first)', weight: 'Weight' };
+    const labels = { name: 'Name', type: 'Kind', base_url: 'Base URL', key: 'API key (write-only)', models: 'Models (comma-separated)', priority: 'Priority (higher first)', weight: 'Weight', model_mapping: 'Model mapping (JSON, requested → upstream)' };
     mount(editor, h('form', { class: 'card controls', id: 'channel-form', onsubmit: (e) => {
       e.preventDefault();
       const body = c ? { id: c.id } : { name: inputs.name.value.trim() };
       for (const [k, el] of Object.entries(inputs)) {
-        if (k === 'name' || (k === 'key' && !el.value)) continue;
+        if (k === 'name' || ((k === 'key' || k === 'model_mapping') && !el.value)) continue;
         body[k] = el.type === 'number' ? Number(el.value) : el.value.trim();
       }
       mount(editor);

@@ -75,7 +75,7 @@ export async function render(root, ctx) {
       const res = await fetch('/v1/models', { headers: { Authorization: `Bearer ${s.token}` } });
       const body = await res.json();
       const ids = ((body && body.data) || []).map((m) => m.id).filter((id) => !matchers.some((m) => m.test(id)));
-      return ids.length ? [{ channel: 'served', models: ids }] : [];
+      return ids.length ? [{ channel: null, models: ids }] : [];
     } catch {
       return [];
     }
@@ -93,7 +93,7 @@ export async function render(root, ctx) {
     const unpriced = Array.isArray(env.unpriced) ? env.unpriced : await unpricedForToken(prices);
     mount(flags, unpriced.length
       ? h('div', { class: 'notice error', role: 'alert' }, h('strong', {}, 'Served without a price (requests for them are refused): '),
-        h('ul', {}, unpriced.map((u) => h('li', { 'data-unpriced': u.channel }, `${u.channel}: `, u.models.flatMap((m, i) => [i ? ', ' : '',
+        h('ul', {}, unpriced.map((u) => h('li', { 'data-unpriced': u.channel || 'models' }, u.channel ? `${u.channel}: ` : '', u.models.flatMap((m, i) => [i ? ', ' : '',
           ctx.isAdmin ? h('button', { type: 'button', class: 'link', 'data-price-for': m, onclick: () => edit(null, m) }, m) : m])))))
       : null);
     const usd = (v) => (v === undefined || v === null ? '—' : `$${Number(v)}`);
