@@ -442,3 +442,42 @@ async fn prices_are_edited_by_admins_only_and_reach_the_table() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_log_entrys_detail_is_its_redacted_exchange_for_its_owner_and_admins() {
+    let m = Mgmt::start(1, Config::default()).await;
+    let secret = "sk-proj-abcdefghijklmnop123";
+    let prompt = format!("<script>alert(1)</script> my key is {secret}");
+    let resp = m
+        .http
+        .post(format!("{}/v1/chat/completions", m.base))
+        .header("Authorization", format!("Bearer {}", m.people["alice"].0))
+        .body(json!({"model": "mock", "messages": [{"role": "user", "content": prompt}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let alice_user = ailurus::bus::subjects::Token::new("user_id", "alice").unwrap();
+    common::usage_records(&m.stack.client, &alice_user, 1, std::time::Duration::from_secs(20)).await;
+    let alice = m.bearer("alice");
+    let (_, v) = m.call(&alice, "GET", "/api/log/self?type=2", None).await;
+    let trace = v["data"]["items"][0]["trace_id"].as_str().unwrap().to_string();
+    let path = format!("/api/log/detail/{trace}");
+    for (who, cred) in [("alice", alice.clone()), ("ada", m.access("ada"))] {
+        let (s, v) = m.call(&cred, "GET", &path, None).await;
+        assert_eq!(s, 200, "{who}: {v}");
+        let ex = &v["data"]["exchange"];
+        let asked = ex["request"]["messages"][0]["content"].as_str().unwrap_or_default();
+        assert_eq!(asked, prompt.replace(secret, "sk-[redacted]"), "{who}: {ex}");
+        assert!(!v.to_string().contains(secret), "{who}: the key is in the answer");
+        assert!(ex["response"]["content"].as_str().is_some_and(|c| !c.is_empty()), "{who}: {ex}");
+        assert_eq!(v["data"]["log"]["trace_id"], json!(trace));
+    }
+    // Another common user's entry is not found for bob; junk is a 400.
+    let (s, v) = m.call(&m.bearer("bob"), "GET", &path, None).await;
+    assert_eq!((s, v["success"].as_bool()), (404, Some(false)), "{v}");
+    let (s, _) = m.call(&alice, "GET", "/api/log/detail/not.a.trace", None).await;
+    assert_eq!(s, 400);
+    let (s, _) = m.call(&Cred::None, "GET", &path, None).await;
+    assert_eq!(s, 401);
+}
