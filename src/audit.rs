@@ -31,6 +31,9 @@ pub struct Filter {
     pub trace: Option<String>,
     /// Only this platform.
     pub platform: Option<String>,
+    /// Stop reading the streams at the first message published after this time (bounds the
+    /// scan of one exchange whose time is known; later answers are not seen).
+    pub scan_until: Option<OffsetDateTime>,
 }
 
 /// One rebuilt exchange.
@@ -86,7 +89,7 @@ fn redact_value(v: &mut Value) {
 async fn read_stream(
     js: &jetstream::Context,
     name: &str,
-    since: Option<OffsetDateTime>,
+    (since, stop): (Option<OffsetDateTime>, Option<OffsetDateTime>),
     filter_subject: Option<String>,
     mut each: impl FnMut(async_nats::jetstream::Message),
     mut progress: impl FnMut(u64, u64),
@@ -113,6 +116,9 @@ async fn read_stream(
     loop {
         match tokio::time::timeout(Duration::from_millis(700), messages.next()).await {
             Ok(Some(Ok(m))) => {
+                if stop.is_some_and(|s| m.info().is_ok_and(|i| i.published > s)) {
+                    break;
+                }
                 let done = m.info().map(|i| i.pending == 0).unwrap_or(false);
                 each(m);
                 n += 1;
@@ -146,7 +152,7 @@ pub async fn replay(
     read_stream(
         js,
         "LLM_REQUESTS",
-        filter.since,
+        (filter.since, filter.scan_until),
         None,
         |m| {
             let subject = m.subject.to_string();
@@ -212,7 +218,7 @@ pub async fn replay(
     read_stream(
         js,
         "LLM_USAGE",
-        filter.since,
+        (filter.since, filter.scan_until),
         None,
         |m| {
             if let Ok(rec) = serde_json::from_slice::<UsageRecord>(&m.payload) {
@@ -249,7 +255,7 @@ pub async fn chat_history(js: &jetstream::Context, user: &Token, session: &Token
     read_stream(
         js,
         "CHAT_MESSAGES",
-        None,
+        (None, None),
         Some(subjects::chat_msg(user, session)),
         |m| {
             if let Ok(r) = serde_json::from_slice::<ChatRecord>(&m.payload) {

@@ -1,9 +1,13 @@
 //! The web console in a real browser: Debian's Chromium driven through `chromium-driver` by
 //! Python selenium (`tests/console/run.py`, pinned in `deploy/setup.sh`) against a live
 //! stack — a real nats-server, an in-process worker serving the built-in mock in token
-//! mode, and the HTTP bridge on a random loopback port. The stack holds a root user with a
-//! management access token and a common user with an API token and quota; the script signs
-//! in as each, walks every page, screenshots them under `target/console-screenshots/`, and
+//! mode, and the HTTP bridge on a random loopback port, plus two scripted upstreams that the
+//! script adds as channels in the UI (flow 3: disable one, traffic moves to the other). The
+//! stack holds a root user with a management access token, a common user with an API token
+//! and quota, and a second user (bob) whose traffic the first must never see; the script signs
+//! in as each, walks every page, screenshots each at 1280×800 and at phone width (390×844)
+//! under `target/console-screenshots/`, checks that every control is labelled and reached by
+//! Tab in the page's order, and
 //! prints what the pages showed as one JSON line (`RESULT {…}`), which this test checks
 //! against the ledger. Without Chromium, chromedriver or selenium the test prints why and
 //! passes.
@@ -15,6 +19,7 @@ use ailurus::config::Config;
 use ailurus::quota::account::QuotaStore;
 use ailurus::quota::tokens::TokenStore;
 use ailurus::quota::users::{role, UserStore};
+use common::upstream::{Api, Upstream};
 use common::Stack;
 use serde_json::Value;
 use std::path::Path;
@@ -22,6 +27,11 @@ use std::time::Duration;
 
 /// A name made to run script if a page ever inserted it as markup.
 const HOSTILE: &str = "<script>window.__pwned=1</script><img src=x onerror=\"window.__pwned=2;alert(2)\">";
+
+/// The API keys typed into the Channels page (the upstreams must receive them; the page and
+/// the API must never show them).
+const CHANNEL_KEY_A: &str = "sk-upstream-primary-0123456789abcdef";
+const CHANNEL_KEY_B: &str = "sk-upstream-secondary-0123456789abcdef";
 
 /// Why the browser test cannot run here, if it cannot.
 fn missing_tools(python: &Path) -> Option<String> {
@@ -70,7 +80,22 @@ async fn the_console_in_chromium() {
     tokens.create("alice", HOSTILE, None, Vec::new(), None).await.expect("hostile token");
     let root_name = ailurus::bus::subjects::Token::new("user_id", "root").expect("root id");
     quota.set(&root_name, 100_000_000, None).await.expect("root quota");
-    stack.add_worker(Config::from_toml("[routing]\nbuiltin_mock = true\n").expect("config")).await;
+    // Bob: another user whose requests alice must never see.
+    let (bob, _) = common::funded(&tokens, &quota, "bob", 50_000_000).await;
+    let (bob_token, _) = tokens.create("bob", "bob-secret-token", None, Vec::new(), None).await.expect("bob's token");
+    let _ = bob;
+    users.create("bob", role::COMMON, "Bob").await.expect("bob");
+    // The channels the script adds in the UI serve `flow3-model`, priced here; their keys are
+    // sealed with this secret key.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, key_file) = ailurus::seal::SealKey::load_or_create(dir.path()).expect("secret key");
+    let mut config = Config::from_toml(
+        "[routing]\nbuiltin_mock = true\n[[pricing.models]]\npattern = \"flow3-*\"\ninput = 1.0\noutput = 2.0\n",
+    )
+    .expect("config");
+    config.live.secret_key_file = Some(key_file);
+    stack.add_worker(config).await;
+    let (up_a, up_b) = (Upstream::start().await, Upstream::start().await);
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind bridge");
     let bridge_url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -86,6 +111,11 @@ async fn the_console_in_chromium() {
         .env("AILURUS_ROOT_TOKEN", &root_token)
         .env("AILURUS_ROOT_ID", root_user.id.to_string())
         .env("AILURUS_USER_TOKEN", &alice_token)
+        .env("AILURUS_OTHER_TOKEN", &bob_token)
+        .env("AILURUS_UPSTREAM_A", up_a.base_url(Api::OpenAi))
+        .env("AILURUS_UPSTREAM_B", up_b.base_url(Api::OpenAi))
+        .env("AILURUS_CHANNEL_KEY_A", CHANNEL_KEY_A)
+        .env("AILURUS_CHANNEL_KEY_B", CHANNEL_KEY_B)
         .env("AILURUS_SCREENSHOTS", &shots)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("NO_PROXY", "127.0.0.1,localhost")
@@ -105,6 +135,20 @@ async fn the_console_in_chromium() {
         .and_then(|l| serde_json::from_str(l).ok())
         .expect("run.py printed no RESULT line");
 
+    // Flow 3: both upstreams served (before and after the UI disabled the first), each with
+    // the key typed into the UI (kept sealed, never shown, but used).
+    let moved = &result["flow3"];
+    for (up, key, name) in [(&up_a, CHANNEL_KEY_A, "primary"), (&up_b, CHANNEL_KEY_B, "secondary")] {
+        let reqs = up.requests();
+        assert!(!reqs.is_empty(), "upstream {name} got no request: {moved}");
+        let auth = format!("Bearer {key}");
+        assert!(reqs.iter().all(|r| r.header("authorization") == Some(auth.as_str())), "{name}: not the UI's key");
+    }
+    println!(
+        "flow 3: upstream primary got {}, secondary {} requests; the log showed {moved}",
+        up_a.count(),
+        up_b.count()
+    );
     // The dashboard's own figures are the ledger's (read once every lease is back).
     let ledger = common::quiet_balance(&quota, &alice).await;
     let shown = &result["alice_dashboard"];
@@ -113,14 +157,27 @@ async fn the_console_in_chromium() {
     let money = |units: i64| format!("${:.4}", units as f64 / ailurus::pricing::QUOTA_PER_USD);
     assert_eq!(shown["spent"].as_str(), Some(money(ledger.used).as_str()), "{shown} vs {ledger:?}");
     assert_eq!(shown["balance"].as_str(), Some(money(ledger.remain).as_str()), "{shown} vs {ledger:?}");
-    // The usage totals (from /api/data, or the request log where that is missing) too.
+    // The usage totals (from /api/data/self/stats) too, and they are what `ailurus stats`
+    // reads (the same rollups, over the last day).
     let totals = &result["alice_totals"];
-    if totals.is_null() {
-        println!("SKIPPED: the dashboard's usage totals: the page showed none (see the SKIPPED lines above)");
-    } else {
-        assert_eq!(totals["requests"].as_str(), Some(ledger.request_count.to_string().as_str()), "{totals}");
-        assert_eq!(totals["cost"].as_str(), Some(money(ledger.used).as_str()), "{totals} vs {ledger:?}");
-    }
+    assert!(!totals.is_null(), "the dashboard showed no usage totals");
+    assert_eq!(totals["requests"].as_str(), Some(ledger.request_count.to_string().as_str()), "{totals}");
+    assert_eq!(totals["cost"].as_str(), Some(money(ledger.used).as_str()), "{totals} vs {ledger:?}");
+    let stats = ailurus::stats::query::open(&js).await.expect("USAGE_STATS");
+    let now = ailurus::bus::proof::now_secs();
+    let scope = ailurus::stats::query::Scope::User("alice".into());
+    let periods = ailurus::stats::query::read(&stats, &scope, now - 86_400, now).await.expect("read the statistics");
+    let report = ailurus::stats::query::Report::build(now - 86_400, now, &periods);
+    assert_eq!(
+        (report.totals.requests.to_string(), money(report.totals.quota)),
+        (ledger.request_count.to_string(), money(ledger.used)),
+        "ailurus stats vs the ledger"
+    );
+    println!(
+        "dashboard totals {totals} = ailurus stats {} requests, {} = the ledger",
+        report.totals.requests,
+        money(report.totals.quota)
+    );
     stack.shutdown.trigger();
     let _ = tokio::time::timeout(Duration::from_secs(5), bridge).await;
 }

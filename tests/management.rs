@@ -338,3 +338,146 @@ async fn redemption_codes_credit_once_and_only_admins_make_them() {
         assert_eq!((s, v["success"].as_bool()), (400, Some(false)), "{v}");
     }
 }
+
+/// One chat through the bridge with the API token `key`: the HTTP status.
+async fn chat_status(m: &Mgmt, key: &str) -> u16 {
+    let resp = m
+        .http
+        .post(format!("{}/v1/chat/completions", m.base))
+        .header("Authorization", format!("Bearer {key}"))
+        .body(json!({"model": "mock", "messages": [{"role": "user", "content": "limit me"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    resp.status().as_u16()
+}
+
+#[tokio::test]
+async fn token_rate_limits_on_create_and_edit() {
+    let m = Mgmt::start(1, Config::default()).await;
+    let alice = m.bearer("alice");
+    let body = json!({"name": "limited", "rpm": 2, "tpm": 100000, "concurrency": 3});
+    let (s, v) = m.call(&alice, "POST", "/api/token/", Some(body)).await;
+    assert_eq!(s, 200, "{v}");
+    let (key, id) = (v["data"]["key"].as_str().unwrap().to_string(), v["data"]["id"].clone());
+    let limits = |v: &Value| (v["rpm"].clone(), v["tpm"].clone(), v["concurrency"].clone());
+    assert_eq!(limits(&v["data"]), (json!(2), json!(100000), json!(3)), "{v}");
+    // The limit is the one the gateway applies: the third request in the minute is refused.
+    let got = [chat_status(&m, &key).await, chat_status(&m, &key).await, chat_status(&m, &key).await];
+    assert_eq!(got, [200, 200, 429]);
+    // Edit: 0 (or null) removes a limit, an absent one is kept, a bad one is a 400.
+    let (s, v) = m.call(&alice, "PUT", "/api/token/", Some(json!({"id": id, "rpm": 0, "concurrency": null}))).await;
+    assert_eq!((s, limits(&v["data"])), (200, (Value::Null, json!(100000), Value::Null)), "{v}");
+    assert_eq!(chat_status(&m, &key).await, 200, "no rpm limit any more");
+    let (s, v) = m.call(&alice, "PUT", "/api/token/", Some(json!({"id": id, "tpm": 5}))).await;
+    assert_eq!((s, limits(&v["data"])), (200, (Value::Null, json!(5), Value::Null)), "{v}");
+    for bad in [
+        json!({"id": id, "rpm": -1}),
+        json!({"id": id, "concurrency": 5_000_000_000_i64}),
+        json!({"id": id, "tpm": "x"}),
+    ] {
+        let (s, v) = m.call(&alice, "PUT", "/api/token/", Some(bad.clone())).await;
+        assert_eq!((s, v["success"].as_bool()), (400, Some(false)), "{bad}: {v}");
+    }
+    let (s, v) = m.call(&alice, "POST", "/api/token/", Some(json!({"name": "bad", "rpm": -5}))).await;
+    assert_eq!(s, 400, "{v}");
+    let (_, v) = m.call(&alice, "GET", "/api/token/", None).await;
+    let listed = v["data"]["items"].as_array().unwrap().iter().find(|t| t["id"] == id).cloned().unwrap();
+    assert_eq!(limits(&listed), (Value::Null, json!(5), Value::Null), "{listed}");
+}
+
+#[tokio::test]
+async fn prices_are_edited_by_admins_only_and_reach_the_table() {
+    let m = Mgmt::start(1, Config::default()).await;
+    let price = json!({"model_name": "mock-priced-*", "input_usd_per_mtok": 3.0, "output_usd_per_mtok": 15.0,
+                       "cache_read_usd_per_mtok": 0.3});
+    // (who, method, path, body, status): refused before anything changes.
+    for (who, method, path, body, want) in [
+        ("alice", "PUT", "/api/pricing", Some(price.clone()), 403),
+        ("alice", "DELETE", "/api/pricing?model_name=mock*", None, 403),
+        ("-", "POST", "/api/pricing", Some(price.clone()), 401),
+        ("ada", "PUT", "/api/pricing", Some(json!({"model_name": "x", "input_usd_per_mtok": -1.0})), 400),
+        ("ada", "PUT", "/api/pricing", Some(json!({"model_name": "", "input_usd_per_mtok": 1.0})), 400),
+        ("ada", "PUT", "/api/pricing", Some(json!({"model_name": "x", "model_ratio": 2})), 400),
+        ("ada", "DELETE", "/api/pricing?model_name=never-priced", None, 404),
+        ("ada", "DELETE", "/api/pricing", None, 400),
+    ] {
+        let cred = match who {
+            "-" => Cred::None,
+            "alice" => m.bearer("alice"),
+            _ => m.access(who),
+        };
+        let (s, v) = m.call(&cred, method, path, body).await;
+        assert_eq!((s, v["success"].as_bool()), (want, Some(false)), "{who} {method} {path}: {v}");
+    }
+    let row = |v: &Value, p: &str| v["data"].as_array().and_then(|a| a.iter().find(|r| r["model_name"] == p).cloned());
+    let (_, v) = m.call(&Cred::None, "GET", "/api/pricing", None).await;
+    assert!(row(&v, "mock-priced-*").is_none() && v.get("unpriced").is_none(), "{v}");
+    let (s, v) = m.call(&m.access("ada"), "PUT", "/api/pricing", Some(price)).await;
+    assert_eq!(s, 200, "{v}");
+    // Every worker follows the PRICES bucket within about a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let shown = loop {
+        let (_, v) = m.call(&m.bearer("alice"), "GET", "/api/pricing", None).await;
+        if let Some(r) = row(&v, "mock-priced-*") {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "the new price never reached the table: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!((shown["input_usd_per_mtok"].as_f64(), shown["output_usd_per_mtok"].as_f64()), (Some(3.0), Some(15.0)));
+    assert_eq!((shown["cache_read_usd_per_mtok"].as_f64(), shown["source"].as_str()), (Some(0.3), Some("kv")));
+    // An admin also sees which channel models no price covers (the default mock's are priced).
+    let (_, v) = m.call(&m.access("root"), "GET", "/api/pricing", None).await;
+    assert_eq!(v["unpriced"], json!([]), "{v}");
+    let (s, v) = m.call(&m.access("root"), "DELETE", "/api/pricing?model_name=mock-priced-*", None).await;
+    assert_eq!(s, 200, "{v}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, v) = m.call(&Cred::None, "GET", "/api/pricing", None).await;
+        if row(&v, "mock-priced-*").is_none() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the deleted price stayed: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_log_entrys_detail_is_its_redacted_exchange_for_its_owner_and_admins() {
+    let m = Mgmt::start(1, Config::default()).await;
+    let secret = "sk-proj-abcdefghijklmnop123";
+    let prompt = format!("<script>alert(1)</script> my key is {secret}");
+    let resp = m
+        .http
+        .post(format!("{}/v1/chat/completions", m.base))
+        .header("Authorization", format!("Bearer {}", m.people["alice"].0))
+        .body(json!({"model": "mock", "messages": [{"role": "user", "content": prompt}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let alice_user = ailurus::bus::subjects::Token::new("user_id", "alice").unwrap();
+    common::usage_records(&m.stack.client, &alice_user, 1, std::time::Duration::from_secs(20)).await;
+    let alice = m.bearer("alice");
+    let (_, v) = m.call(&alice, "GET", "/api/log/self?type=2", None).await;
+    let trace = v["data"]["items"][0]["trace_id"].as_str().unwrap().to_string();
+    let path = format!("/api/log/detail/{trace}");
+    for (who, cred) in [("alice", alice.clone()), ("ada", m.access("ada"))] {
+        let (s, v) = m.call(&cred, "GET", &path, None).await;
+        assert_eq!(s, 200, "{who}: {v}");
+        let ex = &v["data"]["exchange"];
+        let asked = ex["request"]["messages"][0]["content"].as_str().unwrap_or_default();
+        assert_eq!(asked, prompt.replace(secret, "sk-[redacted]"), "{who}: {ex}");
+        assert!(!v.to_string().contains(secret), "{who}: the key is in the answer");
+        assert!(ex["response"]["content"].as_str().is_some_and(|c| !c.is_empty()), "{who}: {ex}");
+        assert_eq!(v["data"]["log"]["trace_id"], json!(trace));
+    }
+    // Another common user's entry is not found for bob; junk is a 400.
+    let (s, v) = m.call(&m.bearer("bob"), "GET", &path, None).await;
+    assert_eq!((s, v["success"].as_bool()), (404, Some(false)), "{v}");
+    let (s, _) = m.call(&alice, "GET", "/api/log/detail/not.a.trace", None).await;
+    assert_eq!(s, 400);
+    let (s, _) = m.call(&Cred::None, "GET", &path, None).await;
+    assert_eq!(s, 401);
+}

@@ -63,6 +63,7 @@ pub async fn run(config: Config, cmd: AuditCmd) -> Result<ExitCode, String> {
                 user,
                 trace,
                 platform,
+                scan_until: None,
             };
             let js = async_nats::jetstream::new(client);
             let exchanges = audit::replay(&js, &filter, |stream, n, total| {

@@ -35,11 +35,12 @@ export function field(label, input) {
   return h('label', { class: 'field' }, h('span', {}, label), input);
 }
 
-/** A table from `columns` ([header, row → cell]) and `rows`. */
+/** A table from `columns` ([header, row → cell, optional column key, set as the cells'
+ * `data-col`]) and `rows`. */
 export function table(columns, rows, opts = {}) {
   const head = h('thead', {}, h('tr', {}, columns.map(([title]) => h('th', { scope: 'col' }, title))));
   const body = h('tbody', {}, rows.map((r) => {
-    const tr = h('tr', opts.rowAttrs ? opts.rowAttrs(r) : {}, columns.map(([, cell]) => h('td', {}, cell(r))));
+    const tr = h('tr', opts.rowAttrs ? opts.rowAttrs(r) : {}, columns.map(([, cell, key]) => h('td', { 'data-col': key }, cell(r))));
     return tr;
   }));
   if (rows.length === 0) body.append(h('tr', {}, h('td', { colspan: columns.length, class: 'muted' }, opts.empty || 'Nothing yet.')));

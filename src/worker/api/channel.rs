@@ -103,12 +103,59 @@ async fn find(call: &Call<'_>, store: &LiveStore, id: &str) -> Result<(ChannelCo
         .ok_or_else(|| Reply::not_found("channel"))
 }
 
-/// `GET /api/channel/?p=&page_size=`.
+/// `GET /api/channel/?p=&page_size=`, each channel with its health on the live workers.
 async fn list(call: &Call<'_>, store: &LiveStore) -> Answer {
     let page = call.page()?;
-    let items: Vec<Value> = all(call, store).await?.iter().map(|(c, r)| shown(c, r.as_ref())).collect();
+    let health = health(call).await;
+    let items: Vec<Value> = all(call, store)
+        .await?
+        .iter()
+        .map(|(c, r)| {
+            let mut v = shown(c, r.as_ref());
+            if let (Value::Object(m), Some(Value::Object(h))) = (&mut v, health.get(&c.name)) {
+                m.extend(h.clone());
+            }
+            v
+        })
+        .collect();
     let (items, total) = page.cut(items);
     Ok(page.reply(items, total))
+}
+
+/// Each channel's health summed over the live workers' `CHANNEL_HEALTH` reports (what
+/// `ailurus channels` prints): `health` (`ok`, or `<state> on n of m workers`), `successes`,
+/// `failures`, `response_time` (the worst average time to first byte, ms, NEW-API's name)
+/// and `workers` (how many report it). Empty when the bucket cannot be read in time.
+async fn health(call: &Call<'_>) -> std::collections::BTreeMap<String, Value> {
+    use crate::worker::health::read_all;
+    let js = async_nats::jetstream::new(call.ctx.client.clone());
+    let reports = match tokio::time::timeout(std::time::Duration::from_secs(2), read_all(&js)).await {
+        Ok(Ok(r)) => r,
+        _ => return Default::default(),
+    };
+    // name → (workers, not ok, worst state, successes, failures, worst ttfb)
+    let mut sums: std::collections::BTreeMap<String, (u64, u64, String, u64, u64, f64)> = Default::default();
+    for r in &reports {
+        for c in &r.channels {
+            let e = sums.entry(c.channel.clone()).or_default();
+            e.0 += 1;
+            if c.state != "ok" {
+                e.1 += 1;
+                e.2.clone_from(&c.state);
+            }
+            e.3 += c.successes;
+            e.4 += c.failures;
+            e.5 = e.5.max(c.ttfb_ms);
+        }
+    }
+    sums.into_iter()
+        .map(|(name, (workers, bad, state, ok, failed, ttfb))| {
+            let health = if bad == 0 { "ok".to_string() } else { format!("{state} on {bad} of {workers} workers") };
+            let v = json!({"health": health, "successes": ok, "failures": failed,
+                           "response_time": ttfb.round() as u64, "workers": workers});
+            (name, v)
+        })
+        .collect()
 }
 
 /// A comma list (NEW-API's `models`) or a JSON array of strings.

@@ -5,6 +5,12 @@
 //! `status` (an HTTP status, or `2xx`, `4xx`, `5xx`), `type` (1 top-up, 2 use, 3 set,
 //! 5 error). `total` is exact when the window was read to its start (`data.complete`),
 //! else the matches found so far.
+//!
+//! `GET /detail/:trace_id`: one entry with its exchange from the audit trail
+//! (`LLM_REQUESTS`): the request as sent and the answer, redacted exactly as `ailurus audit
+//! replay` redacts them (it is the same code, `audit::replay`). An admin reads any entry, a
+//! user only their own (another's is not found). `exchange` is null once the audit trail's
+//! retention dropped it.
 
 use super::{Answer, Call, Reply};
 use crate::bus::subjects::Token;
@@ -36,6 +42,7 @@ pub(super) async fn serve(call: &Call<'_>) -> Answer {
             let me = call.caller().await?.user.clone();
             list(call, Some(&me), true).await
         }
+        ("GET", ["detail", trace]) => detail(call, trace).await,
         _ => Err(call.no_route()),
     }
 }
@@ -127,4 +134,36 @@ async fn list(call: &Call<'_>, user: Option<&Token>, stat: bool) -> Answer {
     let mut r = page.reply(items, got.matched);
     r.body["data"]["complete"] = json!(got.complete);
     Ok(r)
+}
+
+/// How far around a ledger record's time the audit trail is read for its exchange.
+const AUDIT_MARGIN: time::Duration = time::Duration::seconds(30);
+
+/// `GET /detail/:trace_id`.
+async fn detail(call: &Call<'_>, trace: &str) -> Answer {
+    let me = call.caller().await?;
+    Token::new("trace_id", trace).map_err(|_| Reply::bad("not a trace id"))?;
+    let quota = call.ctx.quota.as_ref().ok_or_else(|| Reply::unavailable("quota store unavailable"))?;
+    let js = quota.jetstream();
+    let user = (!me.is_admin()).then(|| me.user.clone());
+    let got = usage_log::newest(js, user.as_ref(), None, None, 1, |r| r.trace_id == trace)
+        .await
+        .map_err(Reply::unavailable)?;
+    let (seq, rec) = got.items.first().ok_or_else(|| Reply::not_found("log entry"))?;
+    let at = time::OffsetDateTime::parse(&rec.timestamp, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| Reply::fail(500, "the ledger record has no readable time"))?;
+    let took = time::Duration::milliseconds(i64::try_from(rec.duration_ms).unwrap_or(0));
+    let filter = crate::audit::Filter {
+        since: Some(at - took - AUDIT_MARGIN),
+        scan_until: Some(at + AUDIT_MARGIN),
+        trace: Some(trace.to_string()),
+        ..Default::default()
+    };
+    let read = crate::audit::replay(js, &filter, |_, _, _| {});
+    let exchange = match tokio::time::timeout(std::time::Duration::from_secs(10), read).await {
+        Ok(Ok(found)) => found.into_iter().next(),
+        Ok(Err(e)) => return Err(Reply::unavailable(e)),
+        Err(_) => return Err(Reply::fail(504, "reading the audit trail took over 10 s")),
+    };
+    Ok(Reply::ok(json!({"log": shown(*seq, rec), "exchange": exchange})))
 }

@@ -1,10 +1,13 @@
 //! `/api/token/…`: API tokens (`sk-…`). A user lists, reads, creates, changes and deletes
 //! its own; an admin any user's (`?user=` / the body's `user_id`). The token itself is shown
-//! only when created.
+//! only when created. Beside NEW-API's fields a token has Ailurus's rate limits, `rpm`,
+//! `tpm` and `concurrency` (across all workers; `null` or absent on create: none; on update
+//! absent keeps, `0` or `null` removes, a positive number sets).
 
 use super::{unix, Answer, Call, Reply};
 use crate::bus::subjects::Token;
-use crate::quota::tokens::{TokenRecord, TokenStatus};
+use crate::quota::tokens::{RateLimits, TokenRecord, TokenStatus};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// The `token` family.
@@ -49,6 +52,7 @@ pub(super) async fn shown(call: &Call<'_>, hash: &str, r: &TokenRecord) -> Value
         "expired_time": r.expires_at.as_deref().map_or(-1, unix),
         "remain_quota": r.quota_limit.map_or(-1, |l| l - used), "unlimited_quota": r.quota_limit.is_none(),
         "used_quota": used, "model_limits_enabled": !r.models.is_empty(), "model_limits": r.models.join(","),
+        "rpm": r.rpm, "tpm": r.tpm, "concurrency": r.concurrency,
     })
 }
 
@@ -149,6 +153,32 @@ struct TokenBody {
     model_limits_enabled: Option<bool>,
     #[serde(default)]
     model_limits: Option<String>,
+    /// Requests per minute (`Some(None)`: explicitly none).
+    #[serde(default, deserialize_with = "limit")]
+    rpm: Option<Option<i64>>,
+    /// Tokens per minute.
+    #[serde(default, deserialize_with = "limit")]
+    tpm: Option<Option<i64>>,
+    /// Requests in flight at once.
+    #[serde(default, deserialize_with = "limit")]
+    concurrency: Option<Option<i64>>,
+}
+
+/// A rate limit field: present (`Some`), with `null` as `Some(None)`.
+fn limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Ok(Some(Option::<i64>::deserialize(d)?))
+}
+
+/// A limit as stored: none for `null` or `0`, a 400 naming it when negative or too large.
+fn bound<T: TryFrom<i64>>(name: &str, v: Option<i64>) -> Result<Option<T>, Reply> {
+    match v {
+        None | Some(0) => Ok(None),
+        Some(n) => T::try_from(n)
+            .ok()
+            .filter(|_| n > 0)
+            .map(Some)
+            .ok_or_else(|| Reply::bad(&format!("{name} must be a whole number from 0 (no limit) up"))),
+    }
 }
 
 impl TokenBody {
@@ -163,6 +193,16 @@ impl TokenBody {
                 .map(|t| Some(Some(t)))
                 .ok_or_else(|| Reply::bad("expired_time is not a time")),
         }
+    }
+
+    /// The rate limits given, each `None` when absent (keep) or `Some(limit)`.
+    #[allow(clippy::type_complexity)]
+    fn limits(&self) -> Result<(Option<Option<u32>>, Option<Option<u64>>, Option<Option<u32>>), Reply> {
+        Ok((
+            self.rpm.map(|v| bound("rpm", v)).transpose()?,
+            self.tpm.map(|v| bound("tpm", v)).transpose()?,
+            self.concurrency.map(|v| bound("concurrency", v)).transpose()?,
+        ))
     }
 
     /// The model patterns, when given.
@@ -190,8 +230,10 @@ async fn create(call: &Call<'_>) -> Answer {
         _ => None,
     };
     let limit = if b.unlimited_quota.unwrap_or(true) { None } else { Some(b.remain_quota.unwrap_or(0).max(0)) };
+    let (rpm, tpm, concurrency) = b.limits()?;
+    let rates = RateLimits { rpm: rpm.flatten(), tpm: tpm.flatten(), concurrency: concurrency.flatten() };
     let (plain, rec) = store(call)?
-        .create(&user, &name, expires, b.models().unwrap_or_default(), limit)
+        .create_with_limits(&user, &name, expires, b.models().unwrap_or_default(), limit, rates)
         .await
         .map_err(Reply::unavailable)?;
     event(call, "created", &rec).await;
@@ -201,7 +243,7 @@ async fn create(call: &Call<'_>) -> Answer {
 }
 
 /// `PUT /api/token/[?status_only=true]`: change a token's name, status (1 on, 2 off),
-/// expiry, remaining quota or models.
+/// expiry, remaining quota, models or rate limits.
 async fn update(call: &Call<'_>) -> Answer {
     let b: TokenBody = call.json()?;
     let id = b.id.clone().ok_or_else(|| Reply::bad("id is required"))?;
@@ -215,6 +257,7 @@ async fn update(call: &Call<'_>) -> Answer {
     };
     let expiry = b.expiry()?;
     let models = b.models();
+    let (rpm, tpm, concurrency) = b.limits()?;
     let used = match (&call.ctx.quota, Token::new("token_id", &hash)) {
         (Some(q), Ok(t)) => q.token_used(&t).await.map_err(|e| Reply::fail(e.status, &e.message))?,
         _ => 0,
@@ -235,6 +278,15 @@ async fn update(call: &Call<'_>) -> Answer {
             }
             if let Some(m) = &models {
                 r.models.clone_from(m);
+            }
+            if let Some(v) = rpm {
+                r.rpm = v;
+            }
+            if let Some(v) = tpm {
+                r.tpm = v;
+            }
+            if let Some(v) = concurrency {
+                r.concurrency = v;
             }
             match (b.unlimited_quota, b.remain_quota) {
                 (Some(true), _) => r.quota_limit = None,

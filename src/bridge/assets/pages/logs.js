@@ -1,6 +1,7 @@
 // Logs: `/api/log/` (admins: everyone's) or `/api/log/self`, with NEW-API's filters and
 // paging; while "Live" is on, the first page is fetched again every 2 s and new rows are
-// marked; a row opens its detail (every field, as text).
+// marked (polling, not a push: ARCHITECTURE.md says why); a row opens its detail: the request
+// and the answer from the audit trail, every field, all as text.
 
 import { get, query, pageOf } from '../api.js';
 import { h, mount, field, table, failure, when, num } from '../dom.js';
@@ -42,10 +43,10 @@ export async function render(root, ctx) {
     seen = new Set([...(seen || []), ...data.items.map((r) => r.id)]);
     mount(list, table([
       ['Time', (r) => when(r.created_at)],
-      ctx.isAdmin ? ['User', (r) => r.username] : null,
-      ['Token', (r) => r.token_name],
-      ['Model', (r) => r.model_name],
-      ['Channel', (r) => r.channel_name || r.channel || '—'],
+      ctx.isAdmin ? ['User', (r) => r.username, 'user'] : null,
+      ['Token', (r) => r.token_name, 'token'],
+      ['Model', (r) => r.model_name, 'model'],
+      ['Channel', (r) => r.channel_name || r.channel || '—', 'channel'],
       ['Type', (r) => (TYPES.find(([v]) => v === String(r.type)) || [null, String(r.type)])[1]],
       ['Tokens in/out', (r) => `${num(r.prompt_tokens)} / ${num(r.completion_tokens)}`],
       ['Cost', (r) => ctx.money(r.quota)],
@@ -63,15 +64,36 @@ export async function render(root, ctx) {
       h('button', { type: 'button', disabled: page >= pages, onclick: () => { page += 1; load(); } }, 'Next'));
   }
 
-  function show(r) {
-    mount(detail, h('div', { class: 'card' },
-      h('h2', {}, `Log entry ${r.id}`),
-      h('dl', { class: 'kv' }, Object.entries(r).flatMap(([k, v]) => [
-        h('dt', {}, k),
-        h('dd', {}, h('pre', {}, typeof v === 'object' && v !== null ? JSON.stringify(v, null, 2) : String(v))),
-      ])),
-      h('button', { type: 'button', onclick: () => mount(detail) }, 'Close')));
-    detail.querySelector('button').focus();
+  /** The detail of row `r`: its fields, and the request and answer from the audit trail
+   * (`/api/log/detail/:trace_id`, redacted by the server as `audit replay` redacts). */
+  async function show(r) {
+    const title = h('h2', {}, `Log entry ${r.id}`);
+    mount(detail, h('div', { class: 'card' }, title, 'Loading…'));
+    let found = null;
+    let why = null;
+    try {
+      found = r.trace_id ? await get(`/api/log/detail/${encodeURIComponent(r.trace_id)}`) : null;
+    } catch (e) {
+      why = failure('The request and answer', e);
+    }
+    const ex = found && found.exchange;
+    const answer = ex && ((ex.response && (ex.response.content || ex.response.error)) || (ex.chunks || []).join(''));
+    const pre = (id, text) => h('pre', { id, class: 'answer' }, text);
+    const close = h('button', { type: 'button', onclick: () => mount(detail) }, 'Close');
+    mount(detail, h('div', { class: 'card', id: 'log-detail-card' },
+      title,
+      h('p', { class: 'muted' }, `${r.model_name || ''} · ${r.channel_name || '—'} · status ${r.status ?? '—'} · trace ${r.trace_id || '—'}`),
+      h('h3', {}, 'Request'),
+      ex ? pre('log-request', JSON.stringify(ex.request, null, 2)) : why || notice('info', 'The audit trail no longer holds this request (its retention dropped it), or it has none.'),
+      h('h3', {}, 'Answer'),
+      ex ? pre('log-answer', answer || '—') : null,
+      h('details', {}, h('summary', {}, 'Every field of the log entry'),
+        h('dl', { class: 'kv' }, Object.entries(r).flatMap(([k, v]) => [
+          h('dt', {}, k),
+          h('dd', {}, h('pre', {}, typeof v === 'object' && v !== null ? JSON.stringify(v, null, 2) : String(v))),
+        ]))),
+      close));
+    close.focus();
   }
 
   await load();
