@@ -659,9 +659,14 @@ async fn stats_phases(st: &mut Stack, args: &Args, phase: Duration) -> Result<St
         };
         let _ = writeln!(
             s,
-            "\nStatistics add {:.1} µs of worker CPU and {:.1} µs of nats-server CPU per request (mean on − mean off).\n",
+            "\nStatistics add {:.1} µs of worker CPU and {:.1} µs of nats-server CPU per request (mean on − mean off).",
             mean(true, 0) - mean(false, 0),
             mean(true, 1) - mean(false, 1)
+        );
+        let (per, docs) = stats::aggregation_cost(200_000);
+        let _ = writeln!(
+            s,
+            "Aggregation alone, in this process: {per:.2} µs per record (200,000 records into {docs} documents, each counted in four, every document encoded once).\n"
         );
     }
     if args.runs("stats1m") {
@@ -720,8 +725,34 @@ async fn stats_phases(st: &mut Stack, args: &Args, phase: Duration) -> Result<St
             let _ = writeln!(s, "| {label} | {p50:.1} | {p95:.1} | {max:.1} |");
         }
         let _ = writeln!(s);
+        match console_load(&base, &cred) {
+            Ok(line) => {
+                let _ = writeln!(s, "The console's dashboard in Chromium over the same data (`bench/console_load.py`, five loads per range; 24h: navigation start to totals on the page; 7d, 30d: range change to totals): {line}\n");
+            }
+            Err(e) => {
+                eprintln!("  console load not measured: {e}");
+                let _ = writeln!(s, "The console's dashboard load was not measured: {e}\n");
+            }
+        }
     }
     Ok(s)
+}
+
+/// The dashboard's load times from `bench/console_load.py` (Chromium and Selenium, from
+/// `.tools/venv` as `deploy/setup.sh` installs them).
+fn console_load(base: &str, cred: &(String, String)) -> Result<String, String> {
+    let python = Path::new(".tools/venv/bin/python3");
+    if !python.exists() || !Path::new("/usr/bin/chromium").exists() {
+        return Err("needs .tools/venv (selenium) and /usr/bin/chromium: run deploy/setup.sh".into());
+    }
+    let out = Command::new(python)
+        .args(["bench/console_load.py", base, &cred.0, &cred.1])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed").to_string());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// The LiteLLM proxy on the same mock, if it is installed and starts.

@@ -122,3 +122,44 @@ pub async fn time_get(base: &str, cred: &(String, String), path: &str, n: usize)
     let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
     Ok((at(0.5), at(0.95), times[times.len() - 1]))
 }
+
+/// What the rollups cost a worker per request, measured in this process: `n` ledger records
+/// of the synthetic shape made into points, each counted in its four documents, and every
+/// document encoded once (what one flush does before its compare-and-set writes). Returns
+/// µs per record and the number of documents.
+pub fn aggregation_cost(n: u64) -> (f64, usize) {
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let points: Vec<ailurus::stats::Point> = (0..n)
+        .map(|i| {
+            let user = rng.below(USERS as u64);
+            let m = rng.below(MODELS.len() as u64) as usize;
+            ailurus::stats::Point {
+                seq: i + 1,
+                ts: now - (n - i) as i64 / 10,
+                user: format!("user{user:02}"),
+                token: Some(format!("tok{user:02}{}", rng.below(2))),
+                model: MODELS[m].into(),
+                channel: CHANNELS[m % 3].into(),
+                platform: PLATFORMS[m % 3].into(),
+                status: 200,
+                input: 200 + rng.below(4_000),
+                output: 20 + rng.below(800),
+                duration_ms: 300 + rng.below(5_000),
+                ttft_ms: Some(100 + rng.below(1_500)),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let started = Instant::now();
+    let mut docs: std::collections::BTreeMap<String, ailurus::stats::Doc> = std::collections::BTreeMap::new();
+    for p in &points {
+        for key in p.keys() {
+            docs.entry(key.clone()).or_default().add(&key, p);
+        }
+    }
+    let bytes: usize = docs.values_mut().map(|d| d.encode().len()).sum();
+    let elapsed = started.elapsed();
+    std::hint::black_box(bytes);
+    (elapsed.as_secs_f64() * 1e6 / n as f64, docs.len())
+}
