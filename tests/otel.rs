@@ -247,6 +247,10 @@ async fn genai_spans_and_metrics_follow_the_client_trace_through_bridge_nats_and
         assert_eq!(chat.name, "chat claude-otel");
         assert_eq!(hex(&chat.parent_span_id), *parent, "the request span's parent is the client's span");
         let a = attrs(&chat.attributes);
+        println!("{} (trace {trace}, parent {parent}):", chat.name);
+        for s in &spans {
+            println!("  {} {:?} {:?}", s.name, attrs(&s.attributes), s.status);
+        }
         let want = [
             ("gen_ai.operation.name", "chat"),
             ("gen_ai.provider.name", "anthropic"),
@@ -358,4 +362,17 @@ async fn content_is_captured_only_when_opted_in_and_a_request_without_traceparen
     assert!(input.contains("captured prompt words"), "{input}");
     let output = a.get("gen_ai.output.messages").expect("output captured");
     assert!(!summary.content.is_empty() && output.contains(&summary.content), "{output} vs {}", summary.content);
+}
+
+#[test]
+fn the_readme_telemetry_config_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(path).expect("README");
+    let section = readme.split("### Traces and metrics (OpenTelemetry)").nth(1).expect("the telemetry section");
+    let text = section.split("```toml\n").nth(1).and_then(|b| b.split("```").next()).expect("its config");
+    let config = Config::from_toml(text).unwrap_or_else(|e| panic!("README config: {e}"));
+    assert_eq!(config.telemetry.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4318"));
+    assert!(!config.telemetry.capture_content, "content is off by default");
+    let bad = Config::from_toml("[telemetry]\notlp_endpint = \"http://x\"\n").expect_err("a typo is an error");
+    assert!(bad.0.contains("otlp_endpint"), "{bad}");
 }
