@@ -172,8 +172,15 @@ async fn gateway(endpoint: &str, capture: bool, bad: &Upstream, good: &Upstream)
     stack
 }
 
-/// Send an Anthropic body over NATS with `extra` headers; the final summary.
+/// Send an Anthropic body over NATS with `extra` headers; the final summary (a `done`).
 async fn send_nats(stack: &Stack, body: &Value, extra: &[(&str, &str)]) -> LLMNATSResponse {
+    let (kind, resp) = send_kind(stack, body, extra).await;
+    assert_eq!(kind, headers::ReplyKind::Done, "{resp:?}");
+    resp
+}
+
+/// Send an Anthropic body over NATS with `extra` headers; the final reply's kind and body.
+async fn send_kind(stack: &Stack, body: &Value, extra: &[(&str, &str)]) -> (headers::ReplyKind, LLMNATSResponse) {
     let trace = Token::random();
     let mut h = HeaderMap::new();
     h.insert(headers::FORMAT, Format::AnthropicMessages.as_str());
@@ -188,8 +195,7 @@ async fn send_nats(stack: &Stack, body: &Value, extra: &[(&str, &str)]) -> LLMNA
         let r = tokio::time::timeout(WAIT, replies.next()).await.expect("reply in time").expect("a final reply");
         let r = r.expect("reply");
         if matches!(r.kind, headers::ReplyKind::Done | headers::ReplyKind::Error) {
-            assert_eq!(r.kind, headers::ReplyKind::Done, "{}", String::from_utf8_lossy(&r.payload));
-            return serde_json::from_slice(&r.payload).expect("summary");
+            return (r.kind, serde_json::from_slice(&r.payload).unwrap_or_default());
         }
     }
 }
@@ -362,6 +368,19 @@ async fn content_is_captured_only_when_opted_in_and_a_request_without_traceparen
     assert!(input.contains("captured prompt words"), "{input}");
     let output = a.get("gen_ai.output.messages").expect("output captured");
     assert!(!summary.content.is_empty() && output.contains(&summary.content), "{output} vs {}", summary.content);
+
+    // Every channel fails: the request span carries the gateway's status as `error.type`.
+    good.fault(Fault::status(500));
+    let (t, p) = client_trace();
+    let (kind, _) = send_kind(&stack, &body, &[("traceparent", &format!("00-{t}-{p}-01"))]).await;
+    assert_eq!(kind, headers::ReplyKind::Error);
+    let spans = trace_spans(&got, &t, 1).await;
+    let chat = named(&spans, "chat ")[0];
+    assert_eq!(chat.status.as_ref().map(|s| s.code), Some(StatusCode::Error as i32), "{chat:#?}");
+    let a = attrs(&chat.attributes);
+    assert_eq!(a.get("error.type").map(String::as_str), Some("502"), "{a:#?}");
+    assert!(!a.contains_key("gen_ai.output.messages"), "no answer, nothing captured");
+    assert_eq!(named(&spans, "attempt otel-good").len(), 1);
 }
 
 #[test]
