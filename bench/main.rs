@@ -12,6 +12,7 @@
 //! ```
 
 mod load;
+mod telemetry;
 
 use ailurus::bus::codec::Encoding;
 use ailurus::bus::headers::ReplyKind;
@@ -37,7 +38,8 @@ struct Args {
     driver_threads: usize,
     /// Skip the highest-rate search and the 10,000-stream memory phase.
     quick: bool,
-    /// Phases to run (all when empty): fixed, shapes, stream, native, max, mem, quota, litellm.
+    /// Phases to run (all when empty): fixed, shapes, stream, native, max, mem, telemetry, quota,
+    /// litellm.
     only: Vec<String>,
     /// Rates of the fixed-rate phase.
     rates: Vec<f64>,
@@ -305,10 +307,16 @@ impl Stack {
     /// Stop the worker and the bridge and start fresh ones in auth `mode`; ready when a
     /// request (with `token`) goes through.
     async fn restart(&mut self, mode: &str, token: Option<&str>) -> Result<(), String> {
+        self.restart_with(mode, token, &[]).await
+    }
+
+    /// [`Stack::restart`] with extra environment for the worker.
+    async fn restart_with(&mut self, mode: &str, token: Option<&str>, env: &[(&str, &str)]) -> Result<(), String> {
         self.worker = None;
         self.bridge = None;
-        let w =
-            Proc::spawn("ailurus worker", ailurus_cmd(&self.bin, &self.config, &self.nats_url, mode).arg("worker"))?;
+        let mut worker = ailurus_cmd(&self.bin, &self.config, &self.nats_url, mode);
+        worker.envs(env.iter().copied());
+        let w = Proc::spawn("ailurus worker", worker.arg("worker"))?;
         let b =
             Proc::spawn("ailurus bridge", ailurus_cmd(&self.bin, &self.config, &self.nats_url, mode).arg("bridge"))?;
         self.worker = Some(w);
@@ -795,6 +803,13 @@ async fn bench(args: Args) -> Result<String, String> {
         tokio::time::sleep(Duration::from_secs(4)).await;
     }
 
+    let otel_rounds = 2;
+    let mut otel = Vec::new();
+    if args.runs("telemetry") {
+        eprintln!("OpenTelemetry export off / on");
+        otel = telemetry::run(&mut st, phase, otel_rounds).await?;
+    }
+
     let mut quota = Vec::new();
     let mut idle = None;
     if args.runs("quota") {
@@ -1110,6 +1125,7 @@ async fn bench(args: Args) -> Result<String, String> {
         }
         let _ = writeln!(s);
     }
+    telemetry::report(&mut s, &otel, otel_rounds);
     if !quota.is_empty() {
         let _ = writeln!(s, "**Quota accounting** (bridge, non-streaming): off = auth open; on = auth token (token lookup, reserve before, settle + ledger after)\n");
         let _ = writeln!(
