@@ -13,6 +13,7 @@
 
 mod load;
 mod stats;
+mod telemetry;
 
 use ailurus::bus::codec::Encoding;
 use ailurus::bus::headers::ReplyKind;
@@ -38,8 +39,8 @@ struct Args {
     driver_threads: usize,
     /// Skip the highest-rate search and the 10,000-stream memory phase.
     quick: bool,
-    /// Phases to run (all when empty): fixed, shapes, stream, native, max, mem, quota, stats,
-    /// stats1m, litellm.
+    /// Phases to run (all when empty): fixed, shapes, stream, native, max, mem, telemetry, quota,
+    /// stats, stats1m, litellm.
     only: Vec<String>,
     /// Rates of the fixed-rate phase.
     rates: Vec<f64>,
@@ -309,15 +310,20 @@ impl Stack {
     /// Stop the worker and the bridge and start fresh ones in auth `mode`; ready when a
     /// request (with `token`) goes through.
     async fn restart(&mut self, mode: &str, token: Option<&str>) -> Result<(), String> {
+        self.restart_with(mode, token, &[]).await
+    }
+
+    /// [`Stack::restart`] with extra environment for the worker.
+    async fn restart_with(&mut self, mode: &str, token: Option<&str>, env: &[(&str, &str)]) -> Result<(), String> {
         self.worker = None;
         self.bridge = None;
-        let cmd = |what: &str| {
+        let cmd = |what: &str, extra: &[(&str, &str)]| {
             let mut c = ailurus_cmd(&self.bin, &self.config, &self.nats_url, mode);
-            c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).arg(what);
+            c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).envs(extra.iter().copied()).arg(what);
             c
         };
-        let w = Proc::spawn("ailurus worker", &mut cmd("worker"))?;
-        let b = Proc::spawn("ailurus bridge", &mut cmd("bridge"))?;
+        let w = Proc::spawn("ailurus worker", &mut cmd("worker", env))?;
+        let b = Proc::spawn("ailurus bridge", &mut cmd("bridge", &[]))?;
         self.worker = Some(w);
         self.bridge = Some(b);
         wait_ready(&openai_target(self.bridge_addr, "bench", false, token), Duration::from_secs(20)).await
@@ -967,6 +973,13 @@ async fn bench(args: Args) -> Result<String, String> {
         tokio::time::sleep(Duration::from_secs(4)).await;
     }
 
+    let otel_rounds = 2;
+    let mut otel = Vec::new();
+    if args.runs("telemetry") {
+        eprintln!("OpenTelemetry export off / on");
+        otel = telemetry::run(&mut st, phase, otel_rounds).await?;
+    }
+
     let mut quota = Vec::new();
     let mut idle = None;
     if args.runs("quota") {
@@ -1278,6 +1291,7 @@ async fn bench(args: Args) -> Result<String, String> {
         let _ = writeln!(s);
     }
     s.push_str(&stats_report);
+    telemetry::report(&mut s, &otel, otel_rounds);
     if !quota.is_empty() {
         let _ = writeln!(s, "**Quota accounting** (bridge, non-streaming): off = auth open; on = auth token (token lookup, reserve before, settle + ledger after)\n");
         let _ = writeln!(

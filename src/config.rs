@@ -40,6 +40,9 @@ pub struct Config {
     /// The live configuration (channels, prices and group ratios in KV).
     #[serde(default)]
     pub live: LiveConfig,
+    /// OpenTelemetry export (GenAI traces and metrics over OTLP/HTTP); off by default.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// Retention of the audit trail, applied to `LLM_REQUESTS` by `ailurus up` and `ailurus
@@ -443,6 +446,7 @@ impl Config {
             }
         }
         self.live.validate()?;
+        self.telemetry.validate().map_err(ConfigError)?;
         for (g, r) in &self.pricing.groups {
             if !r.is_finite() || *r < 0.0 {
                 return Err(ConfigError(format!("pricing.groups.{g} must be a non-negative number")));

@@ -27,6 +27,8 @@
 //!   ways, cancel on disconnect. Knows no format beyond its route table.
 //! - [`metrics`]: Prometheus text of the bridge and the worker, `gateway_overhead_seconds`
 //!   among them.
+//! - [`telemetry`]: OpenTelemetry GenAI spans and metrics over OTLP/HTTP, `traceparent` in
+//!   from NATS headers and out to the upstream; off (and free) without an endpoint.
 //! - [`client`]: the requester side of the reply protocol (used by `ailurus req` and tests).
 //! - [`streams`]: applies `streams/*.json` to JetStream, idempotently.
 //! - [`nats_server`]: finds and spawns a pinned local `nats-server` (for `ailurus up` and tests).
@@ -65,6 +67,7 @@ pub mod shutdown;
 pub mod sse;
 pub mod stats;
 pub mod streams;
+pub mod telemetry;
 pub mod tokenize;
 pub mod wildcard;
 pub mod worker;

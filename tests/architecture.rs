@@ -102,7 +102,7 @@ fn each_part_knows_only_what_it_may() {
 }
 
 /// The layer of each top-level module, as ARCHITECTURE.md's "Layers" lists them.
-const LAYERS: [(&str, u8); 33] = [
+const LAYERS: [(&str, u8); 34] = [
     ("protocol", 1),
     ("sse", 1),
     ("clock", 1),
@@ -120,6 +120,7 @@ const LAYERS: [(&str, u8); 33] = [
     ("pricing", 2),
     ("tokenize", 2),
     ("kv_mirror", 2),
+    ("telemetry", 2),
     ("providers", 3),
     ("channel", 3),
     ("quota", 3),

@@ -18,8 +18,11 @@ use axum::response::Response;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Headers copied to NATS as they are (API headers; never credentials, see [`signer`]).
-const FORWARD: [&str; 9] = [
+/// Headers copied to NATS as they are (API headers and the W3C trace context; never
+/// credentials, see [`signer`]).
+const FORWARD: [&str; 11] = [
+    headers::TRACEPARENT,
+    headers::TRACESTATE,
     "anthropic-version",
     "anthropic-beta",
     "openai-beta",

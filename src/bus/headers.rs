@@ -52,6 +52,11 @@ pub fn first_heartbeat(value: &str) -> std::time::Duration {
         .and_then(|n| n.trim().parse::<u64>().ok())
         .map_or(std::time::Duration::ZERO, |ms| std::time::Duration::from_millis(ms).min(MAX_FIRST_HEARTBEAT))
 }
+/// W3C trace context of a request (`00-<trace id>-<parent span id>-<flags>`): copied from
+/// HTTP by the bridge, or set by a NATS client; the worker's span is its child.
+pub const TRACEPARENT: &str = "traceparent";
+/// W3C vendor trace state, passed along with [`TRACEPARENT`].
+pub const TRACESTATE: &str = "tracestate";
 /// Seconds a requester should wait before retrying an overloaded gateway.
 pub const RETRY_AFTER: &str = "Retry-After";
 /// Payload encoding, see [`super::codec::Encoding`].

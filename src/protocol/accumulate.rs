@@ -98,6 +98,11 @@ impl Accumulator {
         &self.parts
     }
 
+    /// The upstream's model, from `Start`.
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
     /// Whether any part of an answer arrived.
     pub fn has_content(&self) -> bool {
         !self.parts.is_empty()

@@ -101,6 +101,8 @@ impl HttpProvider {
         for (k, v) in ep.headers.iter().chain(self.extra_headers.iter()) {
             req = req.header(k.as_str(), v.as_str());
         }
+        // The attempt's span, when traced: the upstream sees the client's trace id.
+        let req = crate::telemetry::propagate::inject(req);
         let send = req.body(call.body.clone()).send();
         let resp = match tokio::time::timeout(self.timeouts.first_byte(), send).await {
             Err(_) => {

@@ -109,6 +109,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     // A scenario route may serve it as another model, on a group of channels: before
     // admission, which prices and bounds the model served.
     super::routing::apply_scenario(&ctx, &mut job);
+    let otel = super::otel::start(&ctx, &job);
     // Heartbeats let a requester tell "no worker" and "dead worker" from "slow"; the first
     // goes out at once (or, when the requester allows a delay, from a timer of its own),
     // never behind a JetStream round trip (auth, holds), so the requester's one-second "is
@@ -139,6 +140,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     // Who it is, then admission: refused here, before any upstream work, a request leaves
     // quota and ledger as they were. Heartbeats keep going meanwhile (a lease take waits out
     // a JetStream election for a while).
+    let admission_span = super::otel::admission(&ctx, otel.as_ref());
     let admitted = {
         let mut admitting = Box::pin(async {
             let principal = Box::pin(super::billing::identify(&ctx, &mut job)).await?;
@@ -162,10 +164,12 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
             }
         }
     };
+    super::otel::admitted(admission_span, &admitted);
     let ticket = match admitted {
         Ok(t) => t,
         Err(e) => {
-            Box::pin(finish(&ctx, &replier, &job, started, Err(e), 1.0)).await;
+            let summary = Box::pin(finish(&ctx, &replier, &job, started, Err(e), 1.0)).await;
+            super::otel::finish(&ctx, otel, &summary.resp, None, summary.status);
             return;
         }
     };
@@ -174,7 +178,8 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     // Boxed here and above: an async fn's state is the largest of the futures it awaits
     // (often twice over), and it lives as long as the request. Boxing the ones that are
     // only briefly alive keeps an idle stream's task small.
-    let mut work = Box::pin(pipeline::serve(&ctx, &job, &replier));
+    let mut work =
+        Box::pin(super::otel::scoped(super::otel::context(otel.as_ref()), pipeline::serve(&ctx, &job, &replier)));
     let result = loop {
         tokio::select! {
             res = &mut work => break res,
@@ -199,6 +204,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         .filter(|d| d.failure.is_none())
         .and_then(|d| super::reasoning::entry(ctx.reasoning.as_ref(), &job, d.acc.parts()));
     let summary = Box::pin(finish(&ctx, &replier, &job, started, result, ratio)).await;
+    super::otel::finish(&ctx, otel, &summary.resp, summary.usage.as_ref(), summary.status);
     // After the final reply: the client never waits for this write.
     Box::pin(super::reasoning::store(ctx.reasoning.as_ref(), keep)).await;
     Box::pin(super::sync::finished(&ctx, &job, &summary.resp)).await;

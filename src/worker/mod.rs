@@ -17,6 +17,8 @@
 //! - [`health`]: channel health into the `CHANNEL_HEALTH` bucket (and the other workers'
 //!   in-flight counts back into the router).
 //! - `routing`: scenario routes applied to a job; the session affinity table.
+//! - `otel`: the telemetry hooks (the request's span, admission, attempts), one `Option`
+//!   check each when export is off.
 //! - `live`: the live configuration (channels, prices, group ratios in KV), followed and
 //!   swapped in after every change.
 
@@ -29,6 +31,7 @@ pub mod inflight;
 pub(crate) mod job;
 mod live;
 mod models;
+mod otel;
 mod pipeline;
 mod reasoning;
 pub mod reply;
@@ -95,6 +98,8 @@ pub(crate) struct WorkerCtx {
     pub affinity: Option<Arc<routing::Affinity>>,
     /// The usage statistics bucket, opened by the first `/api/data` call.
     pub stats_kv: tokio::sync::OnceCell<async_nats::jetstream::kv::Store>,
+    /// OpenTelemetry export (none when no endpoint is configured).
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 /// Prices and group ratios at one moment.
@@ -288,6 +293,19 @@ pub async fn run_with_router(
         tracing::warn!(error = %e, "no secret key: channels with a sealed API key are left out");
         None
     });
+    let telemetry = match config.telemetry.endpoint(&|k| std::env::var(k).ok()) {
+        Some(endpoint) => {
+            // Off the async threads: the exporters' HTTP clients are built on threads of theirs.
+            let (cfg, at) = (config.telemetry.clone(), endpoint.clone());
+            let t = tokio::task::spawn_blocking(move || crate::telemetry::Telemetry::start(&cfg, &at))
+                .await
+                .map_err(|e| WorkerError(format!("telemetry: {e}")))?
+                .map_err(WorkerError)?;
+            tracing::info!(endpoint = %endpoint, capture_content = config.telemetry.capture_content, "exporting OpenTelemetry traces and metrics");
+            Some(Arc::new(t))
+        }
+        None => None,
+    };
     let live = if config.live.follow { live::Live::open(&client, seal, &shutdown).await? } else { None };
     let ctx = Arc::new(WorkerCtx {
         auth: config.auth.clone(),
@@ -311,6 +329,7 @@ pub async fn run_with_router(
         reasoning: reasoning::open(&client).await,
         affinity: routing::Affinity::open(&client, router.affinity(), shutdown.clone()).await,
         stats_kv: tokio::sync::OnceCell::new(),
+        telemetry,
     });
     if let Some(l) = &ctx.live {
         let file = live::FileConfig {
@@ -449,6 +468,10 @@ pub async fn run_with_router(
     }
     if let Err(e) = tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
         tracing::warn!(error = %e, "final flush timed out");
+    }
+    if let Some(t) = ctx.telemetry.clone() {
+        // Blocks until the exporters answer (each export is time-limited).
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
     }
     tracing::info!("worker stopped");
     Ok(())

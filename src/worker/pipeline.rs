@@ -103,10 +103,12 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
         // Counted in flight (the load-aware strategies read it) until the attempt ends.
         let _busy = cand.channel.health.load.begin();
         let started = Instant::now();
+        let span = super::otel::attempt(ctx, &cand);
         // Boxed: the attempt's state is large and `serve` would hold it (often twice over).
-        match Box::pin(attempt(job, &cand, replier)).await {
+        match Box::pin(super::otel::scoped(span.as_ref(), attempt(job, &cand, replier))).await {
             Ok((mut delivered, ttfb)) => {
                 delivered.upstream = Some(started.elapsed());
+                super::otel::served(ctx, span.as_ref(), &cand, &delivered, ttfb);
                 match &delivered.failure {
                     None => {
                         ctx.router.success(&cand, ttfb.unwrap_or_default(), started.elapsed());
@@ -121,10 +123,12 @@ pub(crate) async fn serve(ctx: &WorkerCtx, job: &Job, replier: &Replier) -> Resu
                 return Ok(delivered);
             }
             Err(AttemptFail::Unmappable(e)) => {
+                super::otel::failed(span.as_ref(), "unmappable", &e.message);
                 tracing::debug!(channel = %cand.channel.config.name, error = %e, "request cannot use this channel's format");
                 last = Some(RequestError::new(e.status, e.message));
             }
             Err(AttemptFail::Upstream(e)) => {
+                super::otel::failed(span.as_ref(), &e.status().to_string(), &e.to_string());
                 if ctx.router.is_channel_failure(&cand, &e) {
                     ctx.router.failure(&cand, &e);
                     claim.settled = true;
