@@ -481,3 +481,70 @@ async fn a_log_entrys_detail_is_its_redacted_exchange_for_its_owner_and_admins()
     let (s, _) = m.call(&Cred::None, "GET", &path, None).await;
     assert_eq!(s, 401);
 }
+
+/// Open a log stream as `cred`: the response (status and headers read).
+async fn open_stream(m: &Mgmt, cred: &Cred, path: &str) -> reqwest::Response {
+    let mut r = m.http.get(format!("{}{path}", m.base));
+    match cred {
+        Cred::None => {}
+        Cred::Bearer(t) => r = r.header("Authorization", format!("Bearer {t}")),
+        Cred::Access(t, id) => r = r.header("Authorization", t).header("New-Api-User", id),
+    }
+    r.send().await.unwrap()
+}
+
+/// The next `data:` event of a log stream, as JSON (heartbeats and comments skipped).
+async fn next_event(resp: &mut reqwest::Response, buf: &mut String) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) {
+                return serde_json::from_str(data).unwrap();
+            }
+        }
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk()).await.expect("an event within 15 s").unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk.expect("the stream stays open")));
+    }
+}
+
+#[tokio::test]
+async fn the_log_stream_pushes_each_users_own_records_and_admins_everyones() {
+    let m = Mgmt::start(1, Config::default()).await;
+    let mut alice = open_stream(&m, &m.bearer("alice"), "/api/log/self/stream").await;
+    assert_eq!(alice.status(), 200);
+    assert!(alice.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let mut root = open_stream(&m, &m.access("root"), "/api/log/stream").await;
+    assert_eq!(root.status(), 200);
+    // Refusals are one JSON answer in the envelope.
+    for (cred, path, want) in [
+        (m.bearer("alice"), "/api/log/stream", 403),
+        (m.bearer("ada"), "/api/log/stream", 403),
+        (Cred::None, "/api/log/self/stream", 401),
+    ] {
+        let r = open_stream(&m, &cred, path).await;
+        assert_eq!(r.status().as_u16(), want, "{path}");
+        let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(v["success"], false, "{v}");
+    }
+    // bob's request first, then alice's: alice's stream shows only hers, root's both.
+    chat(&m, "bob", "mock-bobs").await;
+    chat(&m, "alice", "mock-alices").await;
+    let (mut a, mut r) = (String::new(), String::new());
+    let first = next_event(&mut alice, &mut a).await;
+    assert_eq!(
+        (first["username"].as_str(), first["model_name"].as_str()),
+        (Some("alice"), Some("mock-alices")),
+        "{first}"
+    );
+    assert!(first["trace_id"].is_string() && first["quota"].as_i64() > Some(0), "{first}");
+    let mut seen = vec![];
+    while seen.len() < 2 {
+        let e = next_event(&mut root, &mut r).await;
+        if e["type"] == 2 {
+            seen.push(e["model_name"].as_str().unwrap().to_string());
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["mock-alices", "mock-bobs"]);
+}

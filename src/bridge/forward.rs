@@ -143,6 +143,9 @@ async fn api(st: &Arc<AppState>, req: Request, family: &'static str) -> Response
     if let Some(signer) = signer(&parts.headers, None) {
         signer.sign(&subject, trace.as_str(), proof::now_secs(), &mut h, &body);
     }
+    if parts.method == Method::GET && routes::api_rest(parts.uri.path(), family).ends_with("/stream") {
+        return api_stream(st, subject, h, body, trace).await;
+    }
     let req = st.client.request_with_headers(subject, h, body);
     match tokio::time::timeout(Duration::from_millis(st.config.silence_ms), req).await {
         Ok(Ok(msg)) if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) => {
@@ -160,6 +163,51 @@ async fn api(st: &Arc<AppState>, req: Request, family: &'static str) -> Response
         Ok(Err(e)) => api_error(503, &format!("management API request failed: {e}")),
         Err(_) => api_error(504, "the management API did not answer in time"),
     }
+}
+
+/// A management-API answer that streams (`…/stream`: server-sent events): the first reply
+/// decides — a final one is a plain JSON answer (a refusal), a chunk opens the event stream,
+/// whose chunks are copied as they come until the final reply. Dropping the body (the
+/// client left) cancels it on `llm.cancel.<trace>`, as for an LLM stream.
+async fn api_stream(
+    st: &Arc<AppState>,
+    subject: String,
+    h: async_nats::HeaderMap,
+    body: Bytes,
+    trace: Token,
+) -> Response {
+    let mut replies = match st.requester.send_raw(subject, h, body, Some(trace.clone())).await {
+        Ok(r) => r,
+        Err(e) => return api_error(503, &format!("management API request failed: {e}")),
+    };
+    let first = match replies.next_content().await {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => return api_error(503, &e.to_string()),
+        None => return api_error(502, "the worker closed the reply stream"),
+    };
+    let status = first.status.unwrap_or(200);
+    if first.kind != ReplyKind::Chunk {
+        replies.detach();
+        return json(status, first.payload.to_vec());
+    }
+    let rest = futures::stream::unfold(replies, |mut replies| async move {
+        loop {
+            match replies.next().await {
+                Some(Ok(r)) if r.kind == ReplyKind::Chunk => {
+                    return Some((Ok::<_, std::convert::Infallible>(r.payload), replies))
+                }
+                Some(Ok(r)) if r.kind == ReplyKind::Heartbeat => continue,
+                // Final, an error, or the end: the stream ends (the client reconnects).
+                _ => return None,
+            }
+        }
+    });
+    let stream = futures::StreamExt::chain(futures::stream::once(std::future::ready(Ok(first.payload))), rest);
+    let mut r = Response::new(Body::from_stream(stream));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    r.headers_mut().insert("content-type", HeaderValue::from_static("text/event-stream"));
+    r.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
+    r
 }
 
 /// Read a request body within the size and time limits: the body, or a status and why not.

@@ -96,6 +96,8 @@ pub(crate) struct WorkerCtx {
     pub reasoning: Option<async_nats::jetstream::kv::Store>,
     /// The session affinity table (none when off or without the bucket).
     pub affinity: Option<Arc<routing::Affinity>>,
+    /// The worker's stop signal (long-lived answers, the log stream, end on it).
+    pub shutdown: Shutdown,
     /// The usage statistics bucket, opened by the first `/api/data` call.
     pub stats_kv: tokio::sync::OnceCell<async_nats::jetstream::kv::Store>,
     /// OpenTelemetry export (none when no endpoint is configured).
@@ -328,6 +330,7 @@ pub async fn run_with_router(
         metrics: crate::metrics::Metrics::new("ailurus_worker", "platform"),
         reasoning: reasoning::open(&client).await,
         affinity: routing::Affinity::open(&client, router.affinity(), shutdown.clone()).await,
+        shutdown: shutdown.clone(),
         stats_kv: tokio::sync::OnceCell::new(),
         telemetry,
     });
@@ -362,15 +365,13 @@ pub async fn run_with_router(
         ),
         false => None,
     };
-    let mut cancels = match serve.requests() {
-        true => Some(
-            client
-                .subscribe(subjects::cancel_all())
-                .await
-                .map_err(|e| WorkerError(format!("subscribe {}: {e}", subjects::cancel_all())))?,
-        ),
-        false => None,
-    };
+    // Cancels reach LLM requests and the management API's log streams alike.
+    let mut cancels = Some(
+        client
+            .subscribe(subjects::cancel_all())
+            .await
+            .map_err(|e| WorkerError(format!("subscribe {}: {e}", subjects::cancel_all())))?,
+    );
     let mut api = match serve.api() {
         true => Some(
             client

@@ -542,13 +542,21 @@ def token_flow(d):
     open_page(d, "logs", "user-logs-before")
     why = unavailable(d, "#page-logs")
     client = OpenAI(base_url=BRIDGE + "/v1", api_key=key, max_retries=0)
+    if not why:
+        # The page follows the log stream (a push from a worker), not a timer.
+        wait(d, lambda: d.find_element(By.ID, "log-live-label").get_attribute("data-mode") == "push",
+             "the log stream to open", 10)
     # The model's name is hostile markup (the mock serves any name): its log row must show it
     # as text.
+    sent = time.time()
     client.chat.completions.create(model=HOSTILE_MODEL, messages=[{"role": "user", "content": HOSTILE_PROMPT}])
     if why:
         skip("the new token's row appears in Logs without reload", why)
     else:
         wait(d, lambda: HOSTILE_MODEL in d.find_element(By.ID, "log-list").text, "the new token's log row", 20)
+        log(f"logs: the row appeared {time.time() - sent:.2f} s after the request was sent (pushed: "
+            f"{d.find_element(By.ID, 'log-live-label').get_attribute('data-mode')})")
+        assert d.find_element(By.ID, "log-live-label").get_attribute("data-mode") == "push"
         assert d.find_elements(By.CSS_SELECTOR, "#log-list tr.fresh"), "the new row is not marked"
         no_script_ran(d, "logs with a hostile model name")
         shot(d, "user-logs-live")

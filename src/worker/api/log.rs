@@ -58,7 +58,7 @@ fn log_type(r: &UsageRecord) -> i64 {
 }
 
 /// A record as NEW-API's log entry.
-fn shown(seq: u64, r: &UsageRecord) -> Value {
+pub(super) fn shown(seq: u64, r: &UsageRecord) -> Value {
     json!({
         "id": seq, "created_at": super::unix(&r.timestamp), "type": log_type(r), "content": "",
         "username": r.user_id, "user_id": r.user_id, "token_id": r.token_id, "token_name": r.token_id,

@@ -19,6 +19,7 @@
 mod channel;
 mod data;
 mod log;
+mod log_stream;
 mod pricing;
 mod redemption;
 mod status;
@@ -42,7 +43,15 @@ pub(crate) async fn handle(ctx: &WorkerCtx, msg: Message) {
     if !super::handler::reply_is_safe(&msg) {
         return;
     }
+    if log_stream::wanted(&msg) {
+        return log_stream::serve(ctx, &msg, reply).await;
+    }
     let r = answer(ctx, &msg).await;
+    send(ctx, reply, &r).await;
+}
+
+/// Send `r` as the one final reply.
+async fn send(ctx: &WorkerCtx, reply: async_nats::Subject, r: &Reply) {
     let mut h = HeaderMap::new();
     h.insert(headers::KIND, if r.status == 200 { "done" } else { "error" });
     h.insert(headers::STATUS, r.status.to_string().as_str());

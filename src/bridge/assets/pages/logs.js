@@ -1,9 +1,11 @@
 // Logs: `/api/log/` (admins: everyone's) or `/api/log/self`, with NEW-API's filters and
-// paging; while "Live" is on, the first page is fetched again every 2 s and new rows are
-// marked (polling, not a push: ARCHITECTURE.md says why); a row opens its detail: the request
-// and the answer from the audit trail, every field, all as text.
+// paging; while "Live" is on, the log stream (`/api/log/stream`, `/api/log/self/stream`:
+// server-sent events pushed by a worker as records reach the ledger) tells the page a row
+// came, and the first page is fetched again with new rows marked; if the stream cannot be
+// had three times running, the page falls back to fetching every 2 s. A row opens its
+// detail: the request and the answer from the audit trail, every field, all as text.
 
-import { get, query, pageOf } from '../api.js';
+import { get, query, pageOf, authHeaders } from '../api.js';
 import { h, mount, field, table, failure, when, num } from '../dom.js';
 
 const TYPES = [['', 'all'], ['2', 'consume'], ['5', 'error'], ['1', 'top-up'], ['3', 'manage'], ['4', 'system']];
@@ -17,6 +19,7 @@ export async function render(root, ctx) {
     type: h('select', { id: 'log-type' }, TYPES.map(([v, l]) => h('option', { value: v }, l))),
   };
   const live = h('input', { id: 'log-live', type: 'checkbox', checked: true });
+  const liveLabel = h('label', { class: 'check', id: 'log-live-label' }, live, ' Live');
   const list = h('div', { id: 'log-list' }, 'Loading…');
   const detail = h('div', { id: 'log-detail', 'aria-live': 'polite' });
   const pager = h('div', { class: 'pager' });
@@ -25,7 +28,7 @@ export async function render(root, ctx) {
   const form = h('form', { class: 'controls', onsubmit: (e) => { e.preventDefault(); page = 1; seen = null; load(); } },
     field('Model', f.model_name), field('Token name', f.token_name), f.username ? field('User', f.username) : null, field('Type', f.type),
     h('button', { type: 'submit' }, 'Filter'),
-    h('label', { class: 'check' }, live, ' Live'));
+    liveLabel);
   root.append(form, list, pager, detail);
 
   async function load() {
@@ -97,6 +100,58 @@ export async function render(root, ctx) {
   }
 
   await load();
-  const timer = setInterval(() => { if (live.checked && page === 1 && !document.hidden) load(); }, 2000);
-  return () => clearInterval(timer);
+  let stopped = false;
+  let current = null;
+  let timer = null;
+  let pending = null;
+  const refresh = () => { if (live.checked && page === 1 && !document.hidden) load(); };
+  // Several records at once make one fetch.
+  const poke = () => { if (!pending) pending = setTimeout(() => { pending = null; refresh(); }, 150); };
+
+  async function follow() {
+    let failures = 0;
+    while (!stopped) {
+      current = new AbortController();
+      try {
+        const res = await fetch(ctx.isAdmin ? '/api/log/stream' : '/api/log/self/stream',
+          { headers: authHeaders(), signal: current.signal, cache: 'no-store' });
+        if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
+        failures = 0;
+        liveLabel.dataset.mode = 'push';
+        const reader = res.body.getReader();
+        const text = new TextDecoder();
+        let buf = '';
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += text.decode(value, { stream: true });
+          let end;
+          while ((end = buf.indexOf('\n\n')) >= 0) {
+            const frame = buf.slice(0, end);
+            buf = buf.slice(end + 2);
+            if (frame.split('\n').some((l) => l.startsWith('data:'))) poke();
+          }
+        }
+        // The stream ended (it lasts minutes): catch up, then follow again.
+        poke();
+      } catch {
+        if (stopped) return;
+        failures += 1;
+      }
+      if (stopped) return;
+      if (failures >= 3) {
+        liveLabel.dataset.mode = 'poll';
+        timer = setInterval(refresh, 2000);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+  follow();
+  return () => {
+    stopped = true;
+    if (current) current.abort();
+    if (timer) clearInterval(timer);
+    if (pending) clearTimeout(pending);
+  };
 }
