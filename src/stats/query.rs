@@ -1,8 +1,8 @@
 //! A window of usage statistics read back: the hour documents of a window up to
 //! [`HOURLY_UP_TO`], else its day documents (whole days, so the edges are the days'), all
 //! read at once with direct gets — a 30-day chart is 30 reads whatever the traffic — and
-//! turned into a [`Report`]: series, totals, splits with percentiles, and the day × hour
-//! heatmap.
+//! turned into a [`Report`]: series, totals, splits with percentiles, the largest values of
+//! each split over time, and the day × hour heatmap.
 
 use super::{Agg, Doc, Hist, BUCKET};
 use async_nats::jetstream::{self, kv::Store};
@@ -225,10 +225,51 @@ pub struct Report {
     pub by_user: Vec<Row>,
     /// See `by_model`.
     pub by_token: Vec<Row>,
+    /// The largest values of each split (by requests, at most [`SPLIT_SERIES`]) over time:
+    /// `by_model`, `by_channel`, `by_platform`, `by_user` → one series each, aligned with
+    /// `series`.
+    pub split_series: BTreeMap<&'static str, Vec<SplitSeries>>,
     /// Requests and cost per day and hour (cells with requests only).
     pub heatmap: Vec<Cell>,
     /// Whether a period's token or user split was dropped for size.
     pub trimmed: bool,
+}
+
+/// Values of a split charted over time.
+pub const SPLIT_SERIES: usize = 6;
+
+/// One value of a split over time: per period (aligned with the report's `series`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SplitSeries {
+    /// The value (a model, channel, platform or user).
+    pub name: String,
+    /// Requests per period.
+    pub requests: Vec<u64>,
+    /// Requests answered with an error status, per period.
+    pub errors: Vec<u64>,
+    /// Tokens per period.
+    pub tokens: Vec<u64>,
+    /// Quota units charged per period.
+    pub quota: Vec<i64>,
+}
+
+/// The [`SPLIT_SERIES`] largest values of a split (by requests in `rows`) over `periods`.
+fn split_series(rows: &[Row], periods: &Periods, pick: impl Fn(&Doc) -> &BTreeMap<String, Agg>) -> Vec<SplitSeries> {
+    rows.iter()
+        .filter_map(|r| r.name.clone())
+        .take(SPLIT_SERIES)
+        .map(|name| {
+            let of = |p: &Period| pick(&p.doc).get(&name).cloned().unwrap_or_default();
+            let aggs: Vec<Agg> = periods.items.iter().map(of).collect();
+            SplitSeries {
+                requests: aggs.iter().map(|a| a.requests).collect(),
+                errors: aggs.iter().map(|a| a.err_4xx + a.err_5xx).collect(),
+                tokens: aggs.iter().map(Agg::tokens).collect(),
+                quota: aggs.iter().map(|a| a.quota).collect(),
+                name,
+            }
+        })
+        .collect()
 }
 
 fn split(maps: impl Iterator<Item = BTreeMap<String, Agg>>) -> Vec<Row> {
@@ -271,17 +312,28 @@ impl Report {
             }
         }
         let docs = || periods.items.iter().map(|p| &p.doc);
+        let by_model = split(docs().map(|d| d.model.clone()));
+        let by_channel = split(docs().map(|d| d.channel.clone()));
+        let by_platform = split(docs().map(|d| d.platform.clone()));
+        let by_user = split(docs().map(|d| d.user.clone()));
+        let split_series = BTreeMap::from([
+            ("by_model", split_series(&by_model, periods, |d| &d.model)),
+            ("by_channel", split_series(&by_channel, periods, |d| &d.channel)),
+            ("by_platform", split_series(&by_platform, periods, |d| &d.platform)),
+            ("by_user", split_series(&by_user, periods, |d| &d.user)),
+        ]);
         Self {
             start,
             end,
             bucket: periods.bucket,
             series,
             totals: Row::of(&total),
-            by_model: split(docs().map(|d| d.model.clone())),
-            by_channel: split(docs().map(|d| d.channel.clone())),
-            by_platform: split(docs().map(|d| d.platform.clone())),
-            by_user: split(docs().map(|d| d.user.clone())),
+            by_model,
+            by_channel,
+            by_platform,
+            by_user,
             by_token: split(docs().map(|d| d.token.clone())),
+            split_series,
             heatmap,
             trimmed: docs().any(|d| d.trimmed),
         }

@@ -91,6 +91,13 @@ fn documents_merge_into_reports() {
     );
     assert_eq!(r.totals.ttft_ms.avg, Some(30.0));
     assert_eq!(r.heatmap.len(), 2);
+    // Each split's values over time, aligned with the series.
+    let models = &r.split_series["by_model"];
+    assert_eq!(
+        models.iter().map(|s| (s.name.as_str(), s.requests.clone())).collect::<Vec<_>>(),
+        [("m1", vec![1, 1]), ("m2", vec![1, 0])]
+    );
+    assert_eq!((models[0].quota.clone(), models[1].errors.clone()), (vec![500, 500], vec![1, 0]));
     assert_eq!((r.heatmap[1].day.as_str(), r.heatmap[1].hour), ("2026-12-03", 17));
 }
 

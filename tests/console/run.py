@@ -698,6 +698,12 @@ def user_session(d):
         for split in ("by_channel", "by_platform", "by_model"):
             Select(d.find_element(By.ID, "dash-split")).select_by_value(split)
             wait(d, lambda: css(d, "table.split tbody tr td"), f"the {split} table")
+            wait(d, lambda: css(d, "#dash-split-chart canvas"), f"the {split} chart over time")
+        # By model over time: one series per model (the report's six largest), in the legend.
+        legend = text_of(d, "#dash-split-chart")
+        assert "mock-c40-d50" in legend and HOSTILE_MODEL in legend, legend
+        d.execute_script("document.getElementById('dash-split-chart').scrollIntoView()")
+        shot(d, "user-dashboard-split")
         log(f"alice's dashboard totals (from /api/data/self/stats): {result['alice_totals']}; heatmap sums to {heat}")
     log(f"alice's dashboard: {result['alice_dashboard']}")
     every_page(d, "user")

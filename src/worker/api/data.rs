@@ -10,7 +10,9 @@
 //!   `by_model`, `by_channel`, `by_platform`, `by_user` (everyone's only), `by_token`, each
 //!   row with requests, errors (4xx, 5xx), tokens by class, `cost_usd`, `quota`, and latency
 //!   and time-to-first-token `avg` / `p50` / `p90` / `p99` in ms (accurate to the
-//!   histogram's bucket); `heatmap`, one cell per day and hour with requests; `bucket`.
+//!   histogram's bucket); `split_series`, each split's six largest values over time (requests,
+//!   errors, tokens, quota per period); `heatmap`, one cell per day and hour with requests;
+//!   `bucket`.
 
 use super::{Answer, Call, Reply};
 use crate::bus::subjects::Token;

@@ -75,16 +75,25 @@ export async function render(root, ctx) {
     const usage = h('div', { class: 'chart', id: 'dash-chart', role: 'img', 'aria-label': `${mLabel} per ${step}` });
     const times = h('div', { class: 'chart', id: 'dash-latency', role: 'img', 'aria-label': `latency and time to first token percentiles per ${step}` });
     const splitLabel = split.selectedOptions[0].text;
+    const splitSeries = (r.split_series || {})[split.value] || [];
+    const bySplit = h('div', { class: 'chart', id: 'dash-split-chart', role: 'img', 'aria-label': `${mLabel} per ${step} by ${splitLabel}` });
     const any = t.requests > 0;
     mount(body, totals,
       r.trimmed ? notice('info', 'Some periods dropped their token or user split for size.') : null,
       h('h2', {}, `${mLabel[0].toUpperCase()}${mLabel.slice(1)} per ${step}`), any ? usage : notice('info', 'No usage in this range.'),
       h('h2', {}, `Latency and time to first token per ${step} (ms)`), any ? times : null,
-      h('h2', {}, `By ${splitLabel}`), splitTable(r[split.value] || [], splitLabel, ctx),
+      h('h2', {}, `By ${splitLabel}`), any && splitSeries.length ? bySplit : null, splitTable(r[split.value] || [], splitLabel, ctx),
       h('h2', {}, `${metric.value === 'cost' ? 'Cost' : 'Requests'} by day and hour (local time)`), heatmap(r.heatmap, metric.value === 'cost', ctx),
       h('div', { class: 'two' }, top(r.by_model, 'Top models', ctx, 'top-models'), ctx.isAdmin ? top(r.by_user, 'Top users', ctx, 'top-users') : null));
     if (!any) return;
     frees.push(timeChart(usage, xs, [{ label: mLabel, values: r.series.map(mOf) }], { yLabel: mLabel }));
+    if (splitSeries.length) {
+      // The split's largest values over time (the report keeps six), in the chosen metric.
+      const rowsOf = (ss) => ss.requests.map((_, i) => ({
+        requests: ss.requests[i], quota: ss.quota[i], tokens: ss.tokens[i], errors: ss.errors[i] }));
+      frees.push(timeChart(bySplit, xs, splitSeries.map((ss) => ({ label: ss.name || '—', values: rowsOf(ss).map(mOf) })),
+        { yLabel: mLabel }));
+    }
     const pct = (k, p) => r.series.map((s) => (s[k] && s[k][p] !== undefined ? s[k][p] : null));
     frees.push(timeChart(times, xs, [
       { label: 'latency p50', values: pct('latency_ms', 'p50') },
