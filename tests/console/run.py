@@ -215,6 +215,18 @@ def root_session(d):
     after = re.search(r"alice.*?\$(\d+\.\d+)", d.find_element(By.ID, "user-list").text)
     assert before and after and abs(float(after.group(1)) - float(before.group(1)) - 1.0) < 1e-6, (before, after)
     log(f"top-up: alice {before.group(1)} -> {after.group(1)}")
+    # Set her balance outright, then back to what it was (the dashboard later compares the
+    # balance with the ledger, whose `set` records follow).
+    for target in ("250", after.group(1)):
+        amount = d.find_element(By.CSS_SELECTOR, "input[aria-label='Amount to add to alice']")
+        amount.clear()
+        amount.send_keys(target)
+        d.find_element(By.CSS_SELECTOR, "button[data-set='alice']").click()
+        wait(d, lambda: f"Set alice's balance to ${target}" in d.find_element(By.ID, "user-result").text, "the set")
+        wait(d, lambda: "Loading" not in d.find_element(By.ID, "user-list").text, "the user list")
+        now = re.search(r"alice.*?\$(\d+\.\d+)", d.find_element(By.ID, "user-list").text)
+        assert now and abs(float(now.group(1)) - float(target)) < 1e-6, (target, now)
+    log(f"set: alice's balance set to $250, then back to ${after.group(1)}")
     why = unavailable(d, "#redemptions")
     if why:
         skip("redemption codes", why)

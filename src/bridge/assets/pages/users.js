@@ -1,4 +1,4 @@
-// Users & quota (admins): `/api/user/` with balance, used, requests and group; top-up
+// Users & quota (admins): `/api/user/` with balance, used, requests and group; top-up, set
 // (the remaining quota plus an amount), group, enable / disable; new users; redemption
 // codes (`/api/redemption/`).
 
@@ -35,6 +35,12 @@ export async function render(root, ctx) {
     }
   }
 
+  /** Set the remaining balance to the amount (NEW-API's `PUT /api/user/` with `quota`). */
+  function setBalance(u, input) {
+    if (input.value.trim() === '' || !(Number(input.value) >= 0)) return;
+    act(`Set ${u.username}'s balance to $${input.value}`, 'PUT', '/api/user/', { id: u.id, quota: Math.round(Number(input.value) * per) });
+  }
+
   function topUp(u, input) {
     const add = Math.round(Number(input.value) * per);
     if (!add) return;
@@ -55,9 +61,11 @@ export async function render(root, ctx) {
       ['Balance', (u) => ctx.money(u.quota)],
       ['Used', (u) => ctx.money(u.used_quota)],
       ['Requests', (u) => num(u.request_count)],
-      ['Top up ($)', (u) => {
+      ['Top up or set ($)', (u) => {
         const amount = h('input', { type: 'number', step: '0.01', min: 0, class: 'narrow', 'aria-label': `Amount to add to ${u.username}` });
-        return h('span', { class: 'actions' }, amount, h('button', { type: 'button', 'data-topup': u.username, onclick: () => topUp(u, amount) }, 'Add'));
+        return h('span', { class: 'actions' }, amount,
+          h('button', { type: 'button', 'data-topup': u.username, onclick: () => topUp(u, amount) }, 'Add'),
+          h('button', { type: 'button', 'data-set': u.username, 'aria-label': `Set ${u.username}'s balance to the amount`, onclick: () => setBalance(u, amount) }, 'Set'));
       }],
       ['Actions', (u) => (u.role >= ctx.role && !ctx.isRoot ? '' : h('span', { class: 'actions' },
         h('button', { type: 'button', onclick: () => act(`${u.username} ${u.status === 1 ? 'disabled' : 'enabled'}`, 'POST', '/api/user/manage', { id: u.id, action: u.status === 1 ? 'disable' : 'enable' }) }, u.status === 1 ? 'Disable' : 'Enable'),
