@@ -87,6 +87,10 @@ fn cli(m: &Mgmt, args: &[&str]) -> String {
 #[tokio::test]
 async fn two_workers_rollups_equal_the_ledger_and_each_role_sees_its_own() {
     let m = Mgmt::start(2, Config::default()).await;
+    // Enough for both workers' quota leases at once (each takes several requests' worst case).
+    for who in ["alice", "bob"] {
+        m.quota.topup(&Token::new("user_id", who).unwrap(), 500_000_000).await.unwrap();
+    }
     let plan = [
         ("alice", "mock-a", false),
         ("alice", "mock-b", true),
