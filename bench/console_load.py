@@ -12,24 +12,16 @@ import statistics
 import sys
 import time
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+from pathlib import Path
+
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
+# The browser the console's own test drives.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "console"))
+from chromium import browser  # noqa: E402
+
 RUNS = 5
-
-
-def browser():
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800",
-              "--no-first-run", "--disable-extensions"]:
-        opts.add_argument(a)
-    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
-    d.set_page_load_timeout(30)
-    d.set_script_timeout(30)
-    return d
 
 
 # In the page: resolve with performance.now() when the dashboard's totals appear (a

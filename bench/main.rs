@@ -301,8 +301,6 @@ struct Stack {
     metrics_addr: SocketAddr,
     config: PathBuf,
     bin: PathBuf,
-    /// Extra environment of the worker and the bridge (`AILURUS__…` overrides).
-    env: Vec<(String, String)>,
     _dir: TempDir,
 }
 
@@ -317,13 +315,11 @@ impl Stack {
     async fn restart_with(&mut self, mode: &str, token: Option<&str>, env: &[(&str, &str)]) -> Result<(), String> {
         self.worker = None;
         self.bridge = None;
-        let cmd = |what: &str, extra: &[(&str, &str)]| {
-            let mut c = ailurus_cmd(&self.bin, &self.config, &self.nats_url, mode);
-            c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).envs(extra.iter().copied()).arg(what);
-            c
-        };
-        let w = Proc::spawn("ailurus worker", &mut cmd("worker", env))?;
-        let b = Proc::spawn("ailurus bridge", &mut cmd("bridge", &[]))?;
+        let mut worker = ailurus_cmd(&self.bin, &self.config, &self.nats_url, mode);
+        worker.envs(env.iter().copied());
+        let w = Proc::spawn("ailurus worker", worker.arg("worker"))?;
+        let b =
+            Proc::spawn("ailurus bridge", ailurus_cmd(&self.bin, &self.config, &self.nats_url, mode).arg("bridge"))?;
         self.worker = Some(w);
         self.bridge = Some(b);
         wait_ready(&openai_target(self.bridge_addr, "bench", false, token), Duration::from_secs(20)).await
@@ -604,7 +600,6 @@ async fn start_stack(bin: &Path, mock_bin: &Path) -> Result<Stack, String> {
         metrics_addr,
         config,
         bin: bin.to_path_buf(),
-        env: Vec::new(),
         _dir: dir,
     };
     wait_ready(&openai_target(stack.mock_addr, "bench", false, None), Duration::from_secs(10)).await?;
@@ -635,8 +630,7 @@ async fn stats_phases(st: &mut Stack, args: &Args, phase: Duration) -> Result<St
         let gwt = openai_target(st.bridge_addr, "bench", false, Some(&token));
         let mut rows: Vec<(&str, Vec<f64>, Outcome)> = Vec::new();
         for flush in ["0", "1000", "0", "1000"] {
-            st.env = vec![("AILURUS__WORKER__STATS_FLUSH_MS".into(), flush.into())];
-            st.restart("token", Some(&token)).await?;
+            st.restart_with("token", Some(&token), &[("AILURUS__WORKER__STATS_FLUSH_MS", flush)]).await?;
             rate_run("stats warm-up", &gwt, opts(1000.0, Duration::from_millis(1000))).await;
             let pids = [st.worker.as_ref().map_or(0, Proc::pid), st.nats_pid];
             let c0 = cpu_of(&pids);
@@ -645,7 +639,6 @@ async fn stats_phases(st: &mut Stack, args: &Args, phase: Duration) -> Result<St
             let c1 = cpu_of(&pids);
             rows.push((if flush == "0" { "off" } else { "on" }, cpu_us_per_req(&c0, &c1, o.ok), o));
         }
-        st.env.clear();
         let _ = writeln!(
             s,
             "**Usage statistics** (token mode, 1,000 req/s, `[worker] stats_flush_ms` 0 = off, 1000 = on)\n"

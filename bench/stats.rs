@@ -29,6 +29,35 @@ impl Rng {
     }
 }
 
+/// Synthetic usage record number `i`, settled at Unix second `ts`.
+fn record(rng: &mut Rng, i: u64, ts: i64) -> Result<UsageRecord, String> {
+    let user = rng.below(USERS as u64);
+    let m = rng.below(MODELS.len() as u64) as usize;
+    let t = time::OffsetDateTime::from_unix_timestamp(ts).map_err(|e| e.to_string())?;
+    let input = 200 + rng.below(4_000);
+    let output = 20 + rng.below(800);
+    let error = rng.below(50) == 0;
+    Ok(UsageRecord {
+        kind: "usage".into(),
+        trace_id: format!("syn{i}"),
+        user_id: format!("user{user:02}"),
+        token_id: Some(format!("tok{user:02}{}", rng.below(2))),
+        platform: PLATFORMS[m % 3].into(),
+        model: MODELS[m].into(),
+        channel: CHANNELS[m % 3].into(),
+        input_tokens: input,
+        output_tokens: output,
+        cache_read_tokens: rng.below(2) * input * 3,
+        cost_usd: (input as f64 * 3.0 + output as f64 * 15.0) / 1e6,
+        quota: ((input * 3 + output * 15) / 2) as i64,
+        duration_ms: 300 + rng.below(5_000),
+        ttft_ms: Some(100 + rng.below(1_500)),
+        status: if error { 502 } else { 200 },
+        timestamp: t.format(&time::format_description::well_known::Rfc3339).map_err(|e| e.to_string())?,
+        ..Default::default()
+    })
+}
+
 /// Publish `n` usage records spread evenly over the last `days` days (pipelined, 1,024
 /// acknowledgements awaited at a time); returns how long it took.
 pub async fn synthetic(js: &async_nats::jetstream::Context, n: u64, days: i64) -> Result<Duration, String> {
@@ -38,32 +67,7 @@ pub async fn synthetic(js: &async_nats::jetstream::Context, n: u64, days: i64) -
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut acks = Vec::with_capacity(1024);
     for i in 0..n {
-        let user = rng.below(USERS as u64);
-        let m = rng.below(MODELS.len() as u64) as usize;
-        let ts = now - span + (i as i64 * span) / n as i64;
-        let t = time::OffsetDateTime::from_unix_timestamp(ts).map_err(|e| e.to_string())?;
-        let input = 200 + rng.below(4_000);
-        let output = 20 + rng.below(800);
-        let error = rng.below(50) == 0;
-        let rec = UsageRecord {
-            kind: "usage".into(),
-            trace_id: format!("syn{i}"),
-            user_id: format!("user{user:02}"),
-            token_id: Some(format!("tok{user:02}{}", rng.below(2))),
-            platform: PLATFORMS[m % 3].into(),
-            model: MODELS[m].into(),
-            channel: CHANNELS[m % 3].into(),
-            input_tokens: input,
-            output_tokens: output,
-            cache_read_tokens: rng.below(2) * input * 3,
-            cost_usd: (input as f64 * 3.0 + output as f64 * 15.0) / 1e6,
-            quota: ((input * 3 + output * 15) / 2) as i64,
-            duration_ms: 300 + rng.below(5_000),
-            ttft_ms: Some(100 + rng.below(1_500)),
-            status: if error { 502 } else { 200 },
-            timestamp: t.format(&time::format_description::well_known::Rfc3339).map_err(|e| e.to_string())?,
-            ..Default::default()
-        };
+        let rec = record(&mut rng, i, now - span + (i as i64 * span) / n as i64)?;
         let body = serde_json::to_vec(&rec).map_err(|e| e.to_string())?;
         let subject = ailurus::bus::subjects::usage(&Token::new("user_id", &rec.user_id).map_err(|e| e.to_string())?);
         let ack = js.publish(subject, body.into()).await.map_err(|e| format!("publish: {e}"))?;
@@ -130,25 +134,11 @@ pub async fn time_get(base: &str, cred: &(String, String), path: &str, n: usize)
 pub fn aggregation_cost(n: u64) -> (f64, usize) {
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    // The synthetic records of the last `n / 10` seconds, as the points the writer hands over.
     let points: Vec<ailurus::stats::Point> = (0..n)
-        .map(|i| {
-            let user = rng.below(USERS as u64);
-            let m = rng.below(MODELS.len() as u64) as usize;
-            ailurus::stats::Point {
-                seq: i + 1,
-                ts: now - (n - i) as i64 / 10,
-                user: format!("user{user:02}"),
-                token: Some(format!("tok{user:02}{}", rng.below(2))),
-                model: MODELS[m].into(),
-                channel: CHANNELS[m % 3].into(),
-                platform: PLATFORMS[m % 3].into(),
-                status: 200,
-                input: 200 + rng.below(4_000),
-                output: 20 + rng.below(800),
-                duration_ms: 300 + rng.below(5_000),
-                ttft_ms: Some(100 + rng.below(1_500)),
-                ..Default::default()
-            }
+        .filter_map(|i| {
+            let rec = record(&mut rng, i, now - (n - i) as i64 / 10).ok()?;
+            ailurus::stats::Point::from_record(i + 1, &rec)
         })
         .collect();
     let started = Instant::now();

@@ -484,13 +484,7 @@ async fn a_log_entrys_detail_is_its_redacted_exchange_for_its_owner_and_admins()
 
 /// Open a log stream as `cred`: the response (status and headers read).
 async fn open_stream(m: &Mgmt, cred: &Cred, path: &str) -> reqwest::Response {
-    let mut r = m.http.get(format!("{}{path}", m.base));
-    match cred {
-        Cred::None => {}
-        Cred::Bearer(t) => r = r.header("Authorization", format!("Bearer {t}")),
-        Cred::Access(t, id) => r = r.header("Authorization", t).header("New-Api-User", id),
-    }
-    r.send().await.unwrap()
+    m.request(cred, "GET", path).send().await.unwrap()
 }
 
 /// The next `data:` event of a log stream, as JSON (heartbeats and comments skipped).

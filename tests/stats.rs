@@ -15,9 +15,7 @@ use std::time::Duration;
 /// One chat through the bridge as `who` with `model`; its HTTP status.
 async fn chat(m: &Mgmt, who: &str, model: &str, stream: bool) -> u16 {
     let resp = m
-        .http
-        .post(format!("{}/v1/chat/completions", m.base))
-        .header("Authorization", format!("Bearer {}", m.people[who].0))
+        .request(&m.bearer(who), "POST", "/v1/chat/completions")
         .body(
             json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "count me"}]})
                 .to_string(),

@@ -56,8 +56,9 @@ async fn seq_at(stream: &Stream, filter: &str, secs: i64) -> Result<Option<u64>,
     }
 }
 
-/// Read `filter`'s messages with sequences in `from..=to`, oldest first, into `out`.
-async fn read_range(
+/// Read `filter`'s messages with sequences in `from..=to`, oldest first, into `out` (an
+/// unreadable record is skipped); returns how many messages were read.
+pub(crate) async fn read_range(
     stream: &Stream,
     filter: &str,
     from: u64,

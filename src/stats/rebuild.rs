@@ -6,9 +6,8 @@
 //! only records above it: nothing is lost, nothing counted twice.
 
 use super::{Doc, Point};
-use crate::quota::ledger::UsageRecord;
-use async_nats::jetstream::{self, consumer, kv::Store};
-use futures::StreamExt;
+use crate::quota::usage_log;
+use async_nats::jetstream::{self, kv::Store};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -16,6 +15,8 @@ use std::time::Duration;
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// Compare-and-set attempts per document.
 const CAS_TRIES: usize = 8;
+/// Ledger sequences read per consumer (and held in memory at once).
+const CHUNK: u64 = 50_000;
 
 /// What a rebuild found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -47,48 +48,26 @@ struct Computed {
 }
 
 impl Computed {
-    /// Read the ledger from `through + 1` to its current last sequence.
+    /// Read the ledger from `through + 1` to its current last sequence, [`CHUNK`] sequences
+    /// at a time (the request log's reader, `usage_log::read_range`).
     async fn read_on(&mut self, js: &jetstream::Context) -> Result<(), String> {
         let mut stream = crate::quota::within("LLM_USAGE", TIMEOUT, js.get_stream("LLM_USAGE")).await?;
         let last = crate::quota::within("LLM_USAGE info", TIMEOUT, stream.info()).await?.state.last_sequence;
-        if last <= self.through {
-            return Ok(());
-        }
-        let config = consumer::pull::OrderedConfig {
-            filter_subject: crate::bus::subjects::usage_all(),
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: self.through + 1 },
-            ..Default::default()
-        };
-        let c = crate::quota::within("ledger consumer", TIMEOUT, stream.create_consumer(config)).await?;
-        if c.cached_info().num_pending == 0 {
-            self.through = last;
-            return Ok(());
-        }
-        let mut msgs = crate::quota::within("ledger read", TIMEOUT, c.messages()).await?;
-        loop {
-            let m = match tokio::time::timeout(TIMEOUT, msgs.next()).await {
-                Ok(Some(Ok(m))) => m,
-                Ok(Some(Err(e))) => return Err(format!("ledger read: {e}")),
-                Ok(None) => break,
-                Err(_) => return Err("ledger read timed out".into()),
-            };
-            let Ok(info) = m.info() else { break };
-            let (seq, pending) = (info.stream_sequence, info.pending);
-            self.records += 1;
-            if let Ok(rec) = serde_json::from_slice::<UsageRecord>(&m.payload) {
-                if let Some(p) = Point::from_record(seq, &rec) {
+        let filter = crate::bus::subjects::usage_all();
+        while self.through < last {
+            let to = (self.through + CHUNK).min(last);
+            let mut chunk = Vec::new();
+            self.records += usage_log::read_range(&stream, &filter, self.through + 1, to, &mut chunk).await? as u64;
+            for (seq, rec) in &chunk {
+                if let Some(p) = Point::from_record(*seq, rec) {
                     self.usage += 1;
                     for key in p.keys() {
                         self.docs.entry(key.clone()).or_default().add(&key, &p);
                     }
                 }
             }
-            self.through = self.through.max(seq);
-            if pending == 0 || seq >= last {
-                break;
-            }
+            self.through = to;
         }
-        self.through = self.through.max(last);
         Ok(())
     }
 }

@@ -135,6 +135,19 @@ impl WorkerCtx {
     }
 }
 
+/// Subscribe to `subject`, in `queue` when given.
+async fn subscribe(
+    client: &async_nats::Client,
+    subject: String,
+    queue: Option<&str>,
+) -> Result<async_nats::Subscriber, WorkerError> {
+    let sub = match queue {
+        Some(q) => client.queue_subscribe(subject.clone(), q.to_string()).await,
+        None => client.subscribe(subject.clone()).await,
+    };
+    sub.map_err(|e| WorkerError(format!("subscribe {subject}: {e}")))
+}
+
 /// The next message of an optional subscription (never, for one this worker does not hold;
 /// `None` when a held one ends).
 async fn next(sub: &mut Option<async_nats::Subscriber>) -> Option<Message> {
@@ -356,32 +369,13 @@ pub async fn run_with_router(
     // Load the count_tokens vocabulary in the background, so the first count is fast.
     tokio::task::spawn_blocking(|| crate::tokenize::count(""));
     let serve = wc.serve;
-    let mut requests = match serve.requests() {
-        true => Some(
-            client
-                .queue_subscribe(subjects::request_all(), wc.queue_group.clone())
-                .await
-                .map_err(|e| WorkerError(format!("subscribe {}: {e}", subjects::request_all())))?,
-        ),
-        false => None,
-    };
+    let queue = Some(wc.queue_group.as_str());
+    let mut requests =
+        if serve.requests() { Some(subscribe(&client, subjects::request_all(), queue).await?) } else { None };
     // Cancels reach LLM requests and the management API's log streams alike.
-    let mut cancels = Some(
-        client
-            .subscribe(subjects::cancel_all())
-            .await
-            .map_err(|e| WorkerError(format!("subscribe {}: {e}", subjects::cancel_all())))?,
-    );
-    let mut api = match serve.api() {
-        true => Some(
-            client
-                .queue_subscribe(subjects::api_all(), wc.queue_group.clone())
-                .await
-                .map_err(|e| WorkerError(format!("subscribe {}: {e}", subjects::api_all())))?,
-        ),
-        false => None,
-    };
-    // Make sure the server has both subscriptions before anyone is told we are up.
+    let mut cancels = subscribe(&client, subjects::cancel_all(), None).await?;
+    let mut api = if serve.api() { Some(subscribe(&client, subjects::api_all(), queue).await?) } else { None };
+    // Make sure the server has the subscriptions before anyone is told we are up.
     client.flush().await.map_err(|e| WorkerError(format!("flush: {e}")))?;
     if let Some(quota) = ctx.quota.clone() {
         // Announce this worker before it takes a request, then keep the key alive and scan
@@ -409,7 +403,7 @@ pub async fn run_with_router(
                     break;
                 }
             },
-            msg = next(&mut cancels) => if let Some(msg) = msg {
+            msg = cancels.next() => if let Some(msg) = msg {
                 ctx.inflight.cancel(subjects::last_token(&msg.subject));
             },
             msg = next(&mut api) => match msg {
@@ -455,7 +449,7 @@ pub async fn run_with_router(
                 tracing::warn!(in_flight = ctx.inflight.len(), "drain timed out; abandoning in-flight requests");
                 break;
             }
-            msg = next(&mut cancels) => if let Some(msg) = msg {
+            msg = cancels.next() => if let Some(msg) = msg {
                 ctx.inflight.cancel(subjects::last_token(&msg.subject));
             },
         }

@@ -74,15 +74,20 @@ impl Mgmt {
         self.people[who].1.clone()
     }
 
+    /// A request to the bridge as `cred` (its credential headers set).
+    pub fn request(&self, cred: &Cred, method: &str, path: &str) -> reqwest::RequestBuilder {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = self.http.request(m, format!("{}{path}", self.base));
+        match cred {
+            Cred::None => r,
+            Cred::Bearer(t) => r.header("Authorization", format!("Bearer {t}")),
+            Cred::Access(t, id) => r.header("Authorization", t).header("New-Api-User", id),
+        }
+    }
+
     /// One request: (HTTP status, JSON body).
     pub async fn call(&self, cred: &Cred, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut r = self.http.request(m, format!("{}{path}", self.base));
-        match cred {
-            Cred::None => {}
-            Cred::Bearer(t) => r = r.header("Authorization", format!("Bearer {t}")),
-            Cred::Access(t, id) => r = r.header("Authorization", t).header("New-Api-User", id),
-        }
+        let mut r = self.request(cred, method, path);
         if let Some(b) = body {
             r = r.header("content-type", "application/json").body(b.to_string());
         }

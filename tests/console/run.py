@@ -14,13 +14,13 @@ import urllib.error
 import urllib.request
 
 from openai import OpenAI
-from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException, TimeoutException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from chromium import browser
 
 BRIDGE = os.environ["AILURUS_BRIDGE_URL"]
 ROOT_TOKEN = os.environ["AILURUS_ROOT_TOKEN"]
@@ -95,19 +95,6 @@ def check_assets():
     log(f"assets: {len(ASSETS)} files, {total} bytes gzipped (budget 300000)")
     assert total <= 300_000, total
     result["assets_gzip_bytes"] = total
-
-
-def browser():
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800",
-              "--no-first-run", "--disable-extensions"]:
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
-    d.set_page_load_timeout(30)
-    d.set_script_timeout(30)
-    return d
 
 
 def wait(d, cond, what, timeout=15):

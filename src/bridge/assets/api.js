@@ -78,3 +78,23 @@ export function pageOf(data) {
   if (Array.isArray(data)) return { items: data, total: data.length, page: 1, page_size: data.length };
   return { items: (data && data.items) || [], total: (data && data.total) || 0, page: (data && data.page) || 1, page_size: (data && data.page_size) || 10 };
 }
+
+/** Read a server-sent-event response to its end, calling `onData` with the text of each
+ * `data:` line as its event completes (the Playground's chat stream, the Logs page's live
+ * log). */
+export async function eachData(res, onData) {
+  const reader = res.body.getReader();
+  const text = new TextDecoder();
+  let buf = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += text.decode(value, { stream: true });
+    let end;
+    while ((end = buf.indexOf('\n\n')) >= 0) {
+      const frame = buf.slice(0, end);
+      buf = buf.slice(end + 2);
+      for (const line of frame.split('\n')) if (line.startsWith('data:')) onData(line.slice(5).trim());
+    }
+  }
+}

@@ -15,8 +15,7 @@ use crate::bus::headers::{self, ReplyKind};
 use crate::bus::subjects::{self, Token};
 use crate::quota::ledger::UsageRecord;
 use crate::worker::reply::Replier;
-use crate::worker::WorkerCtx;
-use async_nats::{Message, Subject};
+use async_nats::Subject;
 use bytes::Bytes;
 use futures::StreamExt;
 use std::time::Duration;
@@ -24,16 +23,14 @@ use std::time::Duration;
 /// How long one stream lasts before the client reconnects.
 pub(crate) const MAX_STREAM: Duration = Duration::from_secs(300);
 
-/// Whether `msg` asks for a log stream.
-pub(super) fn wanted(msg: &Message) -> bool {
-    let op = msg.headers.as_ref().and_then(|h| h.get(headers::OP)).map(|v| v.as_str().to_string()).unwrap_or_default();
-    let path = op.split('?').next().unwrap_or("");
-    subjects::last_token(&msg.subject) == "log" && matches!(path, "GET /self/stream" | "GET /stream")
+/// Whether the call asks for a log stream.
+pub(super) fn wanted(family: &str, call: &Call<'_>) -> bool {
+    family == "log" && matches!(call.route(), ("GET", p) if matches!(p.as_slice(), ["self", "stream"] | ["stream"]))
 }
 
 /// Serve one log stream on `reply` (a refusal is one final reply, as for any API call).
-pub(super) async fn serve(ctx: &WorkerCtx, msg: &Message, reply: Subject) {
-    let call = Call::parse(ctx, msg, "log");
+pub(super) async fn serve(call: &Call<'_>, reply: Subject) {
+    let (ctx, msg) = (call.ctx, call.msg);
     let whose = match call.route().1.as_slice() {
         ["self", "stream"] => call.caller().await.map(|c| Some(c.user.clone())),
         _ => call.admin().await.map(|_| None),

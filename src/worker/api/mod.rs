@@ -43,10 +43,12 @@ pub(crate) async fn handle(ctx: &WorkerCtx, msg: Message) {
     if !super::handler::reply_is_safe(&msg) {
         return;
     }
-    if log_stream::wanted(&msg) {
-        return log_stream::serve(ctx, &msg, reply).await;
+    let family = subjects::last_token(&msg.subject);
+    let call = Call::parse(ctx, &msg, family);
+    if log_stream::wanted(family, &call) {
+        return log_stream::serve(&call, reply).await;
     }
-    let r = answer(ctx, &msg).await;
+    let r = answer(family, &call).await;
     send(ctx, reply, &r).await;
 }
 
@@ -62,20 +64,18 @@ async fn send(ctx: &WorkerCtx, reply: async_nats::Subject, r: &Reply) {
 }
 
 /// The dispatch table: subject's last token → the family's `serve`.
-async fn answer(ctx: &WorkerCtx, msg: &Message) -> Reply {
-    let family = subjects::last_token(&msg.subject);
-    let call = Call::parse(ctx, msg, family);
+async fn answer(family: &str, call: &Call<'_>) -> Reply {
     let answered = match family {
-        "status" => status::serve(&call).await,
-        "user" | "user_self" => user::serve(&call).await,
-        "token" => token::serve(&call).await,
-        "channel" => channel::serve(&call).await,
-        "user_token" => token::legacy_list(&call).await,
-        "log" => log::serve(&call).await,
-        "data" => data::serve(&call).await,
-        "pricing" => pricing::serve(&call).await,
-        "group" => pricing::serve_groups(&call).await,
-        "redemption" => redemption::serve(&call).await,
+        "status" => status::serve(call).await,
+        "user" | "user_self" => user::serve(call).await,
+        "token" => token::serve(call).await,
+        "channel" => channel::serve(call).await,
+        "user_token" => token::legacy_list(call).await,
+        "log" => log::serve(call).await,
+        "data" => data::serve(call).await,
+        "pricing" => pricing::serve(call).await,
+        "group" => pricing::serve_groups(call).await,
+        "redemption" => redemption::serve(call).await,
         other => Err(Reply::fail(404, &format!("unknown API operation {other:?}"))),
     };
     answered.unwrap_or_else(|e| e)

@@ -5,7 +5,7 @@
 // had three times running, the page falls back to fetching every 2 s. A row opens its
 // detail: the request and the answer from the audit trail, every field, all as text.
 
-import { get, query, pageOf, authHeaders } from '../api.js';
+import { get, query, pageOf, authHeaders, eachData } from '../api.js';
 import { h, mount, field, table, failure, when, num } from '../dom.js';
 
 const TYPES = [['', 'all'], ['2', 'consume'], ['5', 'error'], ['1', 'top-up'], ['3', 'manage'], ['4', 'system']];
@@ -118,20 +118,7 @@ export async function render(root, ctx) {
         if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
         failures = 0;
         liveLabel.dataset.mode = 'push';
-        const reader = res.body.getReader();
-        const text = new TextDecoder();
-        let buf = '';
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buf += text.decode(value, { stream: true });
-          let end;
-          while ((end = buf.indexOf('\n\n')) >= 0) {
-            const frame = buf.slice(0, end);
-            buf = buf.slice(end + 2);
-            if (frame.split('\n').some((l) => l.startsWith('data:'))) poke();
-          }
-        }
+        await eachData(res, poke);
         // The stream ended (it lasts minutes): catch up, then follow again.
         poke();
       } catch {

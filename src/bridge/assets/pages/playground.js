@@ -2,7 +2,7 @@
 // API token (the session's when it is one), showing the answer as it grows, the tokens,
 // the time to the first token, the latency and the cost (the balance before and after).
 
-import { get, session, isApiToken } from '../api.js';
+import { get, session, isApiToken, eachData } from '../api.js';
 import { h, mount, field, notice } from '../dom.js';
 
 export async function render(root, ctx) {
@@ -51,32 +51,17 @@ export async function render(root, ctx) {
         const body = await res.json().catch(() => ({}));
         throw new Error((body.error && body.error.message) || `HTTP ${res.status}`);
       }
-      const reader = res.body.getReader();
-      const dec = new TextDecoder();
-      let buf = '';
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buf += dec.decode(value, { stream: true });
-        let i;
-        while ((i = buf.indexOf('\n\n')) >= 0) {
-          const frame = buf.slice(0, i);
-          buf = buf.slice(i + 2);
-          for (const line of frame.split('\n')) {
-            if (!line.startsWith('data:')) continue;
-            const data = line.slice(5).trim();
-            if (data === '[DONE]') continue;
-            let chunk;
-            try { chunk = JSON.parse(data); } catch { continue; }
-            const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
-            if (delta && delta.content) {
-              if (ttft === null) ttft = performance.now() - t0;
-              answer.textContent += delta.content;
-            }
-            if (chunk.usage) usage = chunk.usage;
-          }
+      await eachData(res, (data) => {
+        if (data === '[DONE]') return;
+        let chunk;
+        try { chunk = JSON.parse(data); } catch { return; }
+        const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+        if (delta && delta.content) {
+          if (ttft === null) ttft = performance.now() - t0;
+          answer.textContent += delta.content;
         }
-      }
+        if (chunk.usage) usage = chunk.usage;
+      });
     } catch (ex) {
       mount(err, notice('error', `The answer failed: ${ex.message}`));
     }
