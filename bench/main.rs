@@ -11,6 +11,7 @@
 //! ailurus-bench [--phase-ms 3000] [--out FILE] [--no-litellm] [--litellm PATH] [--driver-threads 1]
 //! ```
 
+mod jetstream;
 mod load;
 mod stats;
 mod telemetry;
@@ -39,8 +40,8 @@ struct Args {
     driver_threads: usize,
     /// Skip the highest-rate search and the 10,000-stream memory phase.
     quick: bool,
-    /// Phases to run (all when empty): fixed, shapes, stream, native, max, mem, telemetry, quota,
-    /// stats, stats1m, litellm.
+    /// Phases to run (all when empty): fixed, shapes, stream, native, max, mem, telemetry,
+    /// jetstream, quota, stats, stats1m, litellm.
     only: Vec<String>,
     /// Rates of the fixed-rate phase.
     rates: Vec<f64>,
@@ -973,6 +974,11 @@ async fn bench(args: Args) -> Result<String, String> {
         otel = telemetry::run(&mut st, phase, otel_rounds).await?;
     }
 
+    let mut js_rows = Vec::new();
+    if args.runs("jetstream") {
+        eprintln!("one JetStream write");
+        js_rows = jetstream::run(&st.nats_url, st.nats_pid).await?;
+    }
     let mut quota = Vec::new();
     let mut idle = None;
     if args.runs("quota") {
@@ -1283,6 +1289,7 @@ async fn bench(args: Args) -> Result<String, String> {
         }
         let _ = writeln!(s);
     }
+    jetstream::report(&mut s, &js_rows);
     s.push_str(&stats_report);
     telemetry::report(&mut s, &otel, otel_rounds);
     if !quota.is_empty() {

@@ -263,6 +263,38 @@ async fn one_quota_event_per_change_with_the_seed_fields() {
     assert!(tokio::time::timeout(Duration::from_millis(300), events.next()).await.is_err());
 }
 
+/// The ledger writer gathers records for `ledger_linger_ms` and sends one quota event per
+/// user per batch: concurrent requests share events whose `last_cost` adds up to what the
+/// ledger charged, and an event naming a model and trace id stands for that request alone.
+#[tokio::test]
+async fn a_batch_of_records_sends_one_quota_event_per_user_with_their_summed_cost() {
+    let (stack, tokens, quota) = billing_stack(1).await;
+    let (user, token) = common::funded(&tokens, &quota, "gina", 10_000_000).await;
+    let mut events = stack.client.subscribe(subjects::quota(&user)).await.unwrap();
+    stack.client.flush().await.unwrap();
+    let calls = (0..20).map(|_| call(&stack, &token, "gina", "mock"));
+    let answers = futures::future::join_all(calls).await;
+    assert!(answers.iter().all(|(k, s, _)| (*k, *s) == (ReplyKind::Done, 200)), "{answers:?}");
+    let records = usage_records(&stack.client, &user, 20, Duration::from_secs(20)).await;
+    let charged: i64 = records.iter().map(|r| r.quota).sum();
+    assert!(charged > 0);
+    let (mut seen, mut n) = (0i64, 0);
+    while seen < charged {
+        let ev = tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("quota events").unwrap();
+        let ev: QuotaChangeEvent = serde_json::from_slice(&ev.payload).unwrap();
+        seen += ev.last_cost;
+        n += 1;
+        if let Some(trace) = &ev.trace_id {
+            let one = records.iter().find(|r| &r.trace_id == trace).expect("the event's trace id is in the ledger");
+            assert_eq!(one.quota, ev.last_cost, "an event naming a request carries its cost alone");
+        }
+    }
+    assert_eq!(seen, charged, "events add up to the ledger");
+    assert!(n <= 20, "{n} events for 20 requests");
+    assert!(tokio::time::timeout(Duration::from_millis(300), events.next()).await.is_err(), "nothing more");
+    println!("20 concurrent requests: {n} quota events");
+}
+
 #[tokio::test]
 async fn rebuild_reports_zero_drift_live_and_repairs_a_corrupted_entry() {
     let (stack, tokens, quota) = billing_stack(1).await;
@@ -613,13 +645,21 @@ async fn new_api_user_endpoints_show_the_balance_falling_by_the_priced_usage() {
 
 /// The final reply to a raw publish: (status, error text).
 async fn final_of(stack: &Stack, subject: &str, h: HeaderMap, body: Bytes) -> (u16, String) {
+    let (status, text, _) = replies_of(stack, subject, h, body).await;
+    (status, text)
+}
+
+/// [`final_of`], plus how many answer chunks came before the final reply.
+async fn replies_of(stack: &Stack, subject: &str, h: HeaderMap, body: Bytes) -> (u16, String, usize) {
     let mut replies = stack.requester().send_raw(subject.to_string(), h, body, None).await.unwrap();
+    let mut chunks = 0;
     loop {
         let r = tokio::time::timeout(Duration::from_secs(20), replies.next_content()).await.unwrap().unwrap().unwrap();
         if r.kind.is_final() {
             let text = String::from_utf8_lossy(&r.payload).to_string();
-            return (r.status.unwrap_or(200), text);
+            return (r.status.unwrap_or(200), text, chunks);
         }
+        chunks += usize::from(r.kind == ReplyKind::Chunk);
     }
 }
 
@@ -681,10 +721,12 @@ async fn an_auditor_replaying_llm_requests_is_refused_and_spends_nothing() {
     for (subject, h, body) in &stored {
         assert!(h.get(headers::PROOF).is_some() && h.get(headers::TOKEN_SHA256).is_none(), "{h:?}");
         let native = h.get(headers::FORMAT).is_some();
-        // 1. As is: a replay.
-        let (status, text) = final_of(&stack, subject, h.clone(), body.clone()).await;
+        // 1. As is: a replay. Its claim runs beside the upstream call, and nothing of that
+        // answer leaves the worker: the error is the only reply.
+        let (status, text, chunks) = replies_of(&stack, subject, h.clone(), body.clone()).await;
         assert_eq!(status, 401, "replayed as is: {text}");
         assert!(text.contains("already used"), "{text}");
+        assert_eq!(chunks, 0, "a replayed copy got answer chunks");
         // 2. Another trace id (where a seed body or the header carries it).
         let (h2, body2) = if native {
             let mut h2 = h.clone();

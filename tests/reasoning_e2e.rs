@@ -266,11 +266,18 @@ async fn an_expired_entry_lets_the_upstreams_own_400_reach_the_chat_client() {
                 .get_key_value("REASONING")
                 .await
                 .expect("the REASONING bucket");
-            let mut keys = kv.keys().await.expect("keys");
+            // The entry is written after the final reply: wait for it (5 s at most).
             let mut n = 0;
-            while let Some(k) = keys.next().await {
-                kv.purge(k.expect("key")).await.expect("purge");
-                n += 1;
+            for _ in 0..50 {
+                let mut keys = kv.keys().await.expect("keys");
+                while let Some(k) = keys.next().await {
+                    kv.purge(k.expect("key")).await.expect("purge");
+                    n += 1;
+                }
+                if n > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             assert!(n >= 1, "{model}: the first turn kept an entry");
             let got = send(&stack, Format::OpenAiChat, model, &history, false).await;

@@ -4,6 +4,7 @@
 //! id claimed in the replay set. Bearer forms (a plain token, its bare sha256) are refused:
 //! the audit stream keeps every request as published.
 
+use super::proof::{Claim, Verdict};
 use super::tokens::{TokenRecord, TokenStatus, TokenStore};
 use super::AuthMode;
 use crate::bus::proof::Presented;
@@ -124,6 +125,8 @@ fn token_from(headers: Option<&HeaderMap>, seed_token: Option<&str>) -> Option<S
 
 /// Authenticate. `claimed_user` is a seed request's `user_id`; `model` is checked against
 /// the token's allow-list (empty: no model involved). `Ok(None)` in open mode: nobody is billed.
+/// The trace id's claim in the replay set is awaited here (see [`begin`] for a request that
+/// overlaps it with its upstream call).
 pub async fn authenticate(
     mode: AuthMode,
     store: Option<&TokenStore>,
@@ -131,13 +134,50 @@ pub async fn authenticate(
     claimed_user: Option<&str>,
     model: &str,
 ) -> Result<Option<Principal>, AuthError> {
+    let (principal, claim) = begin(mode, store, token, claimed_user, model).await?;
+    match (&principal, claim) {
+        (Some(p), Some(c)) => {
+            let trace = match token {
+                Some(Credential::Proof(proof)) => proof.bound.trace.as_str(),
+                _ => "",
+            };
+            refusal(&c.verdict().await, p.user.as_str(), trace).map_or(Ok(principal), Err)
+        }
+        _ => Ok(principal),
+    }
+}
+
+/// The refusal a claim's verdict calls for, if any (`user` and `trace`: the request's).
+pub fn refusal(verdict: &Verdict, user: &str, trace: &str) -> Option<AuthError> {
+    match verdict {
+        Verdict::Fresh => None,
+        Verdict::Replayed => {
+            let m = format!(
+                "trace_id {trace} was already used with this token (a replayed request): sign each request with a new trace id"
+            );
+            Some(AuthError::new(401, m, Some(user)))
+        }
+        Verdict::Unavailable(e) => Some(AuthError::unavailable("proof replay set", e)),
+    }
+}
+
+/// Authenticate up to the replay set, whose claim is started and handed back: everything a
+/// request needs of its credential is checked here, in memory; the caller awaits the claim's
+/// verdict (and passes it to [`refusal`]) before anything of the answer leaves the worker.
+pub async fn begin(
+    mode: AuthMode,
+    store: Option<&TokenStore>,
+    token: Option<&Credential>,
+    claimed_user: Option<&str>,
+    model: &str,
+) -> Result<(Option<Principal>, Option<Claim>), AuthError> {
     if mode == AuthMode::Open {
-        return Ok(None);
+        return Ok((None, None));
     }
     if mode == AuthMode::Trusted {
         if let (Some(user), None) = (claimed_user, token) {
             let user = Token::new("user_id", user).map_err(|e| AuthError::new(400, e.to_string(), None))?;
-            return Ok(Some(Principal { user, token: None }));
+            return Ok((Some(Principal { user, token: None }), None));
         }
     }
     let Some(token) = token else {
@@ -194,21 +234,11 @@ pub async fn authenticate(
     if !model.is_empty() && !rec.allows(model) {
         return Err(AuthError::new(403, format!("API token {} may not use model {model:?}", rec.id), user));
     }
-    // Last, so only a request that is otherwise accepted uses up its trace id.
-    match store.replay().claim(&rec.id, &proof.bound.trace).await {
-        Ok(true) => {}
-        Ok(false) => {
-            let m = format!(
-                "trace_id {} was already used with this token (a replayed request): sign each request with a new trace id",
-                proof.bound.trace
-            );
-            return Err(AuthError::new(401, m, user));
-        }
-        Err(e) => return Err(AuthError::unavailable("proof replay set", &e)),
-    }
     let user_token = Token::new("user_id", &rec.user_id).map_err(|e| AuthError::new(500, e.to_string(), None))?;
     let hash_token = Token::new("token_id", hash).map_err(|e| AuthError::new(500, e.to_string(), None))?;
-    Ok(Some(Principal { user: user_token, token: Some((hash_token, rec)) }))
+    // Last, so only a request that is otherwise accepted uses up its trace id.
+    let claim = store.replay().begin(&rec.id, &proof.bound.trace);
+    Ok((Some(Principal { user: user_token, token: Some((hash_token, rec)) }), Some(claim)))
 }
 
 /// Who called the management API: a token's holder, or a user by its access token.

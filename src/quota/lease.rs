@@ -24,6 +24,7 @@
 use super::account::{QuotaStore, Reservation};
 use super::holds::HoldOwner;
 use super::ledger::UsageRecord;
+use super::proof::Claim;
 use super::writer::{Entry, LedgerWriter};
 use crate::bus::subjects::Token;
 use crate::error::RequestError;
@@ -55,6 +56,8 @@ pub struct LeaseConfig {
     pub request_ttl: Duration,
     /// Longest a record may wait unconfirmed before the user's requests are refused.
     pub stall: Duration,
+    /// How long the ledger writer gathers records before it publishes them together.
+    pub linger: Duration,
 }
 
 /// Whose balance a lease is a slice of: the user, and the token when it has its own limit
@@ -295,7 +298,7 @@ impl Leases {
         config: LeaseConfig,
         stats: Option<crate::stats::rollup::Rollup>,
     ) -> Arc<Self> {
-        let writer = LedgerWriter::start(store.clone(), stats);
+        let writer = LedgerWriter::start(store.clone(), stats, config.linger);
         Arc::new(Self {
             store,
             worker,
@@ -326,8 +329,12 @@ impl Leases {
         token: Option<(&Token, i64)>,
         units: i64,
         trace_id: &str,
+        claim: Option<&Claim>,
     ) -> Result<Draw, RequestError> {
         let units = units.max(1);
+        // Until its trace id is known fresh (`proof::Claim`), a request only draws on leases
+        // there are: a replayed copy never makes the store hold a user's balance.
+        let unverified = claim.is_some_and(|c| c.known().is_none());
         let key = Key { user: user.clone(), token: token.map(|(t, _)| t.clone()) };
         if self.writer.queued() >= MAX_QUEUED as u64 {
             return Err(stalled());
@@ -339,7 +346,7 @@ impl Leases {
         loop {
             match self.find(&key, units, false) {
                 Found::Drawn(d, renew) => {
-                    if renew {
+                    if renew && !unverified {
                         drop(self.take_shared(&key, limit, units, trace_id, true));
                     }
                     return Ok(d);
@@ -350,8 +357,15 @@ impl Leases {
             // A lease past its age with room serves this request at once, while a new one is
             // taken beside it (so an election during the take costs no request).
             if let Found::Drawn(d, _) = self.find(&key, units, true) {
-                drop(self.take_shared(&key, limit, units, trace_id, true));
+                if !unverified {
+                    drop(self.take_shared(&key, limit, units, trace_id, true));
+                }
                 return Ok(d);
+            }
+            if let Some(c) = claim {
+                if !c.is_fresh().await {
+                    return Err(RequestError::new(401, "the replay set refused this trace id"));
+                }
             }
             let take = self.take_shared(&key, limit, units, trace_id, false);
             let failed = match tokio::time::timeout_at(deadline, take).await {

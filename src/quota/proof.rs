@@ -4,11 +4,66 @@
 //! one wins, and every later copy (a replay read from `LLM_REQUESTS`) is refused. One round
 //! trip per request (a publish and its ack). Entries expire after the bucket's `max_age`
 //! (180 s), which outlasts a proof's time window (±60 s) on both sides.
+//!
+//! A request does not wait for its claim before its upstream call: [`ReplaySet::begin`]
+//! starts the claim in a task of its own and hands back a [`Claim`], whose verdict the worker
+//! awaits before anything of the answer leaves it (the replier's gate) and before any event
+//! or ledger record of the request. A replayed copy is cancelled upstream when the verdict
+//! comes (one JetStream round trip, well before an answer's first token) and answered 401;
+//! it is billed nothing, and leaves no chat-sync event, audit copy or ledger record (only the
+//! user's `user.<id>.auth` refusal event). Before its verdict a request takes no new quota
+//! lease and counts no rate limit (`quota::lease`, `worker::billing`). Each worker remembers
+//! the keys it saw refused too, so a copy replayed again to the same worker starts nothing
+//! upstream: one captured request can start at most one cancelled upstream call per worker.
 
 use async_nats::jetstream::{self, kv};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::OnceCell;
+use tokio::sync::{watch, OnceCell};
+
+/// What the replay set said of a request's trace id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// First use: serve it.
+    Fresh,
+    /// Already used: a replayed copy.
+    Replayed,
+    /// The set did not answer within its bound (the request is refused, 503).
+    Unavailable(String),
+}
+
+/// A claim under way (cheap to clone: every clone sees the one verdict).
+#[derive(Clone)]
+pub struct Claim {
+    /// The verdict, once the claim's task has it.
+    rx: watch::Receiver<Option<Verdict>>,
+}
+
+impl Claim {
+    /// The verdict (at once when it is known).
+    pub async fn verdict(&self) -> Verdict {
+        if let Some(v) = self.rx.borrow().as_ref() {
+            return v.clone();
+        }
+        let mut rx = self.rx.clone();
+        let v = match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.as_ref().cloned(),
+            // The claim's task ended without one (the runtime is stopping).
+            Err(_) => None,
+        };
+        v.unwrap_or_else(|| Verdict::Unavailable("the replay-set claim was dropped".into()))
+    }
+
+    /// Whether the verdict is [`Verdict::Fresh`] (awaiting it).
+    pub async fn is_fresh(&self) -> bool {
+        self.verdict().await == Verdict::Fresh
+    }
+
+    /// The verdict if it is already known.
+    pub fn known(&self) -> Option<Verdict> {
+        self.rx.borrow().clone()
+    }
+}
 
 /// The KV bucket name.
 pub const BUCKET: &str = "PROOFS";
@@ -50,6 +105,21 @@ impl ReplaySet {
             .await
     }
 
+    /// Start claiming `trace` for the token `token_id` in a task of its own.
+    pub fn begin(&self, token_id: &str, trace: &str) -> Claim {
+        let (tx, rx) = watch::channel(None);
+        let (set, token_id, trace) = (self.clone(), token_id.to_string(), trace.to_string());
+        tokio::spawn(async move {
+            let v = match set.claim(&token_id, &trace).await {
+                Ok(true) => Verdict::Fresh,
+                Ok(false) => Verdict::Replayed,
+                Err(e) => Verdict::Unavailable(e),
+            };
+            let _ = tx.send(Some(v));
+        });
+        Claim { rx }
+    }
+
     /// Claim `trace` for the token `token_id` (its short id): `Ok(true)` the first time,
     /// `Ok(false)` when it was already claimed (a replay), `Err` when the bucket did not
     /// answer within the bound (the caller refuses).
@@ -76,11 +146,12 @@ impl ReplaySet {
             }
             Err(e) => return Err(e),
         };
-        if fresh && self.seen.insert(key, std::time::Instant::now()).is_some() {
-            // Two copies raced on this worker while the bucket was leaderless.
+        // Remembered refused too: the same copy again is refused here without a trip.
+        if self.seen.insert(key, std::time::Instant::now()).is_some() || !fresh {
+            // (Or two copies raced on this worker while the bucket was leaderless.)
             return Ok(false);
         }
-        if fresh && self.seen.len().is_multiple_of(1024) {
+        if self.seen.len().is_multiple_of(1024) {
             self.seen.retain(|_, at| at.elapsed() < REMEMBER);
         }
         Ok(fresh)

@@ -1,6 +1,9 @@
 //! The ledger writer: usage records leave the request's path here. One task per worker
-//! takes records from a queue, publishes up to [`BATCH`] of them back to back (pipelined:
-//! every publish goes out before the first acknowledgement is awaited) and retries the ones
+//! takes records from a queue, gathers what comes within its linger
+//! (`[worker] ledger_linger_ms`) of the first, publishes up to [`BATCH`] of them back to back
+//! (pipelined: every publish goes out before the first acknowledgement is awaited; nats-server
+//! spends about a fifth of the CPU on a record of a batch than on one alone), sends one quota
+//! event per user for what the batch confirmed, and retries the ones
 //! not acknowledged, in order, until a JetStream leader answers. Each record keeps its
 //! `Nats-Msg-Id` (`usage-<lease>.<n>`), so a retry of a record that did land is stored once.
 //! A record not confirmed within [`PATIENCE`] (inside the stream's two-minute duplicate
@@ -80,12 +83,13 @@ impl LedgerWriter {
     /// Start the writer task; it runs until every handle is dropped and its queue is empty
     /// (a stopping worker waits for its leases, see [`super::lease::Leases::drain`]).
     /// Confirmed records are counted in `stats` when given.
-    pub(crate) fn start(store: QuotaStore, stats: Option<Rollup>) -> Self {
+    /// The writer gathers records for up to `linger` after the first one before publishing.
+    pub(crate) fn start(store: QuotaStore, stats: Option<Rollup>, linger: Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicU64::new(0));
         let abandoned = Arc::new(AtomicU64::new(0));
         let w = Self { tx, queued: queued.clone(), abandoned: abandoned.clone() };
-        tokio::spawn(run(store, rx, queued, abandoned, stats));
+        tokio::spawn(run(store, rx, queued, abandoned, stats, linger));
         w
     }
 
@@ -121,6 +125,7 @@ async fn run(
     queued: Arc<AtomicU64>,
     abandoned: Arc<AtomicU64>,
     stats: Option<Rollup>,
+    linger: Duration,
 ) {
     let mut pending: VecDeque<Entry> = VecDeque::new();
     let mut pause = Duration::from_millis(50);
@@ -129,6 +134,15 @@ async fn run(
             match rx.recv().await {
                 Some(e) => pending.push_back(e),
                 None => return,
+            }
+            // Gather what comes within `linger` of the first record: one wake-up of the
+            // server for the lot. A closed queue (the worker stopping) publishes at once.
+            let until = tokio::time::Instant::now() + linger;
+            while pending.len() < BATCH && !linger.is_zero() {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(e)) => pending.push_back(e),
+                    Ok(None) | Err(_) => break,
+                }
             }
         }
         while pending.len() < BATCH {
@@ -141,6 +155,7 @@ async fn run(
         let confirmed = publish_batch(&store, pending.range(..n)).await;
         let mut kept = VecDeque::with_capacity(pending.len());
         let mut failed = false;
+        let mut events: Vec<Change> = Vec::new();
         for (i, mut e) in pending.drain(..).enumerate() {
             if let Some(seq) = confirmed.get(i).copied().flatten() {
                 queued.fetch_sub(1, Ordering::Relaxed);
@@ -149,7 +164,10 @@ async fn run(
                     stats.add(p);
                 }
                 let (user, total, used) = e.lease.confirmed(e.quota);
-                store.event(&user, total, used, e.quota, Some(e.model), Some(e.trace_id)).await;
+                match events.iter_mut().find(|c| c.user == user) {
+                    Some(c) => c.add(total, used, e.quota),
+                    None => events.push(Change { user, total, used, cost: e.quota, one: Some((e.model, e.trace_id)) }),
+                }
             } else if i < n && e.queued.elapsed() >= PATIENCE {
                 queued.fetch_sub(1, Ordering::Relaxed);
                 abandoned.fetch_add(1, Ordering::Relaxed);
@@ -161,6 +179,10 @@ async fn run(
             }
         }
         pending = kept;
+        for c in events {
+            let (model, trace) = c.one.unzip();
+            store.event(&c.user, c.total, c.used, c.cost, model, trace).await;
+        }
         if failed {
             tracing::warn!(waiting = pending.len(), "ledger appends not confirmed; retrying");
             tokio::time::sleep(pause).await;
@@ -169,6 +191,30 @@ async fn run(
         } else {
             pause = Duration::from_millis(50);
         }
+    }
+}
+
+/// One user's balance change from the records a batch confirmed: one `user.<id>.quota`
+/// event for the lot (each one is also a stored message in `USER_EVENTS`).
+struct Change {
+    /// Whose balance.
+    user: Token,
+    /// The balance after the batch.
+    total: i64,
+    /// See `total`.
+    used: i64,
+    /// What the batch's records of this user charged together.
+    cost: i64,
+    /// The model and trace id when the batch held one record of this user (several have none).
+    one: Option<(String, String)>,
+}
+
+impl Change {
+    /// Count one more confirmed record, after which the balance is `total` / `used`.
+    fn add(&mut self, total: i64, used: i64, cost: i64) {
+        (self.total, self.used) = (total, used);
+        self.cost += cost;
+        self.one = None;
     }
 }
 

@@ -27,6 +27,7 @@ use crate::protocol::canonical::{Usage, IMAGE_URL_TOKENS};
 use crate::protocol::Op;
 use crate::quota::auth::Principal;
 use crate::quota::lease::Draw;
+use crate::quota::proof::Claim;
 use crate::quota::ratelimit::Admitted;
 
 /// Fewest output tokens a request is admitted with when the gateway lowers its cap to what
@@ -34,10 +35,15 @@ use crate::quota::ratelimit::Admitted;
 pub(crate) const MIN_OUTPUT_TOKENS: u32 = 16;
 
 /// Who `job` is: its credential checked against the token cache (the job's `user_id` becomes
-/// the token's user). A refusal for a known user is published as a `user.<id>.auth` event;
-/// an identified user's presence is refreshed.
-pub(crate) async fn identify(ctx: &WorkerCtx, job: &mut Job) -> Result<Option<Principal>, RequestError> {
-    let auth = crate::quota::auth::authenticate(
+/// the token's user), and its trace id's claim in the replay set, started and not awaited
+/// (the handler awaits its verdict before anything of the answer leaves, see
+/// [`crate::quota::proof`]). A refusal for a known user is published as a `user.<id>.auth`
+/// event; an identified user's presence is refreshed.
+pub(crate) async fn identify(
+    ctx: &WorkerCtx,
+    job: &mut Job,
+) -> Result<(Option<Principal>, Option<Claim>), RequestError> {
+    let auth = crate::quota::auth::begin(
         ctx.auth.mode,
         ctx.tokens.as_ref(),
         job.credential.as_ref(),
@@ -45,26 +51,39 @@ pub(crate) async fn identify(ctx: &WorkerCtx, job: &mut Job) -> Result<Option<Pr
         &job.model,
     );
     match Box::pin(auth).await {
-        Ok(principal) => {
+        Ok((principal, claim)) => {
             if let Some(p) = &principal {
                 job.user_id = p.user.to_string();
                 Box::pin(super::sync::presence(ctx, &p.user)).await;
             }
-            Ok(principal)
+            Ok((principal, claim))
         }
         Err(e) => {
-            if let Some(user) = &e.user {
-                let ev = crate::quota::auth::AuthEvent {
-                    event: "rejected",
-                    user_id: user,
-                    token_id: None,
-                    reason: Some(&e.error.message),
-                    timestamp: crate::clock::now_rfc3339(),
-                };
-                Box::pin(crate::quota::auth::publish_event(&ctx.client, &ev)).await;
-            }
+            rejected(ctx, &e).await;
             Err(e.into())
         }
+    }
+}
+
+/// The refusal `claim`'s verdict calls for (a replayed copy, or a replay set that did not
+/// answer), published as a `user.<id>.auth` event like any other.
+pub(crate) async fn verdict(ctx: &WorkerCtx, job: &Job, claim: &Claim) -> Option<RequestError> {
+    let e = crate::quota::auth::refusal(&claim.verdict().await, &job.user_id, job.trace_id.as_str())?;
+    rejected(ctx, &e).await;
+    Some(e.into())
+}
+
+/// Tell a refused user's devices (`user.<id>.auth`).
+async fn rejected(ctx: &WorkerCtx, e: &crate::quota::auth::AuthError) {
+    if let Some(user) = &e.user {
+        let ev = crate::quota::auth::AuthEvent {
+            event: "rejected",
+            user_id: user,
+            token_id: None,
+            reason: Some(&e.error.message),
+            timestamp: crate::clock::now_rfc3339(),
+        };
+        Box::pin(crate::quota::auth::publish_event(&ctx.client, &ev)).await;
     }
 }
 
@@ -88,6 +107,7 @@ pub(crate) async fn admit(
     ctx: &WorkerCtx,
     job: &mut Job,
     principal: Option<Principal>,
+    claim: Option<&Claim>,
 ) -> Result<Ticket, RequestError> {
     let billed = principal.is_some() && ctx.quota.is_some();
     let p = principal.as_ref();
@@ -125,11 +145,22 @@ pub(crate) async fn admit(
     let est_tokens = input_bound.min(job.chat.estimate_prompt_tokens() * 4)
         + own_output.unwrap_or_else(|| price.map_or(0, |p| u64::from(p.output_limit())));
     let rate = match (p.and_then(|p| p.token.as_ref()), &ctx.rates) {
-        (Some((hash, rec)), Some(rates)) => Box::pin(rates.admit(hash, rec, est_tokens)).await?,
+        (Some((hash, rec)), Some(rates)) => {
+            // Limits are counted in the store: a replayed copy must not use them up, so its
+            // verdict comes first.
+            if rec.rpm.is_some() || rec.tpm.is_some() || rec.concurrency.is_some() {
+                if let Some(c) = claim.filter(|c| c.known().is_none()) {
+                    if !c.is_fresh().await {
+                        return Err(RequestError::new(401, "the replay set refused this trace id"));
+                    }
+                }
+            }
+            Box::pin(rates.admit(hash, rec, est_tokens)).await?
+        }
         _ => None,
     };
     let held = match (p, price, counting) {
-        (Some(p), Some(price), false) => Box::pin(hold(ctx, job, p, price, input_bound, own_output)).await,
+        (Some(p), Some(price), false) => Box::pin(hold(ctx, job, p, price, input_bound, own_output, claim)).await,
         // Nothing to hold: open mode, a free unpriced model, or count_tokens (free).
         _ => Ok(None),
     };
@@ -160,6 +191,7 @@ async fn hold(
     price: &PriceEntry,
     input_bound: u64,
     own_output: Option<u64>,
+    claim: Option<&Claim>,
 ) -> Result<Option<Draw>, RequestError> {
     let (Some(q), Some(leases)) = (&ctx.quota, &ctx.leases) else { return Ok(None) };
     let ratio_bound = ctx.group_ratio_bound();
@@ -169,7 +201,7 @@ async fn hold(
     };
     let first_output = own_output.unwrap_or(u64::from(price.output_limit()));
     let trace = job.trace_id.to_string();
-    match Box::pin(leases.draw(&p.user, token_limit, units(first_output), &trace)).await {
+    match Box::pin(leases.draw(&p.user, token_limit, units(first_output), &trace, claim)).await {
         Ok(d) => {
             if own_output.is_none() {
                 set_cap(job, price.output_limit());
@@ -186,7 +218,7 @@ async fn hold(
             if cap < MIN_OUTPUT_TOKENS {
                 return Err(refusal(price, input_bound, remain, ratio_bound));
             }
-            let d = Box::pin(leases.draw(&p.user, token_limit, units(u64::from(cap)), &trace)).await?;
+            let d = Box::pin(leases.draw(&p.user, token_limit, units(u64::from(cap)), &trace, claim)).await?;
             set_cap(job, cap);
             Ok(Some(d))
         }
@@ -236,6 +268,16 @@ fn refusal(price: &PriceEntry, input_bound: u64, remain: i64, ratio: f64) -> Req
 }
 
 impl Ticket {
+    /// Give back what an admitted request holds when it is refused after admission (a
+    /// replayed copy): its hold returns to the lease and its rate-limit slots are released,
+    /// with no ledger record.
+    pub(crate) async fn release(self, ctx: &WorkerCtx) {
+        drop(self.draw);
+        if let (Some(rates), Some(held)) = (&ctx.rates, self.rate) {
+            rates.release(held, None).await;
+        }
+    }
+
     /// Settle after the final reply: charge the delivered cost (0 when nothing was
     /// delivered), append the ledger record (marked with any overage) and release the
     /// rate-limit slots. Off the client's critical path.

@@ -141,16 +141,22 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     // quota and ledger as they were. Heartbeats keep going meanwhile (a lease take waits out
     // a JetStream election for a while).
     let admission_span = super::otel::admission(&ctx, otel.as_ref());
+    // The trace id's claim in the replay set runs beside admission and the upstream call.
+    let mut claim = None;
     let admitted = {
         let mut admitting = Box::pin(async {
-            let principal = Box::pin(super::billing::identify(&ctx, &mut job)).await?;
+            let (principal, started_claim) = Box::pin(super::billing::identify(&ctx, &mut job)).await?;
+            if let Some(c) = &started_claim {
+                replier.gate(c.clone());
+            }
+            claim = started_claim;
             // A Chat client's earlier reasoning, back from the store before the prompt is
             // bounded.
             Box::pin(super::reasoning::restore(&ctx, &mut job)).await;
             // Refuse what no channel can serve before anything is reserved.
             preflight(&ctx, &job)?;
             // Unpriced models, rate limits, the output bound and the worst-case hold.
-            Box::pin(super::billing::admit(&ctx, &mut job, principal)).await
+            Box::pin(super::billing::admit(&ctx, &mut job, principal, claim.as_ref())).await
         });
         loop {
             tokio::select! {
@@ -168,21 +174,42 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     let ticket = match admitted {
         Ok(t) => t,
         Err(e) => {
+            // A replayed copy learns nothing of the user's balance or limits: verdict first.
+            let e = match &claim {
+                Some(c) => Box::pin(super::billing::verdict(&ctx, &job, c)).await.unwrap_or(e),
+                None => e,
+            };
             let summary = Box::pin(finish(&ctx, &replier, &job, started, Err(e), 1.0)).await;
             super::otel::finish(&ctx, otel, &summary.resp, None, summary.status);
             return;
         }
     };
     let ratio = ticket.ratio;
-    Box::pin(super::sync::started(&ctx, &job)).await;
+    // Chat sync hears of the request once its trace id is known to be fresh.
+    let mut pending_verdict = claim.is_some();
+    if !pending_verdict {
+        Box::pin(super::sync::started(&ctx, &job)).await;
+    }
     // Boxed here and above: an async fn's state is the largest of the futures it awaits
     // (often twice over), and it lives as long as the request. Boxing the ones that are
     // only briefly alive keeps an idle stream's task small.
     let mut work =
         Box::pin(super::otel::scoped(super::otel::context(otel.as_ref()), pipeline::serve(&ctx, &job, &replier)));
+    let mut refused = None;
     let result = loop {
         tokio::select! {
             res = &mut work => break res,
+            v = async { super::billing::verdict(&ctx, &job, claim.as_ref()?).await }, if pending_verdict => {
+                pending_verdict = false;
+                match v {
+                    // A refused copy: its upstream call is dropped here.
+                    Some(e) => {
+                        refused = Some(e.clone());
+                        break Err(e);
+                    }
+                    None => Box::pin(super::sync::started(&ctx, &job)).await,
+                }
+            }
             _ = ticker.tick(), if heartbeats => {
                 // Answered: the delayed first heartbeat's timer task (and its memory) can go.
                 if pending_heartbeat.is_some() && replier.answered() {
@@ -197,7 +224,25 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
                 "request exceeded the worker's {} ms limit", ctx.config.request_timeout_ms))),
         }
     };
+    drop(work);
     drop(guard);
+    let mut result = result;
+    if let (true, Some(c)) = (pending_verdict, &claim) {
+        match Box::pin(super::billing::verdict(&ctx, &job, c)).await {
+            Some(e) => {
+                refused = Some(e.clone());
+                result = Err(e);
+            }
+            None => Box::pin(super::sync::started(&ctx, &job)).await,
+        }
+    }
+    if let Some(e) = refused {
+        // Nothing of a refused copy is kept: no event, audit copy or ledger record.
+        let summary = Box::pin(finish(&ctx, &replier, &job, started, Err(e), 1.0)).await;
+        super::otel::finish(&ctx, otel, &summary.resp, None, summary.status);
+        Box::pin(ticket.release(&ctx)).await;
+        return;
+    }
     let keep = result
         .as_ref()
         .ok()

@@ -301,6 +301,7 @@ pub async fn run_with_router(
             max_age: Duration::from_millis(wc.lease_max_age_ms),
             request_ttl: Duration::from_millis(wc.request_timeout_ms),
             stall: Duration::from_millis(wc.billing_stall_ms),
+            linger: Duration::from_millis(wc.ledger_linger_ms),
         };
         crate::quota::lease::Leases::new(q.clone(), worker_id.clone(), lc, stats.clone())
     });

@@ -5,10 +5,11 @@
 use crate::bus::codec::{encode, Encoding};
 use crate::bus::headers::{self, ReplyKind};
 use crate::protocol::{ChunkMessage, LLMNATSResponse};
+use crate::quota::proof::{Claim, Verdict};
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Sends the replies of one request.
@@ -29,6 +30,9 @@ pub struct Replier {
     seq: AtomicU64,
     /// Whether any reply went out (shared with a delayed first heartbeat's timer task).
     sent_any: Arc<AtomicBool>,
+    /// The request's replay-set claim, when it has one: no answer chunk leaves before its
+    /// verdict, and none at all for a refused copy (heartbeats and errors go out).
+    gate: OnceLock<Claim>,
 }
 
 /// Aborts a delayed first heartbeat when the request ends first.
@@ -52,7 +56,13 @@ impl Replier {
             last_sent_us: AtomicU64::new(0),
             seq: AtomicU64::new(0),
             sent_any: Arc::new(AtomicBool::new(false)),
+            gate: OnceLock::new(),
         }
+    }
+
+    /// Hold every answer chunk until `claim`'s verdict, and drop them for a refused copy.
+    pub fn gate(&self, claim: Claim) {
+        let _ = self.gate.set(claim);
     }
 
     /// Time since the last reply.
@@ -70,6 +80,11 @@ impl Replier {
         extra: &[(&str, String)],
         payload: Bytes,
     ) {
+        if let (Some(claim), false) = (self.gate.get(), kind == ReplyKind::Heartbeat) {
+            if claim.verdict().await != Verdict::Fresh && kind != ReplyKind::Error {
+                return;
+            }
+        }
         let mut h = HeaderMap::new();
         h.insert(headers::KIND, kind.as_str());
         if let Some(ct) = content_type {
