@@ -332,9 +332,9 @@ impl Leases {
         claim: Option<&Claim>,
     ) -> Result<Draw, RequestError> {
         let units = units.max(1);
-        // Until its trace id is known fresh (`proof::Claim`), a request only draws on leases
-        // there are: a replayed copy never makes the store hold a user's balance.
-        let unverified = claim.is_some_and(|c| c.known().is_none());
+        // Until its trace id is known fresh (`proof::Claim`), a request takes no lease for
+        // lack of room: a replayed copy never makes the store hold an idle user's balance.
+        // (Renewals ahead of need go on: they follow the user's own traffic here.)
         let key = Key { user: user.clone(), token: token.map(|(t, _)| t.clone()) };
         if self.writer.queued() >= MAX_QUEUED as u64 {
             return Err(stalled());
@@ -346,7 +346,7 @@ impl Leases {
         loop {
             match self.find(&key, units, false) {
                 Found::Drawn(d, renew) => {
-                    if renew && !unverified {
+                    if renew {
                         drop(self.take_shared(&key, limit, units, trace_id, true));
                     }
                     return Ok(d);
@@ -357,9 +357,7 @@ impl Leases {
             // A lease past its age with room serves this request at once, while a new one is
             // taken beside it (so an election during the take costs no request).
             if let Found::Drawn(d, _) = self.find(&key, units, true) {
-                if !unverified {
-                    drop(self.take_shared(&key, limit, units, trace_id, true));
-                }
+                drop(self.take_shared(&key, limit, units, trace_id, true));
                 return Ok(d);
             }
             if let Some(c) = claim {

@@ -10,8 +10,8 @@
 //! awaits before anything of the answer leaves it (the replier's gate) and before any event
 //! or ledger record of the request. A replayed copy is cancelled upstream when the verdict
 //! comes (one JetStream round trip, well before an answer's first token) and answered 401;
-//! it is billed nothing, and leaves no chat-sync event, audit copy or ledger record (only the
-//! user's `user.<id>.auth` refusal event). Before its verdict a request takes no new quota
+//! it is billed nothing, and leaves no presence or chat-sync event, audit copy or ledger
+//! record (only the user's `user.<id>.auth` refusal event). Before its verdict a request takes no new quota
 //! lease and counts no rate limit (`quota::lease`, `worker::billing`). Each worker remembers
 //! the keys it saw refused too, so a copy replayed again to the same worker starts nothing
 //! upstream: one captured request can start at most one cancelled upstream call per worker.

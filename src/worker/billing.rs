@@ -38,7 +38,7 @@ pub(crate) const MIN_OUTPUT_TOKENS: u32 = 16;
 /// the token's user), and its trace id's claim in the replay set, started and not awaited
 /// (the handler awaits its verdict before anything of the answer leaves, see
 /// [`crate::quota::proof`]). A refusal for a known user is published as a `user.<id>.auth`
-/// event; an identified user's presence is refreshed.
+/// event; an identified user's presence is refreshed (after the verdict, when there is a claim).
 pub(crate) async fn identify(
     ctx: &WorkerCtx,
     job: &mut Job,
@@ -54,7 +54,10 @@ pub(crate) async fn identify(
         Ok((principal, claim)) => {
             if let Some(p) = &principal {
                 job.user_id = p.user.to_string();
-                Box::pin(super::sync::presence(ctx, &p.user)).await;
+                // With a claim, presence waits for its verdict (the handler's `accepted`).
+                if claim.is_none() {
+                    Box::pin(super::sync::presence(ctx, &p.user)).await;
+                }
             }
             Ok((principal, claim))
         }

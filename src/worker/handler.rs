@@ -207,7 +207,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
                         refused = Some(e.clone());
                         break Err(e);
                     }
-                    None => Box::pin(super::sync::started(&ctx, &job)).await,
+                    None => Box::pin(accepted(&ctx, &job)).await,
                 }
             }
             _ = ticker.tick(), if heartbeats => {
@@ -233,7 +233,7 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
                 refused = Some(e.clone());
                 result = Err(e);
             }
-            None => Box::pin(super::sync::started(&ctx, &job)).await,
+            None => Box::pin(accepted(&ctx, &job)).await,
         }
     }
     if let Some(e) = refused {
@@ -265,6 +265,15 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
         ttft_ms: summary.ttft_ms,
     };
     Box::pin(ticket.settle(&ctx, &job, &outcome)).await;
+}
+
+/// A request whose trace id its claim found fresh: its user's presence, then chat sync's
+/// `started` (neither is sent for a replayed copy).
+async fn accepted(ctx: &WorkerCtx, job: &Job) {
+    if let Ok(user) = Token::new("user_id", &job.user_id) {
+        Box::pin(super::sync::presence(ctx, &user)).await;
+    }
+    Box::pin(super::sync::started(ctx, job)).await;
 }
 
 /// Answer a model listing in `format` (a valid token needed, except in open mode).
