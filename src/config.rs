@@ -203,9 +203,10 @@ pub struct WorkerConfig {
     pub billing_stall_ms: u64,
     /// How long the ledger writer gathers usage records before publishing them together
     /// (pipelined, one acknowledgement wait for all). Records never delay a reply: they are
-    /// written after it. A JetStream write alone costs nats-server about as much CPU as a
-    /// batch of ten, so a few milliseconds here take most of the ledger's cost off the
-    /// server; a record is confirmed (balance event, statistics) this much later. 0 publishes
+    /// written after it. A JetStream write alone costs nats-server about three times the CPU of
+    /// one in a pipelined batch (`ailurus-bench --only jetstream`), so a few milliseconds here
+    /// take most of the ledger's cost off the server; a record is confirmed (balance event,
+    /// statistics) this much later. 0 publishes
     /// each record as soon as the writer is free.
     #[serde(default = "WorkerConfig::default_ledger_linger_ms")]
     pub ledger_linger_ms: u64,

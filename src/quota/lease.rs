@@ -361,9 +361,7 @@ impl Leases {
                 return Ok(d);
             }
             if let Some(c) = claim {
-                if !c.is_fresh().await {
-                    return Err(RequestError::new(401, "the replay set refused this trace id"));
-                }
+                c.fresh().await?;
             }
             let take = self.take_shared(&key, limit, units, trace_id, false);
             let failed = match tokio::time::timeout_at(deadline, take).await {

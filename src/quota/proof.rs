@@ -16,6 +16,7 @@
 //! the keys it saw refused too, so a copy replayed again to the same worker starts nothing
 //! upstream: one captured request can start at most one cancelled upstream call per worker.
 
+use crate::error::RequestError;
 use async_nats::jetstream::{self, kv};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,14 +55,14 @@ impl Claim {
         v.unwrap_or_else(|| Verdict::Unavailable("the replay-set claim was dropped".into()))
     }
 
-    /// Whether the verdict is [`Verdict::Fresh`] (awaiting it).
-    pub async fn is_fresh(&self) -> bool {
-        self.verdict().await == Verdict::Fresh
-    }
-
-    /// The verdict if it is already known.
-    pub fn known(&self) -> Option<Verdict> {
-        self.rx.borrow().clone()
+    /// `Ok` once the verdict is [`Verdict::Fresh`] (awaiting it); a 401 otherwise, for work
+    /// that must wait for it (a lease take, a rate-limit count). The handler answers a refused
+    /// copy with the verdict's own refusal (`auth::refusal`), not this one.
+    pub async fn fresh(&self) -> Result<(), RequestError> {
+        match self.verdict().await {
+            Verdict::Fresh => Ok(()),
+            _ => Err(RequestError::new(401, "the replay set refused this trace id")),
+        }
     }
 }
 

@@ -80,7 +80,7 @@ impl RateLimiter {
     /// Admit a request of about `tokens` tokens for the token `hash`, or refuse with 429.
     /// `Ok(None)` when the token has no limits.
     pub async fn admit(&self, hash: &Token, rec: &TokenRecord, tokens: u64) -> Result<Option<Admitted>, RequestError> {
-        if rec.rpm.is_none() && rec.tpm.is_none() && rec.concurrency.is_none() {
+        if !rec.has_rate_limits() {
             return Ok(None);
         }
         let now = now_secs();

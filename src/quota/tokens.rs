@@ -94,6 +94,11 @@ impl std::fmt::Debug for ProofKey {
 }
 
 impl TokenRecord {
+    /// Whether the token has any rate limit (rpm, tpm or concurrency), counted in the store.
+    pub fn has_rate_limits(&self) -> bool {
+        self.rpm.is_some() || self.tpm.is_some() || self.concurrency.is_some()
+    }
+
     /// Whether the token has expired at `now`.
     pub fn expired(&self, now: OffsetDateTime) -> bool {
         self.expires_at

@@ -2,7 +2,7 @@
 //! takes records from a queue, gathers what comes within its linger
 //! (`[worker] ledger_linger_ms`) of the first, publishes up to [`BATCH`] of them back to back
 //! (pipelined: every publish goes out before the first acknowledgement is awaited; nats-server
-//! spends about a fifth of the CPU on a record of a batch than on one alone), sends one quota
+//! spends about a third of the CPU on a record of a batch that it spends on one alone), sends one quota
 //! event per user for what the batch confirmed, and retries the ones
 //! not acknowledged, in order, until a JetStream leader answers. Each record keeps its
 //! `Nats-Msg-Id` (`usage-<lease>.<n>`), so a retry of a record that did land is stored once.

@@ -151,12 +151,8 @@ pub(crate) async fn admit(
         (Some((hash, rec)), Some(rates)) => {
             // Limits are counted in the store: a replayed copy must not use them up, so its
             // verdict comes first.
-            if rec.rpm.is_some() || rec.tpm.is_some() || rec.concurrency.is_some() {
-                if let Some(c) = claim.filter(|c| c.known().is_none()) {
-                    if !c.is_fresh().await {
-                        return Err(RequestError::new(401, "the replay set refused this trace id"));
-                    }
-                }
+            if let (true, Some(c)) = (rec.has_rate_limits(), claim) {
+                c.fresh().await?;
             }
             Box::pin(rates.admit(hash, rec, est_tokens)).await?
         }

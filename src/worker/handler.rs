@@ -14,6 +14,7 @@ use crate::formats::{Format, Op, ParseContext};
 use crate::protocol::canonical::ChatRequest;
 use crate::protocol::{LLMNATSRequest, LLMNATSResponse, Platform};
 use crate::quota::auth::AuthError;
+use crate::quota::proof::Claim;
 use crate::router::affinity::SESSION_HEADERS;
 use async_nats::{HeaderMap, Message, Subject};
 use std::sync::Arc;
@@ -195,19 +196,16 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     // only briefly alive keeps an idle stream's task small.
     let mut work =
         Box::pin(super::otel::scoped(super::otel::context(otel.as_ref()), pipeline::serve(&ctx, &job, &replier)));
-    let mut refused = None;
-    let result = loop {
+    let mut refused = false;
+    let mut result = loop {
         tokio::select! {
             res = &mut work => break res,
-            v = async { super::billing::verdict(&ctx, &job, claim.as_ref()?).await }, if pending_verdict => {
+            v = verdict(&ctx, &job, claim.as_ref()), if pending_verdict => {
                 pending_verdict = false;
-                match v {
+                if let Err(e) = v {
                     // A refused copy: its upstream call is dropped here.
-                    Some(e) => {
-                        refused = Some(e.clone());
-                        break Err(e);
-                    }
-                    None => Box::pin(accepted(&ctx, &job)).await,
+                    refused = true;
+                    break Err(e);
                 }
             }
             _ = ticker.tick(), if heartbeats => {
@@ -226,19 +224,15 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     };
     drop(work);
     drop(guard);
-    let mut result = result;
-    if let (true, Some(c)) = (pending_verdict, &claim) {
-        match Box::pin(super::billing::verdict(&ctx, &job, c)).await {
-            Some(e) => {
-                refused = Some(e.clone());
-                result = Err(e);
-            }
-            None => Box::pin(accepted(&ctx, &job)).await,
+    if pending_verdict {
+        if let Err(e) = Box::pin(verdict(&ctx, &job, claim.as_ref())).await {
+            refused = true;
+            result = Err(e);
         }
     }
-    if let Some(e) = refused {
+    if refused {
         // Nothing of a refused copy is kept: no event, audit copy or ledger record.
-        let summary = Box::pin(finish(&ctx, &replier, &job, started, Err(e), 1.0)).await;
+        let summary = Box::pin(finish(&ctx, &replier, &job, started, result, 1.0)).await;
         super::otel::finish(&ctx, otel, &summary.resp, None, summary.status);
         Box::pin(ticket.release(&ctx)).await;
         return;
@@ -267,13 +261,19 @@ pub(crate) async fn handle(ctx: Arc<WorkerCtx>, msg: Message) {
     Box::pin(ticket.settle(&ctx, &job, &outcome)).await;
 }
 
-/// A request whose trace id its claim found fresh: its user's presence, then chat sync's
-/// `started` (neither is sent for a replayed copy).
-async fn accepted(ctx: &WorkerCtx, job: &Job) {
+/// The verdict of `claim` (none: nothing to wait for): a refused copy's error, or, for a fresh
+/// trace id, its user's presence and chat sync's `started` (neither is sent for a replayed
+/// copy).
+async fn verdict(ctx: &WorkerCtx, job: &Job, claim: Option<&Claim>) -> Result<(), RequestError> {
+    let Some(c) = claim else { return Ok(()) };
+    if let Some(e) = Box::pin(super::billing::verdict(ctx, job, c)).await {
+        return Err(e);
+    }
     if let Ok(user) = Token::new("user_id", &job.user_id) {
         Box::pin(super::sync::presence(ctx, &user)).await;
     }
     Box::pin(super::sync::started(ctx, job)).await;
+    Ok(())
 }
 
 /// Answer a model listing in `format` (a valid token needed, except in open mode).
