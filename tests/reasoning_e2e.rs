@@ -140,11 +140,8 @@ async fn spawn_worker(url: &str, config: Config) -> (Shutdown, tokio::task::Join
     let shutdown = Shutdown::new();
     let stop = shutdown.clone();
     let router = Arc::new(ailurus::router::Router::new(&config.routing, &config.channels).expect("router"));
-    let task = tokio::spawn(async move {
-        ailurus::worker::run_with_router(client, &config, router, stop).await.expect("worker run");
-    });
-    // Let its subscription reach the server.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let serving = ailurus::worker::start(client, &config, router, stop).await.expect("worker start");
+    let task = tokio::spawn(async move { serving.run().await.expect("worker run") });
     (shutdown, task)
 }
 

@@ -175,10 +175,8 @@ async fn sigkill_mid_stream_ends_every_http_stream_well_formed_and_bills_nothing
             rx.recv().await.unwrap();
         }
         // A survivor joins; batch 2 spreads over both workers.
+        // `add_worker` returns once the server holds its subscription.
         stack.add_worker(fast_config()).await;
-        // Its subscription travels on its own connection: on a loaded machine the server may
-        // not have it yet, and batch 2 would all go to the victim.
-        tokio::time::sleep(Duration::from_millis(500)).await;
         let second: Vec<_> = (0..12).map(|i| spawn_stream(Format::ALL[i % 4], "mock-c25-d100", tx.clone())).collect();
         for _ in 0..second.len() {
             rx.recv().await.unwrap();

@@ -192,11 +192,25 @@ async fn three_workers_share_300_requests_each_answered_once() {
     for _ in 0..3 {
         stack.add_worker(config.clone()).await;
     }
-    let before: Vec<u64> = stack
-        .worker_clients
-        .iter()
-        .map(|c| c.statistics().in_messages.load(std::sync::atomic::Ordering::Relaxed))
-        .collect();
+    let counts = |stack: &Stack| -> Vec<u64> {
+        stack
+            .worker_clients
+            .iter()
+            .map(|c| c.statistics().in_messages.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
+    };
+    // The workers' start-up replies (bucket lookups, watches) may still be arriving: start
+    // counting once the counts stand still for 200 ms.
+    let mut before = counts(&stack);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = counts(&stack);
+        if now == before || Instant::now() > deadline {
+            break;
+        }
+        before = now;
+    }
     let mut tasks = Vec::new();
     for i in 0..300 {
         let client = stack.client.clone();
@@ -249,6 +263,22 @@ async fn no_worker_is_known_within_a_second() {
     let mut replies = stack.send(&request(Platform::Claude, "mock", "anyone?", false), Encoding::Json).await;
     assert_eq!(replies.next().await.unwrap().unwrap_err(), ClientError::NoWorker);
     assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+}
+
+/// A worker is announced ("worker serving", `worker::start` returning) only once the server
+/// holds its subscriptions: a flush alone writes them to the socket, and a request from
+/// another connection could still find no worker (seen on loaded CI machines). Each round
+/// is a fresh server, so nothing else is subscribed.
+#[tokio::test]
+async fn a_started_worker_takes_the_very_next_request() {
+    for round in 0..10 {
+        let mut stack = Stack::server_only().await;
+        stack.add_worker(common::open_config()).await;
+        let mut replies = stack.send(&request(Platform::Openai, "mock-c1", "first", false), Encoding::Json).await;
+        let reply = replies.next().await.expect("a reply");
+        let reply = reply.unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+        assert_eq!(reply.kind, ReplyKind::Done, "round {round}");
+    }
 }
 
 #[tokio::test]

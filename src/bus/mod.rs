@@ -210,6 +210,26 @@ pub async fn connect_service(url: &str, name: &str) -> Result<async_nats::Client
     options(name, &ConnectAuth::from_env(), addrs.first()).await?.retry_on_initial_connect().connect(addrs).await
 }
 
+/// Wait until the server has processed everything `client` sent before this call (its
+/// subscriptions above all), at most `limit`; `false` when it did not say so in time.
+///
+/// `Client::flush` only writes the buffer to the socket: a server reads each connection on
+/// its own, so another client's publish can still find no interest for a while. One message
+/// to a fresh inbox of this client's own makes the round trip, and a server handles one
+/// connection's operations in order.
+pub async fn settle(client: &async_nats::Client, limit: Duration) -> bool {
+    let inbox = client.new_inbox();
+    let Ok(mut echo) = client.subscribe(inbox.clone()).await else {
+        return false;
+    };
+    if client.publish(inbox, bytes::Bytes::new()).await.is_err() {
+        return false;
+    }
+    let settled = matches!(tokio::time::timeout(limit, futures::StreamExt::next(&mut echo)).await, Ok(Some(_)));
+    let _ = echo.unsubscribe().await;
+    settled
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,6 +53,9 @@ use tokio_util::task::TaskTracker;
 /// go back (another worker completes what is left, from the ledger).
 const LEASE_DRAIN: Duration = Duration::from_secs(20);
 
+/// How long a starting worker waits for the server to confirm its subscriptions.
+const SETTLE: Duration = Duration::from_secs(5);
+
 /// What every request task shares.
 pub(crate) struct WorkerCtx {
     /// The NATS connection replies go out on.
@@ -252,6 +255,34 @@ pub async fn run_with_router(
     router: Arc<Router>,
     shutdown: Shutdown,
 ) -> Result<(), WorkerError> {
+    start(client, config, router, shutdown).await?.run().await
+}
+
+/// A worker whose subscriptions the server holds: requests sent from now on reach it (or
+/// its queue group). [`Serving::run`] takes them until shutdown, then drains.
+pub struct Serving {
+    /// What every request task shares.
+    ctx: Arc<WorkerCtx>,
+    /// `llm.request.*` in the queue group (`None` when this worker serves the API only).
+    requests: Option<async_nats::Subscriber>,
+    /// `llm.cancel.*`, outside the queue group: every worker hears every cancel.
+    cancels: async_nats::Subscriber,
+    /// `ailurus.api.*` in the queue group (`None` when this worker serves requests only).
+    api: Option<async_nats::Subscriber>,
+    /// The statistics roll-up, closed (flushed) after the drain.
+    stats: Option<crate::stats::rollup::Rollup>,
+    /// Ends the serve loop.
+    shutdown: Shutdown,
+}
+
+/// Set a worker up on `client` (stores, router, live configuration, subscriptions) and
+/// return once the server has its subscriptions; `Serving::run` then serves.
+pub async fn start(
+    client: async_nats::Client,
+    config: &Config,
+    router: Arc<Router>,
+    shutdown: Shutdown,
+) -> Result<Serving, WorkerError> {
     let wc = config.worker.clone();
     let (tokens, quota, rates, users) = if config.auth.mode == crate::quota::AuthMode::Open {
         (None, None, None, None)
@@ -371,13 +402,16 @@ pub async fn run_with_router(
     tokio::task::spawn_blocking(|| crate::tokenize::count(""));
     let serve = wc.serve;
     let queue = Some(wc.queue_group.as_str());
-    let mut requests =
+    let requests =
         if serve.requests() { Some(subscribe(&client, subjects::request_all(), queue).await?) } else { None };
     // Cancels reach LLM requests and the management API's log streams alike.
-    let mut cancels = subscribe(&client, subjects::cancel_all(), None).await?;
-    let mut api = if serve.api() { Some(subscribe(&client, subjects::api_all(), queue).await?) } else { None };
-    // Make sure the server has the subscriptions before anyone is told we are up.
-    client.flush().await.map_err(|e| WorkerError(format!("flush: {e}")))?;
+    let cancels = subscribe(&client, subjects::cancel_all(), None).await?;
+    let api = if serve.api() { Some(subscribe(&client, subjects::api_all(), queue).await?) } else { None };
+    // Make sure the server has the subscriptions before anyone is told we are up (a flush
+    // only writes them; a request from another connection could still find no worker).
+    if !crate::bus::settle(&client, SETTLE).await {
+        tracing::warn!("the server has not confirmed this worker's subscriptions within {SETTLE:?}; serving anyway");
+    }
     if let Some(quota) = ctx.quota.clone() {
         // Announce this worker before it takes a request, then keep the key alive and scan
         // for the holds of lost workers, until shutdown.
@@ -392,83 +426,93 @@ pub async fn run_with_router(
         tokio::spawn(leases.keep(shutdown.clone()));
     }
     tracing::info!(queue_group = %wc.queue_group, concurrency = wc.concurrency, worker_id = %ctx.worker_id, serve = ?serve, "worker serving");
+    Ok(Serving { ctx, requests, cancels, api, stats, shutdown })
+}
 
-    let tasks = TaskTracker::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.wait() => break,
-            msg = next(&mut requests) => match msg {
-                Some(msg) => { tasks.spawn(handler::handle(ctx.clone(), msg)); }
-                None => {
-                    tracing::warn!("request subscription closed");
-                    break;
-                }
-            },
-            msg = cancels.next() => if let Some(msg) = msg {
-                ctx.inflight.cancel(subjects::last_token(&msg.subject));
-            },
-            msg = next(&mut api) => match msg {
-                Some(msg) => {
-                    let ctx = ctx.clone();
-                    tasks.spawn(async move { api::handle(&ctx, msg).await });
-                }
-                None => {
-                    tracing::warn!("API subscription closed");
-                    break;
-                }
-            },
-        }
-    }
-    if let Some(api) = &mut api {
-        let _ = api.unsubscribe().await;
-    }
-
-    // Drain: stop taking new requests, but handle the ones already delivered to us.
-    tracing::info!(in_flight = ctx.inflight.len(), "draining");
-    if let Some(requests) = &mut requests {
-        if let Err(e) = requests.drain().await {
-            tracing::warn!(error = %e, "unsubscribe during drain failed");
-        }
-    }
-    let pending = async {
-        while let Some(msg) = next(&mut requests).await {
-            tasks.spawn(handler::handle(ctx.clone(), msg));
-        }
-    };
-    if tokio::time::timeout(Duration::from_secs(2), pending).await.is_err() {
-        tracing::warn!("pending requests did not arrive within 2 s of drain");
-    }
-    tasks.close();
-    let finish = tasks.wait();
-    tokio::pin!(finish);
-    let limit = tokio::time::sleep(Duration::from_millis(wc.request_timeout_ms));
-    tokio::pin!(limit);
-    loop {
-        tokio::select! {
-            _ = &mut finish => break,
-            _ = &mut limit => {
-                tracing::warn!(in_flight = ctx.inflight.len(), "drain timed out; abandoning in-flight requests");
-                break;
+impl Serving {
+    /// Serve until shutdown, then drain: stop taking, finish what is in flight (bounded by
+    /// the request timeout), confirm the ledger, give the leases back.
+    pub async fn run(self) -> Result<(), WorkerError> {
+        let Serving { ctx, mut requests, mut cancels, mut api, stats, shutdown } = self;
+        let client = ctx.client.clone();
+        let wc = &ctx.config;
+        let tasks = TaskTracker::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                msg = next(&mut requests) => match msg {
+                    Some(msg) => { tasks.spawn(handler::handle(ctx.clone(), msg)); }
+                    None => {
+                        tracing::warn!("request subscription closed");
+                        break;
+                    }
+                },
+                msg = cancels.next() => if let Some(msg) = msg {
+                    ctx.inflight.cancel(subjects::last_token(&msg.subject));
+                },
+                msg = next(&mut api) => match msg {
+                    Some(msg) => {
+                        let ctx = ctx.clone();
+                        tasks.spawn(async move { api::handle(&ctx, msg).await });
+                    }
+                    None => {
+                        tracing::warn!("API subscription closed");
+                        break;
+                    }
+                },
             }
-            msg = cancels.next() => if let Some(msg) = msg {
-                ctx.inflight.cancel(subjects::last_token(&msg.subject));
-            },
         }
+        if let Some(api) = &mut api {
+            let _ = api.unsubscribe().await;
+        }
+
+        // Drain: stop taking new requests, but handle the ones already delivered to us.
+        tracing::info!(in_flight = ctx.inflight.len(), "draining");
+        if let Some(requests) = &mut requests {
+            if let Err(e) = requests.drain().await {
+                tracing::warn!(error = %e, "unsubscribe during drain failed");
+            }
+        }
+        let pending = async {
+            while let Some(msg) = next(&mut requests).await {
+                tasks.spawn(handler::handle(ctx.clone(), msg));
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(2), pending).await.is_err() {
+            tracing::warn!("pending requests did not arrive within 2 s of drain");
+        }
+        tasks.close();
+        let finish = tasks.wait();
+        tokio::pin!(finish);
+        let limit = tokio::time::sleep(Duration::from_millis(wc.request_timeout_ms));
+        tokio::pin!(limit);
+        loop {
+            tokio::select! {
+                _ = &mut finish => break,
+                _ = &mut limit => {
+                    tracing::warn!(in_flight = ctx.inflight.len(), "drain timed out; abandoning in-flight requests");
+                    break;
+                }
+                msg = cancels.next() => if let Some(msg) = msg {
+                    ctx.inflight.cancel(subjects::last_token(&msg.subject));
+                },
+            }
+        }
+        // Every request has settled: confirm their ledger records and give the leases back.
+        if let Some(leases) = &ctx.leases {
+            leases.drain(LEASE_DRAIN).await;
+        }
+        if let Some(stats) = &stats {
+            stats.close(Duration::from_secs(5)).await;
+        }
+        if let Err(e) = tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
+            tracing::warn!(error = %e, "final flush timed out");
+        }
+        if let Some(t) = ctx.telemetry.clone() {
+            // Blocks until the exporters answer (each export is time-limited).
+            let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+        }
+        tracing::info!("worker stopped");
+        Ok(())
     }
-    // Every request has settled: confirm their ledger records and give the leases back.
-    if let Some(leases) = &ctx.leases {
-        leases.drain(LEASE_DRAIN).await;
-    }
-    if let Some(stats) = &stats {
-        stats.close(Duration::from_secs(5)).await;
-    }
-    if let Err(e) = tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
-        tracing::warn!(error = %e, "final flush timed out");
-    }
-    if let Some(t) = ctx.telemetry.clone() {
-        // Blocks until the exporters answer (each export is time-limited).
-        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
-    }
-    tracing::info!("worker stopped");
-    Ok(())
 }

@@ -132,28 +132,10 @@ impl Stack {
     pub async fn add_routed_worker(&mut self, config: Config, router: Arc<ailurus::router::Router>) {
         let client = ailurus::bus::connect(&self.server.url, "test-worker").await.expect("connect worker");
         self.worker_clients.push(client.clone());
-        let shutdown = self.shutdown.clone();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let probe = client.clone();
-        self.workers.push(tokio::spawn(async move {
-            let run = ailurus::worker::run_with_router(client, &config, router, shutdown);
-            tokio::pin!(run);
-            // The worker flushes its subscriptions before serving; poll until it does.
-            let mut ready = Some(ready_tx);
-            loop {
-                tokio::select! {
-                    res = &mut run => { res.expect("worker run"); break; }
-                    _ = tokio::time::sleep(Duration::from_millis(20)), if ready.is_some() => {
-                        if probe.flush().await.is_ok() {
-                            if let Some(tx) = ready.take() { let _ = tx.send(()); }
-                        }
-                    }
-                }
-            }
-        }));
-        let _ = ready_rx.await;
-        // Let the subscription reach the server.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // `start` returns once the server holds the worker's subscriptions.
+        let serving =
+            ailurus::worker::start(client, &config, router, self.shutdown.clone()).await.expect("worker start");
+        self.workers.push(tokio::spawn(async move { serving.run().await.expect("worker run") }));
     }
 
     /// Apply the embedded streams.
