@@ -283,6 +283,18 @@ pub async fn start(
     router: Arc<Router>,
     shutdown: Shutdown,
 ) -> Result<Serving, WorkerError> {
+    // On the heap: the set-up's state is large (every store's opening), too large for the
+    // stack of a caller that awaits it in place (a test thread has 2 MiB).
+    Box::pin(set_up(client, config, router, shutdown)).await
+}
+
+/// The body of [`start`].
+async fn set_up(
+    client: async_nats::Client,
+    config: &Config,
+    router: Arc<Router>,
+    shutdown: Shutdown,
+) -> Result<Serving, WorkerError> {
     let wc = config.worker.clone();
     let (tokens, quota, rates, users) = if config.auth.mode == crate::quota::AuthMode::Open {
         (None, None, None, None)
