@@ -210,6 +210,10 @@ pub async fn connect_service(url: &str, name: &str) -> Result<async_nats::Client
     options(name, &ConnectAuth::from_env(), addrs.first()).await?.retry_on_initial_connect().connect(addrs).await
 }
 
+/// How long a starting service (a worker, `ailurus audit tail`) waits in
+/// [`confirm_subscriptions`] for the server before it goes on anyway.
+pub const CONFIRM_WITHIN: Duration = Duration::from_secs(5);
+
 /// Wait until the server has processed everything `client` sent before this call (its
 /// subscriptions above all), at most `limit`; `false` when it did not say so in time.
 ///
@@ -217,7 +221,7 @@ pub async fn connect_service(url: &str, name: &str) -> Result<async_nats::Client
 /// its own, so another client's publish can still find no interest for a while. One message
 /// to a fresh inbox of this client's own makes the round trip, and a server handles one
 /// connection's operations in order.
-pub async fn settle(client: &async_nats::Client, limit: Duration) -> bool {
+pub async fn confirm_subscriptions(client: &async_nats::Client, limit: Duration) -> bool {
     let inbox = client.new_inbox();
     let Ok(mut echo) = client.subscribe(inbox.clone()).await else {
         return false;
@@ -225,9 +229,9 @@ pub async fn settle(client: &async_nats::Client, limit: Duration) -> bool {
     if client.publish(inbox, bytes::Bytes::new()).await.is_err() {
         return false;
     }
-    let settled = matches!(tokio::time::timeout(limit, futures::StreamExt::next(&mut echo)).await, Ok(Some(_)));
+    let confirmed = matches!(tokio::time::timeout(limit, futures::StreamExt::next(&mut echo)).await, Ok(Some(_)));
     let _ = echo.unsubscribe().await;
-    settled
+    confirmed
 }
 
 #[cfg(test)]

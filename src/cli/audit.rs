@@ -122,10 +122,13 @@ pub async fn run(config: Config, cmd: AuditCmd) -> Result<ExitCode, String> {
                 client.subscribe(subjects::usage_all()).await.map_err(|e| e.to_string())?,
             ]);
             // Say so only once the server holds the subscriptions: what is sent from then on shows.
-            if crate::bus::settle(&client, std::time::Duration::from_secs(5)).await {
+            if crate::bus::confirm_subscriptions(&client, crate::bus::CONFIRM_WITHIN).await {
                 eprintln!("following llm.request.*, llm.response.*, llm.usage.* (Ctrl-C stops)");
             } else {
-                eprintln!("the server has not confirmed the subscriptions within 5 s; following anyway");
+                eprintln!(
+                    "the server has not confirmed the subscriptions within {:?}; following anyway",
+                    crate::bus::CONFIRM_WITHIN
+                );
             }
             let shutdown = crate::shutdown::Shutdown::new();
             shutdown.on_signals();

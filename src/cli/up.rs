@@ -204,27 +204,28 @@ pub async fn run(mut config: Config, args: UpArgs) -> Result<ExitCode, String> {
     };
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    let worker = {
-        let (client, config, shutdown) = (client.clone(), config.clone(), shutdown.clone());
-        tokio::spawn(async move { crate::worker::run(client, &config, shutdown).await })
-    };
     let listen = config.bridge.listen.clone();
     let bridge = {
         let (client, bridge_config, shutdown) = (client.clone(), config.bridge.clone(), shutdown.clone());
         tokio::spawn(async move { crate::bridge::run(client, bridge_config, shutdown).await })
     };
-    // The banner's commands run at once: wait until the worker answers (its subscriptions are
-    // made together; `ailurus.api.status` needs no credential).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::time::Instant::now() < deadline && !worker.is_finished() {
-        let ask = client.request(crate::bus::subjects::api("status"), "".into());
-        if let Ok(Ok(m)) = tokio::time::timeout(std::time::Duration::from_millis(500), ask).await {
-            if m.status != Some(async_nats::StatusCode::NO_RESPONDERS) {
-                break;
-            }
+    // The banner's commands run at once: `worker::start` returns once the server holds the
+    // worker's subscriptions.
+    let started_worker = match crate::router::Router::new(&config.routing, &config.channels) {
+        Ok(router) => crate::worker::start(client.clone(), &config, std::sync::Arc::new(router), shutdown.clone())
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    let worker = match started_worker {
+        Ok(serving) => tokio::spawn(serving.run()),
+        Err(e) => {
+            // The bridge stops; a server this command started stops when `started` drops.
+            shutdown.trigger();
+            let _ = bridge.await;
+            return Err(e);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    };
     if let Some(token) = &demo {
         eprintln!(
             "\ndemo user: demo ($5 of quota) · demo token (saved in {}/demo-token):\n  {token}",

@@ -53,9 +53,6 @@ use tokio_util::task::TaskTracker;
 /// go back (another worker completes what is left, from the ledger).
 const LEASE_DRAIN: Duration = Duration::from_secs(20);
 
-/// How long a starting worker waits for the server to confirm its subscriptions.
-const SETTLE: Duration = Duration::from_secs(5);
-
 /// What every request task shares.
 pub(crate) struct WorkerCtx {
     /// The NATS connection replies go out on.
@@ -421,8 +418,8 @@ async fn set_up(
     let api = if serve.api() { Some(subscribe(&client, subjects::api_all(), queue).await?) } else { None };
     // Make sure the server has the subscriptions before anyone is told we are up (a flush
     // only writes them; a request from another connection could still find no worker).
-    if !crate::bus::settle(&client, SETTLE).await {
-        tracing::warn!("the server has not confirmed this worker's subscriptions within {SETTLE:?}; serving anyway");
+    if !crate::bus::confirm_subscriptions(&client, crate::bus::CONFIRM_WITHIN).await {
+        tracing::warn!(limit = ?crate::bus::CONFIRM_WITHIN, "the server has not confirmed this worker's subscriptions; serving anyway");
     }
     if let Some(quota) = ctx.quota.clone() {
         // Announce this worker before it takes a request, then keep the key alive and scan

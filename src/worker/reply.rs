@@ -80,8 +80,11 @@ impl Replier {
         extra: &[(&str, String)],
         payload: Bytes,
     ) {
-        if let (Some(claim), false) = (self.gate.get(), kind == ReplyKind::Heartbeat) {
-            if claim.verdict().await != Verdict::Fresh && kind != ReplyKind::Error {
+        // Behind the gate: a heartbeat never waits; an error waits (it follows any chunk held
+        // before it) and goes out; an answer chunk waits and is dropped for a refused copy.
+        if let (Some(claim), true) = (self.gate.get(), kind != ReplyKind::Heartbeat) {
+            let fresh = claim.verdict().await == Verdict::Fresh;
+            if !fresh && kind != ReplyKind::Error {
                 return;
             }
         }
